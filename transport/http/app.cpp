@@ -1,0 +1,244 @@
+#include "transport/http/app.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <exception>
+#include <fmt/format.h>
+
+#include "transport/core/log.hpp"
+
+namespace quiclab::http {
+
+namespace fs = std::filesystem;
+
+void Metrics::count_response(Protocol p, int status) {
+  auto& c = of(p);
+  c.requests_total++;
+  if (status < 300) c.responses_2xx++;
+  else if (status < 400) c.responses_3xx++;
+  else if (status < 500) c.responses_4xx++;
+  else c.responses_5xx++;
+}
+
+std::string Metrics::render() const {
+  std::string out;
+  auto family = [&](const char* name, const char* type, const char* help, auto getter) {
+    out += fmt::format("# HELP quiclab_{} {}\n# TYPE quiclab_{} {}\n", name, help, name, type);
+    for (auto p : {Protocol::h2, Protocol::h3}) {
+      out += fmt::format("quiclab_{}{{protocol=\"{}\"}} {}\n", name, to_string(p), getter(of(p)));
+    }
+  };
+  family("connections_total", "counter", "Connections accepted.", [](const Counters& c) { return c.connections_total; });
+  family("connections_active", "gauge", "Connections open now.", [](const Counters& c) { return c.connections_active; });
+  family("streams_total", "counter", "Request streams opened by peers.", [](const Counters& c) { return c.streams_total; });
+  family("requests_total", "counter", "Requests answered.", [](const Counters& c) { return c.requests_total; });
+  out += "# HELP quiclab_responses_total Responses by status class.\n# TYPE quiclab_responses_total counter\n";
+  for (auto p : {Protocol::h2, Protocol::h3}) {
+    const auto& c = of(p);
+    const std::pair<const char*, std::uint64_t> classes[] = {
+        {"2xx", c.responses_2xx}, {"3xx", c.responses_3xx}, {"4xx", c.responses_4xx}, {"5xx", c.responses_5xx}};
+    for (auto [cls, n] : classes) {
+      out += fmt::format("quiclab_responses_total{{protocol=\"{}\",class=\"{}\"}} {}\n", to_string(p), cls, n);
+    }
+  }
+  family("request_body_bytes_total", "counter", "Request body bytes received.", [](const Counters& c) { return c.request_body_bytes; });
+  family("response_body_bytes_total", "counter", "Response body bytes sent.", [](const Counters& c) { return c.response_body_bytes; });
+  family("protocol_errors_total", "counter", "Connections or streams ended for a peer's protocol error.", [](const Counters& c) { return c.protocol_errors; });
+  return out;
+}
+
+std::optional<std::string> percent_decode(std::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out.push_back(in[i]);
+      continue;
+    }
+    if (i + 2 >= in.size()) return std::nullopt;
+    unsigned v = 0;
+    auto [p, ec] = std::from_chars(in.data() + i + 1, in.data() + i + 3, v, 16);
+    if (ec != std::errc() || p != in.data() + i + 3) return std::nullopt;
+    out.push_back(static_cast<char>(v));
+    i += 2;
+  }
+  return out;
+}
+
+std::optional<std::uint64_t> parse_size(std::string_view text) {
+  if (text.empty()) return std::nullopt;
+  std::uint64_t mult = 1;
+  switch (text.back()) {
+    case 'k': case 'K': mult = 1024; break;
+    case 'm': case 'M': mult = 1024 * 1024; break;
+    case 'g': case 'G': mult = 1024ULL * 1024 * 1024; break;
+    default: break;
+  }
+  if (mult != 1) text.remove_suffix(1);
+  if (text.empty() || text.size() > 19) return std::nullopt;
+  std::uint64_t v = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || p != text.data() + text.size()) return std::nullopt;
+  if (v > UINT64_MAX / mult) return std::nullopt;
+  return v * mult;
+}
+
+std::variant<fs::path, PathError> resolve_static_path(const fs::path& root, std::string_view request_path) {
+  auto q = request_path.find_first_of("?#");
+  std::string_view raw = request_path.substr(0, q);
+  if (raw.empty() || raw.front() != '/') return PathError{400, "path must start with '/'"};
+  // Encoded separators and dots are refused before decoding: they only serve to
+  // smuggle "..", and no file we serve needs them.
+  for (std::size_t i = 0; i + 2 < raw.size(); ++i) {
+    if (raw[i] != '%') continue;
+    char a = raw[i + 1], b = static_cast<char>(std::tolower(static_cast<unsigned char>(raw[i + 2])));
+    if ((a == '2' && (b == 'e' || b == 'f')) || (a == '5' && b == 'c') || (a == '0' && b == '0')) {
+      return PathError{400, "encoded '.', '/', '\\' or NUL in path"};
+    }
+  }
+  auto decoded = percent_decode(raw);
+  if (!decoded) return PathError{400, "malformed percent-encoding in path"};
+  if (decoded->find('\0') != std::string::npos) return PathError{400, "NUL in path"};
+  if (decoded->find('\\') != std::string::npos) return PathError{400, "backslash in path"};
+  // Check every segment: "." and ".." are never served.
+  std::string_view d(*decoded);
+  std::size_t start = 1;
+  while (start <= d.size()) {
+    auto end = d.find('/', start);
+    if (end == std::string_view::npos) end = d.size();
+    auto seg = d.substr(start, end - start);
+    if (seg == "." || seg == "..") return PathError{400, "'.' or '..' segment in path"};
+    start = end + 1;
+  }
+  std::error_code ec;
+  fs::path canon_root = fs::canonical(root, ec);
+  if (ec) return PathError{404, "root not found"};
+  fs::path target = canon_root / fs::path(d.substr(1));
+  if (!d.empty() && d.back() == '/') target /= "index.html";
+  fs::path canon = fs::canonical(target, ec);
+  if (ec) return PathError{404, "not found"};
+  if (fs::is_directory(canon, ec)) {
+    canon = fs::canonical(canon / "index.html", ec);
+    if (ec) return PathError{404, "not found"};
+  }
+  // The canonical target must lie inside the canonical root: a symlink (or
+  // anything else) leading outside is refused.
+  auto rel = canon.lexically_relative(canon_root);
+  if (rel.empty() || *rel.begin() == "..") return PathError{403, "path leaves the root"};
+  if (!fs::is_regular_file(canon, ec)) return PathError{404, "not a regular file"};
+  return canon;
+}
+
+std::string_view mime_type(const fs::path& p) {
+  static const std::pair<std::string_view, std::string_view> kTypes[] = {
+      {".html", "text/html; charset=utf-8"}, {".htm", "text/html; charset=utf-8"},
+      {".txt", "text/plain; charset=utf-8"}, {".css", "text/css"},
+      {".js", "text/javascript"},            {".json", "application/json"},
+      {".png", "image/png"},                 {".jpg", "image/jpeg"},
+      {".jpeg", "image/jpeg"},               {".gif", "image/gif"},
+      {".svg", "image/svg+xml"},             {".wasm", "application/wasm"},
+      {".ico", "image/x-icon"},              {".pdf", "application/pdf"},
+  };
+  auto ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  for (auto [e, t] : kTypes) {
+    if (e == ext) return t;
+  }
+  return "application/octet-stream";
+}
+
+App::App(AppConfig config, Metrics& metrics) : config_(std::move(config)), metrics_(metrics) {
+  route("GET", "/health", [](const Request&) { return Response::text(200, "ok\n"); });
+  route("GET", "/metrics", [this](const Request&) {
+    return Response::text(200, metrics_.render(), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  route("POST", "/echo", [](const Request& req) {
+    Response r;
+    r.status = 200;
+    auto ct = find_header(req.headers, "content-type");
+    r.headers.push_back({"content-type", ct ? std::string(*ct) : "application/octet-stream"});
+    r.body = std::make_shared<MemoryBody>(req.body);
+    return r;
+  });
+  route("GET", "/bytes", [this](const Request& req) { return serve_bytes(req); }, true);
+}
+
+void App::route(std::string method, std::string path, Handler handler, bool prefix) {
+  routes_.push_back(Route{std::move(method), std::move(path), prefix, std::move(handler)});
+}
+
+Response App::serve_bytes(const Request& req) const {
+  std::string_view path = req.path;
+  path = path.substr(0, path.find_first_of("?#"));
+  constexpr std::string_view kPrefix = "/bytes/";
+  if (path.substr(0, kPrefix.size()) != kPrefix) return Response::text(400, "use /bytes/N\n");
+  auto n = parse_size(path.substr(kPrefix.size()));
+  if (!n) return Response::text(400, "bad size in /bytes/N: digits with an optional k, m or g suffix\n");
+  if (*n > config_.max_generated_bytes) {
+    return Response::text(413, fmt::format("/bytes/N is limited to {} bytes\n", config_.max_generated_bytes));
+  }
+  Response r;
+  r.headers.push_back({"content-type", "application/octet-stream"});
+  r.body = std::make_shared<GeneratedBody>(*n);
+  return r;
+}
+
+Response App::serve_static(const Request& req) const {
+  if (!config_.root) return Response::text(404, "not found\n");
+  auto resolved = resolve_static_path(*config_.root, req.path);
+  if (auto* err = std::get_if<PathError>(&resolved)) {
+    if (err->status != 404) log::warn("{} {}: refused static path: {}", req.peer.to_string(), req.path, err->reason);
+    return Response::text(err->status, err->reason + "\n");
+  }
+  const auto& file = std::get<fs::path>(resolved);
+  int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Response::text(errno == EACCES ? 403 : 404, "cannot open file\n");
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return Response::text(404, "not a regular file\n");
+  }
+  Response r;
+  r.headers.push_back({"content-type", std::string(mime_type(file))});
+  r.body = std::make_shared<FileBody>(fd, static_cast<std::uint64_t>(st.st_size));
+  return r;
+}
+
+Response App::handle(const Request& req) const {
+  try {
+    std::string_view path = req.path;
+    path = path.substr(0, path.find_first_of("?#"));
+    const Route* exact = nullptr;
+    const Route* prefix = nullptr;
+    bool path_known = false;
+    for (const auto& r : routes_) {
+      bool match = r.prefix ? (path == r.path || (path.substr(0, r.path.size()) == r.path && path.size() > r.path.size() &&
+                                                  path[r.path.size()] == '/'))
+                            : path == r.path;
+      if (!match) continue;
+      path_known = true;
+      if (!r.method.empty() && r.method != req.method) continue;
+      if (r.prefix) prefix = &r;
+      else exact = &r;
+    }
+    if (exact) return exact->handler(req);
+    if (prefix) return prefix->handler(req);
+    if (path_known) {
+      auto resp = Response::text(405, "method not allowed\n");
+      return resp;
+    }
+    if (req.method == "GET" || req.method == "HEAD") return serve_static(req);
+    return Response::text(config_.root ? 405 : 404, config_.root ? "method not allowed\n" : "not found\n");
+  } catch (const std::exception& e) {
+    log::error("handler for {} {} failed: {}", req.method, req.path, e.what());
+    return Response::text(500, "internal error\n");
+  }
+}
+
+}  // namespace quiclab::http
