@@ -152,3 +152,29 @@ TEST_CASE("generated bodies are consistent across reads", "[http]") {
   Bytes wrong(10, 'x');
   CHECK_FALSE(check_generated(0, wrong));
 }
+
+#include "transport/http/client.hpp"
+
+TEST_CASE("URLs parse, with clear errors for bad ones", "[http][url]") {
+  auto u = Url::parse("https://localhost:8443/bytes/1k?x=1#frag");
+  REQUIRE(u.ok());
+  CHECK(u->host == "localhost");
+  CHECK(u->port == 8443);
+  CHECK(u->path == "/bytes/1k?x=1");
+  CHECK(u->authority() == "localhost:8443");
+  auto v6 = Url::parse("https://[::1]:4433");
+  REQUIRE(v6.ok());
+  CHECK(v6->host == "::1");
+  CHECK(v6->path == "/");
+  CHECK(v6->authority() == "[::1]:4433");
+  CHECK(Url::parse("https://example.org")->port == 443);
+  CHECK_FALSE(Url::parse("http://x/").ok());
+  CHECK_FALSE(Url::parse("localhost:1/").ok());
+  CHECK_FALSE(Url::parse("https://:1/").ok());
+  CHECK_FALSE(Url::parse("https://h:0/").ok());
+  CHECK_FALSE(Url::parse("https://h:70000/").ok());
+  CHECK_FALSE(Url::parse("https://h:/").ok());
+  CHECK_FALSE(Url::parse("https://[::1/").ok());
+  CHECK_FALSE(Url::parse("https://h/a b").ok());
+  CHECK_FALSE(Url::parse("https://u@h/").ok());
+}

@@ -1,0 +1,104 @@
+// One client interface for HTTP/2 (TCP+TLS) and HTTP/3 (QUIC). Requests and
+// streams are shared; the transports below differ. Every request records the
+// same timing milestones so the two protocols can be compared field by field.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "transport/core/clock.hpp"
+#include "transport/core/result.hpp"
+#include "transport/http/message.hpp"
+
+namespace quiclab::http {
+
+/// An https URL. Only "https" is accepted (both protocols run over TLS).
+struct Url {
+  std::string scheme = "https";
+  std::string host;       ///< Without brackets for IPv6.
+  std::uint16_t port = 443;
+  std::string path = "/"; ///< Path and query, as sent in ":path".
+
+  /// "host:port" with brackets around IPv6, as sent in ":authority".
+  std::string authority() const;
+  std::string to_string() const;
+  /// Parses "https://host[:port]/path?query". Errors say what was wrong.
+  static Result<Url> parse(std::string_view text);
+};
+
+/// Milestones of one request, in nanoseconds on a monotonic clock (0: not reached).
+/// For HTTP/3, `connected` is when the first QUIC packet was sent (there is no
+/// separate transport connect) and `handshake_done` when the QUIC handshake completed.
+struct RequestTiming {
+  Timestamp start = 0;           ///< The client started work on this request's connection.
+  Timestamp connected = 0;       ///< TCP connect completed (H2).
+  Timestamp handshake_done = 0;  ///< TLS (H2) or QUIC (H3) handshake completed.
+  Timestamp request_sent = 0;    ///< The whole request (headers and body) was handed to the transport.
+  Timestamp first_byte = 0;      ///< The first byte of the response (HEADERS) arrived.
+  Timestamp complete = 0;        ///< The response ended (END_STREAM / FIN).
+};
+
+struct ClientRequest {
+  std::string method = "GET";
+  Url url;
+  Headers headers;                     ///< Extra regular headers.
+  std::shared_ptr<BodySource> body;    ///< Request body (POST), or null.
+};
+
+struct ClientResponse {
+  std::string url;
+  int status = 0;                      ///< 0 when no response arrived.
+  Headers headers;
+  std::uint64_t body_bytes = 0;
+  Bytes body;                          ///< Kept only when ClientOptions::keep_body.
+  RequestTiming timing;
+  std::optional<Error> error;          ///< Transport or stream error (RST_STREAM, reset, timeout).
+};
+
+/// Called for each chunk of response body, in order; may be null.
+using BodyCallback = std::function<void(ByteView chunk)>;
+/// Called exactly once per request, when it completed or failed.
+using CompleteCallback = std::function<void(ClientResponse&&)>;
+
+struct ClientOptions {
+  bool insecure = false;                    ///< Skip certificate verification.
+  std::filesystem::path ca_file;            ///< Trust these CAs (PEM); system store when empty.
+  std::uint32_t max_concurrent_streams = 100;  ///< Requests in flight at once on the connection.
+  std::uint32_t stream_window = 16 * 1024 * 1024;      ///< Per-stream receive window.
+  std::uint32_t connection_window = 64 * 1024 * 1024;  ///< Connection receive window.
+  bool keep_body = false;                   ///< Keep response bodies in ClientResponse::body.
+  std::uint64_t timeout_ms = 30000;         ///< Idle timeout for the connection.
+  std::filesystem::path session_file;       ///< H3: store/resume session tickets (0-RTT).
+};
+
+/// Facts about the connection, for reports.
+struct ConnectionInfo {
+  std::string protocol;      ///< "h2" or "h3"
+  std::string tls_version;   ///< e.g. "TLSv1.3"
+  std::string alpn;
+  bool resumed = false;      ///< TLS session resumption happened
+  bool early_data_accepted = false;  ///< H3 0-RTT accepted by the server
+  std::string local_address;
+  std::string peer_address;
+};
+
+class Client {
+ public:
+  virtual ~Client() = default;
+  /// Starts connecting; on_ready is called once, when the handshake completed or failed.
+  /// Requests may be submitted before that; they are sent when possible.
+  virtual void connect(std::function<void(Status)> on_ready) = 0;
+  /// Queues a request; at most ClientOptions::max_concurrent_streams are in flight.
+  virtual void submit(ClientRequest request, BodyCallback on_body, CompleteCallback on_complete) = 0;
+  /// Closes gracefully (GOAWAY / CONNECTION_CLOSE) once in-flight requests are done
+  /// (or at once when abort is true); on_closed runs when the transport is gone.
+  /// Requests still pending complete with an error.
+  virtual void close(std::function<void()> on_closed, bool abort = false) = 0;
+  virtual ConnectionInfo info() const = 0;
+};
+
+}  // namespace quiclab::http

@@ -1,0 +1,110 @@
+// TLS over byte streams with OpenSSL 3.0 memory BIOs: the TCP socket is ours
+// (libuv), OpenSSL only sees bytes. Used by the HTTP/2 server and client.
+// (QUIC uses GnuTLS through ngtcp2's crypto backend: see transport/quic.)
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "transport/core/buffer.hpp"
+#include "transport/core/result.hpp"
+
+namespace quiclab::tls {
+
+/// Text of the OpenSSL error queue (emptied), e.g. "error:0A000086:SSL routines::certificate verify failed".
+std::string openssl_errors();
+
+struct CertificatePaths {
+  std::filesystem::path cert;  ///< PEM certificate (chain)
+  std::filesystem::path key;   ///< PEM private key
+};
+
+/// Generates a self-signed ECDSA P-256 certificate valid for the given DNS names
+/// and IP addresses (as subjectAltName), for days days, and writes it as PEM to
+/// dir/cert.pem and dir/key.pem (key mode 0600). Creates dir if needed.
+Result<CertificatePaths> generate_self_signed(const std::filesystem::path& dir,
+                                              const std::vector<std::string>& names = {"localhost", "127.0.0.1", "::1"},
+                                              int days = 30);
+
+struct ServerOptions {
+  std::filesystem::path cert;
+  std::filesystem::path key;
+  std::vector<std::string> alpn = {"h2"};  ///< In preference order; a client offering none of them is refused.
+};
+
+struct ClientOptions {
+  std::vector<std::string> alpn = {"h2"};
+  bool insecure = false;            ///< Skip certificate verification.
+  std::filesystem::path ca_file;    ///< Trust these CAs; system store when empty.
+};
+
+/// An SSL_CTX configured for TLS 1.3 (1.2 allowed for clients' compatibility only
+/// when ALPN still yields h2). SSLKEYLOGFILE is honoured: when set, session keys
+/// are appended there in NSS key log format.
+class Context {
+ public:
+  static Result<Context> server(const ServerOptions& options);
+  static Result<Context> client(const ClientOptions& options);
+
+  SSL_CTX* get() const { return ctx_.get(); }
+  bool is_server() const { return server_; }
+
+ private:
+  struct Free {
+    void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
+  };
+  std::shared_ptr<SSL_CTX> ctx_;
+  bool server_ = false;
+};
+
+/// One TLS connection driven through memory BIOs.
+///   network bytes in  -> feed()
+///   decrypted bytes   <- read()
+///   application bytes -> write()
+///   bytes for network <- take_output() / pending_output()
+class Session {
+ public:
+  /// server_name: SNI and the name to verify (clients only; empty for none).
+  Session(const Context& ctx, const std::string& server_name = {});
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  /// Hands ciphertext from the peer to OpenSSL.
+  void feed(ByteView ciphertext);
+  /// Advances the handshake. Returns true once it is complete; an Error when it failed.
+  Result<bool> handshake();
+  bool established() const { return established_; }
+  /// Decrypts into dst. Returns bytes read; 0 when nothing is available now; an
+  /// Error on a TLS failure or when the peer sent close_notify (code kClosed).
+  Result<std::size_t> read(MutableByteView dst);
+  /// Encrypts data; the ciphertext appears in the output buffer.
+  Status write(ByteView data);
+  /// Sends close_notify.
+  void shutdown();
+  /// Ciphertext waiting to be sent (moves it out).
+  Bytes take_output();
+  std::size_t pending_output() const;
+
+  /// Negotiated ALPN protocol ("" if none).
+  std::string alpn() const;
+  std::string version() const;
+  std::string cipher() const;
+  SSL* ssl() const { return ssl_; }
+
+  static constexpr int kClosed = 1;  ///< Error code: the peer closed the TLS session.
+
+ private:
+  SSL* ssl_ = nullptr;
+  BIO* rbio_ = nullptr;  // network -> OpenSSL
+  BIO* wbio_ = nullptr;  // OpenSSL -> network
+  bool established_ = false;
+  std::optional<Error> failure_;  // the first handshake error, reported again on later calls
+};
+
+}  // namespace quiclab::tls
