@@ -1,0 +1,90 @@
+#include "bench/compare/stats.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+namespace quiclab::stats {
+
+namespace {
+double sorted_percentile(const std::vector<double>& s, double p) {
+  if (s.size() == 1) return s[0];
+  double rank = std::clamp(p, 0.0, 100.0) / 100.0 * static_cast<double>(s.size() - 1);
+  auto lo = static_cast<std::size_t>(std::floor(rank));
+  auto hi = std::min(lo + 1, s.size() - 1);
+  double frac = rank - static_cast<double>(lo);
+  return s[lo] + (s[hi] - s[lo]) * frac;
+}
+
+// Inverse of the standard normal CDF by bisection on erfc; precise enough for
+// confidence levels, and avoids a hand-written rational approximation.
+double normal_quantile(double q) {
+  double lo = -10, hi = 10;
+  for (int i = 0; i < 200; ++i) {
+    double mid = (lo + hi) / 2;
+    double cdf = 0.5 * std::erfc(-mid / std::sqrt(2.0));
+    (cdf < q ? lo : hi) = mid;
+  }
+  return (lo + hi) / 2;
+}
+
+std::vector<double> resample_stat(std::span<const double> samples, double p, std::mt19937_64& rng, int n) {
+  std::uniform_int_distribution<std::size_t> pick(0, samples.size() - 1);
+  std::vector<double> stats;
+  stats.reserve(static_cast<std::size_t>(n));
+  std::vector<double> draw(samples.size());
+  for (int i = 0; i < n; ++i) {
+    for (auto& d : draw) d = samples[pick(rng)];
+    std::sort(draw.begin(), draw.end());
+    stats.push_back(sorted_percentile(draw, p));
+  }
+  return stats;
+}
+}  // namespace
+
+std::optional<double> percentile(std::span<const double> samples, double p) {
+  if (samples.empty()) return std::nullopt;
+  std::vector<double> s(samples.begin(), samples.end());
+  std::sort(s.begin(), s.end());
+  return sorted_percentile(s, p);
+}
+
+std::optional<Interval> bootstrap_ci(std::span<const double> samples, double stat_percentile, double confidence,
+                                     std::uint64_t seed, int resamples) {
+  if (samples.size() < 2 || resamples < 10) return std::nullopt;
+  std::mt19937_64 rng(seed);
+  auto stats = resample_stat(samples, stat_percentile, rng, resamples);
+  std::sort(stats.begin(), stats.end());
+  double alpha = (1 - confidence) / 2 * 100;
+  return Interval{sorted_percentile(stats, alpha), sorted_percentile(stats, 100 - alpha)};
+}
+
+std::optional<Interval> bootstrap_ratio_ci(std::span<const double> a, std::span<const double> b, double stat_percentile,
+                                           double confidence, std::uint64_t seed, int resamples) {
+  if (a.size() < 2 || b.size() < 2 || resamples < 10) return std::nullopt;
+  std::mt19937_64 rng(seed);
+  auto sa = resample_stat(a, stat_percentile, rng, resamples);
+  auto sb = resample_stat(b, stat_percentile, rng, resamples);
+  std::vector<double> ratios;
+  ratios.reserve(sa.size());
+  for (std::size_t i = 0; i < sa.size(); ++i) {
+    if (sa[i] > 0) ratios.push_back(sb[i] / sa[i]);
+  }
+  if (ratios.size() < 10) return std::nullopt;
+  std::sort(ratios.begin(), ratios.end());
+  double alpha = (1 - confidence) / 2 * 100;
+  return Interval{sorted_percentile(ratios, alpha), sorted_percentile(ratios, 100 - alpha)};
+}
+
+Interval wilson_interval(std::uint64_t successes, std::uint64_t n, double confidence) {
+  if (n == 0) return {0, 1};
+  double z = normal_quantile(1 - (1 - confidence) / 2);
+  double nn = static_cast<double>(n);
+  double phat = static_cast<double>(successes) / nn;
+  double denom = 1 + z * z / nn;
+  double center = (phat + z * z / (2 * nn)) / denom;
+  double half = z * std::sqrt(phat * (1 - phat) / nn + z * z / (4 * nn * nn)) / denom;
+  return {std::max(0.0, center - half), std::min(1.0, center + half)};
+}
+
+}  // namespace quiclab::stats
