@@ -1,0 +1,185 @@
+// quiclab-summarize: turns the JSON lines of `quiclab get --json` into one run
+// record per experiment run, and a file of run records into summary.json and
+// runs.csv (schema: docs/compare.md). Statistics come from stats.hpp.
+//
+//   quiclab-summarize run --protocol h2 --rtt-ms 50 --loss-pct 1 --rate-mbit 0
+//       --workload page --run 3 < get.jsonl >> runs.jsonl
+//   quiclab-summarize summary --in runs.jsonl --out DIR [--seed 1]
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "bench/compare/stats.hpp"
+
+using nlohmann::json;
+
+namespace {
+
+struct RunKey {
+  double rtt_ms, loss_pct, rate_mbit;
+  std::string workload;
+  bool operator<(const RunKey& o) const {
+    return std::tie(workload, rtt_ms, loss_pct, rate_mbit) < std::tie(o.workload, o.rtt_ms, o.loss_pct, o.rate_mbit);
+  }
+};
+
+int make_run(const std::string& protocol, double rtt, double loss, double rate, const std::string& workload, int run,
+             std::uint64_t seed) {
+  json rec = {{"protocol", protocol}, {"rtt_ms", rtt}, {"loss_pct", loss}, {"rate_mbit", rate},
+              {"workload", workload}, {"run", run},    {"seed", seed}};
+  std::vector<double> totals;
+  double handshake = -1, ttfb = -1, complete = 0;
+  std::uint64_t bytes = 0;
+  int errors = 0, lines = 0;
+  json objects = json::array();
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    if (line.empty() || line[0] != '{') continue;
+    json r;
+    try {
+      r = json::parse(line);
+    } catch (const json::exception& e) {
+      std::cerr << "quiclab-summarize: skipping a line that is not JSON: " << e.what() << "\n";
+      continue;
+    }
+    ++lines;
+    int status = r.value("status", 0);
+    if (status < 200 || status >= 300 || r.contains("error")) ++errors;
+    double total = r.value("total", -1.0);
+    double t = r.value("ttfb", -1.0);
+    double hs = r.value("handshake", -1.0);
+    if (hs >= 0 && (handshake < 0 || hs < handshake)) handshake = hs;
+    if (t >= 0 && (ttfb < 0 || t < ttfb)) ttfb = t;
+    complete = std::max(complete, total);
+    bytes += r.value("bytes", std::uint64_t{0});
+    objects.push_back({{"url", r.value("url", "")}, {"status", status}, {"bytes", r.value("bytes", 0)},
+                       {"ttfb_ms", t}, {"complete_ms", total}});
+    for (const char* k : {"retransmissions", "lost_packets", "early_data"}) {
+      if (r.contains(k)) rec[k] = r[k];
+    }
+  }
+  rec["ok"] = lines > 0 && errors == 0;
+  rec["requests"] = lines;
+  rec["errors"] = errors;
+  rec["handshake_ms"] = handshake >= 0 ? json(handshake) : json(nullptr);
+  rec["ttfb_ms"] = ttfb >= 0 ? json(ttfb) : json(nullptr);
+  rec["complete_ms"] = lines > 0 ? json(complete) : json(nullptr);
+  rec["bytes"] = bytes;
+  rec["objects"] = objects;
+  std::cout << rec.dump() << "\n";
+  return rec["ok"].get<bool>() ? 0 : 1;
+}
+
+json describe(const std::vector<double>& v, std::uint64_t seed) {
+  if (v.empty()) return {{"median", nullptr}, {"p95", nullptr}, {"ci95", nullptr}, {"n", 0}};
+  auto ci = quiclab::stats::bootstrap_ci(v, 50, 0.95, seed);
+  return {{"median", *quiclab::stats::median(v)},
+          {"p95", *quiclab::stats::percentile(v, 95)},
+          {"ci95", ci ? json::array({ci->low, ci->high}) : json(nullptr)},
+          {"n", v.size()}};
+}
+
+int summarize(const std::string& in, const std::string& out_dir, std::uint64_t seed) {
+  std::ifstream f(in);
+  if (!f) {
+    std::cerr << "quiclab-summarize: cannot read " << in << "\n";
+    return 2;
+  }
+  // protocol -> cell -> metric -> samples
+  std::map<RunKey, std::map<std::string, std::map<std::string, std::vector<double>>>> cells;
+  std::map<RunKey, std::map<std::string, std::pair<int, int>>> counts;  // runs, failed
+  std::ofstream csv(out_dir + "/runs.csv");
+  csv << "protocol,rtt_ms,loss_pct,rate_mbit,workload,run,ok,handshake_ms,ttfb_ms,complete_ms,bytes\n";
+  std::string line;
+  int lineno = 0;
+  while (std::getline(f, line)) {
+    ++lineno;
+    if (line.empty()) continue;
+    json r;
+    try {
+      r = json::parse(line);
+    } catch (const json::exception& e) {
+      std::cerr << "quiclab-summarize: " << in << ":" << lineno << ": not JSON (" << e.what() << ")\n";
+      continue;
+    }
+    RunKey key{r.value("rtt_ms", 0.0), r.value("loss_pct", 0.0), r.value("rate_mbit", 0.0), r.value("workload", "")};
+    std::string proto = r.value("protocol", "");
+    bool ok = r.value("ok", false);
+    auto& c = counts[key][proto];
+    c.first++;
+    if (!ok) c.second++;
+    auto num = [&](const char* k) { return r.contains(k) && r[k].is_number() ? r[k].get<double>() : -1.0; };
+    csv << proto << "," << key.rtt_ms << "," << key.loss_pct << "," << key.rate_mbit << "," << key.workload << ","
+        << r.value("run", 0) << "," << (ok ? 1 : 0) << "," << num("handshake_ms") << "," << num("ttfb_ms") << ","
+        << num("complete_ms") << "," << r.value("bytes", std::uint64_t{0}) << "\n";
+    if (!ok) continue;
+    for (const char* m : {"handshake_ms", "ttfb_ms", "complete_ms"}) {
+      if (num(m) >= 0) cells[key][proto][m].push_back(num(m));
+    }
+  }
+  json summary = {{"schema", "quiclab-compare-summary/1"}, {"bootstrap_seed", seed}, {"cells", json::array()},
+                  {"ratios", json::array()}};
+  for (auto& [key, protos] : counts) {
+    for (auto& [proto, rc] : protos) {
+      json cell = {{"protocol", proto},   {"rtt_ms", key.rtt_ms},     {"loss_pct", key.loss_pct},
+                   {"rate_mbit", key.rate_mbit}, {"workload", key.workload}, {"runs", rc.first},
+                   {"failed", rc.second}};
+      for (const char* m : {"ttfb_ms", "handshake_ms", "complete_ms"}) cell[m] = describe(cells[key][proto][m], seed);
+      summary["cells"].push_back(cell);
+    }
+    auto& h2 = cells[key]["h2"];
+    for (const auto& other : {"h3", "h3-0rtt"}) {
+      if (!cells[key].count(other)) continue;
+      auto& h3 = cells[key][other];
+      for (const char* m : {"ttfb_ms", "complete_ms"}) {
+        if (h2[m].size() < 2 || h3[m].size() < 2) continue;
+        auto ci = quiclab::stats::bootstrap_ratio_ci(h2[m], h3[m], 50, 0.95, seed);
+        summary["ratios"].push_back({{"protocol", other},
+                                     {"baseline", "h2"},
+                                     {"metric", m},
+                                     {"rtt_ms", key.rtt_ms},
+                                     {"loss_pct", key.loss_pct},
+                                     {"rate_mbit", key.rate_mbit},
+                                     {"workload", key.workload},
+                                     {"median_ratio", *quiclab::stats::median(h3[m]) / *quiclab::stats::median(h2[m])},
+                                     {"ci95", ci ? json::array({ci->low, ci->high}) : json(nullptr)}});
+      }
+    }
+  }
+  std::ofstream(out_dir + "/summary.json") << summary.dump(2) << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"quiclab-summarize: run records and summaries for scripts/compare.sh"};
+  app.require_subcommand(1);
+  auto* run = app.add_subcommand("run", "read `quiclab get --json` lines on stdin, print one run record");
+  std::string protocol, workload;
+  double rtt = 0, loss = 0, rate = 0;
+  int run_no = 0;
+  std::uint64_t seed = 1;
+  run->add_option("--protocol", protocol, "h2, h3 or h3-0rtt")->required();
+  run->add_option("--rtt-ms", rtt)->required();
+  run->add_option("--loss-pct", loss)->required();
+  run->add_option("--rate-mbit", rate, "0 for no rate limit");
+  run->add_option("--workload", workload)->required();
+  run->add_option("--run", run_no)->required();
+  run->add_option("--seed", seed);
+  auto* sum = app.add_subcommand("summary", "read run records, write summary.json and runs.csv");
+  std::string in, out;
+  sum->add_option("--in", in, "runs.jsonl")->required()->check(CLI::ExistingFile);
+  sum->add_option("--out", out, "output directory")->required()->check(CLI::ExistingDirectory);
+  sum->add_option("--seed", seed, "bootstrap seed");
+  CLI11_PARSE(app, argc, argv);
+  if (*run) return make_run(protocol, rtt, loss, rate, workload, run_no, seed);
+  return summarize(in, out, seed);
+}
