@@ -1,0 +1,188 @@
+#!/usr/bin/python3
+"""Writes report.md and its PNG plots for a scripts/compare.sh output directory.
+
+Reads OUT/summary.json, OUT/runs.jsonl and OUT/meta.json (machine, kernel,
+library versions, emulator, seeds, command, fidelity check) and writes
+OUT/report.md with plots beside it:
+  cdf-<workload>-rtt<R>-loss<L>.png   CDFs of completion time per cell, both protocols
+  complete-vs-loss-<workload>.png     median completion (with 95 % CI) against loss
+  ttfb-vs-rtt.png                     handshake-workload TTFB against RTT, with 3/2/1 RTT theory lines
+Uses matplotlib (Debian's python3-matplotlib) with the Agg backend.
+"""
+import json
+import os
+import sys
+from collections import defaultdict
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+COLORS = {"h2": "tab:blue", "h3": "tab:orange", "h3-0rtt": "tab:green"}
+THEORY_RTTS = {"h2": 3, "h3": 2, "h3-0rtt": 1}
+
+
+def load(out):
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    runs = []
+    path = os.path.join(out, "runs.jsonl")
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    runs.append(json.loads(line))
+    meta = {}
+    mpath = os.path.join(out, "meta.json")
+    if os.path.exists(mpath):
+        with open(mpath) as f:
+            meta = json.load(f)
+    return summary, runs, meta
+
+
+def fmt(v, digits=1):
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def cdf_plots(runs, out):
+    groups = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        if r.get("ok") and r.get("complete_ms") is not None:
+            key = (r["workload"], r["rtt_ms"], r["loss_pct"], r.get("rate_mbit", 0))
+            groups[key][r["protocol"]].append(r["complete_ms"])
+    files = []
+    for (wl, rtt, loss, rate), protos in sorted(groups.items()):
+        fig, ax = plt.subplots(figsize=(5.5, 3.5))
+        for proto, vals in sorted(protos.items()):
+            vals = sorted(vals)
+            ys = [(i + 1) / len(vals) for i in range(len(vals))]
+            ax.step(vals, ys, where="post", label=f"{proto} (n={len(vals)})", color=COLORS.get(proto))
+        ax.set_xlabel("completion time (ms)")
+        ax.set_ylabel("fraction of runs")
+        ax.set_title(f"{wl}: RTT {rtt:g} ms, loss {loss:g} %" + (f", {rate:g} Mbit/s" if rate else ""))
+        ax.grid(alpha=0.3)
+        ax.legend()
+        name = f"cdf-{wl}-rtt{rtt:g}-loss{loss:g}" + (f"-rate{rate:g}" if rate else "") + ".png"
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, name), dpi=110)
+        plt.close(fig)
+        files.append((wl, rtt, loss, rate, name))
+    return files
+
+
+def vs_loss_plots(summary, out):
+    by_wl = defaultdict(lambda: defaultdict(list))
+    for c in summary["cells"]:
+        m = c["complete_ms"]
+        if m["median"] is None:
+            continue
+        by_wl[(c["workload"], c["rtt_ms"], c["rate_mbit"])][c["protocol"]].append((c["loss_pct"], m["median"], m["ci95"]))
+    files = []
+    for (wl, rtt, rate), protos in sorted(by_wl.items()):
+        if len({p[0] for v in protos.values() for p in v}) < 2:
+            continue
+        fig, ax = plt.subplots(figsize=(5.5, 3.5))
+        for proto, pts in sorted(protos.items()):
+            pts.sort()
+            xs = [p[0] for p in pts]
+            ys = [p[1] for p in pts]
+            lo = [p[1] - (p[2][0] if p[2] else p[1]) for p in pts]
+            hi = [(p[2][1] if p[2] else p[1]) - p[1] for p in pts]
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=proto, color=COLORS.get(proto))
+        ax.set_xlabel("loss (%)")
+        ax.set_ylabel("median completion (ms), 95 % CI")
+        ax.set_title(f"{wl} at RTT {rtt:g} ms" + (f", {rate:g} Mbit/s" if rate else ""))
+        ax.grid(alpha=0.3)
+        ax.legend()
+        name = f"complete-vs-loss-{wl}-rtt{rtt:g}" + (f"-rate{rate:g}" if rate else "") + ".png"
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, name), dpi=110)
+        plt.close(fig)
+        files.append(name)
+    return files
+
+
+def ttfb_vs_rtt(summary, out):
+    pts = defaultdict(list)
+    for c in summary["cells"]:
+        if c["workload"] == "handshake" and c["loss_pct"] == 0 and c["ttfb_ms"]["median"] is not None:
+            pts[c["protocol"]].append((c["rtt_ms"], c["ttfb_ms"]["median"]))
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    rtts = sorted({r for v in pts.values() for r, _ in v})
+    for proto, v in sorted(pts.items()):
+        v.sort()
+        ax.plot([r for r, _ in v], [t for _, t in v], "o", color=COLORS.get(proto), label=f"{proto} measured")
+        k = THEORY_RTTS.get(proto)
+        if k:
+            ax.plot([0] + rtts, [0] + [k * r for r in rtts], "--", color=COLORS.get(proto), alpha=0.6,
+                    label=f"{proto} theory ({k} RTT)")
+    ax.set_xlabel("RTT (ms)")
+    ax.set_ylabel("median TTFB (ms)")
+    ax.set_title("handshake workload, no loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "ttfb-vs-rtt.png"), dpi=110)
+    plt.close(fig)
+    return "ttfb-vs-rtt.png"
+
+
+def main():
+    if len(sys.argv) != 2:
+        print("usage: report.py OUT_DIR", file=sys.stderr)
+        return 2
+    out = sys.argv[1]
+    summary, runs, meta = load(out)
+    lines = ["# HTTP/2 vs HTTP/3 under delay and loss", ""]
+    if meta:
+        lines += ["## Setup", ""]
+        for k in ("command", "machine", "cpu", "kernel", "libraries", "emulator", "seed", "runs_per_cell", "date"):
+            if k in meta:
+                v = meta[k]
+                if isinstance(v, dict):
+                    v = ", ".join(f"{a} {b}" for a, b in v.items())
+                lines.append(f"- **{k}**: `{v}`" if k == "command" else f"- **{k}**: {v}")
+        if "fidelity" in meta:
+            lines += ["", "Link fidelity (`scripts/netlab.sh check`, same emulator and settings):", "",
+                      "```json", json.dumps(meta["fidelity"], indent=1), "```"]
+        lines.append("")
+    lines += ["## Medians per cell", "",
+              "| workload | RTT ms | loss % | rate Mbit/s | protocol | runs (failed) | handshake ms | TTFB ms [95 % CI] | complete ms [95 % CI] | complete p95 |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in sorted(summary["cells"], key=lambda c: (c["workload"], c["rtt_ms"], c["loss_pct"], c["rate_mbit"], c["protocol"])):
+        def ci(m):
+            return f"{fmt(m['median'])} [{fmt(m['ci95'][0])}, {fmt(m['ci95'][1])}]" if m["ci95"] else fmt(m["median"])
+        lines.append(f"| {c['workload']} | {c['rtt_ms']:g} | {c['loss_pct']:g} | {c['rate_mbit']:g} | {c['protocol']} | "
+                     f"{c['runs']} ({c['failed']}) | {fmt(c['handshake_ms']['median'])} | {ci(c['ttfb_ms'])} | "
+                     f"{ci(c['complete_ms'])} | {fmt(c['complete_ms']['p95'])} |")
+    if summary.get("ratios"):
+        lines += ["", "## Ratios to HTTP/2 (median of protocol / median of h2; < 1 means faster than h2)", "",
+                  "| workload | RTT ms | loss % | metric | protocol | ratio | 95 % CI |", "|---|---|---|---|---|---|---|"]
+        for r in summary["ratios"]:
+            ci = r["ci95"]
+            lines.append(f"| {r['workload']} | {r['rtt_ms']:g} | {r['loss_pct']:g} | {r['metric']} | {r['protocol']} | "
+                         f"{r['median_ratio']:.3f} | " + (f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "–") + " |")
+    t = ttfb_vs_rtt(summary, out)
+    if t:
+        lines += ["", "## Handshake: theory against measurement", "",
+                  "TCP + TLS 1.3 puts the first response byte at about 3 RTT (SYN, ClientHello, request), "
+                  "QUIC at about 2 RTT, QUIC 0-RTT at about 1 RTT.", "", f"![TTFB against RTT]({t})"]
+    files = vs_loss_plots(summary, out)
+    if files:
+        lines += ["", "## Completion time against loss", ""] + [f"![{f}]({f})" for f in files]
+    cdfs = cdf_plots(runs, out)
+    if cdfs:
+        lines += ["", "## Distributions (CDF of completion time per cell)", ""]
+        lines += [f"![{name}]({name})" for *_, name in cdfs]
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(os.path.join(out, "report.md"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
