@@ -1,0 +1,117 @@
+#include <catch2/catch.hpp>
+
+#include <vector>
+
+#include "transport/core/uv.hpp"
+#include "transport/quic/udp_socket.hpp"
+
+using namespace quiclab;
+
+namespace {
+struct Received {
+  std::vector<Bytes> datagrams;
+  std::vector<std::uint8_t> ecn;
+  std::vector<std::string> local;
+  int batches = 0;
+};
+
+void run_exchange(const char* ip) {
+  uv::Loop loop;
+  quic::UdpSocket a(loop), b(loop);
+  REQUIRE(a.bind(*SocketAddress::from_ip(ip, 0)));
+  REQUIRE(b.bind(*SocketAddress::from_ip(ip, 0)));
+  Received got;
+  uv::Timer guard(loop);
+  REQUIRE(b.start(
+      [&](const quic::ReceivedDatagram& d) {
+        got.datagrams.emplace_back(d.data.begin(), d.data.end());
+        got.ecn.push_back(d.ecn);
+        got.local.push_back(d.local.to_string());
+        if (got.datagrams.size() == 6) loop.stop();
+      },
+      [&] { ++got.batches; }));
+  // Five 1200-byte packets and a 500-byte tail in one GSO send; then a plain one.
+  Bytes burst(5 * 1200 + 500);
+  for (std::size_t i = 0; i < burst.size(); ++i) burst[i] = static_cast<std::uint8_t>(i / 1200 + 1);
+  auto r = a.send(b.local_address(), burst, 1200, quic::Ecn::ect0);
+  REQUIRE(r.status == quic::SendStatus::sent);
+  CHECK(r.bytes_sent == burst.size());
+  guard.start(10000, 0, [&] { loop.stop(); });
+  loop.run();
+  REQUIRE(got.datagrams.size() == 6);
+  for (std::size_t i = 0; i < 6; ++i) {
+    CHECK(got.datagrams[i].size() == (i < 5 ? 1200u : 500u));
+    CHECK(got.datagrams[i][0] == i + 1);
+    CHECK(got.ecn[i] == static_cast<std::uint8_t>(quic::Ecn::ect0));
+    CHECK(got.local[i] == b.local_address().to_string());
+  }
+  CHECK(got.batches >= 1);
+  CHECK(a.stats().datagrams_sent == 6);
+  a.close();
+  b.close();
+  guard.close();
+  CHECK(loop.close().empty());
+}
+}  // namespace
+
+TEST_CASE("udp socket: GSO burst arrives as separate datagrams with ECN (IPv4)", "[quic][udp]") {
+  run_exchange("127.0.0.1");
+}
+
+TEST_CASE("udp socket: GSO burst arrives as separate datagrams with ECN (IPv6)", "[quic][udp]") {
+  run_exchange("::1");
+}
+
+TEST_CASE("udp socket: wildcard bind reports the local address per datagram", "[quic][udp]") {
+  uv::Loop loop;
+  quic::UdpSocket server(loop), client(loop);
+  REQUIRE(server.bind(*SocketAddress::from_ip("0.0.0.0", 0)));
+  REQUIRE(client.bind(*SocketAddress::from_ip("127.0.0.1", 0)));
+  auto to = *SocketAddress::from_ip("127.0.0.1", server.local_address().port());
+  std::string local;
+  SocketAddress peer;
+  REQUIRE(server.start([&](const quic::ReceivedDatagram& d) {
+    local = d.local.to_string();
+    peer = d.peer;
+    // Reply from the address the datagram was sent to.
+    server.send(d.peer, d.data, 0, quic::Ecn::not_ect, &d.local);
+  }));
+  bool replied = false;
+  REQUIRE(client.start([&](const quic::ReceivedDatagram& d) {
+    replied = d.peer == to;
+    loop.stop();
+  }));
+  Bytes ping{1, 2, 3};
+  REQUIRE(client.send(to, ping).status == quic::SendStatus::sent);
+  uv::Timer guard(loop);
+  guard.start(10000, 0, [&] { loop.stop(); });
+  loop.run();
+  CHECK(local == to.to_string());
+  CHECK(replied);
+  server.close();
+  client.close();
+  guard.close();
+  CHECK(loop.close().empty());
+}
+
+TEST_CASE("udp socket: oversized datagrams up to 64 KiB are received whole", "[quic][udp]") {
+  uv::Loop loop;
+  quic::UdpSocket a(loop), b(loop);
+  REQUIRE(a.bind(*SocketAddress::from_ip("127.0.0.1", 0)));
+  REQUIRE(b.bind(*SocketAddress::from_ip("127.0.0.1", 0)));
+  std::size_t size = 0;
+  REQUIRE(b.start([&](const quic::ReceivedDatagram& d) {
+    size = d.data.size();
+    loop.stop();
+  }));
+  Bytes big(65000, 7);
+  REQUIRE(a.send(b.local_address(), big).status == quic::SendStatus::sent);
+  uv::Timer guard(loop);
+  guard.start(10000, 0, [&] { loop.stop(); });
+  loop.run();
+  CHECK(size == big.size());
+  a.close();
+  b.close();
+  guard.close();
+  CHECK(loop.close().empty());
+}

@@ -1,0 +1,286 @@
+// The GnuTLS implementation of the crypto seam (tls_backend.hpp). The only file
+// in quiclab that includes GnuTLS headers.
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+#include <ngtcp2/ngtcp2_crypto_gnutls.h>
+
+#include <cstdio>
+#include <ctime>
+#include <deque>
+#include <map>
+#include <string>
+#include <unordered_set>
+
+#include "transport/core/log.hpp"
+#include "transport/quic/tls_backend.hpp"
+
+namespace quiclab::quic::tls {
+
+namespace {
+
+// TLS 1.3 only, and no middlebox-compatibility mode: QUIC forbids it (RFC 9001 8.4).
+constexpr const char* kPriority = "NORMAL:-VERS-ALL:+VERS-TLS1.3:%DISABLE_TLS13_COMPAT_MODE";
+
+Error gnutls_error(int rv, const std::string& what) {
+  return make_error(rv, "tls: " + what + ": " + gnutls_strerror(rv));
+}
+
+// An explicit key log file is process-wide: GnuTLS's keylog hook has no user
+// pointer of its own (the session pointer belongs to ngtcp2's conn_ref).
+std::FILE* g_keylog = nullptr;
+
+void open_keylog(const std::filesystem::path& path) {
+  if (path.empty() || g_keylog != nullptr) return;
+  g_keylog = std::fopen(path.c_str(), "a");
+  if (g_keylog == nullptr) log::warn("tls: cannot open key log file {}", path.string());
+}
+
+int keylog_hook(gnutls_session_t session, const char* label, const gnutls_datum_t* secret) {
+  if (g_keylog == nullptr) return 0;
+  gnutls_datum_t client_random{}, server_random{};
+  gnutls_session_get_random(session, &client_random, &server_random);
+  std::string line = label;
+  line += ' ';
+  line += to_hex(ByteView(client_random.data, client_random.size));
+  line += ' ';
+  line += to_hex(ByteView(secret->data, secret->size));
+  line += '\n';
+  std::fwrite(line.data(), 1, line.size(), g_keylog);
+  std::fflush(g_keylog);
+  return 0;
+}
+
+class GnutlsSession final : public Session {
+ public:
+  explicit GnutlsSession(gnutls_session_t s) : session_(s) {}
+  ~GnutlsSession() override { gnutls_deinit(session_); }
+  GnutlsSession(const GnutlsSession&) = delete;
+  GnutlsSession& operator=(const GnutlsSession&) = delete;
+
+  void* native_handle() override { return session_; }
+  std::string alpn() const override {
+    gnutls_datum_t p{};
+    if (gnutls_alpn_get_selected_protocol(session_, &p) != 0) return {};
+    return std::string(reinterpret_cast<const char*>(p.data), p.size);
+  }
+  bool resumed() const override { return gnutls_session_is_resumed(session_) != 0; }
+  bool resumption_offered() const override { return resumption_offered_; }
+  bool early_data_accepted() const override {
+    return (gnutls_session_get_flags(session_) & GNUTLS_SFLAGS_EARLY_DATA) != 0;
+  }
+  std::string description() const override {
+    auto* d = gnutls_session_get_desc(session_);
+    std::string out = d != nullptr ? d : "";
+    gnutls_free(d);
+    return out;
+  }
+  Status send_session_ticket() override {
+    if (int rv = gnutls_session_ticket_send(session_, 1, 0); rv != 0)
+      return gnutls_error(rv, "gnutls_session_ticket_send");
+    return {};
+  }
+
+  bool resumption_offered_ = false;
+  ClientSessionOptions client_options;
+
+ private:
+  gnutls_session_t session_;
+};
+
+// The server insists on "h3": a ClientHello without it fails the handshake
+// (no_application_protocol), as RFC 9001 8.1 requires.
+int server_client_hello_hook(gnutls_session_t session, unsigned, unsigned, unsigned, const gnutls_datum_t*) {
+  gnutls_datum_t p{};
+  if (gnutls_alpn_get_selected_protocol(session, &p) != 0) return GNUTLS_E_NO_APPLICATION_PROTOCOL;
+  if (std::string_view(reinterpret_cast<const char*>(p.data), p.size) != kAlpnH3)
+    return GNUTLS_E_NO_APPLICATION_PROTOCOL;
+  return 0;
+}
+
+void set_alpn_h3(gnutls_session_t s, unsigned flags) {
+  gnutls_datum_t alpn{reinterpret_cast<unsigned char*>(const_cast<char*>(kAlpnH3.data())),
+                      static_cast<unsigned>(kAlpnH3.size())};
+  gnutls_alpn_set_protocols(s, &alpn, 1, flags);
+}
+
+class GnutlsServerContext final : public ServerContext {
+ public:
+  ~GnutlsServerContext() override {
+    if (anti_replay_ != nullptr) gnutls_anti_replay_deinit(anti_replay_);
+    if (ticket_key_.data != nullptr) gnutls_memset(ticket_key_.data, 0, ticket_key_.size);
+    gnutls_free(ticket_key_.data);
+    if (cred_ != nullptr) gnutls_certificate_free_credentials(cred_);
+  }
+
+  Status init(const ServerConfig& config) {
+    config_ = config;
+    if (int rv = gnutls_certificate_allocate_credentials(&cred_); rv != 0)
+      return gnutls_error(rv, "allocate credentials");
+    if (int rv = gnutls_certificate_set_x509_key_file(cred_, config.cert_file.c_str(), config.key_file.c_str(),
+                                                      GNUTLS_X509_FMT_PEM);
+        rv < 0)
+      return gnutls_error(rv, "load certificate " + config.cert_file.string() + " / key " + config.key_file.string());
+    if (int rv = gnutls_session_ticket_key_generate(&ticket_key_); rv != 0)
+      return gnutls_error(rv, "generate session ticket key");
+    if (int rv = gnutls_anti_replay_init(&anti_replay_); rv != 0) return gnutls_error(rv, "anti-replay init");
+    gnutls_anti_replay_set_window(anti_replay_, config.anti_replay_window_ms);
+    gnutls_anti_replay_set_add_function(anti_replay_, &GnutlsServerContext::anti_replay_add);
+    gnutls_anti_replay_set_ptr(anti_replay_, this);
+    open_keylog(config.keylog_file);
+    return {};
+  }
+
+  Result<std::unique_ptr<Session>> new_session(ngtcp2_crypto_conn_ref* conn_ref) override {
+    gnutls_session_t s = nullptr;
+    unsigned flags = GNUTLS_SERVER | GNUTLS_NO_AUTO_SEND_TICKET | GNUTLS_NO_END_OF_EARLY_DATA;
+    if (config_.early_data) flags |= GNUTLS_ENABLE_EARLY_DATA;
+    if (int rv = gnutls_init(&s, flags); rv != 0) return gnutls_error(rv, "gnutls_init");
+    auto session = std::make_unique<GnutlsSession>(s);
+    if (int rv = gnutls_priority_set_direct(s, kPriority, nullptr); rv != 0)
+      return gnutls_error(rv, "set priority");
+    if (int rv = gnutls_session_ticket_enable_server(s, &ticket_key_); rv != 0)
+      return gnutls_error(rv, "enable session tickets");
+    gnutls_handshake_set_hook_function(s, GNUTLS_HANDSHAKE_CLIENT_HELLO, GNUTLS_HOOK_POST, server_client_hello_hook);
+    if (ngtcp2_crypto_gnutls_configure_server_session(s) != 0)
+      return make_error(-1, "tls: ngtcp2_crypto_gnutls_configure_server_session failed");
+    if (config_.early_data) {
+      gnutls_anti_replay_enable(s, anti_replay_);
+      // QUIC limits 0-RTT by flow control; TLS must not add a smaller limit.
+      gnutls_record_set_max_early_data_size(s, 0xffffffffu);
+    }
+    gnutls_session_set_ptr(s, conn_ref);
+    if (int rv = gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, cred_); rv != 0)
+      return gnutls_error(rv, "set credentials");
+    set_alpn_h3(s, GNUTLS_ALPN_MANDATORY | GNUTLS_ALPN_SERVER_PRECEDENCE);
+    if (g_keylog != nullptr) gnutls_session_set_keylog_function(s, keylog_hook);
+    return std::unique_ptr<Session>(std::move(session));
+  }
+
+  std::uint64_t replays_refused() const override { return replays_refused_; }
+
+ private:
+  // GnuTLS asks us to remember each 0-RTT ClientHello for the anti-replay
+  // window; a key seen before is a replay and its early data is refused.
+  static int anti_replay_add(void* ptr, time_t exp_time, const gnutls_datum_t* key, const gnutls_datum_t*) {
+    auto* self = static_cast<GnutlsServerContext*>(ptr);
+    const auto now = std::time(nullptr);
+    while (!self->seen_order_.empty() && self->seen_order_.front().first < now) {
+      self->seen_.erase(self->seen_order_.front().second);
+      self->seen_order_.pop_front();
+    }
+    std::string k(reinterpret_cast<const char*>(key->data), key->size);
+    if (self->seen_.count(k) != 0) {
+      ++self->replays_refused_;
+      log::info("tls: refused 0-RTT: ClientHello replayed within the anti-replay window");
+      return GNUTLS_E_DB_ENTRY_EXISTS;
+    }
+    if (self->seen_.size() >= self->config_.anti_replay_capacity) {
+      log::warn("tls: anti-replay store full ({} entries); refusing 0-RTT", self->seen_.size());
+      return GNUTLS_E_DB_ERROR;
+    }
+    self->seen_.insert(k);
+    self->seen_order_.emplace_back(exp_time, std::move(k));
+    return 0;
+  }
+
+  ServerConfig config_;
+  gnutls_certificate_credentials_t cred_ = nullptr;
+  gnutls_datum_t ticket_key_{};
+  gnutls_anti_replay_t anti_replay_ = nullptr;
+  std::unordered_set<std::string> seen_;
+  std::deque<std::pair<time_t, std::string>> seen_order_;  // expiry order (GnuTLS gives increasing times)
+  std::uint64_t replays_refused_ = 0;
+};
+
+// Client: each NewSessionTicket is handed to the owner as serialized session data.
+int client_ticket_hook(gnutls_session_t session, unsigned htype, unsigned, unsigned, const gnutls_datum_t*) {
+  if (htype != GNUTLS_HANDSHAKE_NEW_SESSION_TICKET) return 0;
+  auto* owner = static_cast<GnutlsSession*>(gnutls_db_get_ptr(session));
+  if (owner == nullptr || !owner->client_options.on_new_session) return 0;
+  gnutls_datum_t data{};
+  if (int rv = gnutls_session_get_data2(session, &data); rv != 0) {
+    log::warn("tls: cannot serialize the session ticket: {}", gnutls_strerror(rv));
+    return 0;
+  }
+  Bytes out(data.data, data.data + data.size);
+  gnutls_free(data.data);
+  owner->client_options.on_new_session(std::move(out));
+  return 0;
+}
+
+class GnutlsClientContext final : public ClientContext {
+ public:
+  ~GnutlsClientContext() override {
+    if (cred_ != nullptr) gnutls_certificate_free_credentials(cred_);
+  }
+
+  Status init(const ClientConfig& config) {
+    config_ = config;
+    if (int rv = gnutls_certificate_allocate_credentials(&cred_); rv != 0)
+      return gnutls_error(rv, "allocate credentials");
+    if (!config.insecure) {
+      int rv = config.ca_file.empty()
+                   ? gnutls_certificate_set_x509_system_trust(cred_)
+                   : gnutls_certificate_set_x509_trust_file(cred_, config.ca_file.c_str(), GNUTLS_X509_FMT_PEM);
+      if (rv < 0) return gnutls_error(rv, "load trusted CAs");
+    }
+    open_keylog(config.keylog_file);
+    return {};
+  }
+
+  Result<std::unique_ptr<Session>> new_session(ngtcp2_crypto_conn_ref* conn_ref,
+                                               const ClientSessionOptions& options) override {
+    gnutls_session_t s = nullptr;
+    if (int rv = gnutls_init(&s, GNUTLS_CLIENT | GNUTLS_ENABLE_EARLY_DATA | GNUTLS_NO_END_OF_EARLY_DATA); rv != 0)
+      return gnutls_error(rv, "gnutls_init");
+    auto session = std::make_unique<GnutlsSession>(s);
+    session->client_options = options;
+    if (int rv = gnutls_priority_set_direct(s, kPriority, nullptr); rv != 0)
+      return gnutls_error(rv, "set priority");
+    // The ticket hook finds its session object through the db pointer (the
+    // session pointer is ngtcp2's conn_ref).
+    gnutls_db_set_ptr(s, session.get());
+    gnutls_handshake_set_hook_function(s, GNUTLS_HANDSHAKE_NEW_SESSION_TICKET, GNUTLS_HOOK_POST, client_ticket_hook);
+    if (ngtcp2_crypto_gnutls_configure_client_session(s) != 0)
+      return make_error(-1, "tls: ngtcp2_crypto_gnutls_configure_client_session failed");
+    if (!options.resumption_data.empty()) {
+      int rv = gnutls_session_set_data(s, options.resumption_data.data(), options.resumption_data.size());
+      if (rv == 0)
+        session->resumption_offered_ = true;
+      else
+        log::info("tls: stored session not usable ({}); doing a full handshake", gnutls_strerror(rv));
+    }
+    gnutls_session_set_ptr(s, conn_ref);
+    if (int rv = gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, cred_); rv != 0)
+      return gnutls_error(rv, "set credentials");
+    set_alpn_h3(s, GNUTLS_ALPN_MANDATORY);
+    if (!options.server_name.empty()) {
+      gnutls_server_name_set(s, GNUTLS_NAME_DNS, options.server_name.data(), options.server_name.size());
+      if (!config_.insecure) gnutls_session_set_verify_cert(s, options.server_name.c_str(), 0);
+    } else if (!config_.insecure) {
+      gnutls_session_set_verify_cert(s, nullptr, 0);
+    }
+    if (g_keylog != nullptr) gnutls_session_set_keylog_function(s, keylog_hook);
+    return std::unique_ptr<Session>(std::move(session));
+  }
+
+ private:
+  ClientConfig config_;
+  gnutls_certificate_credentials_t cred_ = nullptr;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<ServerContext>> make_server_context(const ServerConfig& config) {
+  auto ctx = std::make_unique<GnutlsServerContext>();
+  if (auto st = ctx->init(config); !st) return st.error();
+  return std::unique_ptr<ServerContext>(std::move(ctx));
+}
+
+Result<std::unique_ptr<ClientContext>> make_client_context(const ClientConfig& config) {
+  auto ctx = std::make_unique<GnutlsClientContext>();
+  if (auto st = ctx->init(config); !st) return st.error();
+  return std::unique_ptr<ClientContext>(std::move(ctx));
+}
+
+}  // namespace quiclab::quic::tls
