@@ -1,0 +1,209 @@
+// quiclab serve: the HTTP/2 (TCP+TLS) server, and later HTTP/3 (QUIC) on the
+// same port number, all on one libuv loop with one App and one Metrics.
+//
+// Structure (kept so that each protocol is a small, separate block in run()):
+//   1. options -> configs      2. loop, certificate, Metrics, App
+//   3. start each server, print "listening <proto> <transport> <addr>" on stdout
+//   4. SIGINT/SIGTERM: every server drains gracefully; a second signal closes at once
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "app/commands.hpp"
+#include "transport/core/log.hpp"
+#include "transport/core/uv.hpp"
+#include "transport/h2/server.hpp"
+#include "transport/http/app.hpp"
+#include "transport/tls/tls.hpp"
+
+namespace quiclab::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ServeOptions {
+  std::string listen = "127.0.0.1:8443";
+  std::string cert;
+  std::string key;
+  std::string root;
+  std::string state_dir;
+  std::string alt_svc;
+  std::uint32_t max_concurrent_streams = 100;
+  std::uint32_t stream_window = 1024 * 1024;
+  std::uint32_t connection_window = 16 * 1024 * 1024;
+  std::uint32_t max_header_list_size = 64 * 1024;
+  std::uint64_t header_timeout_ms = 10'000;
+  std::uint64_t idle_timeout_ms = 120'000;
+  std::uint64_t drain_timeout_ms = 30'000;
+  std::size_t max_request_body = 64 * 1024 * 1024;
+};
+
+// Many connections need many descriptors: take the hard limit.
+void raise_fd_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+// Prints the line tests and scripts wait for, and flushes it at once.
+void announce(std::string_view proto, std::string_view transport, const SocketAddress& addr) {
+  std::printf("listening %.*s %.*s %s\n", static_cast<int>(proto.size()), proto.data(),
+              static_cast<int>(transport.size()), transport.data(), addr.to_string().c_str());
+  std::fflush(stdout);
+}
+
+int run(const ServeOptions& o) {
+  raise_fd_limit();
+  auto listen = SocketAddress::parse(o.listen);
+  if (!listen) {
+    log::error("serve: --listen {}: {}", o.listen, listen.error().message);
+    return kExitUsage;
+  }
+  if (o.cert.empty() != o.key.empty()) {
+    log::error("serve: --cert and --key go together");
+    return kExitUsage;
+  }
+
+  uv::Loop loop;
+
+  // Certificate: the given one, or a fresh self-signed ECDSA P-256 one.
+  tls::CertificatePaths cert{o.cert, o.key};
+  std::optional<fs::path> remove_at_exit;
+  if (o.cert.empty()) {
+    fs::path dir = o.state_dir.empty()
+                       ? fs::temp_directory_path() / ("quiclab-serve-" + std::to_string(::getpid()))
+                       : fs::path(o.state_dir);
+    auto generated = tls::generate_self_signed(dir);
+    if (!generated) {
+      log::error("serve: {}", generated.error().message);
+      return kExitInternal;
+    }
+    cert = *generated;
+    if (o.state_dir.empty()) remove_at_exit = dir;
+    log::info("serve: no --cert given: generated a self-signed ECDSA P-256 certificate {} (key {}){}",
+              cert.cert.string(), cert.key.string(), remove_at_exit ? ", removed at exit" : "");
+  }
+
+  http::Metrics metrics;
+  http::AppConfig app_config;
+  if (!o.root.empty()) {
+    std::error_code ec;
+    if (!fs::is_directory(o.root, ec)) {
+      log::error("serve: --root {} is not a directory", o.root);
+      return kExitUsage;
+    }
+    app_config.root = fs::path(o.root);
+  }
+  app_config.max_request_body = o.max_request_body;
+  http::App app(app_config, metrics);
+
+  // Every running server registers how to drain it; shutdown completes when all did.
+  std::vector<std::function<void(std::function<void()>)>> drains;
+  std::vector<std::function<void()>> hard_stops;
+
+  // ---- HTTP/2 over TCP+TLS ----
+  h2::ServerConfig h2_config;
+  h2_config.listen = *listen;
+  h2_config.cert = cert.cert;
+  h2_config.key = cert.key;
+  h2_config.max_concurrent_streams = o.max_concurrent_streams;
+  h2_config.stream_window = o.stream_window;
+  h2_config.connection_window = o.connection_window;
+  h2_config.max_header_list_size = o.max_header_list_size;
+  h2_config.header_timeout_ms = o.header_timeout_ms;
+  h2_config.idle_timeout_ms = o.idle_timeout_ms;
+  h2_config.drain_timeout_ms = o.drain_timeout_ms;
+  h2_config.alt_svc = o.alt_svc;
+  h2::Server h2_server(loop, app, h2_config);
+  if (auto st = h2_server.start(); !st) {
+    log::error("serve: HTTP/2: {}", st.error().message);
+    return kExitTransport;
+  }
+  announce("h2", "tcp", h2_server.local_address());
+  drains.push_back([&](std::function<void()> done) { h2_server.shutdown(std::move(done)); });
+  hard_stops.push_back([&] { h2_server.close_now(); });
+
+  // ---- Signals: first SIGINT/SIGTERM drains, the second one closes at once ----
+  uv::Signal sigint(loop), sigterm(loop);
+  int signals_seen = 0;
+  std::size_t drained = 0;
+  auto on_signal = [&](int signum) {
+    if (++signals_seen > 1) {
+      log::warn("serve: second signal ({}): closing all connections now", signum);
+      for (auto& stop : hard_stops) stop();
+      return;
+    }
+    log::info("serve: signal {}: draining (send it again to close at once)", signum);
+    for (auto& drain : drains) {
+      drain([&] {
+        if (++drained == drains.size()) {
+          log::info("serve: all servers drained");
+          sigint.close();
+          sigterm.close();
+        }
+      });
+    }
+  };
+  for (auto* s : {&sigint, &sigterm}) {
+    if (auto st = s->start(s == &sigint ? SIGINT : SIGTERM, on_signal); !st) {
+      log::error("serve: {}", st.error().message);
+      return kExitInternal;
+    }
+  }
+
+  loop.run();
+  if (remove_at_exit) {
+    std::error_code ec;
+    fs::remove_all(*remove_at_exit, ec);
+  }
+  return kExitOk;
+}
+
+Registration reg{"serve", "HTTP/2 (TCP+TLS) server; HTTP/3 on the same port when available",
+                 [](CLI::App& sub) -> Runner {
+                   auto o = std::make_shared<ServeOptions>();
+                   sub.add_option("--listen", o->listen, "ADDR:PORT to listen on (port 0: any free port)")
+                       ->capture_default_str();
+                   sub.add_option("--cert", o->cert, "PEM certificate chain (default: generate a self-signed one)");
+                   sub.add_option("--key", o->key, "PEM private key for --cert");
+                   sub.add_option("--root", o->root, "serve static files: /PATH is ROOT/PATH");
+                   sub.add_option("--state-dir", o->state_dir,
+                                  "where a generated certificate is kept (default: a temp dir removed at exit)");
+                   sub.add_option("--alt-svc", o->alt_svc, "Alt-Svc header value added to every response");
+                   sub.add_option("--max-concurrent-streams", o->max_concurrent_streams,
+                                  "SETTINGS_MAX_CONCURRENT_STREAMS we advertise")
+                       ->capture_default_str();
+                   sub.add_option("--stream-window", o->stream_window,
+                                  "per-stream receive window (SETTINGS_INITIAL_WINDOW_SIZE), bytes")
+                       ->capture_default_str()
+                       ->check(CLI::Range(1u, 0x7fffffffu));
+                   sub.add_option("--connection-window", o->connection_window, "connection receive window, bytes")
+                       ->capture_default_str()
+                       ->check(CLI::Range(65535u, 0x7fffffffu));
+                   sub.add_option("--max-header-list-size", o->max_header_list_size,
+                                  "largest request header list accepted (larger: 431), bytes")
+                       ->capture_default_str();
+                   sub.add_option("--header-timeout", o->header_timeout_ms,
+                                  "ms for TLS + preface + first request headers (slowloris guard)")
+                       ->capture_default_str();
+                   sub.add_option("--idle-timeout", o->idle_timeout_ms, "ms without progress before a connection is closed")
+                       ->capture_default_str();
+                   sub.add_option("--drain-timeout", o->drain_timeout_ms,
+                                  "ms a graceful shutdown waits for in-flight streams")
+                       ->capture_default_str();
+                   sub.add_option("--max-request-body", o->max_request_body, "largest request body accepted (larger: 413), bytes")
+                       ->capture_default_str();
+                   return [o] { return run(*o); };
+                 }};
+
+}  // namespace
+}  // namespace quiclab::cli
