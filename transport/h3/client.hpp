@@ -1,0 +1,266 @@
+// The HTTP/3 client: ngtcp2 (QUIC, client side) + nghttp3 (HTTP/3) + GnuTLS
+// through ngtcp2_crypto_gnutls.
+//
+// Two layers, as everywhere in quiclab:
+//   - ClientConnection is sans-IO: datagrams and a timestamp in, datagrams and
+//     the next deadline out. It never touches a socket or the loop, so it can be
+//     driven on simulated time.
+//   - Client is the libuv adapter that implements http::Client: it owns one
+//     quic::UdpSocket (recvmmsg/GRO in, GSO out) and one uv::Timer, and feeds
+//     the connection.
+//
+// Session resumption and 0-RTT: with ClientOptions::session_file set, the
+// client stores the server's session ticket together with the server's
+// transport parameters (both are needed for 0-RTT) and, when the file exists on
+// the next run, resumes that session and sends the first requests as early
+// data. ConnectionInfo says whether the server accepted them; when it refuses,
+// the requests are sent again after the handshake (nothing is lost).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "transport/core/address.hpp"
+#include "transport/core/buffer.hpp"
+#include "transport/core/clock.hpp"
+#include "transport/core/result.hpp"
+#include "transport/http/client.hpp"
+#include "transport/quic/tls_backend.hpp"
+
+struct ngtcp2_conn;
+struct nghttp3_conn;
+
+namespace quiclab::uv {
+class Loop;
+class Timer;
+}  // namespace quiclab::uv
+
+namespace quiclab::quic {
+class UdpSocket;
+}
+
+namespace quiclab::h3 {
+
+/// What 0-RTT needs from an earlier connection: the TLS session (with its
+/// ticket) and the transport parameters the server announced then.
+struct StoredSession {
+  Bytes tls_session;       ///< gnutls_session_get_data2() output.
+  Bytes transport_params;  ///< Server's transport parameters (encrypted-extensions encoding).
+};
+
+/// Reads a session file written by save_session(). Errors: missing file
+/// (code ENOENT), unreadable or malformed content (EINVAL, says what was wrong).
+Result<StoredSession> load_session(const std::filesystem::path& file);
+/// Writes the session file atomically (temp file + rename), mode 0600.
+Status save_session(const std::filesystem::path& file, const StoredSession& session);
+
+/// QUIC knobs beyond http::ClientOptions; defaults favour bulk throughput on
+/// fast paths (fewer ACKs, large windows).
+struct QuicTuning {
+  std::size_t ack_thresh = 8;             ///< ACK-eliciting packets before an immediate ACK (ngtcp2 default: 2).
+  std::uint64_t max_ack_delay_ms = 25;    ///< Our max_ack_delay transport parameter.
+  std::uint64_t handshake_timeout_ms = 10000;
+  std::filesystem::path qlog_dir;         ///< Write <scid>.sqlog here when set.
+};
+
+/// One sans-IO HTTP/3 client connection.
+///
+/// Use: create(), then call write() to get the first flight, read() for each
+/// datagram from the server, write() after every batch of reads or submit(),
+/// handle_expiry() when expiry() is reached. take_events() returns the
+/// finished requests and connection events to report; user callbacks are never
+/// run from inside ngtcp2/nghttp3 callbacks (except BodyCallback, see submit()).
+class ClientConnection {
+ public:
+  struct Config {
+    http::Url origin;                ///< Host (SNI, certificate name) and :authority.
+    http::ClientOptions options;
+    QuicTuning tuning;
+    SocketAddress local;
+    SocketAddress remote;
+    /// Shared TLS credentials (CA store); made from options when null.
+    std::shared_ptr<quic::tls::ClientContext> tls;
+  };
+
+  /// A burst of packets ready to send: `data` holds packets of `segment_size`
+  /// bytes each (the last may be shorter), suitable for one GSO send.
+  struct Burst {
+    ByteView data;
+    std::size_t segment_size = 0;
+    std::uint8_t ecn = 0;
+  };
+  /// Returns the number of bytes it took (whole segments); fewer than
+  /// data.size() means the socket is blocked: write() stops and keeps the rest.
+  using BurstSink = std::function<std::size_t(const Burst&)>;
+
+  /// Builds the connection (TLS session, ngtcp2 and, when resuming, nghttp3 for 0-RTT).
+  /// Errors: TLS set-up (bad CA file ...), ngtcp2 failures. A bad session file is
+  /// logged and ignored (full handshake).
+  static Result<std::unique_ptr<ClientConnection>> create(Config config, Timestamp now);
+  ~ClientConnection();
+  ClientConnection(const ClientConnection&) = delete;
+  ClientConnection& operator=(const ClientConnection&) = delete;
+
+  /// Queues a request. on_body runs synchronously from inside read() for each
+  /// chunk (the view is valid only during the call) and must not call into this
+  /// object; on_complete is reported through take_events().
+  void submit(http::ClientRequest request, http::BodyCallback on_body, http::CompleteCallback on_complete);
+
+  /// Feeds one datagram. Errors end the connection (see closed()).
+  void read(const SocketAddress& local, const SocketAddress& remote, ByteView datagram, std::uint8_t ecn,
+            Timestamp now);
+  /// Writes as many packets as congestion control and pacing allow, handing them
+  /// to sink in GSO-sized bursts.
+  void write(Timestamp now, const BurstSink& sink);
+  /// Retries the bytes the sink refused last time; true when nothing is left.
+  bool flush_blocked(const BurstSink& sink);
+  /// True when no refused bytes wait for the socket.
+  bool nothing_blocked() const { return blocked_len_ == 0; }
+  /// Next deadline (ns, same clock as now) for handle_expiry(); UINT64_MAX for none.
+  Timestamp expiry() const;
+  void handle_expiry(Timestamp now);
+
+  /// Graceful shutdown: fail queued (unsent) requests, let in-flight ones finish,
+  /// then GOAWAY and CONNECTION_CLOSE. With abort, close at once.
+  void close(bool abort, Timestamp now);
+  /// The transport hit a socket error (e.g. ECONNREFUSED from ICMP): end now.
+  void fail(Error error);
+
+  struct Completion {
+    http::CompleteCallback callback;
+    http::ClientResponse response;
+  };
+  struct Events {
+    std::optional<Status> ready;          ///< Handshake completed or failed (once).
+    std::vector<Completion> completions;  ///< Finished requests, in completion order.
+  };
+  /// Takes the events accumulated since the last call.
+  Events take_events();
+
+  /// True when the connection is gone (closed, failed, drained): nothing more to send or read.
+  bool closed() const { return state_ == State::closed; }
+  /// The packet to send on closing (CONNECTION_CLOSE), if one is due; empty otherwise.
+  ByteView close_packet() const { return close_packet_; }
+  http::ConnectionInfo info() const;
+  /// Requests queued or in flight.
+  std::size_t outstanding() const { return pending_.size() + streams_.size(); }
+
+  // Called from the C callbacks (public only for them).
+  struct Stream;
+  int on_recv_stream_data(std::uint32_t flags, std::int64_t stream_id, const std::uint8_t* data, std::size_t len);
+  int on_acked_stream_data(std::int64_t stream_id, std::uint64_t len);
+  int on_stream_close(std::uint32_t flags, std::int64_t stream_id, std::uint64_t app_error_code);
+  int on_stream_reset(std::int64_t stream_id);
+  int on_handshake_completed();
+  int on_recv_rx_key_application();
+  void on_early_data_rejected();
+  int on_extend_max_stream_data(std::int64_t stream_id);
+  int on_http_recv_data(std::int64_t stream_id, const std::uint8_t* data, std::size_t len);
+  void on_http_consume(std::int64_t stream_id, std::size_t n);
+  int on_http_begin_headers(std::int64_t stream_id);
+  int on_http_header(std::int64_t stream_id, ByteView name, ByteView value);
+  int on_http_end_stream(std::int64_t stream_id);
+  int on_http_stream_close(std::int64_t stream_id, std::uint64_t app_error_code);
+  int on_http_stop_sending(std::int64_t stream_id, std::uint64_t app_error_code);
+  int on_http_reset_stream(std::int64_t stream_id, std::uint64_t app_error_code);
+  int on_http_goaway(std::int64_t id);
+  void on_session_ticket(Bytes tls_session);
+  void on_qlog(const void* data, std::size_t len, bool fin);
+  ngtcp2_conn* conn() const { return conn_; }
+
+ private:
+  enum class State { handshake, established, closing, closed };
+  explicit ClientConnection(Config config);
+  Status init(Timestamp now);
+  Status setup_http();
+  void start_requests();
+  bool open_stream(std::unique_ptr<Stream>& stream);
+  void finish(Stream& stream, std::optional<Error> error);
+  void fail_all(const Error& error);
+  void enter_closed(std::optional<Error> error);
+  void write_connection_close(Timestamp now, std::uint64_t app_error);
+  void handle_liberr(int rv, const char* where, Timestamp now);
+  bool wrote_stream_data(std::int64_t stream_id, std::ptrdiff_t ndatalen, bool fin_sent);
+  std::size_t unfinished() const;
+
+  Config config_;
+  State state_ = State::handshake;
+  ngtcp2_conn* conn_ = nullptr;
+  nghttp3_conn* http_ = nullptr;
+  ngtcp2_crypto_conn_ref conn_ref_{};
+  std::unique_ptr<quic::tls::Session> tls_;
+  bool early_data_attempted_ = false;
+  bool early_data_accepted_ = false;
+  bool handshake_reported_ = false;
+  bool closing_requested_ = false;
+  bool goaway_received_ = false;
+  Timestamp start_ = 0;
+  Timestamp now_ = 0;  // Time of the current entry point (read/write/timer).
+  Timestamp first_packet_sent_ = 0;
+  Timestamp handshake_done_ = 0;
+  std::deque<std::unique_ptr<Stream>> pending_;
+  std::unordered_map<std::int64_t, std::unique_ptr<Stream>> streams_;
+  Events events_;
+  std::optional<Error> connection_error_;
+  Bytes close_packet_;
+  // Outgoing packets: room for one full GSO burst; blocked_ keeps what the socket refused.
+  Bytes tx_buf_;
+  std::size_t blocked_off_ = 0, blocked_len_ = 0, blocked_seg_ = 0;
+  std::uint8_t blocked_ecn_ = 0;
+  std::FILE* qlog_ = nullptr;
+};
+
+/// The libuv adapter: http::Client over one UDP socket and one timer.
+class Client final : public http::Client {
+ public:
+  /// Nothing happens until connect(); errors surface through on_ready.
+  Client(uv::Loop& loop, http::Url origin, http::ClientOptions options, QuicTuning tuning = {});
+  ~Client() override;
+
+  void connect(std::function<void(Status)> on_ready) override;
+  void submit(http::ClientRequest request, http::BodyCallback on_body, http::CompleteCallback on_complete) override;
+  void close(std::function<void()> on_closed, bool abort = false) override;
+  http::ConnectionInfo info() const override;
+
+ private:
+  void after_core_call();
+  void flush();
+  bool deliver_events();
+  void arm_timer();
+  void finish_close();
+  std::size_t send_burst(const ClientConnection::Burst& burst);
+
+  uv::Loop& loop_;
+  http::Url origin_;
+  http::ClientOptions options_;
+  QuicTuning tuning_;
+  std::unique_ptr<quic::UdpSocket> socket_;
+  std::unique_ptr<uv::Timer> timer_;
+  std::unique_ptr<ClientConnection> conn_;
+  SocketAddress remote_;
+  SocketAddress local_;
+  std::function<void(Status)> on_ready_;
+  std::function<void()> on_closed_;
+  std::vector<std::tuple<http::ClientRequest, http::BodyCallback, http::CompleteCallback>> early_submits_;
+  std::vector<ClientConnection::Completion> failed_submits_;
+  std::optional<Error> setup_error_;
+  std::optional<Error> socket_error_;
+  bool waiting_writable_ = false;
+  bool closing_ = false;
+  bool close_sent_ = false;
+  bool closed_reported_ = false;
+  bool in_delivery_ = false;
+  bool rerun_ = false;
+  std::shared_ptr<bool> alive_;
+};
+
+}  // namespace quiclab::h3
