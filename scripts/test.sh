@@ -22,4 +22,12 @@ if [[ "${QUICLAB_SKIP_SANITIZE:-0}" != 1 ]]; then
   (cd "$here/build-asan" && ctest --output-on-failure --timeout 900 -L sanitize </dev/null)
 fi
 
+if [[ "${QUICLAB_SKIP_FUZZ:-0}" != 1 ]]; then
+  echo "== fuzz targets (clang, libFuzzer, bounded time; label: fuzz)"
+  CC=clang CXX=clang++ cmake -S "$here" -B "$here/build-fuzz" -G Ninja -DQUICLAB_FUZZ=ON \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  ninja -C "$here/build-fuzz" -j "${QUICLAB_JOBS:-$(nproc)}" quiclab_fuzzers
+  (cd "$here/build-fuzz" && ctest --output-on-failure --timeout 600 -L fuzz </dev/null)
+fi
+
 echo "== done in $(( $(date +%s) - start )) s"
