@@ -72,7 +72,16 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   std::function<void()> on_closed;
   std::deque<Pending> queue;
   std::unordered_map<std::int32_t, std::unique_ptr<Stream>> streams;
-  std::vector<std::function<void()>> deferred;  // user callbacks, run by deliver()
+  // User callbacks, run by settle() outside nghttp2: either `fn`, or
+  // `complete` with its response (kept apart to save an allocation per request).
+  struct Deferred {
+    std::function<void()> fn;
+    http::CompleteCallback complete;
+    http::ClientResponse response;
+  };
+  std::vector<Deferred> deferred;
+  std::vector<Deferred> delivering;
+  bool in_settle = false;
   int depth = 0;                                 // > 0 while inside nghttp2
   Bytes plaintext;
   std::vector<std::uint8_t> read_buf = std::vector<std::uint8_t>(64 * 1024);
@@ -122,7 +131,10 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   void close(std::function<void()> cb, bool abort) {
     on_closed = std::move(cb);
     closing_requested = true;
-    if (abort || state == State::idle || state == State::connecting || state == State::handshaking) {
+    if (state == State::closed) {
+      // Already gone (failed, or closed by the server): only report it.
+      defer_closed();
+    } else if (abort || state == State::idle || state == State::connecting || state == State::handshaking) {
       fail_connection(make_error(ECANCELED, "connection closed by the client"), /*graceful=*/false);
     }
     kick();
@@ -130,7 +142,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
 
   void detach() {
     detached = true;
-    deferred.clear();
+    deferred.clear();  // (not `delivering`: settle() may be running one of them right now)
     queue.clear();
     streams.clear();
     timer.close();
@@ -141,7 +153,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
 
   // Runs settle() from the loop soon, so user callbacks never run inside a user call.
   void kick() {
-    if (detached || kick_timer.active()) return;
+    if (detached || in_settle || kick_timer.active()) return;
     std::weak_ptr<Impl> weak = weak_from_this();
     kick_timer.start(0, 0, [weak] {
       if (auto self = weak.lock()) self->settle();
@@ -255,7 +267,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     if (on_ready) {
       auto cb = std::move(on_ready);
       on_ready = nullptr;
-      deferred.push_back([cb] { cb(Status{}); });
+      deferred.push_back({[cb] { cb(Status{}); }, {}, {}});
     }
     read_application_data();  // the server's SETTINGS may have come with the handshake
   }
@@ -422,8 +434,11 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   // The epilogue of every event: send what is due, start queued requests, run
   // user callbacks, and repeat while callbacks queued more work.
   void settle() {
-    if (detached) return;
+    // Re-entered from a completion inside settle (e.g. a synchronous write
+    // callback): the outer loop picks up whatever was queued.
+    if (detached || in_settle) return;
     auto self = shared_from_this();  // a callback may drop the Client
+    in_settle = true;
     for (int rounds = 0; rounds < 64; ++rounds) {
       if (state == State::open) {
         pump();
@@ -432,14 +447,19 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       maybe_finish_close();
       fail_stranded();
       if (deferred.empty()) break;
-      auto batch = std::move(deferred);
-      deferred.clear();
-      for (auto& fn : batch) {
+      delivering.clear();
+      std::swap(delivering, deferred);
+      for (auto& d : delivering) {
+        if (d.fn) {
+          d.fn();
+        } else if (d.complete) {
+          d.complete(std::move(d.response));
+        }
         if (detached) return;
-        fn();
       }
-      if (detached) return;
     }
+    delivering.clear();
+    in_settle = false;
     if (!deferred.empty()) kick();  // very long chains continue on the next loop turn
   }
 
@@ -490,23 +510,21 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     if (s->response.timing.complete == 0) s->response.timing.complete = now();
     if (!s->on_complete) return;
     auto cb = std::move(s->on_complete);
-    deferred.push_back([cb, resp = std::make_shared<http::ClientResponse>(std::move(s->response))]() mutable {
-      cb(std::move(*resp));
-    });
+    deferred.push_back({nullptr, std::move(cb), std::move(s->response)});
   }
 
   void defer_ready(const Error& e) {
     if (!on_ready) return;
     auto cb = std::move(on_ready);
     on_ready = nullptr;
-    deferred.push_back([cb, e] { cb(e); });
+    deferred.push_back({[cb, e] { cb(e); }, {}, {}});
   }
 
   void defer_closed() {
     if (!on_closed) return;
     auto cb = std::move(on_closed);
     on_closed = nullptr;
-    deferred.push_back([cb] { cb(); });
+    deferred.push_back({[cb] { cb(); }, {}, {}});
   }
 
   std::optional<Error> failure;
@@ -526,9 +544,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       s->response.timing.complete = t;
       if (s->on_complete) {
         auto cb = std::move(s->on_complete);
-        deferred.push_back([cb, resp = std::make_shared<http::ClientResponse>(std::move(s->response))]() mutable {
-          cb(std::move(*resp));
-        });
+        deferred.push_back({nullptr, std::move(cb), std::move(s->response)});
       }
     }
     // nghttp2 may still point at these from its stream table; it is never
