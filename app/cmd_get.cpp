@@ -40,6 +40,9 @@ struct GetOptions {
   std::vector<std::string> headers;
   std::uint64_t timeout_ms = 30000;
   std::vector<std::string> urls;
+  // HTTP/3 only.
+  std::string session_file;
+  std::string qlog_dir;
 };
 
 /// One request as the command sees it: what was asked and what came back.
@@ -168,6 +171,12 @@ int run(const GetOptions& o) {
   copts.ca_file = o.cacert;
   copts.max_concurrent_streams = std::max(1u, o.streams);
   copts.timeout_ms = o.timeout_ms;
+  copts.session_file = o.session_file;
+  copts.qlog_dir = o.qlog_dir;
+  if (!o.h3 && (!o.session_file.empty() || !o.qlog_dir.empty())) {
+    std::cerr << "quiclab get: --session-file and --qlog-dir need --h3\n";
+    return kExitUsage;
+  }
 
   uv::Loop loop;
   std::map<std::string, std::unique_ptr<http::Client>> clients;  // one connection per origin
@@ -260,7 +269,16 @@ int run(const GetOptions& o) {
 
   const auto proto_name = http::to_string(protocol);
   if (o.json) {
-    for (const auto& f : fetches) std::cout << json_line(f, proto_name).dump() << "\n";
+    for (const auto& f : fetches) {
+      auto j = json_line(f, proto_name);
+      if (protocol == http::Protocol::h3) {
+        // 0-RTT facts of the request's connection (false when it never completed).
+        auto it = infos.find(app::origin_key(f.url));
+        j["resumed"] = it != infos.end() && it->second.resumed;
+        j["early_data"] = it != infos.end() && it->second.early_data_accepted;
+      }
+      std::cout << j.dump() << "\n";
+    }
   } else {
     std::cout << fmt::format("{:<44} {:>6} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "url", "status", "bytes",
                              "connect", "tls", "sent", "ttfb", "total");
@@ -276,6 +294,10 @@ int run(const GetOptions& o) {
     std::string conn;
     for (const auto& [key, info] : infos) {
       conn += fmt::format("; {} {} {} {}", key, info.protocol, info.tls_version, info.peer_address);
+      if (info.protocol == "h3") {
+        conn += fmt::format(" resumed={} early_data={}", info.resumed ? "yes" : "no",
+                            info.early_data_accepted ? "accepted" : "no");
+      }
     }
     std::cout << fmt::format("{} requests: {} ok, {} HTTP errors, {} failed; {} bytes in {:.3f} ms ({:.1f} MB/s){}\n",
                              fetches.size(), fetches.size() - static_cast<std::size_t>(http_errors + failures),
@@ -301,7 +323,8 @@ const Registration reg{
           "response complete) and a summary line. With --json, one JSON object per line:\n"
           "  url, protocol (\"h2\"|\"h3\"), status (0 if none), bytes (response body),\n"
           "  connect, handshake, sent, ttfb, total (ms since the connection start; null if not\n"
-          "  reached), error (only on failure), verified/verify_error (with --verify-bytes).\n"
+          "  reached), error (only on failure), verified/verify_error (with --verify-bytes);\n"
+          "  with --h3 also resumed and early_data (0-RTT accepted by the server).\n"
           "Exit codes: 0 all responses 2xx/3xx, 1 some 4xx/5xx, 2 usage error (bad flag or URL),\n"
           "3 transport failure (connect, TLS, reset, timeout, body verification).\n"
           "SSLKEYLOGFILE=path appends TLS secrets for Wireshark.");
@@ -327,6 +350,11 @@ const Registration reg{
       sub.add_option("--timeout", o->timeout_ms, "Fail when the server sends nothing for this many ms")
           ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{3600000}))
           ->capture_default_str();
+      sub.add_option("--session-file", o->session_file,
+                     "HTTP/3: store the TLS session ticket and transport parameters in FILE, and resume\n"
+                     "from it with 0-RTT (requests sent as early data) when it exists");
+      sub.add_option("--qlog-dir", o->qlog_dir, "HTTP/3: write a qlog file per connection into DIR")
+          ->check(CLI::ExistingDirectory);
       sub.add_option("url", o->urls, "https:// URLs")->required();
       return [o] { return run(*o); };
     }};

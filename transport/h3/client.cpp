@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -218,6 +219,15 @@ int cb_get_new_connection_id(ngtcp2_conn*, ngtcp2_cid* cid, std::uint8_t* token,
   random_bytes(token, NGTCP2_STATELESS_RESET_TOKENLEN);
   return 0;
 }
+// ngtcp2's own debug log, at trace level only (it is very chatty).
+void cb_log_printf(void*, const char* format, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, format);
+  std::vsnprintf(buf, sizeof(buf), format, ap);
+  va_end(ap);
+  log::trace("ngtcp2: {}", buf);
+}
 void cb_qlog(void* user_data, std::uint32_t flags, const void* data, std::size_t len) {
   QL_SELF->on_qlog(data, len, (flags & NGTCP2_QLOG_WRITE_FLAG_FIN) != 0);
 }
@@ -375,6 +385,7 @@ Status ClientConnection::init(Timestamp now) {
   settings.max_window = opt.connection_window;
   settings.max_stream_window = opt.stream_window;
   settings.ack_thresh = config_.tuning.ack_thresh;
+  if (spdlog::should_log(spdlog::level::trace)) settings.log_printf = cb_log_printf;
   settings.handshake_timeout = config_.tuning.handshake_timeout_ms * NGTCP2_MILLISECONDS;
   if (!config_.tuning.qlog_dir.empty()) {
     auto path = config_.tuning.qlog_dir / (to_hex(ByteView(scid.data, scid.datalen)) + ".sqlog");
@@ -780,7 +791,10 @@ void ClientConnection::write(Timestamp now, const BurstSink& sink) {
     if (pkts >= max_pkts) break;
   }
   if (!blocked) send(off);
-  ngtcp2_conn_update_pkt_tx_time(conn_, now);
+  // Pacing starts after the handshake: ngtcp2 would otherwise pace the
+  // client's Finished behind the Initial at the default 333 ms initial RTT,
+  // delaying the first request by ~20 ms for no benefit.
+  if (state_ != State::handshake) ngtcp2_conn_update_pkt_tx_time(conn_, now);
   if (state_ == State::closing && blocked_len_ == 0) write_connection_close(now, NGHTTP3_H3_NO_ERROR);
 }
 
@@ -1125,7 +1139,9 @@ Client::Client(uv::Loop& loop, http::Url origin, http::ClientOptions options, Qu
       origin_(std::move(origin)),
       options_(std::move(options)),
       tuning_(std::move(tuning)),
-      alive_(std::make_shared<bool>(true)) {}
+      alive_(std::make_shared<bool>(true)) {
+  if (tuning_.qlog_dir.empty()) tuning_.qlog_dir = options_.qlog_dir;
+}
 
 Client::~Client() {
   *alive_ = false;

@@ -73,6 +73,7 @@ struct ClientOptions {
   bool keep_body = false;                   ///< Keep response bodies in ClientResponse::body.
   std::uint64_t timeout_ms = 30000;         ///< Idle timeout for the connection.
   std::filesystem::path session_file;       ///< H3: store/resume session tickets (0-RTT).
+  std::filesystem::path qlog_dir;           ///< H3: write one qlog file per connection here (empty: none).
 };
 
 /// Facts about the connection, for reports.

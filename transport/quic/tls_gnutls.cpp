@@ -1,5 +1,6 @@
 // The GnuTLS implementation of the crypto seam (tls_backend.hpp). The only file
 // in quiclab that includes GnuTLS headers.
+#include <arpa/inet.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
@@ -255,8 +256,14 @@ class GnutlsClientContext final : public ClientContext {
       return gnutls_error(rv, "set credentials");
     set_alpn_h3(s, GNUTLS_ALPN_MANDATORY);
     if (!options.server_name.empty()) {
-      gnutls_server_name_set(s, GNUTLS_NAME_DNS, options.server_name.data(), options.server_name.size());
-      if (!config_.insecure) gnutls_session_set_verify_cert(s, options.server_name.c_str(), 0);
+      // SNI carries DNS names only (RFC 6066 section 3; servers refuse an IPv6
+      // literal there); certificate checks cover IP addresses too.
+      in6_addr ip{};
+      const auto& name = session->client_options.server_name;
+      bool ip_literal = inet_pton(AF_INET, name.c_str(), &ip) == 1 || inet_pton(AF_INET6, name.c_str(), &ip) == 1;
+      if (!ip_literal) gnutls_server_name_set(s, GNUTLS_NAME_DNS, name.data(), name.size());
+      // GnuTLS keeps this pointer (no copy): it must live as long as the session.
+      if (!config_.insecure) gnutls_session_set_verify_cert(s, name.c_str(), 0);
     } else if (!config_.insecure) {
       gnutls_session_set_verify_cert(s, nullptr, 0);
     }

@@ -1,0 +1,279 @@
+#!/usr/bin/env bash
+# Interop tests of `quiclab get --h3` over loopback against Debian's
+# gtlsserver (ngtcp2's GnuTLS example server: their server, our client) and
+# against `quiclab serve` (ours).
+#
+#   run.sh QUICLAB_BINARY CASE
+#
+# Each case starts its own server on a free loopback port in a private temp
+# dir and stops it on exit, also on failure (trap).
+set -euo pipefail
+
+QUICLAB=${1:?usage: run.sh QUICLAB_BINARY CASE}
+CASE=${2:?usage: run.sh QUICLAB_BINARY CASE}
+GTLSSERVER=${GTLSSERVER:-$(command -v gtlsserver || echo /usr/sbin/gtlsserver)}
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/quiclab-h3client-${CASE}.XXXXXX")
+server_pid=""
+stop_server() {
+  if [[ -n "$server_pid" ]]; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+  fi
+}
+cleanup() {
+  stop_server
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+fail() {
+  echo "FAIL [$CASE]: $*" >&2
+  for f in "$work"/*.log; do
+    [[ -f "$f" ]] && { echo "--- $f"; tail -n 30 "$f"; } >&2
+  done
+  exit 1
+}
+
+# Runs quiclab get; records the exit code in $rc without tripping set -e.
+# Every run is bounded in time, whatever happens to the server.
+get() {
+  set +e
+  timeout 120 "$QUICLAB" get "$@" >"$work/out.txt" 2>"$work/err.log"
+  rc=$?
+  set -e
+}
+
+expect_rc() {
+  [[ "$rc" == "$1" ]] || { cat "$work/out.txt" >&2; fail "exit code $rc, expected $1 ($2)"; }
+}
+
+# A self-signed certificate made by openssl (not by quiclab), for localhost,
+# 127.0.0.1 and ::1.
+make_cert() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -keyout "$work/key.pem" -out "$work/cert.pem" -subj /CN=localhost \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1" >/dev/null 2>&1 || fail "openssl req failed"
+}
+
+udp_port_in_use() { ss -Huln "sport = :$1" | grep -q .; }
+
+# gtlsserver serving $work/htdocs on ADDR (default 127.0.0.1); sets $port.
+# It cannot bind port 0 and report it, so try random free ports until one binds.
+start_gtlsserver() {
+  local addr=${1:-127.0.0.1}
+  shift || true
+  [[ -x "$GTLSSERVER" ]] || fail "gtlsserver not found (Debian package ngtcp2-server)"
+  [[ -f "$work/cert.pem" ]] || make_cert
+  for _ in $(seq 1 30); do
+    port=$((20000 + RANDOM % 40000))
+    udp_port_in_use "$port" && continue
+    "$GTLSSERVER" --quiet "$@" -d "$work/htdocs" "$addr" "$port" "$work/key.pem" "$work/cert.pem" \
+      >"$work/gtlsserver.log" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 1 100); do
+      kill -0 "$server_pid" 2>/dev/null || break
+      udp_port_in_use "$port" && return 0
+      sleep 0.05
+    done
+    stop_server
+  done
+  fail "gtlsserver did not start"
+}
+
+# Our own server on an ephemeral port (it prints "listening h3 udp ADDR").
+start_quiclab_serve() {
+  "$QUICLAB" serve --listen 127.0.0.1:0 --state-dir "$work/state" "$@" >"$work/serve.out" 2>"$work/serve.log" &
+  server_pid=$!
+  for _ in $(seq 1 200); do
+    if addr=$(grep -m1 -o 'listening h3 udp [^ ]*' "$work/serve.out" 2>/dev/null); then
+      port=${addr##*:}
+      return 0
+    fi
+    kill -0 "$server_pid" 2>/dev/null || fail "quiclab serve exited"
+    sleep 0.05
+  done
+  fail "quiclab serve did not start (no 'listening h3 udp' line)"
+}
+
+# JSON-lines checks: count, status, body size; every timing present and in
+# order (connect <= handshake <= sent <= ttfb <= total; with 0-RTT the request
+# is sent before the handshake completes, so that pair is not ordered).
+check_json() {
+  python3 - "$work/out.txt" "$@" <<'EOF' || fail "JSON check failed: $(head -5 "$work/out.txt")"
+import json, sys
+path, count, status, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+flags = sys.argv[5:]
+lines = [json.loads(l) for l in open(path) if l.strip()]
+assert len(lines) == count, f"{len(lines)} lines, expected {count}"
+for j in lines:
+    for key in ("url", "protocol", "status", "bytes", "connect", "handshake", "sent", "ttfb", "total",
+                "resumed", "early_data"):
+        assert key in j, f"missing {key}: {j}"
+    assert j["protocol"] == "h3", j
+    assert j["status"] == status, j
+    assert j["bytes"] == size, j
+    assert "error" not in j, j
+    t = [j[k] for k in ("connect", "handshake", "sent", "ttfb", "total")]
+    assert all(isinstance(x, (int, float)) for x in t), j
+    if "early" in flags:
+        assert j["early_data"] is True and j["resumed"] is True, f"0-RTT not accepted: {j}"
+        assert 0 <= t[0] <= t[2] <= t[3] <= t[4] and t[0] <= t[1], f"timings out of order: {j}"
+    else:
+        assert 0 <= t[0] <= t[1] <= t[2] <= t[3] <= t[4], f"timings out of order: {j}"
+if "concurrent" in flags:
+    # All requests were on the wire before the first response arrived: they
+    # ran as concurrent streams, not one after another, on one connection.
+    last_sent = max(j["sent"] for j in lines)
+    first_ttfb = min(j["ttfb"] for j in lines)
+    assert last_sent <= first_ttfb, f"last request sent at {last_sent} ms after first response at {first_ttfb} ms"
+    assert len({j["connect"] for j in lines}) == 1, "requests used more than one connection"
+EOF
+}
+
+mkdir -p "$work/htdocs"
+case "$CASE" in
+  single_get)
+    head -c 200000 /dev/urandom >"$work/htdocs/file.bin"
+    start_gtlsserver
+    get --h3 --cacert "$work/cert.pem" -o "$work/got.bin" "https://localhost:$port/file.bin"
+    expect_rc 0 "GET with --cacert"
+    cmp "$work/got.bin" "$work/htdocs/file.bin" || fail "body differs"
+    grep -q "1 requests: 1 ok" "$work/out.txt" || fail "summary line missing"
+    grep -q " h3 " "$work/out.txt" || fail "summary does not name h3"
+    ;;
+  concurrent_100)
+    for i in $(seq 1 100); do head -c $((1000 + i)) /dev/urandom >"$work/htdocs/f$i"; done
+    head -c 65536 /dev/urandom >"$work/htdocs/same.bin"
+    start_gtlsserver
+    get --h3 --insecure --json -n 100 -m 100 "https://127.0.0.1:$port/same.bin"
+    expect_rc 0 "100 concurrent streams"
+    check_json 100 200 65536 concurrent
+    # 100 different files on one connection: sizes per URL, and byte-exact
+    # through -o on the last.
+    urls=()
+    for i in $(seq 1 100); do urls+=("https://127.0.0.1:$port/f$i"); done
+    get --h3 --insecure --json -m 100 -o "$work/last.bin" "${urls[@]}"
+    expect_rc 0 "100 different files"
+    python3 - "$work/out.txt" <<'EOF' || fail "per-file sizes wrong"
+import json, sys
+for l in open(sys.argv[1]):
+    j = json.loads(l)
+    n = int(j["url"].rsplit("/f", 1)[1])
+    assert j["status"] == 200 and j["bytes"] == 1000 + n, j
+EOF
+    cmp "$work/last.bin" "$work/htdocs/f100" || fail "f100 differs"
+    ;;
+  big_50mb)
+    head -c 50000000 /dev/urandom >"$work/htdocs/big.bin"
+    start_gtlsserver
+    get --h3 --insecure -o "$work/got.bin" "https://127.0.0.1:$port/big.bin"
+    expect_rc 0 "50 MB body"
+    want=$(sha256sum <"$work/htdocs/big.bin" | cut -d' ' -f1)
+    got=$(sha256sum <"$work/got.bin" | cut -d' ' -f1)
+    [[ "$want" == "$got" ]] || fail "sha256 differs: $got != $want"
+    ;;
+  resumption_0rtt)
+    echo "early bird" >"$work/htdocs/a.txt"
+    start_gtlsserver
+    get --h3 --insecure --json --session-file "$work/session" "https://127.0.0.1:$port/a.txt"
+    expect_rc 0 "first connection"
+    check_json 1 200 11
+    grep -q '"resumed":false' "$work/out.txt" || fail "first connection claims resumption"
+    [[ -s "$work/session" ]] || fail "no session file written"
+    # Second run: resumes the session and sends the request as 0-RTT.
+    get --h3 --insecure --json --session-file "$work/session" -o "$work/got.txt" "https://127.0.0.1:$port/a.txt"
+    expect_rc 0 "resumed connection"
+    check_json 1 200 11 early
+    cmp "$work/got.txt" "$work/htdocs/a.txt" || fail "0-RTT body differs"
+    # The table says it too.
+    get --h3 --insecure --session-file "$work/session" "https://127.0.0.1:$port/a.txt"
+    expect_rc 0 "resumed connection (table)"
+    grep -q "resumed=yes early_data=accepted" "$work/out.txt" || fail "table does not report 0-RTT"
+    # A corrupt session file is ignored (full handshake), not fatal.
+    echo "garbage" >"$work/bad-session"
+    get --h3 --insecure --json --session-file "$work/bad-session" "https://127.0.0.1:$port/a.txt"
+    expect_rc 0 "bad session file"
+    check_json 1 200 11
+    ;;
+  ipv6)
+    echo "over v6" >"$work/htdocs/a.txt"
+    start_gtlsserver ::1
+    get --h3 --cacert "$work/cert.pem" --json "https://[::1]:$port/a.txt"
+    expect_rc 0 "GET over ::1"
+    check_json 1 200 8
+    ;;
+  json_fields)
+    echo hello >"$work/htdocs/a.txt"
+    start_gtlsserver
+    get --h3 --insecure --json -n 5 -m 2 "https://127.0.0.1:$port/a.txt"
+    expect_rc 0 "json"
+    check_json 5 200 6
+    ;;
+  http_404)
+    start_gtlsserver
+    get --h3 --insecure "https://127.0.0.1:$port/missing"
+    expect_rc 1 "404 is an HTTP error"
+    grep -q 404 "$work/out.txt" || fail "no 404 in the table"
+    ;;
+  no_server)
+    # A UDP port nobody listens on: bind one with gtlsserver, stop it, then use it.
+    start_gtlsserver
+    stop_server
+    for _ in $(seq 1 50); do udp_port_in_use "$port" || break; sleep 0.1; done
+    get --h3 --insecure --json "https://127.0.0.1:$port/"
+    expect_rc 3 "no server"
+    grep -q '"error"' "$work/out.txt" || fail "JSON line has no error field"
+    ;;
+  handshake_failure)
+    echo hello >"$work/htdocs/a.txt"
+    start_gtlsserver
+    # Self-signed and not trusted: the QUIC handshake must fail.
+    get --h3 "https://localhost:$port/a.txt"
+    expect_rc 3 "untrusted certificate"
+    grep -qi "TLS handshake failed\|certificate" "$work/err.log" || fail "stderr does not name the TLS failure"
+    get --h3 --cacert "$work/cert.pem" "https://localhost:$port/a.txt"
+    expect_rc 0 "--cacert"
+    ;;
+  usage_errors)
+    get --h3 "http://127.0.0.1:1/"
+    expect_rc 2 "http:// URL"
+    get --h3 "https://127.0.0.1:99999/"
+    expect_rc 2 "bad port"
+    get --h3 "not a url"
+    expect_rc 2 "not a URL"
+    get --h2 --session-file "$work/s" "https://127.0.0.1:1/"
+    expect_rc 2 "--session-file without --h3"
+    ;;
+  ours_bytes_50m)
+    start_quiclab_serve
+    get --h3 --insecure --verify-bytes --json "https://127.0.0.1:$port/bytes/50m"
+    expect_rc 0 "/bytes/50m from quiclab serve"
+    check_json 1 200 52428800
+    grep -q '"verified":true' "$work/out.txt" || fail "body not verified"
+    ;;
+  ours_echo)
+    start_quiclab_serve
+    head -c 3000000 /dev/urandom >"$work/upload.bin"
+    get --h3 --insecure --data-file "$work/upload.bin" -o "$work/echo.bin" -n 4 -m 4 "https://127.0.0.1:$port/echo"
+    expect_rc 0 "POST /echo"
+    cmp "$work/echo.bin" "$work/upload.bin" || fail "echoed body differs"
+    get --h3 --insecure --verify-bytes --json -n 100 -m 100 "https://127.0.0.1:$port/bytes/10000"
+    expect_rc 0 "100 streams of /bytes/10000"
+    check_json 100 200 10000 concurrent
+    ;;
+  ours_0rtt)
+    start_quiclab_serve
+    get --h3 --insecure --json --session-file "$work/session" "https://127.0.0.1:$port/bytes/1000"
+    expect_rc 0 "first connection"
+    [[ -s "$work/session" ]] || fail "no session file written"
+    get --h3 --insecure --json --verify-bytes --session-file "$work/session" "https://127.0.0.1:$port/bytes/1000"
+    expect_rc 0 "resumed connection"
+    check_json 1 200 1000 early
+    ;;
+  *)
+    fail "unknown case"
+    ;;
+esac
+echo "ok [$CASE]"
