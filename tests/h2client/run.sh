@@ -243,6 +243,53 @@ case "$CASE" in
     get --h2 --insecure "https://127.0.0.1:$port/no/such/route"
     expect_rc 1 "404 from quiclab serve"
     ;;
+  bench)
+    head -c 1024 /dev/urandom >"$work/htdocs/1k.bin"
+    echo small >"$work/htdocs/s.txt"
+    start_nghttpd
+    set +e
+    "$QUICLAB" bench --h2 --insecure --json -c 3 -m 7 -n 2000 \
+      "https://127.0.0.1:$port/1k.bin" "https://127.0.0.1:$port/s.txt" >"$work/out.txt" 2>"$work/err.log"
+    rc=$?
+    set -e
+    expect_rc 0 "bench -n 2000"
+    python3 - "$work/out.txt" <<'EOF2' || fail "bench JSON: $(cat "$work/out.txt")"
+import json, sys
+j = json.loads(open(sys.argv[1]).read())
+assert j["protocol"] == "h2" and j["connections"] == 3 and j["streams"] == 7, j
+assert j["requests"] == 2000 and j["succeeded"] == 2000 and j["failed"] == 0, j
+assert j["status"]["2xx"] == 2000, j
+assert j["bytes"] == 1000 * 1024 + 1000 * 6, j   # round-robin over the two URLs
+assert j["req_per_s"] > 0 and j["mb_per_s"] > 0 and j["duration_s"] > 0, j
+l = j["latency_ms"]
+assert 0 < l["min"] <= l["p50"] <= l["p90"] <= l["p99"] <= l["max"], l
+assert j["timed_out"] is False, j
+EOF2
+    # Duration mode stops by itself; the text report has the headline fields.
+    set +e
+    "$QUICLAB" bench --h2 --insecure -c 2 -m 4 -d 0.5 "https://127.0.0.1:$port/s.txt" >"$work/out.txt" 2>"$work/err.log"
+    rc=$?
+    set -e
+    expect_rc 0 "bench -d 0.5"
+    grep -q "req/s" "$work/out.txt" && grep -q "p99" "$work/out.txt" || fail "text report incomplete"
+    # 404s are HTTP errors (exit 1); a refused connection is a transport failure (exit 3).
+    set +e
+    "$QUICLAB" bench --h2 --insecure -n 20 "https://127.0.0.1:$port/missing" >"$work/out.txt" 2>"$work/err.log"
+    rc=$?
+    set -e
+    expect_rc 1 "bench on a 404"
+    kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
+    for _ in $(seq 1 50); do port_in_use "$port" || break; sleep 0.1; done
+    set +e
+    "$QUICLAB" bench --h2 --insecure --json -c 2 -d 30 "https://127.0.0.1:$port/s.txt" >"$work/out.txt" 2>"$work/err.log"
+    rc=$?
+    "$QUICLAB" bench --h2 -n 5 -d 1 "https://127.0.0.1:$port/s.txt" >/dev/null 2>&1
+    rc_usage=$?
+    set -e
+    expect_rc 3 "bench against a closed port"
+    grep -q '"connect_failures":2' "$work/out.txt" || fail "connect failures not counted: $(cat "$work/out.txt")"
+    [[ $rc_usage == 2 ]] || fail "-n with -d: exit $rc_usage, expected 2"
+    ;;
   *)
     fail "unknown case"
     ;;
