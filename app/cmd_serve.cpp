@@ -20,6 +20,7 @@
 #include "transport/core/log.hpp"
 #include "transport/core/uv.hpp"
 #include "transport/h2/server.hpp"
+#include "transport/h3/server.hpp"
 #include "transport/http/app.hpp"
 #include "transport/tls/tls.hpp"
 
@@ -43,6 +44,9 @@ struct ServeOptions {
   std::uint64_t idle_timeout_ms = 120'000;
   std::uint64_t drain_timeout_ms = 30'000;
   std::size_t max_request_body = 64 * 1024 * 1024;
+  bool no_h3 = false;    // HTTP/3 (QUIC over UDP) is on by default
+  bool retry = false;    // H3: validate every client address with Retry
+  std::string qlog_dir;  // H3: one qlog file per connection
 };
 
 // Many connections need many descriptors: take the hard limit.
@@ -110,9 +114,32 @@ int run(const ServeOptions& o) {
   std::vector<std::function<void(std::function<void()>)>> drains;
   std::vector<std::function<void()>> hard_stops;
 
+  // ---- HTTP/3 over QUIC: UDP on the same port number as TCP ----
+  // It binds first so that with port 0 the TCP listener can take the port UDP
+  // got, and the H2 responses can advertise it (Alt-Svc).
+  SocketAddress tcp_listen = *listen;
+  std::string alt_svc = o.alt_svc;
+  std::unique_ptr<h3::Server> h3_server;
+  if (!o.no_h3) {
+    h3::ServerConfig h3_config;
+    h3_config.cert_file = cert.cert;
+    h3_config.key_file = cert.key;
+    h3_config.quic.retry = o.retry;
+    h3_config.quic.qlog_dir = o.qlog_dir;
+    h3_config.quic.idle_timeout = o.idle_timeout_ms * kNanosPerMilli;
+    h3_config.quic.shutdown_timeout = o.drain_timeout_ms * kNanosPerMilli;
+    h3_server = std::make_unique<h3::Server>(loop, app, h3_config);
+    if (auto st = h3_server->start(*listen); !st) {
+      log::error("serve: HTTP/3: {}", st.error().message);
+      return kExitTransport;
+    }
+    tcp_listen.set_port(h3_server->local_address().port());
+    if (alt_svc.empty()) alt_svc = "h3=\":" + std::to_string(tcp_listen.port()) + "\"";
+  }
+
   // ---- HTTP/2 over TCP+TLS ----
   h2::ServerConfig h2_config;
-  h2_config.listen = *listen;
+  h2_config.listen = tcp_listen;
   h2_config.cert = cert.cert;
   h2_config.key = cert.key;
   h2_config.max_concurrent_streams = o.max_concurrent_streams;
@@ -122,7 +149,7 @@ int run(const ServeOptions& o) {
   h2_config.header_timeout_ms = o.header_timeout_ms;
   h2_config.idle_timeout_ms = o.idle_timeout_ms;
   h2_config.drain_timeout_ms = o.drain_timeout_ms;
-  h2_config.alt_svc = o.alt_svc;
+  h2_config.alt_svc = alt_svc;
   h2::Server h2_server(loop, app, h2_config);
   if (auto st = h2_server.start(); !st) {
     log::error("serve: HTTP/2: {}", st.error().message);
@@ -131,6 +158,11 @@ int run(const ServeOptions& o) {
   announce("h2", "tcp", h2_server.local_address());
   drains.push_back([&](std::function<void()> done) { h2_server.shutdown(std::move(done)); });
   hard_stops.push_back([&] { h2_server.close_now(); });
+  if (h3_server) {
+    announce("h3", "udp", h3_server->local_address());
+    drains.push_back([&](std::function<void()> done) { h3_server->shutdown(std::move(done)); });
+    hard_stops.push_back([&] { h3_server->close_now(); });
+  }
 
   // ---- Signals: first SIGINT/SIGTERM drains, the second one closes at once ----
   uv::Signal sigint(loop), sigterm(loop);
@@ -202,6 +234,9 @@ Registration reg{"serve", "HTTP/2 (TCP+TLS) server; HTTP/3 on the same port when
                        ->capture_default_str();
                    sub.add_option("--max-request-body", o->max_request_body, "largest request body accepted (larger: 413), bytes")
                        ->capture_default_str();
+                   sub.add_flag("--no-h3", o->no_h3, "do not serve HTTP/3 (QUIC over UDP)");
+                   sub.add_flag("--retry", o->retry, "HTTP/3: validate every client address with a Retry round trip");
+                   sub.add_option("--qlog-dir", o->qlog_dir, "HTTP/3: write one qlog file per connection into DIR");
                    return [o] { return run(*o); };
                  }};
 

@@ -1,0 +1,541 @@
+#include "transport/h3/server.hpp"
+
+#include <nghttp3/nghttp3.h>
+#include <ngtcp2/ngtcp2.h>
+
+#include <algorithm>
+#include <deque>
+#include <unordered_map>
+
+#include "transport/core/log.hpp"
+#include "transport/core/uv.hpp"
+
+namespace quiclab::h3 {
+
+namespace {
+
+static_assert(sizeof(nghttp3_vec) == sizeof(ngtcp2_vec) && alignof(nghttp3_vec) == alignof(ngtcp2_vec),
+              "nghttp3_vec and ngtcp2_vec must share a layout to hand data through without copies");
+
+std::string_view view_of(nghttp3_rcbuf* b) {
+  auto v = nghttp3_rcbuf_get_buf(b);
+  return {reinterpret_cast<const char*>(v.base), v.len};
+}
+
+nghttp3_nv make_nv(std::string_view name, std::string_view value) {
+  return nghttp3_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
+                    NGHTTP3_NV_FLAG_NONE};
+}
+
+// One request stream.
+struct Stream {
+  std::int64_t id = -1;
+  http::Request request;
+  bool body_too_large = false;
+  bool responded = false;
+  int status = 0;
+  std::shared_ptr<http::BodySource> body;
+  std::uint64_t size = 0;
+  std::uint64_t offset = 0;    // next body byte to hand to nghttp3
+  std::uint64_t unacked = 0;   // handed out, not yet acknowledged
+  bool zero_copy = false;
+  bool blocked_on_ack = false;  // read_data said WOULDBLOCK until acks free room
+  // Copy path: chunks handed to nghttp3, freed front to back as acks arrive.
+  std::deque<Bytes> chunks;
+  std::size_t front_acked = 0;  // acknowledged bytes of chunks.front()
+};
+
+// The HTTP/3 application on one QUIC connection.
+class H3Connection final : public quic::StreamApplication {
+ public:
+  H3Connection(ngtcp2_conn* conn, const http::App& app, const ServerConfig& config, SocketAddress peer)
+      : conn_(conn), app_(app), config_(config), peer_(std::move(peer)) {
+    auto& m = app_.metrics().of(http::Protocol::h3);
+    ++m.connections_total;
+    ++m.connections_active;
+  }
+  ~H3Connection() override {
+    if (h3_ != nullptr) nghttp3_conn_del(h3_);
+    --app_.metrics().of(http::Protocol::h3).connections_active;
+  }
+  H3Connection(const H3Connection&) = delete;
+  H3Connection& operator=(const H3Connection&) = delete;
+
+  int on_ready() override {
+    if (h3_ != nullptr) return 0;
+    nghttp3_callbacks cb{};
+    cb.acked_stream_data = &H3Connection::cb_acked_stream_data;
+    cb.stream_close = &H3Connection::cb_stream_close;
+    cb.recv_data = &H3Connection::cb_recv_data;
+    cb.deferred_consume = &H3Connection::cb_deferred_consume;
+    cb.begin_headers = &H3Connection::cb_begin_headers;
+    cb.recv_header = &H3Connection::cb_recv_header;
+    cb.end_stream = &H3Connection::cb_end_stream;
+    cb.stop_sending = &H3Connection::cb_stop_sending;
+    cb.reset_stream = &H3Connection::cb_reset_stream;
+    nghttp3_settings settings;
+    nghttp3_settings_default(&settings);
+    settings.qpack_max_dtable_capacity = 4096;
+    settings.qpack_blocked_streams = 100;
+    if (int rv = nghttp3_conn_server_new(&h3_, &cb, &settings, nghttp3_mem_default(), this); rv != 0) {
+      log::warn("h3: nghttp3_conn_server_new: {}", nghttp3_strerror(rv));
+      return fail(rv);
+    }
+    const auto* params = ngtcp2_conn_get_local_transport_params(conn_);
+    nghttp3_conn_set_max_client_streams_bidi(h3_, params->initial_max_streams_bidi);
+    std::int64_t ctrl = -1, qenc = -1, qdec = -1;
+    if (ngtcp2_conn_open_uni_stream(conn_, &ctrl, nullptr) != 0 ||
+        ngtcp2_conn_open_uni_stream(conn_, &qenc, nullptr) != 0 ||
+        ngtcp2_conn_open_uni_stream(conn_, &qdec, nullptr) != 0) {
+      log::info("h3: the client allows too few unidirectional streams for HTTP/3");
+      error_code_ = NGHTTP3_H3_GENERAL_PROTOCOL_ERROR;
+      return -1;
+    }
+    if (int rv = nghttp3_conn_bind_control_stream(h3_, ctrl); rv != 0) return fail(rv);
+    if (int rv = nghttp3_conn_bind_qpack_streams(h3_, qenc, qdec); rv != 0) return fail(rv);
+    return 0;
+  }
+
+  int on_handshake_completed() override { return 0; }
+
+  int on_stream_data(std::int64_t stream_id, ByteView data, bool fin) override {
+    if (h3_ == nullptr && on_ready() != 0) return -1;
+    auto n = nghttp3_conn_read_stream(h3_, stream_id, data.data(), data.size(), fin ? 1 : 0);
+    if (n < 0) {
+      log::info("h3: bad data on stream {}: {}", stream_id, nghttp3_strerror(static_cast<int>(n)));
+      ++app_.metrics().of(http::Protocol::h3).protocol_errors;
+      return fail(static_cast<int>(n));
+    }
+    consume(stream_id, static_cast<std::size_t>(n));
+    return 0;
+  }
+
+  int on_acked_stream_data(std::int64_t stream_id, std::uint64_t datalen) override {
+    if (h3_ == nullptr) return 0;
+    if (int rv = nghttp3_conn_add_ack_offset(h3_, stream_id, datalen); rv != 0) return fail(rv);
+    return 0;
+  }
+
+  int on_stream_close(std::int64_t stream_id, std::optional<std::uint64_t> code) override {
+    if (h3_ == nullptr) return 0;
+    int rv = nghttp3_conn_close_stream(h3_, stream_id, code.value_or(NGHTTP3_H3_NO_ERROR));
+    if (rv != 0 && rv != NGHTTP3_ERR_STREAM_NOT_FOUND) return fail(rv);
+    // Client request streams: let the client open one more (RFC 9000 4.6).
+    if (ngtcp2_is_bidi_stream(stream_id) && !ngtcp2_conn_is_local_stream(conn_, stream_id))
+      ngtcp2_conn_extend_max_streams_bidi(conn_, 1);
+    return 0;
+  }
+
+  int on_stream_reset(std::int64_t stream_id, std::uint64_t) override {
+    if (h3_ == nullptr) return 0;
+    if (int rv = nghttp3_conn_shutdown_stream_read(h3_, stream_id); rv != 0) return fail(rv);
+    return 0;
+  }
+  int on_stream_stop_sending(std::int64_t stream_id, std::uint64_t) override {
+    if (h3_ == nullptr) return 0;
+    if (int rv = nghttp3_conn_shutdown_stream_read(h3_, stream_id); rv != 0) return fail(rv);
+    return 0;
+  }
+  int on_extend_max_remote_streams_bidi(std::uint64_t max_streams) override {
+    if (h3_ != nullptr) nghttp3_conn_set_max_client_streams_bidi(h3_, max_streams);
+    return 0;
+  }
+  int on_extend_max_stream_data(std::int64_t stream_id) override {
+    if (h3_ == nullptr) return 0;
+    if (int rv = nghttp3_conn_unblock_stream(h3_, stream_id); rv != 0) return fail(rv);
+    return 0;
+  }
+
+  std::int64_t next_stream_data(std::int64_t& stream_id, bool& fin, std::span<ngtcp2_vec> vecs) override {
+    if (h3_ == nullptr) return 0;
+    int f = 0;
+    auto n = nghttp3_conn_writev_stream(h3_, &stream_id, &f, reinterpret_cast<nghttp3_vec*>(vecs.data()), vecs.size());
+    if (n < 0) {
+      log::info("h3: nghttp3_conn_writev_stream: {}", nghttp3_strerror(static_cast<int>(n)));
+      fail(static_cast<int>(n));
+      return -1;
+    }
+    fin = f != 0;
+    return n;
+  }
+  int stream_blocked(std::int64_t stream_id) override {
+    nghttp3_conn_block_stream(h3_, stream_id);
+    return 0;
+  }
+  int stream_shut_wr(std::int64_t stream_id) override {
+    nghttp3_conn_shutdown_stream_write(h3_, stream_id);
+    return 0;
+  }
+  int add_write_offset(std::int64_t stream_id, std::size_t n) override {
+    if (h3_ == nullptr || stream_id < 0) return 0;
+    if (int rv = nghttp3_conn_add_write_offset(h3_, stream_id, n); rv != 0) return fail(rv);
+    return 0;
+  }
+
+  void begin_shutdown() override {
+    // The final GOAWAY: requests already received complete, later ones are refused.
+    if (h3_ != nullptr) nghttp3_conn_shutdown(h3_);
+  }
+  bool idle() const override { return streams_.empty(); }
+  std::uint64_t error_code() const override { return error_code_; }
+  std::uint64_t no_error_code() const override { return NGHTTP3_H3_NO_ERROR; }
+
+ private:
+  static H3Connection* self(void* p) { return static_cast<H3Connection*>(p); }
+
+  int fail(int nghttp3_rv) {
+    error_code_ = nghttp3_err_infer_quic_app_error_code(nghttp3_rv);
+    return -1;
+  }
+
+  // Bytes the HTTP/3 layer is done with return to the peer as flow-control credit.
+  void consume(std::int64_t stream_id, std::size_t n) {
+    if (n == 0) return;
+    ngtcp2_conn_extend_max_stream_offset(conn_, stream_id, n);
+    ngtcp2_conn_extend_max_offset(conn_, n);
+  }
+
+  static int cb_begin_headers(nghttp3_conn* h3, std::int64_t stream_id, void* ud, void*) {
+    auto* c = self(ud);
+    auto s = std::make_unique<Stream>();
+    s->id = stream_id;
+    s->request.protocol = http::Protocol::h3;
+    s->request.peer = c->peer_;
+    nghttp3_conn_set_stream_user_data(h3, stream_id, s.get());
+    c->streams_[stream_id] = std::move(s);
+    ++c->app_.metrics().of(http::Protocol::h3).streams_total;
+    return 0;
+  }
+
+  static int cb_recv_header(nghttp3_conn*, std::int64_t, std::int32_t, nghttp3_rcbuf* name, nghttp3_rcbuf* value,
+                            std::uint8_t, void*, void* sud) {
+    auto* s = static_cast<Stream*>(sud);
+    if (s == nullptr) return 0;
+    auto n = view_of(name);
+    auto v = view_of(value);
+    auto& r = s->request;
+    if (n == ":method")
+      r.method = v;
+    else if (n == ":path")
+      r.path = v;
+    else if (n == ":scheme")
+      r.scheme = v;
+    else if (n == ":authority")
+      r.authority = v;
+    else if (!n.empty() && n[0] != ':')
+      r.headers.push_back(http::Header{std::string(n), std::string(v)});
+    return 0;
+  }
+
+  static int cb_recv_data(nghttp3_conn*, std::int64_t stream_id, const std::uint8_t* data, std::size_t datalen,
+                          void* ud, void* sud) {
+    auto* c = self(ud);
+    auto* s = static_cast<Stream*>(sud);
+    if (s != nullptr && !s->body_too_large) {
+      if (s->request.body.size() + datalen > c->app_.config().max_request_body) {
+        s->body_too_large = true;
+        Bytes().swap(s->request.body);
+      } else {
+        s->request.body.insert(s->request.body.end(), data, data + datalen);
+      }
+    }
+    c->app_.metrics().of(http::Protocol::h3).request_body_bytes += datalen;
+    c->consume(stream_id, datalen);
+    return 0;
+  }
+
+  static int cb_deferred_consume(nghttp3_conn*, std::int64_t stream_id, std::size_t consumed, void* ud, void*) {
+    self(ud)->consume(stream_id, consumed);
+    return 0;
+  }
+
+  static int cb_end_stream(nghttp3_conn*, std::int64_t, void* ud, void* sud) {
+    auto* s = static_cast<Stream*>(sud);
+    if (s == nullptr) return 0;
+    return self(ud)->respond(*s);
+  }
+
+  static int cb_stop_sending(nghttp3_conn*, std::int64_t stream_id, std::uint64_t code, void* ud, void*) {
+    ngtcp2_conn_shutdown_stream_read(self(ud)->conn_, stream_id, code);
+    return 0;
+  }
+  static int cb_reset_stream(nghttp3_conn*, std::int64_t stream_id, std::uint64_t code, void* ud, void*) {
+    ngtcp2_conn_shutdown_stream_write(self(ud)->conn_, stream_id, code);
+    return 0;
+  }
+
+  static int cb_stream_close(nghttp3_conn*, std::int64_t stream_id, std::uint64_t, void* ud, void*) {
+    self(ud)->streams_.erase(stream_id);
+    return 0;
+  }
+
+  static int cb_acked_stream_data(nghttp3_conn* h3, std::int64_t stream_id, std::uint64_t datalen, void*,
+                                  void* sud) {
+    auto* s = static_cast<Stream*>(sud);
+    if (s == nullptr) return 0;
+    s->unacked -= std::min(s->unacked, datalen);
+    if (!s->zero_copy) {
+      // Free fully acknowledged chunks (acks arrive in stream order here).
+      std::uint64_t left = datalen;
+      while (left > 0 && !s->chunks.empty()) {
+        auto room = s->chunks.front().size() - s->front_acked;
+        auto take = std::min<std::uint64_t>(room, left);
+        s->front_acked += take;
+        left -= take;
+        if (s->front_acked == s->chunks.front().size()) {
+          s->chunks.pop_front();
+          s->front_acked = 0;
+        }
+      }
+    }
+    if (s->blocked_on_ack) {
+      s->blocked_on_ack = false;
+      nghttp3_conn_resume_stream(h3, stream_id);
+    }
+    return 0;
+  }
+
+  static nghttp3_ssize cb_read_data(nghttp3_conn*, std::int64_t stream_id, nghttp3_vec* vec, std::size_t veccnt,
+                                    std::uint32_t* pflags, void* ud, void* sud) {
+    auto* c = self(ud);
+    auto* s = static_cast<Stream*>(sud);
+    if (s == nullptr || !s->body) {
+      *pflags |= NGHTTP3_DATA_FLAG_EOF;
+      return 0;
+    }
+    std::size_t n = 0;
+    if (s->zero_copy) {
+      // Hand out views into the source itself: no copy, valid while the stream lives.
+      while (n < veccnt && s->offset < s->size && s->unacked < c->config_.max_unacked_per_stream) {
+        auto max = std::min<std::uint64_t>(s->size - s->offset, c->config_.max_unacked_per_stream - s->unacked);
+        auto view = s->body->stable_view(s->offset, static_cast<std::size_t>(max));
+        if (view.empty()) break;
+        vec[n++] = nghttp3_vec{const_cast<std::uint8_t*>(view.data()), view.size()};
+        s->offset += view.size();
+        s->unacked += view.size();
+      }
+    } else {
+      // Copy path: one bounded chunk per call.
+      if (s->offset < s->size && s->unacked < c->config_.max_buffered_per_stream && veccnt > 0) {
+        auto want = std::min<std::uint64_t>({s->size - s->offset, 64 * 1024,
+                                             c->config_.max_buffered_per_stream - s->unacked});
+        Bytes chunk(static_cast<std::size_t>(want));
+        auto got = s->body->read(s->offset, chunk);
+        if (got <= 0) {
+          log::warn("h3: stream {}: body read failed at offset {} ({}); resetting", stream_id, s->offset, got);
+          ngtcp2_conn_shutdown_stream(c->conn_, stream_id, NGHTTP3_H3_INTERNAL_ERROR);
+          return NGHTTP3_ERR_WOULDBLOCK;
+        }
+        chunk.resize(static_cast<std::size_t>(got));
+        s->chunks.push_back(std::move(chunk));
+        auto& b = s->chunks.back();
+        vec[n++] = nghttp3_vec{b.data(), b.size()};
+        s->offset += b.size();
+        s->unacked += b.size();
+      }
+    }
+    std::uint64_t handed = 0;
+    for (std::size_t i = 0; i < n; ++i) handed += vec[i].len;
+    c->app_.metrics().of(http::Protocol::h3).response_body_bytes += handed;
+    if (s->offset >= s->size) {
+      *pflags |= NGHTTP3_DATA_FLAG_EOF;
+      return static_cast<nghttp3_ssize>(n);
+    }
+    if (n == 0) {
+      s->blocked_on_ack = true;
+      return NGHTTP3_ERR_WOULDBLOCK;
+    }
+    return static_cast<nghttp3_ssize>(n);
+  }
+
+  int respond(Stream& s) {
+    if (s.responded) return 0;
+    s.responded = true;
+    auto& m = app_.metrics().of(http::Protocol::h3);
+    ++m.requests_total;
+    http::Response resp;
+    if (s.body_too_large) {
+      resp = http::Response::text(413, "request body too large\n");
+    } else if (s.request.method.empty() || s.request.path.empty()) {
+      resp = http::Response::text(400, "missing :method or :path\n");
+    } else {
+      resp = app_.handle(s.request);
+    }
+    Bytes().swap(s.request.body);
+    app_.metrics().count_response(http::Protocol::h3, resp.status);
+    s.status = resp.status;
+    s.body = resp.body;
+    s.size = s.body ? s.body->size() : 0;
+    if (s.body && s.size > 0) {
+      // A source that offers a stable view of its first bytes offers it throughout.
+      s.zero_copy = !s.body->stable_view(0, 1).empty();
+    }
+    const std::string status = std::to_string(resp.status);
+    const std::string length = std::to_string(s.size);
+    std::vector<nghttp3_nv> nva;
+    nva.reserve(resp.headers.size() + 3);
+    nva.push_back(make_nv(":status", status));
+    nva.push_back(make_nv("server", app_.config().server_name));
+    if (s.body) nva.push_back(make_nv("content-length", length));
+    for (const auto& h : resp.headers) {
+      if (h.name == "content-length" || h.name == "connection" || h.name == "transfer-encoding") continue;
+      nva.push_back(make_nv(h.name, h.value));
+    }
+    nghttp3_data_reader reader{&H3Connection::cb_read_data};
+    int rv = nghttp3_conn_submit_response(h3_, s.id, nva.data(), nva.size(), (s.body && s.size > 0) ? &reader : nullptr);
+    if (rv != 0) {
+      log::info("h3: cannot submit the response on stream {}: {}", s.id, nghttp3_strerror(rv));
+      return fail(rv);
+    }
+    return 0;
+  }
+
+  ngtcp2_conn* conn_;
+  const http::App& app_;
+  const ServerConfig& config_;
+  SocketAddress peer_;
+  nghttp3_conn* h3_ = nullptr;
+  std::unordered_map<std::int64_t, std::unique_ptr<Stream>> streams_;
+  std::uint64_t error_code_ = NGHTTP3_H3_INTERNAL_ERROR;
+};
+
+}  // namespace
+
+struct Server::Impl final : quic::PacketSink {
+  Impl(uv::Loop& l, const http::App& a, const ServerConfig& c) : loop(l), app(a), config(c), socket(l), timer(l) {}
+
+  uv::Loop& loop;
+  const http::App& app;
+  ServerConfig config;
+  std::unique_ptr<quic::tls::ServerContext> tls;
+  quic::UdpSocket socket;
+  uv::Timer timer;
+  std::unique_ptr<quic::ServerCore> core;
+  std::function<void()> on_shutdown_done;
+  bool waiting_writable = false;
+  bool stopped = false;
+  Timestamp armed_for = 0;
+
+  static Timestamp now() { return uv::Loop::hrtime(); }
+
+  quic::SendResult send(const quic::Path& path, ByteView data, std::size_t segment_size, quic::Ecn ecn) override {
+    auto r = socket.send(path.remote, data, segment_size, ecn, &path.local);
+    if (r.status == quic::SendStatus::blocked && !waiting_writable) {
+      waiting_writable = true;
+      socket.wait_writable([this] {
+        waiting_writable = false;
+        core->on_writable(now());
+        after_work();
+      });
+    }
+    return r;
+  }
+
+  // After every burst of work: re-arm the timer for the core's next deadline,
+  // and finish a graceful shutdown once the last connection is gone.
+  void after_work() {
+    if (stopped) return;
+    if (core->finished()) {
+      stopped = true;
+      timer.stop();
+      socket.close();
+      if (on_shutdown_done) {
+        auto done = std::move(on_shutdown_done);
+        on_shutdown_done = nullptr;
+        done();
+      }
+      return;
+    }
+    auto next = core->next_expiry();
+    if (!next) {
+      if (timer.active()) timer.stop();
+      armed_for = 0;
+      return;
+    }
+    if (*next == armed_for && timer.active()) return;
+    armed_for = *next;
+    auto t = now();
+    // Sub-millisecond deadlines (pacing) run on the next loop turn; others
+    // are rounded up so the timer never fires before ngtcp2's deadline.
+    std::uint64_t delay_ms = *next <= t ? 0 : (*next - t < kNanosPerMilli ? 0 : (*next - t + kNanosPerMilli - 1) / kNanosPerMilli);
+    timer.start(delay_ms, 0, [this] {
+      armed_for = 0;
+      core->on_expiry(now());
+      after_work();
+    });
+  }
+};
+
+Server::Server(uv::Loop& loop, const http::App& app, const ServerConfig& config)
+    : impl_(std::make_unique<Impl>(loop, app, config)) {}
+
+Server::~Server() = default;
+
+Status Server::start(const SocketAddress& addr) {
+  auto& s = *impl_;
+  quic::tls::ServerConfig tc;
+  tc.cert_file = s.config.cert_file;
+  tc.key_file = s.config.key_file;
+  tc.keylog_file = s.config.keylog_file;
+  auto tls = quic::tls::make_server_context(tc);
+  if (!tls) return tls.error();
+  s.tls = std::move(*tls);
+  if (!s.config.quic.qlog_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(s.config.quic.qlog_dir, ec);
+    if (ec) return make_error(ec.value(), "h3: cannot create qlog dir " + s.config.quic.qlog_dir.string() + ": " + ec.message());
+  }
+  const http::App& app = s.app;
+  const ServerConfig& cfg = s.config;
+  s.core = std::make_unique<quic::ServerCore>(
+      s.config.quic, *s.tls, s,
+      [&app, &cfg](ngtcp2_conn* conn, const quic::ConnectionInfo& info) -> std::unique_ptr<quic::StreamApplication> {
+        return std::make_unique<H3Connection>(conn, app, cfg, info.remote);
+      });
+  if (auto st = s.socket.bind(addr, s.config.udp); !st) return st;
+  auto started = s.socket.start(
+      [&s](const quic::ReceivedDatagram& d) {
+        s.core->on_datagram(quic::Path{d.local, d.peer}, d.data, static_cast<quic::Ecn>(d.ecn), Impl::now());
+      },
+      [&s] {
+        s.core->flush(Impl::now());
+        s.after_work();
+      });
+  if (!started) return started;
+  log::info("h3: listening on udp {} (gso {}, gro {})", s.socket.local_address().to_string(),
+            s.socket.stats().gso_enabled, s.socket.stats().gro_enabled);
+  return {};
+}
+
+SocketAddress Server::local_address() const { return impl_->socket.local_address(); }
+
+void Server::shutdown(std::function<void()> done) {
+  auto& s = *impl_;
+  if (!s.core || s.stopped) {
+    s.stopped = true;
+    s.timer.stop();
+    s.socket.close();
+    if (done) done();
+    return;
+  }
+  s.on_shutdown_done = std::move(done);
+  s.core->shutdown(Impl::now());
+  s.after_work();
+}
+
+void Server::close_now() {
+  auto& s = *impl_;
+  if (!s.core || s.stopped) return;
+  s.core->close_all(Impl::now());
+  s.after_work();
+}
+
+const quic::ServerCoreStats& Server::quic_stats() const {
+  static const quic::ServerCoreStats empty{};
+  return impl_->core ? impl_->core->stats() : empty;
+}
+const quic::UdpSocketStats& Server::udp_stats() const { return impl_->socket.stats(); }
+std::size_t Server::connection_count() const { return impl_->core ? impl_->core->connection_count() : 0; }
+
+}  // namespace quiclab::h3

@@ -1,0 +1,78 @@
+// The HTTP/3 server: nghttp3 over the QUIC server core (transport/quic), on the
+// caller's libuv loop, serving the shared http::App (the same routes as HTTP/2).
+//
+// Layers:
+//   quic::UdpSocket   our UDP socket (recvmmsg + GRO in, GSO out, ECN)
+//   quic::ServerCore  sans-IO ngtcp2 connections, demultiplexed by connection ID
+//   H3 application    per connection: nghttp3 server session, request
+//                     assembly, responses pulled from http::BodySource
+//   h3::Server        this adapter: socket + timer + core, one loop
+//
+// Request bodies are buffered up to AppConfig::max_request_body (larger ones
+// get 413 and the rest of the body is discarded). Response bodies are pulled
+// as QUIC flow control allows: sources with stable_view() are sent without a
+// copy; other sources (files) go through a bounded buffer freed as the peer
+// acknowledges it.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+
+#include "transport/core/address.hpp"
+#include "transport/core/result.hpp"
+#include "transport/http/app.hpp"
+#include "transport/quic/server_core.hpp"
+#include "transport/quic/udp_socket.hpp"
+
+namespace quiclab::uv {
+class Loop;
+}
+
+namespace quiclab::h3 {
+
+struct ServerConfig {
+  std::filesystem::path cert_file;   ///< PEM certificate (e.g. tls::generate_self_signed output).
+  std::filesystem::path key_file;    ///< PEM private key.
+  std::filesystem::path keylog_file; ///< NSS key log; empty: $SSLKEYLOGFILE when set.
+  quic::ServerCoreConfig quic;       ///< retry, qlog_dir, limits, windows.
+  quic::UdpSocketOptions udp;        ///< GSO/GRO/ECN switches and batch sizes.
+  /// Per stream, at most this many response bytes handed to QUIC and not yet
+  /// acknowledged (zero-copy sources); bounds the pointers nghttp3 holds.
+  std::size_t max_unacked_per_stream = 16 * 1024 * 1024;
+  /// Same, for sources that must be copied (files): the buffer per stream.
+  std::size_t max_buffered_per_stream = 1024 * 1024;
+};
+
+class Server {
+ public:
+  /// app (and its Metrics) and loop must outlive the server.
+  Server(uv::Loop& loop, const http::App& app, const ServerConfig& config);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  /// Loads the certificate and binds UDP on addr (port 0: any free port).
+  /// Errors: unreadable certificate/key, bind failure.
+  Status start(const SocketAddress& addr);
+  /// The bound address (with the real port once started).
+  SocketAddress local_address() const;
+  /// Graceful shutdown: GOAWAY on every connection, CONNECTION_CLOSE once its
+  /// requests are done (or after ServerCoreConfig::shutdown_timeout); then the
+  /// socket closes and done runs (once, on the loop).
+  void shutdown(std::function<void()> done);
+
+  /// Closes every connection now (CONNECTION_CLOSE, no draining); a pending
+  /// shutdown() completes.
+  void close_now();
+
+  const quic::ServerCoreStats& quic_stats() const;
+  const quic::UdpSocketStats& udp_stats() const;
+  std::size_t connection_count() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace quiclab::h3
