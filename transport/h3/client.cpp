@@ -27,6 +27,8 @@ namespace {
 
 constexpr std::string_view kSessionMagic = "quiclab-h3-session 1";
 constexpr std::size_t kMaxSegments = 64;  // UDP_MAX_SEGMENTS
+// A GSO send is one UDP datagram to the kernel: at most 65507 bytes in all.
+constexpr std::size_t kMaxBurstBytes = 65507;
 constexpr std::size_t kTxPayload = NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE;
 
 std::string liberr_text(int rv) { return std::string(ngtcp2_strerror(rv)); }
@@ -416,7 +418,7 @@ Status ClientConnection::init(Timestamp now) {
   }
   ngtcp2_conn_set_tls_native_handle(conn_, tls_->native_handle());
 
-  tx_buf_.resize(kMaxSegments * kTxPayload);
+  tx_buf_.resize(kMaxBurstBytes);
 
   if (stored) {
     ngtcp2_transport_params early;
