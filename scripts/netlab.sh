@@ -398,8 +398,8 @@ lab_up() {
 
   mkdir -p "$dir"
   echo "$owner" >"$dir/owner"
-  # From here on, any failure or interrupt removes what was built.
-  trap "trap - ERR INT TERM; log 'setting up $name failed; tearing down'; teardown $name; exit 1" ERR INT TERM
+  # From here on, any failure, exit or interrupt removes what was built (on_exit).
+  SETUP_NAME=$name
 
   local ns
   for ns in "$c" "$r" "$s"; do
@@ -498,7 +498,7 @@ lab_up() {
     echo "$seed" >"$dir/seed"
     log "userspace emulator pid $(cat "$dir/link.pid"), seed $seed, both directions: $spec"
   fi
-  trap - ERR INT TERM
+  SETUP_NAME=
   log "lab $name up: client $CLIENT_ADDR, router $ROUTER_CLIENT_ADDR/$ROUTER_SERVER_ADDR, server $SERVER_ADDR"
 }
 
@@ -598,9 +598,7 @@ cmd_check() {
   check_name "$name"
   [[ -z $O_SEED ]] && O_SEED=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
   CHECK_NAME=$name
-  trap 'teardown "$CHECK_NAME"' EXIT
   lab_up "$name" $$
-  trap 'exit 130' INT TERM
 
   local interval=${O_INTERVAL:-$(calc 'v < 1 ? 1 : v' -v v="$(calc '2*j + 0.5' -v j="$O_JITTER")")}
   # Bounded: the probe phase lasts at most ~20 s whatever the options say.
@@ -615,6 +613,23 @@ cmd_check() {
   printf '{"emulator":"%s","name":"%s","configured":%s,%s\n' "$(cat "$STATE_ROOT/$name/emulator")" "$name" \
     "$(configured_json)" "${measured#\{}"
 }
+
+# Teardown on exit, error (set -e) and Ctrl-C/SIGTERM: a lab half set up, or
+# the lab of a check, never outlives this script.
+SETUP_NAME=
+CHECK_NAME=
+on_exit() {
+  local rc=$?
+  if [[ -n $SETUP_NAME ]]; then
+    log "setting up $SETUP_NAME failed (exit $rc); tearing it down"
+    teardown "$SETUP_NAME"
+  fi
+  [[ -n $CHECK_NAME ]] && teardown "$CHECK_NAME"
+  return $rc
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 main() {
   (($#)) || {
