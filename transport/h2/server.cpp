@@ -100,6 +100,9 @@ struct Stream {
   bool body_too_large = false;
   bool request_complete = false;     // END_STREAM received
   bool responded = false;
+  bool response_complete = false;    // END_STREAM sent
+  bool reset_sent = false;
+  std::uint64_t discarded = 0;       // request body bytes dropped after a 413
   bool head = false;                 // HEAD: headers only
   http::Response response;
   std::uint64_t queued = 0;          // body bytes promised to nghttp2 (read callback)
@@ -148,6 +151,7 @@ class Connection {
   /// Sends what is queued (GOAWAY, close_notify), then closes; at most kLingerMs later.
   void close_gracefully();
   void dispatch(Stream& stream);
+  void maybe_stop_upload(Stream& stream);
   void submit_response(Stream& stream, http::Response response);
   Stream* find(std::int32_t id);
   http::Metrics::Counters& counters() { return server_.app_.metrics().of(Protocol::h2); }
@@ -579,7 +583,11 @@ int Connection::on_data_chunk(std::int32_t stream_id, ByteView data) {
   auto* s = find(stream_id);
   if (!s) return 0;
   counters().request_body_bytes += data.size();
-  if (s->body_too_large) return 0;
+  if (s->body_too_large) {
+    s->discarded += data.size();
+    maybe_stop_upload(*s);
+    return 0;
+  }
   if (s->request.body.size() + data.size() > server_.app_.config().max_request_body) {
     s->body_too_large = true;
     s->request.body = Bytes{};  // release what we buffered
@@ -590,6 +598,18 @@ int Connection::on_data_chunk(std::int32_t stream_id, ByteView data) {
   }
   append(s->request.body, data);
   return 0;
+}
+
+void Connection::maybe_stop_upload(Stream& s) {
+  // The response is complete but the request body keeps coming (413). RFC 9113
+  // 8.1 lets us ask the client to stop with RST_STREAM(NO_ERROR), but curl 7.88
+  // then reports the (complete) response as failed; so the client may finish
+  // an upload up to max_request_body more bytes (discarded), and only beyond
+  // that is the stream reset.
+  if (s.reset_sent || !s.response_complete || s.request_complete) return;
+  if (s.discarded <= server_.app_.config().max_request_body) return;
+  s.reset_sent = true;
+  nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, s.id, NGHTTP2_NO_ERROR);
 }
 
 void Connection::dispatch(Stream& s) {
@@ -739,11 +759,9 @@ int Connection::on_frame_send(const nghttp2_frame* frame) {
     case NGHTTP2_HEADERS:
     case NGHTTP2_DATA:
       if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
-        // The response is complete but the request is not (413, 431): ask the
-        // client to stop sending without error (RFC 9113 8.1).
-        auto* s = find(frame->hd.stream_id);
-        if (s && !s->request_complete) {
-          nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
+        if (auto* s = find(frame->hd.stream_id)) {
+          s->response_complete = true;
+          maybe_stop_upload(*s);
         }
       }
       break;
