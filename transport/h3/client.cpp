@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -1143,6 +1144,11 @@ Client::Client(uv::Loop& loop, http::Url origin, http::ClientOptions options, Qu
       tuning_(std::move(tuning)),
       alive_(std::make_shared<bool>(true)) {
   if (tuning_.qlog_dir.empty()) tuning_.qlog_dir = options_.qlog_dir;
+  // Experiment knobs for benchmarks (not part of the CLI contract).
+  if (const char* v = std::getenv("QUICLAB_H3_ACK_THRESH")) tuning_.ack_thresh = std::strtoul(v, nullptr, 10);
+  if (const char* v = std::getenv("QUICLAB_H3_MAX_ACK_DELAY_MS")) tuning_.max_ack_delay_ms = std::strtoul(v, nullptr, 10);
+  if (const char* v = std::getenv("QUICLAB_H3_FLUSH_EVERY")) tuning_.flush_every = std::strtoul(v, nullptr, 10);
+  flush_every_ = std::max<std::size_t>(tuning_.flush_every, 1);
 }
 
 Client::~Client() {
@@ -1187,7 +1193,15 @@ void Client::connect(std::function<void(Status)> on_ready) {
 
   auto st = socket_->start(
       [this](const quic::ReceivedDatagram& d) {
-        if (conn_) conn_->read(local_, d.peer, d.data, d.ecn, loop_now());
+        if (!conn_) return;
+        conn_->read(local_, d.peer, d.data, d.ecn, loop_now());
+        // One GRO batch can hold thousands of packets: ACK as we go (every
+        // few packets, as ack_thresh intends) rather than once per batch, or
+        // the sender stalls on a starved congestion window.
+        if (++reads_since_flush_ >= flush_every_) {
+          reads_since_flush_ = 0;
+          flush();
+        }
       },
       [this] { after_core_call(); });
   if (!st) return fail_soon(st.error());
@@ -1274,6 +1288,7 @@ void Client::flush() {
 }
 
 void Client::after_core_call() {
+  reads_since_flush_ = 0;
   auto alive = alive_;
   in_delivery_ = true;
   for (int round = 0; round < 16; ++round) {

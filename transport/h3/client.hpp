@@ -69,6 +69,7 @@ struct QuicTuning {
   std::size_t ack_thresh = 8;             ///< ACK-eliciting packets before an immediate ACK (ngtcp2 default: 2).
   std::uint64_t max_ack_delay_ms = 25;    ///< Our max_ack_delay transport parameter.
   std::uint64_t handshake_timeout_ms = 10000;
+  std::size_t flush_every = 16;           ///< Received datagrams between two writes (ACKs) within one batch.
   std::filesystem::path qlog_dir;         ///< Write <scid>.sqlog here when set.
 };
 
@@ -260,6 +261,8 @@ class Client final : public http::Client {
   bool closed_reported_ = false;
   bool in_delivery_ = false;
   bool rerun_ = false;
+  std::size_t reads_since_flush_ = 0;
+  std::size_t flush_every_ = 16;
   std::shared_ptr<bool> alive_;
 };
 
