@@ -1,0 +1,149 @@
+// quiclab stun: a STUN client. Prints the mapped (server-reflexive) address and,
+// with --nat-behavior, the RFC 5780 mapping and filtering behaviour.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "app/commands.hpp"
+#include "p2p/nat_behavior.hpp"
+#include "transport/core/log.hpp"
+#include "transport/core/uv.hpp"
+
+namespace {
+
+using namespace quiclab;
+
+struct Options {
+  std::string server;
+  bool behavior = false;
+  bool json = false;
+  std::string bind;
+  unsigned rto_ms = 250;
+  unsigned rc = 5;
+  unsigned rm = 8;
+};
+
+// The IP the kernel would use to reach `server`: connect() a throw-away UDP
+// socket (no packet is sent) and read its name. With a wildcard bind this is
+// the only way to compare our address with the mapped one.
+std::optional<std::string> route_source_ip(const SocketAddress& server) {
+  int fd = ::socket(server.family(), SOCK_DGRAM, 0);
+  if (fd < 0) return std::nullopt;
+  std::optional<std::string> ip;
+  if (::connect(fd, server.sa(), server.size()) == 0) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) ip = SocketAddress(reinterpret_cast<sockaddr*>(&ss)).ip();
+  }
+  ::close(fd);
+  return ip;
+}
+
+int run(const Options& o) {
+  auto server = SocketAddress::parse(o.server, 3478);
+  if (!server) {
+    std::cerr << "quiclab stun: " << server.error().message << "\n";
+    return cli::kExitUsage;
+  }
+  auto bind_at = o.bind.empty() ? SocketAddress::from_ip(server->is_v6() ? "::" : "0.0.0.0", 0) : SocketAddress::parse(o.bind, 0);
+  if (!bind_at) {
+    std::cerr << "quiclab stun: --bind: " << bind_at.error().message << "\n";
+    return cli::kExitUsage;
+  }
+  uv::Loop loop;
+  uv::Udp udp(loop);
+  if (auto st = udp.bind(*bind_at); !st) {
+    std::cerr << "quiclab stun: " << st.error().message << "\n";
+    return cli::kExitTransport;
+  }
+  SocketAddress local = udp.local_address();
+  if (auto ip = route_source_ip(*server); ip && (o.bind.empty() || bind_at->ip() == "0.0.0.0" || bind_at->ip() == "::")) {
+    local = SocketAddress::from_ip(*ip, local.port()).value();
+  }
+  stun::TransactionConfig tc;
+  tc.rto = Timestamp{o.rto_ms} * kNanosPerMilli;
+  tc.rc = o.rc;
+  tc.rm = o.rm;
+  stun::NatBehaviorDiscovery discovery(*server, local, o.behavior, tc);
+  uv::Timer timer(loop);
+
+  std::function<void()> flush = [&] {
+    for (auto& d : discovery.take_datagrams()) {
+      if (auto st = udp.send(d.to, d.data); !st) log::warn("stun: {}", st.error().message);
+    }
+    if (discovery.done()) {
+      udp.close();
+      timer.close();
+      return;
+    }
+    if (auto e = discovery.expiry()) {
+      auto now = uv::Loop::hrtime();
+      std::uint64_t ms = *e > now ? (*e - now + kNanosPerMilli - 1) / kNanosPerMilli : 0;
+      timer.start(ms, 0, [&] {
+        discovery.handle_expiry(uv::Loop::hrtime());
+        flush();
+      });
+    }
+  };
+  (void)udp.recv_start([&](ByteView data, const SocketAddress& from) {
+    discovery.handle_datagram(from, data, uv::Loop::hrtime());
+    flush();
+  });
+  discovery.start(uv::Loop::hrtime());
+  flush();
+  loop.run();
+  loop.close();
+
+  const auto& r = discovery.result();
+  bool ok = r.error.empty();
+  if (o.json) {
+    nlohmann::json j;
+    j["server"] = server->to_string();
+    j["local"] = r.local.to_string();
+    j["ok"] = ok;
+    if (!r.mapped.empty()) {
+      j["mapped"] = r.mapped.to_string();
+      j["behind_nat"] = r.behind_nat;
+    }
+    if (r.other_address) j["other_address"] = r.other_address->to_string();
+    if (o.behavior) {
+      j["mapping"] = std::string(stun::to_string(r.mapping));
+      j["filtering"] = std::string(stun::to_string(r.filtering));
+    }
+    if (!ok) j["error"] = r.error;
+    std::cout << j.dump() << std::endl;
+  } else {
+    std::cout << "server:             " << server->to_string() << "\n";
+    std::cout << "local address:      " << r.local.to_string() << "\n";
+    if (!r.mapped.empty()) {
+      std::cout << "mapped address:     " << r.mapped.to_string() << "\n";
+      std::cout << "behind NAT:         " << (r.behind_nat ? "yes" : "no") << "\n";
+    }
+    if (r.other_address) std::cout << "other address:      " << r.other_address->to_string() << "\n";
+    if (o.behavior) {
+      std::cout << "mapping behavior:   " << stun::to_string(r.mapping) << "\n";
+      std::cout << "filtering behavior: " << stun::to_string(r.filtering) << "\n";
+    }
+    if (!ok) std::cout << "error:              " << r.error << "\n";
+    std::cout << std::flush;
+  }
+  return ok ? cli::kExitOk : cli::kExitTransport;
+}
+
+quiclab::cli::Registration reg{
+    "stun", "STUN client: mapped address and RFC 5780 NAT behaviour discovery",
+    [](CLI::App& sub) -> quiclab::cli::Runner {
+      auto o = std::make_shared<Options>();
+      sub.add_option("server", o->server, "SERVER:PORT (port defaults to 3478)")->required();
+      sub.add_flag("--nat-behavior", o->behavior, "run the RFC 5780 mapping and filtering tests");
+      sub.add_flag("--json", o->json, "print one JSON object");
+      sub.add_option("--bind", o->bind, "local ADDR[:PORT] to send from (default: any)");
+      sub.add_option("--rto-ms", o->rto_ms, "initial retransmission timeout")->capture_default_str();
+      sub.add_option("--rc", o->rc, "transmissions per test before giving up")->capture_default_str();
+      sub.add_option("--rm", o->rm, "final wait, in RTOs")->capture_default_str();
+      return [o] { return run(*o); };
+    }};
+
+}  // namespace
