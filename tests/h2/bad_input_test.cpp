@@ -74,7 +74,7 @@ std::optional<Frame> goaway(RawClient& c) {
 
 }  // namespace
 
-TEST_CASE("random bytes instead of a ClientHello: closed and logged; others served", "[h2][bad-input][sanitize]") {
+TEST_CASE("random bytes instead of a ClientHello: closed and logged, others served", "[h2][bad-input][sanitize]") {
   test::Server srv;
   REQUIRE(srv.ok());
   GoodClient good(srv);

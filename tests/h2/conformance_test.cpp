@@ -89,8 +89,8 @@ TEST_CASE("RFC 9113 3.4, 6.5.2: server preface is SETTINGS with the configured v
   CHECK(ack->length == 0);
 }
 
-TEST_CASE("RFC 9113 8.1.1, 8.2.1, 8.2.2, 8.3.2: content-length matches DATA; lower-case fields; no "
-          "connection-specific fields; :status first",
+TEST_CASE("RFC 9113 8.1.1, 8.2.1, 8.2.2, 8.3.2: content-length matches DATA, lower-case fields, no "
+          "connection-specific fields, :status first",
           "[h2][conformance][sanitize]") {
   TempDir tmp;
   write_generated_file(tmp.path / "f.bin", 70000);
@@ -227,8 +227,8 @@ TEST_CASE("RFC 9113 5.1.2: streams beyond our SETTINGS_MAX_CONCURRENT_STREAMS ar
   }
 }
 
-TEST_CASE("RFC 9113 6.8: SIGTERM mid-transfer: GOAWAY 2^31-1 + PING, then GOAWAY with the last stream; "
-          "in-flight stream completes; exit 0",
+TEST_CASE("RFC 9113 6.8: SIGTERM mid-transfer: GOAWAY 2^31-1 + PING, then GOAWAY with the last stream, "
+          "in-flight stream completes, exit 0",
           "[h2][conformance][shutdown][sanitize]") {
   test::Server srv;
   REQUIRE(srv.ok());

@@ -58,7 +58,7 @@ TEST_CASE("curl --http2: GET /bytes/N byte-exact, HEAD, Alt-Svc, content-length"
   CHECK(h.out.find("content-length: 12345") != std::string::npos);
 }
 
-TEST_CASE("curl --http2: POST /echo returns the body byte-exact; too large gets 413", "[h2][interop][sanitize]") {
+TEST_CASE("curl --http2: POST /echo returns the body byte-exact, too large gets 413", "[h2][interop][sanitize]") {
   test::Server srv({"--max-request-body", "4000000"});
   REQUIRE(srv.ok());
   TempDir tmp;
@@ -80,7 +80,7 @@ TEST_CASE("curl --http2: POST /echo returns the body byte-exact; too large gets 
   CHECK(srv.wait_for_log({"exceeds max request body", "answering 413"}));
 }
 
-TEST_CASE("static files under --root: sha256 equal; escapes refused with 4xx", "[h2][interop][sanitize]") {
+TEST_CASE("static files under --root: sha256 equal, escapes refused with 4xx", "[h2][interop][sanitize]") {
   TempDir tmp;
   auto root = tmp.path / "root";
   fs::create_directories(root / "sub");
@@ -131,7 +131,7 @@ TEST_CASE("h2load: 20000 requests over 10 connections x 10 streams all succeed",
   CHECK(r.out.find("status codes: 20000 2xx") != std::string::npos);
 }
 
-TEST_CASE("100 MB body: byte-exact through curl; nghttp with 64 KB windows", "[h2][interop]") {
+TEST_CASE("100 MB body: byte-exact through curl, nghttp with 64 KB windows", "[h2][interop]") {
   test::Server srv;
   REQUIRE(srv.ok());
   TempDir tmp;
