@@ -59,22 +59,44 @@ throughput() {
   sleep 0.3
   [[ -s /run/quiclab-netlab/$n/link.pid ]] && pid=$(cat "/run/quiclab-netlab/$n/link.pid")
   local t0 c0=0 t1 c1=0
+  # Counters before and after (SIGUSR1 appends a JSON line to link.out).
+  counters() { [[ -n $pid ]] && kill -USR1 "$pid" && sleep 0.2 && tail -n 1 "/run/quiclab-netlab/$n/link.out" || echo '{}'; }
+  counters >"$tmp/before.json"
   t0=$(date +%s.%N)
   [[ -n $pid ]] && c0=$(ticks "$pid")
   "$NETLAB" exec "$n" client -- "$PROBE" measure --realtime 20 --to 198.51.100.2:9000 --count 100 \
     --rate-mbit "$rate" --seconds "$seconds" >"$tmp/m.json"
   t1=$(date +%s.%N)
   [[ -n $pid ]] && c1=$(ticks "$pid")
-  python3 - "$tmp/m.json" "$emu" "$t0" "$t1" "$c0" "$c1" "$(getconf CLK_TCK)" >"$tmp/path-$emu-$rate.json" <<'PY'
+  counters >"$tmp/after.json"
+  # Packets the kernel dropped in front of the emulator (TUN queue full).
+  local tun_drops=0
+  [[ -n $pid ]] && tun_drops=$(ip -n "$n-router" -s -j link show "$n-tc" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["stats64"]["tx"]["dropped"])')
+  python3 - "$tmp/m.json" "$emu" "$t0" "$t1" "$c0" "$c1" "$(getconf CLK_TCK)" "$tmp/before.json" "$tmp/after.json" "$tun_drops" \
+    >"$tmp/path-$emu-$rate.json" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))["measured"]
 emu, t0, t1, c0, c1, hz = sys.argv[2], *map(float, sys.argv[3:8])
+before, after = json.load(open(sys.argv[8])), json.load(open(sys.argv[9]))
 b = m["blast"]
 out = {"emulator": emu, "offered_mbit": b["offered_mbit"], "sent_mbit": b["sent_mbit"],
        "received_ip_mbit": m["goodput_ip_mbit"], "received_pkts_per_s": b["received"] / max(b["span_seconds"], 1e-9),
        "lost_pkts": b["sent"] - b["received"]}
 if emu == "userspace":
     out["emulator_cpu_pct_of_one_core"] = 100.0 * (c1 - c0) / hz / (t1 - t0)
+    if "c2s" in before and "c2s" in after:
+        d = {k: after["c2s"][k] - before["c2s"][k] for k in ("delivered_bytes", "delivered_packets", "packets_in")}
+        out["emulator_delivered_pkts"] = d["delivered_packets"]
+        out["emulator_dropped_pkts"] = d["packets_in"] - d["delivered_packets"]
+        out["tun_queue_drops"] = int(sys.argv[10])
+        # Everything the sender offered went through the emulator: its
+        # throughput is at least the sending rate. Packets the receiver then
+        # misses were lost in its own socket buffer, after the emulator.
+        kept_up = out["emulator_dropped_pkts"] == 0 and out["tun_queue_drops"] == 0 \
+            and d["delivered_packets"] >= b["sent"]
+        out["emulator_kept_up"] = kept_up
+        if kept_up:
+            out["emulator_throughput_mbit_at_least"] = b["sent_mbit"]
 print(json.dumps(out))
 PY
   "$NETLAB" down "$n" >/dev/null 2>&1
@@ -88,7 +110,7 @@ fi
 for rate in $offered; do
   echo "lab-bench: 2/3 TUN path, no impairment, offered 1.1 x ${rate} Mbit/s" >&2
   throughput userspace "$rate"
-  ((netem)) && throughput netem "$rate"
+  if ((netem)); then throughput netem "$rate"; fi
 done
 
 echo "lab-bench: 3/3 delay-line timer error at 20 ms RTT, 100 Mbit/s" >&2

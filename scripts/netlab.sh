@@ -466,7 +466,9 @@ lab_up() {
     ip -n "$r" tuntap add dev "$name-ts" mode tun
     local t
     for t in "$name-tc" "$name-ts"; do
-      ip -n "$r" link set "$t" mtu 1500 up
+      # A long TUN queue: bursts wait for the emulator instead of being lost
+      # where its counters cannot see them.
+      ip -n "$r" link set "$t" mtu 1500 txqueuelen 10000 up
       in_ns "$r" sysctl -qw "net.ipv4.conf.$t.rp_filter=0"
     done
     ip -n "$r" route add default dev "$name-tc" table 101

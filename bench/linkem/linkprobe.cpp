@@ -91,7 +91,8 @@ int serve(int port, double duration_s) {
   int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return die("socket");
   int big = 4 << 20;
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+  // Root may exceed rmem_max: a blast must not be lost in our own socket buffer.
+  if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big) < 0) ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<std::uint16_t>(port));
@@ -100,65 +101,78 @@ int serve(int port, double duration_s) {
   std::fprintf(stderr, "linkprobe: serving on UDP port %d for at most %.0f s\n", port, duration_s);
 
   std::unordered_map<std::uint64_t, Session> sessions;
-  std::vector<std::uint8_t> buf(65536);
+  // recvmmsg in batches: at a gigabit, one syscall per datagram is what
+  // overflows the socket buffer first.
+  constexpr std::size_t kBatch = 32;
+  std::vector<std::vector<std::uint8_t>> bufs(kBatch, std::vector<std::uint8_t>(65536));
+  std::vector<mmsghdr> msgs(kBatch);
+  std::vector<iovec> iovs(kBatch);
+  std::vector<sockaddr_in> froms(kBatch);
   const std::uint64_t end = now_ns() + static_cast<std::uint64_t>(duration_s * 1e9);
-  int budget = 0;  // datagrams to read before the next poll
+  bool drained = true;
   while (now_ns() < end) {
-    if (budget == 0) {
+    if (drained) {
       pollfd p{fd, POLLIN, 0};
       if (::poll(&p, 1, 200) <= 0) continue;
-      budget = 1024;
     }
-    sockaddr_in from{};
-    socklen_t fromlen = sizeof from;
-    ssize_t n = ::recvfrom(fd, buf.data(), buf.size(), MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &fromlen);
+    for (std::size_t k = 0; k < kBatch; ++k) {
+      iovs[k] = iovec{bufs[k].data(), bufs[k].size()};
+      msgs[k] = mmsghdr{};
+      msgs[k].msg_hdr.msg_name = &froms[k];
+      msgs[k].msg_hdr.msg_namelen = sizeof froms[k];
+      msgs[k].msg_hdr.msg_iov = &iovs[k];
+      msgs[k].msg_hdr.msg_iovlen = 1;
+    }
+    int got = ::recvmmsg(fd, msgs.data(), kBatch, MSG_DONTWAIT, nullptr);
     const std::uint64_t t = now_ns();
-    --budget;
-    if (n < 0) {
-      budget = 0;  // drained (EAGAIN) or an error: back to poll
-      continue;
-    }
-    if (n < static_cast<ssize_t>(sizeof(Header))) continue;
-    Header h{};
-    std::memcpy(&h, buf.data(), sizeof h);
-    if (h.magic != kMagic) continue;
-    if (sessions.size() > 4096 && !sessions.count(h.session)) {
-      // Bounded memory: forget the stalest session.
-      auto oldest = std::min_element(sessions.begin(), sessions.end(), [](const auto& a, const auto& b) {
-        return a.second.touched_ns < b.second.touched_ns;
-      });
-      sessions.erase(oldest);
-    }
-    Session& s = sessions[h.session];
-    s.touched_ns = t;
-    switch (h.type) {
-      case kProbe: {
-        s.probes++;
-        h.type = kEcho;
-        std::memcpy(buf.data(), &h, sizeof h);
-        ::sendto(fd, buf.data(), static_cast<std::size_t>(n), 0, reinterpret_cast<sockaddr*>(&from), fromlen);
-        break;
+    drained = got < static_cast<int>(kBatch);
+    for (int k = 0; k < got; ++k) {
+      auto& buf = bufs[static_cast<std::size_t>(k)];
+      const auto n = static_cast<ssize_t>(msgs[static_cast<std::size_t>(k)].msg_len);
+      sockaddr_in& from = froms[static_cast<std::size_t>(k)];
+      const socklen_t fromlen = sizeof from;
+      if (n < static_cast<ssize_t>(sizeof(Header))) continue;
+      Header h{};
+      std::memcpy(&h, buf.data(), sizeof h);
+      if (h.magic != kMagic) continue;
+      if (sessions.size() > 4096 && !sessions.count(h.session)) {
+        // Bounded memory: forget the stalest session.
+        auto oldest = std::min_element(sessions.begin(), sessions.end(), [](const auto& a, const auto& b) {
+          return a.second.touched_ns < b.second.touched_ns;
+        });
+        sessions.erase(oldest);
       }
-      case kBlast:
-        if (s.blast_packets == 0) {
-          s.first_ns = t;
-          s.blast_first_bytes = static_cast<std::uint64_t>(n);
+      Session& s = sessions[h.session];
+      s.touched_ns = t;
+      switch (h.type) {
+        case kProbe: {
+          s.probes++;
+          h.type = kEcho;
+          std::memcpy(buf.data(), &h, sizeof h);
+          ::sendto(fd, buf.data(), static_cast<std::size_t>(n), 0, reinterpret_cast<sockaddr*>(&from), fromlen);
+          break;
         }
-        s.blast_packets++;
-        s.blast_bytes += static_cast<std::uint64_t>(n);
-        s.last_ns = t;
-        break;
-      case kStatsRequest: {
-        StatsBody b{s.probes, s.blast_packets, s.blast_bytes, s.blast_first_bytes, s.last_ns - s.first_ns};
-        h.type = kStatsReply;
-        std::uint8_t out[sizeof(Header) + sizeof(StatsBody)];
-        std::memcpy(out, &h, sizeof h);
-        std::memcpy(out + sizeof h, &b, sizeof b);
-        ::sendto(fd, out, sizeof out, 0, reinterpret_cast<sockaddr*>(&from), fromlen);
-        break;
+        case kBlast:
+          if (s.blast_packets == 0) {
+            s.first_ns = t;
+            s.blast_first_bytes = static_cast<std::uint64_t>(n);
+          }
+          s.blast_packets++;
+          s.blast_bytes += static_cast<std::uint64_t>(n);
+          s.last_ns = t;
+          break;
+        case kStatsRequest: {
+          StatsBody b{s.probes, s.blast_packets, s.blast_bytes, s.blast_first_bytes, s.last_ns - s.first_ns};
+          h.type = kStatsReply;
+          std::uint8_t out[sizeof(Header) + sizeof(StatsBody)];
+          std::memcpy(out, &h, sizeof h);
+          std::memcpy(out + sizeof h, &b, sizeof b);
+          ::sendto(fd, out, sizeof out, 0, reinterpret_cast<sockaddr*>(&from), fromlen);
+          break;
+        }
+        default:
+          break;
       }
-      default:
-        break;
     }
   }
   ::close(fd);
