@@ -352,8 +352,6 @@ class H3Connection final : public quic::StreamApplication {
   int respond(Stream& s) {
     if (s.responded) return 0;
     s.responded = true;
-    auto& m = app_.metrics().of(http::Protocol::h3);
-    ++m.requests_total;
     http::Response resp;
     if (s.body_too_large) {
       resp = http::Response::text(413, "request body too large\n");

@@ -22,6 +22,7 @@ constexpr std::size_t kMaxBatchPackets = 64;
 // connection holds the loop; ngtcp2's pacing timer brings us back.
 constexpr std::size_t kMaxBatchesPerWrite = 1;
 constexpr std::size_t kMaxPacketSize = 1500;
+constexpr std::size_t kMaxGsoBytes = 65507;
 constexpr Timestamp kRetryTokenLifetime = 10 * kNanosPerSecond;
 constexpr Timestamp kRegularTokenLifetime = 3600 * kNanosPerSecond;
 
@@ -699,8 +700,10 @@ void ServerCore::write_connection(Connection& c, Timestamp now) {
   ngtcp2_conn* conn = c.conn;
   const std::size_t max_payload = std::min(ngtcp2_conn_get_max_tx_udp_payload_size(conn), kMaxPacketSize);
   const std::size_t path_max = ngtcp2_conn_get_path_max_tx_udp_payload_size(conn);
+  // A GSO send is one UDP datagram to the kernel: at most 65507 bytes in all.
+  const std::size_t max_batch = std::min(kMaxBatchPackets, kMaxGsoBytes / max_payload);
   const std::size_t quantum_pkts =
-      std::clamp<std::size_t>(ngtcp2_conn_get_send_quantum(conn) / max_payload, 1, kMaxBatchPackets);
+      std::clamp<std::size_t>(ngtcp2_conn_get_send_quantum(conn) / max_payload, 1, max_batch);
   std::array<ngtcp2_vec, 16> vecs{};
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);

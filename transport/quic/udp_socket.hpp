@@ -115,7 +115,8 @@ class UdpSocket {
   /// data holds several packets of segment_size bytes (the last may be shorter)
   /// and goes out as one GSO send (or one sendmsg per segment on fallback).
   /// `from` (optional) selects the source address (PKTINFO) for wildcard binds.
-  /// At most max_gso_segments() segments per call.
+  /// At most max_gso_segments() segments and 65507 bytes per GSO call
+  /// (otherwise the kernel answers EMSGSIZE, reported as SendStatus::error).
   SendResult send(const SocketAddress& to, ByteView data, std::size_t segment_size = 0, Ecn ecn = Ecn::not_ect,
                   const SocketAddress* from = nullptr);
 
