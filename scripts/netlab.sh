@@ -243,6 +243,19 @@ expected_loss_pct() {
   fi
 }
 
+# Lag-1 correlation of the loss process: 0 for Bernoulli; 1 - p - r for a
+# Gilbert-Elliott chain (exact when the bad state always loses and the good
+# state never does; an approximation otherwise).
+loss_autocorr() {
+  if [[ $O_MODEL == gilbert ]]; then
+    local p r bad good
+    read -r p r bad good < <(ge_params)
+    calc 'x < 0 ? 0 : x' -v x="$(calc '1 - (p + r)/100' -v p="$p" -v r="$r")"
+  else
+    echo 0
+  fi
+}
+
 # Queue bound in packets: explicit, else one bandwidth-delay product of
 # 1500-byte packets (at least 16), else 1000 (netem's default) without a rate.
 queue_pkts() {
@@ -611,7 +624,8 @@ cmd_check() {
   local measured
   measured=$(in_ns "$name-client" "$probe" measure --to "$SERVER_ADDR:$PROBE_PORT" --count "$count" \
     --interval-ms "$interval" --rate-mbit "$O_RATE" --seconds "$O_SECONDS" --realtime 20 \
-    --expect-rtt-ms "$O_RTT" --expect-loss-pct "$(expected_loss_pct)" --loss-model "$O_MODEL")
+    --expect-rtt-ms "$O_RTT" --expect-loss-pct "$(expected_loss_pct)" --loss-model "$O_MODEL" \
+    --loss-autocorr "$(loss_autocorr)")
   printf '{"emulator":"%s","name":"%s","configured":%s,%s\n' "$(cat "$STATE_ROOT/$name/emulator")" "$name" \
     "$(configured_json)" "${measured#\{}"
 }

@@ -198,7 +198,8 @@ std::pair<double, double> wilson95(std::uint64_t losses, std::uint64_t trials) {
   const double denom = 1 + z * z / n;
   const double centre = (p + z * z / (2 * n)) / denom;
   const double half = z * std::sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom;
-  return {std::max(0.0, centre - half), std::min(1.0, centre + half)};
+  // Exact ends when nothing (or everything) was lost, not 1e-17 off.
+  return {losses == 0 ? 0.0 : std::max(0.0, centre - half), losses == trials ? 1.0 : std::min(1.0, centre + half)};
 }
 
 struct Client {
@@ -240,6 +241,7 @@ nlohmann::json loss_json(std::uint64_t losses, std::uint64_t trials) {
 struct Expect {
   double rtt_ms = -1;    // < 0: no RTT target
   double loss_pct = -1;  // < 0: no loss target
+  double loss_autocorr = 0;  // lag-1 correlation of losses (bursty models), widens the verdict's interval
 };
 
 int measure(const std::string& target, int count, double interval_ms, int size, double rate_mbit, double seconds,
@@ -414,7 +416,19 @@ int measure(const std::string& target, int count, double interval_ms, int size, 
     pass = pass && std::fabs(err) <= 1.0;
   }
   if (expect.loss_pct >= 0) {
-    const auto ci = m["loss_ci95"];
+    auto ci = m["loss_ci95"];
+    if (expect.loss_autocorr > 0) {
+      // Correlated (bursty) losses carry less information than independent
+      // ones: the variance of the mean grows by (1 + rho) / (1 - rho), so the
+      // interval is computed on that many fewer trials.
+      const double rho = std::min(expect.loss_autocorr, 0.999);
+      const double factor = (1 + rho) / (1 - rho);
+      const auto n_eff = static_cast<std::uint64_t>(std::max(1.0, static_cast<double>(trials) / factor));
+      const auto l_eff = static_cast<std::uint64_t>(std::llround(static_cast<double>(lost) / factor));
+      auto [lo, hi] = wilson95(std::min(l_eff, n_eff), n_eff);
+      ci = {100.0 * lo, 100.0 * hi};
+      m["loss_ci95_bursty"] = ci;
+    }
     const bool ok = expect.loss_pct >= ci[0].get<double>() && expect.loss_pct <= ci[1].get<double>();
     v["loss_ok"] = ok;
     pass = pass && ok;
@@ -473,6 +487,9 @@ int main(int argc, char** argv) {
   mes->add_option("--expect-rtt-ms", expect.rtt_ms, "configured RTT, for the verdict");
   mes->add_option("--expect-loss-pct", expect.loss_pct, "configured one-way loss in percent, for the verdict");
   mes->add_option("--loss-model", model, "bernoulli or gilbert (informational)");
+  mes->add_option("--loss-autocorr", expect.loss_autocorr,
+                  "lag-1 correlation of the configured loss process (Gilbert-Elliott: 1 - p - r), for the verdict")
+      ->check(CLI::Range(0.0, 1.0));
   mes->add_option("--blast-size", blast_size, "blast UDP payload bytes (1472 fills a 1500-byte MTU)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   go_realtime(realtime);

@@ -32,6 +32,8 @@ if c["rate_mbit"]:
     g = m["goodput_mbit"]
     if abs(g - c["rate_mbit"]) > 0.05 * c["rate_mbit"]:
         errors.append(f"goodput {g:.3f} Mbit/s vs cap {c['rate_mbit']}")
+if not v["pass"]:
+    errors.append(f"check's own verdict failed: {v}")
 if errors:
     print("FAIL: " + "; ".join(errors), file=sys.stderr)
     sys.exit(1)
