@@ -29,14 +29,21 @@ struct Stream {
   http::ClientResponse response;
   http::BodyCallback on_body;
   http::CompleteCallback on_complete;
+  http::ClientRequest request;  // kept to retry a REFUSED_STREAM
   std::shared_ptr<http::BodySource> body;  // request body, or null
   std::uint64_t body_offset = 0;
+  int attempts = 1;
 };
+
+// REFUSED_STREAM promises the server did not process the request (RFC 9113
+// 8.7), so it is retried on the same connection a few times.
+constexpr int kMaxAttempts = 3;
 
 struct Pending {
   http::ClientRequest request;
   http::BodyCallback on_body;
   http::CompleteCallback on_complete;
+  int attempts = 1;
 };
 
 std::string host_port(const http::Url& url) {
@@ -320,7 +327,8 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     nghttp2_option* opt = nullptr;
     nghttp2_option_new(&opt);
     // Until the server's SETTINGS arrive, assume no more than we want anyway.
-    nghttp2_option_set_peer_max_concurrent_streams(opt, std::max<std::uint32_t>(1, options.max_concurrent_streams));
+    // 100 is the floor RFC 9113 6.5.2 recommends servers allow.
+    nghttp2_option_set_peer_max_concurrent_streams(opt, std::clamp<std::uint32_t>(options.max_concurrent_streams, 1, 100));
     int rv = nghttp2_session_client_new2(&session, cbs, this, opt);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
@@ -367,10 +375,14 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     s->response.timing.handshake_done = handshake_done;
     s->on_body = std::move(p.on_body);
     s->on_complete = std::move(p.on_complete);
-    s->body = std::move(p.request.body);
+    s->attempts = p.attempts;
+    s->request = std::move(p.request);
+    s->body = s->request.body;
 
-    const std::string method = p.request.method, scheme = p.request.url.scheme, authority = p.request.url.authority(),
-                      path = p.request.url.path;
+    const std::string& method = s->request.method;
+    const std::string& scheme = s->request.url.scheme;
+    const std::string& path = s->request.url.path;
+    const std::string authority = s->request.url.authority();
     static const std::string k_method = ":method", k_scheme = ":scheme", k_authority = ":authority", k_path = ":path",
                              k_ua = "user-agent", ua = "quiclab/0.1", k_cl = "content-length";
     std::vector<nghttp2_nv> nva = {make_nv(k_method, method), make_nv(k_scheme, scheme),
@@ -381,7 +393,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       nva.push_back(make_nv(k_cl, content_length));
     }
     bool has_ua = false;
-    for (const auto& h : p.request.headers) {
+    for (const auto& h : s->request.headers) {
       nva.push_back(make_nv(h.name, h.value));
       has_ua = has_ua || h.name == "user-agent";
     }
@@ -595,7 +607,8 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
                            void* user) {
     auto* self = static_cast<Impl*>(user);
     auto* s = stream_of(session, stream_id);
-    if (!s) return 0;
+    // After an abort from a callback, nghttp2 may still parse the rest of the buffer.
+    if (!s || self->state == State::closed) return 0;
     ByteView chunk(data, len);
     s->response.body_bytes += len;
     if (self->options.keep_body) append(s->response.body, chunk);
@@ -627,6 +640,17 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     auto* self = static_cast<Impl*>(user);
     auto* s = stream_of(session, stream_id);
     if (!s) return 0;
+    auto it = self->streams.find(stream_id);
+    if (it == self->streams.end()) return 0;
+    if (error_code == NGHTTP2_REFUSED_STREAM && !self->goaway_received && s->response.status == 0 &&
+        s->response.body_bytes == 0 && s->attempts < kMaxAttempts) {
+      log::debug("h2 client: stream {} refused by {}; retrying", stream_id, self->origin.authority());
+      auto owned = std::move(it->second);
+      self->streams.erase(it);
+      self->queue.push_front(Pending{std::move(owned->request), std::move(owned->on_body),
+                                     std::move(owned->on_complete), owned->attempts + 1});
+      return 0;
+    }
     if (error_code != NGHTTP2_NO_ERROR) {
       s->response.error = make_error(static_cast<int>(error_code),
                                      std::string("stream reset: ") + nghttp2_http2_strerror(error_code) +
@@ -634,8 +658,6 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     } else if (s->response.status == 0) {
       s->response.error = make_error(EPROTO, "stream closed without a response");
     }
-    auto it = self->streams.find(stream_id);
-    if (it == self->streams.end()) return 0;
     auto owned = std::move(it->second);
     self->streams.erase(it);
     self->complete(std::move(owned));
