@@ -19,6 +19,7 @@
 #include "app/commands.hpp"
 #include "transport/core/uv.hpp"
 #include "transport/http/app.hpp"
+#include "transport/h3/alt_svc.hpp"
 #include "transport/http/client.hpp"
 
 namespace quiclab::cli {
@@ -43,6 +44,7 @@ struct GetOptions {
   // HTTP/3 only.
   std::string session_file;
   std::string qlog_dir;
+  bool alt_svc = false;  // HTTP/2 first, then HTTP/3 when the server offers it
 };
 
 /// One request as the command sees it: what was asked and what came back.
@@ -68,7 +70,7 @@ nlohmann::json json_line(const Fetch& f, std::string_view protocol) {
   const auto& t = r.timing;
   nlohmann::json j;
   j["url"] = f.url_text;
-  j["protocol"] = protocol;
+  j["protocol"] = r.protocol.empty() ? std::string(protocol) : r.protocol;
   j["status"] = r.status;
   j["bytes"] = r.body_bytes;
   auto put = [&](const char* key, Timestamp at) {
@@ -173,8 +175,12 @@ int run(const GetOptions& o) {
   copts.timeout_ms = o.timeout_ms;
   copts.session_file = o.session_file;
   copts.qlog_dir = o.qlog_dir;
-  if (!o.h3 && (!o.session_file.empty() || !o.qlog_dir.empty())) {
-    std::cerr << "quiclab get: --session-file and --qlog-dir need --h3\n";
+  if (!o.h3 && !o.alt_svc && (!o.session_file.empty() || !o.qlog_dir.empty())) {
+    std::cerr << "quiclab get: --session-file and --qlog-dir need --h3 (or --alt-svc)\n";
+    return kExitUsage;
+  }
+  if (o.h3 && o.alt_svc) {
+    std::cerr << "quiclab get: --alt-svc starts on HTTP/2; do not combine it with --h3\n";
     return kExitUsage;
   }
 
@@ -192,6 +198,10 @@ int run(const GetOptions& o) {
     if (!client) {
       std::cerr << "quiclab get: " << client.error().message << "\n";
       return kExitUsage;
+    }
+    if (o.alt_svc) {
+      client = std::unique_ptr<http::Client>(
+          std::make_unique<h3::AltSvcClient>(loop, f.url, copts, std::move(*client)));
     }
     clients.emplace(key, std::move(*client));
     outstanding[key] = 1;
@@ -271,7 +281,7 @@ int run(const GetOptions& o) {
   if (o.json) {
     for (const auto& f : fetches) {
       auto j = json_line(f, proto_name);
-      if (protocol == http::Protocol::h3) {
+      if (j["protocol"] == "h3") {
         // 0-RTT facts of the request's connection (false when it never completed).
         auto it = infos.find(app::origin_key(f.url));
         j["resumed"] = it != infos.end() && it->second.resumed;
@@ -353,6 +363,9 @@ const Registration reg{
       sub.add_option("--session-file", o->session_file,
                      "HTTP/3: store the TLS session ticket and transport parameters in FILE, and resume\n"
                      "from it with 0-RTT (requests sent as early data) when it exists");
+      sub.add_flag("--alt-svc", o->alt_svc,
+                   "Start on HTTP/2; when the first response offers Alt-Svc h3=\":PORT\", send the other\n"
+                   "requests over HTTP/3 (JSON 'protocol' says which carried each)");
       sub.add_option("--qlog-dir", o->qlog_dir, "HTTP/3: write a qlog file per connection into DIR")
           ->check(CLI::ExistingDirectory);
       sub.add_option("url", o->urls, "https:// URLs")->required();

@@ -272,6 +272,21 @@ EOF
     expect_rc 0 "resumed connection"
     check_json 1 200 1000 early
     ;;
+  ours_alt_svc)
+    # HTTP/2 first; quiclab serve answers with Alt-Svc h3=":PORT", so the
+    # other requests go over HTTP/3 to the same port number.
+    start_quiclab_serve
+    get --alt-svc --insecure --verify-bytes --json -n 4 -m 2 "https://127.0.0.1:$port/bytes/1000"
+    expect_rc 0 "--alt-svc"
+    python3 - "$work/out.txt" <<'EOF' || fail "Alt-Svc was not followed: $(cat "$work/out.txt")"
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+assert len(lines) == 4
+assert [j["protocol"] for j in lines] == ["h2", "h3", "h3", "h3"], [j["protocol"] for j in lines]
+assert all(j["status"] == 200 and j["bytes"] == 1000 and j["verified"] for j in lines)
+EOF
+    grep -q "switching to HTTP/3" "$work/err.log" || fail "no switch logged"
+    ;;
   *)
     fail "unknown case"
     ;;

@@ -476,6 +476,7 @@ void ClientConnection::submit(http::ClientRequest request, http::BodyCallback on
   s->on_body = std::move(on_body);
   s->on_complete = std::move(on_complete);
   s->response.url = s->request.url.to_string();
+  s->response.protocol = "h3";
   s->response.timing.start = start_;
   if (state_ == State::closed || closing_requested_) {
     s->response.error = connection_error_.value_or(make_error(ECANCELED, "HTTP/3 connection is closed"));

@@ -57,6 +57,7 @@ struct ClientResponse {
   Bytes body;                          ///< Kept only when ClientOptions::keep_body.
   RequestTiming timing;
   std::optional<Error> error;          ///< Transport or stream error (RST_STREAM, reset, timeout).
+  std::string protocol;                ///< "h3" when HTTP/3 carried it; empty: the client's default protocol.
 };
 
 /// Called for each chunk of response body, in order; may be null.
