@@ -243,6 +243,20 @@ case "$CASE" in
     get --h2 --insecure "https://127.0.0.1:$port/no/such/route"
     expect_rc 1 "404 from quiclab serve"
     ;;
+  ours_ipv6)
+    "$QUICLAB" serve --listen '[::1]:0' --state-dir "$work/state" >"$work/serve.out" 2>"$work/serve.log" &
+    server_pid=$!
+    for _ in $(seq 1 200); do
+      grep -q 'listening h2 tcp' "$work/serve.out" 2>/dev/null && break
+      kill -0 "$server_pid" 2>/dev/null || fail "quiclab serve on ::1 exited"
+      sleep 0.05
+    done
+    port=$(grep -m1 -o 'listening h2 tcp [^ ]*' "$work/serve.out" | sed 's/.*://')
+    [[ -n "$port" ]] || fail "quiclab serve on ::1 did not start"
+    get --h2 --insecure --json --verify-bytes -n 3 "https://[::1]:$port/bytes/5000"
+    expect_rc 0 "GET over IPv6"
+    check_json 3 200 5000
+    ;;
   bench)
     head -c 1024 /dev/urandom >"$work/htdocs/1k.bin"
     echo small >"$work/htdocs/s.txt"
