@@ -4,6 +4,12 @@
 source "$(dirname "$0")/lib.sh"
 probe=${QUICLAB_LINKPROBE:?set by CTest}
 
+# Bad link specs are usage errors (exit 2) that name the item, before any TUN is touched.
+rc=0
+"$QUICLAB_BIN" link --tun-c2s qltnone0 --tun-s2c qltnone1 --link 'delay=5' 2>"$TEST_TMP/bad.err" || rc=$?
+((rc == 2)) || fail "quiclab link with a bad spec exited $rc, want 2"
+grep -q "delay=5" "$TEST_TMP/bad.err" || fail "error does not name the bad item: $(cat "$TEST_TMP/bad.err")"
+
 # Drop list: packets 3..5 of every UDP flow on port 9000. The probes are one
 # flow (client -> server:9000), the echoes another (server:9000 -> client):
 # probes 3, 4, 5 never arrive, and of the 17 echoes sent the 3rd..5th (those
@@ -16,6 +22,12 @@ sleep 0.2
 at_server=$(json_get "$TEST_TMP/m.json" 'j["measured"]["probes"]["at_server"]')
 echoed=$(json_get "$TEST_TMP/m.json" 'j["measured"]["probes"]["echoed"]')
 [[ $at_server == 17 && $echoed == 14 ]] || fail "drop list: at_server=$at_server echoed=$echoed, want 17 and 14"
+# SIGUSR1 dumps the counters without stopping the emulator.
+pid=$(cat "/run/quiclab-netlab/$a/link.pid")
+kill -USR1 "$pid"
+for _ in $(seq 50); do grep -q '"why":"SIGUSR1"' "/run/quiclab-netlab/$a/link.out" && break; sleep 0.1; done
+grep -q '"why":"SIGUSR1"' "/run/quiclab-netlab/$a/link.out" || fail "no counters after SIGUSR1"
+kill -0 "$pid" || fail "the emulator exited on SIGUSR1"
 "$NETLAB" down "$a" 2>"$TEST_TMP/down.log"
 assert_gone "$a"
 # The event log has every arrival with its fate; six were drop-list drops.
