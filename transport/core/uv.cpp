@@ -219,10 +219,12 @@ Status TcpStream::read_start(ReadCallback on_data, EndCallback on_end) {
   s_->on_end = std::move(on_end);
   int rc = uv_read_start(
       reinterpret_cast<uv_stream_t*>(&s_->handle),
-      [](uv_handle_t* h, size_t, uv_buf_t* buf) {
-        auto* s = static_cast<State*>(h->data);
-        if (s->read_buf.empty()) s->read_buf.resize(64 * 1024);
-        *buf = uv_buf_init(s->read_buf.data(), static_cast<unsigned>(s->read_buf.size()));
+      [](uv_handle_t*, size_t, uv_buf_t* buf) {
+        // libuv calls alloc and then read synchronously, and the ReadCallback's
+        // view is only valid during the call, so one buffer per thread serves
+        // every stream: an idle connection holds no read memory.
+        static thread_local std::vector<char> shared(64 * 1024);
+        *buf = uv_buf_init(shared.data(), static_cast<unsigned>(shared.size()));
       },
       [](uv_stream_t* h, ssize_t nread, const uv_buf_t* buf) {
         auto* s = static_cast<State*>(h->data);

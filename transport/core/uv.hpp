@@ -140,6 +140,7 @@ class Poll {
 class TcpStream {
  public:
   using ConnectCallback = std::function<void(Status)>;
+  /// data is valid only during the call (the read buffer is shared by all streams).
   using ReadCallback = std::function<void(ByteView data)>;
   /// Called once on EOF (status UV_EOF) or a read error; the stream should then be closed.
   using EndCallback = std::function<void(int status)>;
