@@ -555,6 +555,9 @@ void ClientConnection::start_requests() {
 void ClientConnection::read(const SocketAddress& local, const SocketAddress& remote, ByteView datagram,
                             std::uint8_t ecn, Timestamp now) {
   if (state_ == State::closed || !conn_) return;
+  // An empty datagram is not a QUIC packet; ngtcp2 treats it as an error
+  // that would end the connection, so anyone could kill it with one.
+  if (datagram.empty()) return;
   now_ = now;
   ngtcp2_path path{{const_cast<sockaddr*>(local.sa()), local.size()},
                    {const_cast<sockaddr*>(remote.sa()), remote.size()},
