@@ -180,8 +180,30 @@ def main():
         lines += [f"![{name}]({name})" for *_, name in cdfs]
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    print(os.path.join(out, "report.md"))
+    print_compact(summary)
+    print("report: " + os.path.join(out, "report.md"))
     return 0
+
+
+def print_compact(summary):
+    """One line per cell: H2 and H3 medians of completion time, and their ratio."""
+    cells = defaultdict(dict)
+    for c in summary["cells"]:
+        cells[(c["workload"], c["rtt_ms"], c["loss_pct"], c["rate_mbit"])][c["protocol"]] = c
+    ratios = {(r["workload"], r["rtt_ms"], r["loss_pct"], r["rate_mbit"], r["protocol"]): r
+              for r in summary.get("ratios", []) if r["metric"] == "complete_ms"}
+    print(f"{'workload':<10} {'rtt ms':>6} {'loss %':>6} {'rate':>5} {'h2 ms':>9} {'h3 ms':>9} {'h3/h2':>6} "
+          f"{'95% CI':>15} {'h3-0rtt ms':>10}")
+    for key in sorted(cells):
+        protos = cells[key]
+
+        def med(p):
+            return protos[p]["complete_ms"]["median"] if p in protos else None
+        r = ratios.get(key + ("h3",))
+        ci = f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]" if r and r["ci95"] else "-"
+        ratio = f"{r['median_ratio']:.2f}" if r else "-"
+        print(f"{key[0]:<10} {key[1]:>6g} {key[2]:>6g} {key[3]:>5g} {fmt(med('h2')):>9} {fmt(med('h3')):>9} "
+              f"{ratio:>6} {ci:>15} {fmt(med('h3-0rtt')):>10}")
 
 
 if __name__ == "__main__":

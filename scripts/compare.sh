@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# HTTP/2 vs HTTP/3 side by side under emulated delay and loss.
+#
+# Every cell of the grid (RTT x loss x rate) gets a fresh lab (scripts/netlab.sh):
+# client <-> router (impairment) <-> server. `quiclab serve` runs in the server
+# namespace; `quiclab get` runs in the client namespace with a fresh connection
+# per run. Protocols and repetitions are interleaved (the protocol order rotates
+# every run), never all H2 then all H3. Results: OUT/runs.jsonl, runs.csv,
+# summary.json, meta.json, report.md and PNG plots.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+usage() {
+  cat <<'USAGE'
+Usage: scripts/compare.sh [options]
+  --rtt-ms LIST        round-trip times in ms, comma-separated      (default 50)
+  --loss-pct LIST      loss percentages, comma-separated            (default 0,1)
+  --loss-model M       bernoulli | gilbert                          (default bernoulli)
+  --rate-mbit LIST     rate caps in Mbit/s, 0 = none                (default 0)
+  --workloads LIST     handshake, bulk, page                        (default handshake,bulk,page)
+  --protocols LIST     h2, h3, h3-0rtt                              (default h2,h3,h3-0rtt)
+  --runs N             runs per protocol per cell (lossy cells get at least 20 unless --runs is given)
+  --bulk-size SIZE     object size of the bulk workload             (default 1m)
+  --seed S             seed for the link emulator and the bootstrap (default 1)
+  --emulator E         auto | netem | userspace                     (default auto)
+  --grid FILE          read the options above from FILE (one "--flag value" per line; # comments)
+  --out DIR            output directory                             (default out/compare-<date>)
+  --no-fidelity        skip the link fidelity check
+  --demo               a short grid for the README demo (a few minutes)
+  -h, --help           this text
+Needs root (network namespaces). The lab is removed on exit, error or Ctrl-C;
+cells finished before an interruption stay in OUT and are summarised.
+USAGE
+}
+
+rtts=50 losses=0,1 loss_model=bernoulli rates=0 workloads=handshake,bulk,page protocols=h2,h3,h3-0rtt
+runs="" bulk_size=1m seed=1 emulator=auto out="" fidelity=1
+cmdline="$0 $*"
+
+parse() {
+  while (($#)); do
+    case "$1" in
+      --rtt-ms) rtts=$2; shift 2 ;;
+      --loss-pct) losses=$2; shift 2 ;;
+      --loss-model) loss_model=$2; shift 2 ;;
+      --rate-mbit) rates=$2; shift 2 ;;
+      --workloads) workloads=$2; shift 2 ;;
+      --protocols) protocols=$2; shift 2 ;;
+      --runs) runs=$2; shift 2 ;;
+      --bulk-size) bulk_size=$2; shift 2 ;;
+      --seed) seed=$2; shift 2 ;;
+      --emulator) emulator=$2; shift 2 ;;
+      --out) out=$2; shift 2 ;;
+      --no-fidelity) fidelity=0; shift ;;
+      --grid)
+        [[ -r "$2" ]] || { echo "compare: cannot read grid file '$2'" >&2; exit 2; }
+        local args=()
+        while read -r line; do
+          line=${line%%#*}
+          [[ -z "${line// }" ]] && continue
+          read -ra words <<<"$line"
+          args+=("${words[@]}")
+        done <"$2"
+        shift 2
+        parse "${args[@]}"
+        ;;
+      --demo)
+        rtts=50 losses=0,2 workloads=handshake,page runs=${runs:-5}; shift ;;
+      -h|--help) usage; exit 0 ;;
+      *) echo "compare: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    esac
+  done
+}
+parse "$@"
+
+for v in "$rtts" "$losses" "$rates"; do
+  [[ "$v" =~ ^[0-9.]+(,[0-9.]+)*$ ]] || { echo "compare: '$v' is not a comma-separated list of numbers" >&2; exit 2; }
+done
+[[ -z "$runs" || "$runs" =~ ^[1-9][0-9]*$ ]] || { echo "compare: --runs needs a positive integer" >&2; exit 2; }
+for w in ${workloads//,/ }; do
+  case "$w" in handshake|bulk|page) ;; *) echo "compare: unknown workload '$w'" >&2; exit 2 ;; esac
+done
+for p in ${protocols//,/ }; do
+  case "$p" in h2|h3|h3-0rtt) ;; *) echo "compare: unknown protocol '$p'" >&2; exit 2 ;; esac
+done
+[[ $(id -u) -eq 0 ]] || { echo "compare: needs root for network namespaces" >&2; exit 2; }
+
+bin=${QUICLAB_BIN:-$here/build/app/quiclab}
+summarize=${QUICLAB_SUMMARIZE:-$here/build/bench/compare/quiclab-summarize}
+netlab="$here/scripts/netlab.sh"
+for f in "$bin" "$summarize"; do
+  [[ -x "$f" ]] || { echo "compare: $f is missing; run scripts/build.sh" >&2; exit 2; }
+done
+out=${out:-$here/out/compare-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$out"
+: >"$out/runs.jsonl"
+lab="qlc$$"
+port=4433
+work=$(mktemp -d /tmp/quiclab-compare.XXXXXX)
+server_pid=""
+
+stop_server() {
+  if [[ -n "$server_pid" ]]; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+  fi
+}
+cleanup() {
+  stop_server
+  "$netlab" down "$lab" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+finish() {
+  cleanup
+  if [[ -s "$out/runs.jsonl" ]]; then
+    "$summarize" summary --in "$out/runs.jsonl" --out "$out" --seed "$seed" || true
+    /usr/bin/python3 "$here/bench/compare/report.py" "$out" >/dev/null || echo "compare: report failed" >&2
+  fi
+}
+trap finish EXIT
+trap 'echo "compare: interrupted; finished cells are kept in $out" >&2; exit 130' INT TERM
+
+# The page workload: 50 objects of mixed sizes (one HTML page, scripts and
+# styles, images), fetched concurrently on one connection.
+page_paths() {
+  local sizes=(30k 12k 48k 7k 22k 64k 5k 3k 90k 16k
+               2k 8k 120k 35k 4k 11k 27k 6k 150k 9k
+               14k 3k 40k 18k 75k 2k 33k 10k 5k 60k
+               21k 7k 44k 13k 100k 4k 26k 8k 52k 15k
+               3k 38k 12k 70k 6k 19k 9k 29k 2k 85k)
+  for s in "${sizes[@]}"; do printf '/bytes/%s\n' "$s"; done
+}
+
+run_get() {  # proto workload -> get's JSON lines on stdout
+  local proto=$1 wl=$2 base="https://$server_addr:$port" flags=()
+  case "$proto" in
+    h2) flags=(--h2) ;;
+    h3) flags=(--h3) ;;
+    h3-0rtt) flags=(--h3 --session-file "$work/session.bin") ;;
+  esac
+  local urls=()
+  case "$wl" in
+    handshake) urls=("$base/bytes/1k") ;;
+    bulk) urls=("$base/bytes/$bulk_size") ;;
+    page) while read -r p; do urls+=("$base$p"); done < <(page_paths) ;;
+  esac
+  timeout 120 "$netlab" exec "$lab" client -- "$bin" --log-level error get "${flags[@]}" --insecure -m 100 --json "${urls[@]}"
+}
+
+IFS=, read -ra rtt_list <<<"$rtts"
+IFS=, read -ra loss_list <<<"$losses"
+IFS=, read -ra rate_list <<<"$rates"
+IFS=, read -ra wl_list <<<"$workloads"
+IFS=, read -ra proto_list <<<"$protocols"
+total_cells=$(( ${#rtt_list[@]} * ${#loss_list[@]} * ${#rate_list[@]} ))
+cell=0
+start=$(date +%s)
+fidelity_json=null
+mkdir -p "$work/root"
+
+for rtt in "${rtt_list[@]}"; do
+  for loss in "${loss_list[@]}"; do
+    for rate in "${rate_list[@]}"; do
+      cell=$((cell + 1))
+      n=${runs:-$([[ "$loss" == 0 ]] && echo 10 || echo 20)}
+      link=(--rtt-ms "$rtt" --loss-pct "$loss" --loss-model "$loss_model" --seed "$seed" --emulator "$emulator")
+      [[ "$rate" != 0 ]] && link+=(--rate-mbit "$rate")
+      echo "compare: cell $cell/$total_cells: rtt ${rtt} ms, loss ${loss} %, rate ${rate} Mbit/s, $n runs x ${#proto_list[@]} protocols x ${#wl_list[@]} workloads" >&2
+      "$netlab" up --name "$lab" "${link[@]}" >"$work/lab.log" 2>&1 || { cat "$work/lab.log" >&2; exit 1; }
+      server_addr=$("$netlab" addr "$lab" server)
+      "$netlab" exec "$lab" server -- "$bin" --log-level warn serve --listen "$server_addr:$port" --root "$work/root" \
+        >"$work/serve.out" 2>"$work/serve.log" &
+      server_pid=$!
+      for _ in $(seq 1 100); do grep -q "^listening h3" "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
+      # Prime the 0-RTT session (not recorded).
+      if [[ ",$protocols," == *",h3-0rtt,"* ]]; then
+        rm -f "$work/session.bin"
+        run_get h3-0rtt handshake >/dev/null 2>&1 || true
+      fi
+      for ((r = 1; r <= n; r++)); do
+        # Rotate the protocol order every run so no protocol always goes first.
+        for ((k = 0; k < ${#proto_list[@]}; k++)); do
+          proto=${proto_list[$(((k + r) % ${#proto_list[@]}))]}
+          for wl in "${wl_list[@]}"; do
+            run_get "$proto" "$wl" 2>>"$work/get.log" |
+              "$summarize" run --protocol "$proto" --rtt-ms "$rtt" --loss-pct "$loss" --rate-mbit "$rate" \
+                --workload "$wl" --run "$r" --seed "$seed" >>"$out/runs.jsonl" || true
+          done
+        done
+        elapsed=$(( $(date +%s) - start ))
+        done_frac=$(awk -v c=$((cell - 1)) -v r="$r" -v n="$n" -v t="$total_cells" 'BEGIN{print (c + r/n)/t}')
+        eta=$(awk -v e="$elapsed" -v f="$done_frac" 'BEGIN{ if (f>0) printf "%d", e/f - e; else print "?"}')
+        printf '\rcompare: cell %d/%d run %d/%d, elapsed %ds, about %ss left   ' "$cell" "$total_cells" "$r" "$n" "$elapsed" "$eta" >&2
+      done
+      echo >&2
+      stop_server
+      "$netlab" down "$lab" >/dev/null 2>&1 || true
+      if [[ $fidelity == 1 && "$fidelity_json" == null && "$loss" != 0 ]]; then
+        fidelity_json=$("$netlab" check "${link[@]}" 2>/dev/null | tail -1) || fidelity_json=null
+        [[ -z "$fidelity_json" ]] && fidelity_json=null
+      fi
+    done
+  done
+done
+
+emul=$(grep -o 'emulator[^,]*' "$work/lab.log" 2>/dev/null | head -1 || true)
+libs=$(dpkg-query -W -f='${Package} ${Version}\n' libnghttp2-14 libngtcp2-9 libnghttp3-3 libuv1 libssl3 libgnutls30 2>/dev/null | tr '\n' ';')
+cat >"$out/meta.json" <<META
+{"command": $(printf '%s' "$cmdline" | /usr/bin/python3 -c 'import json,sys;print(json.dumps(sys.stdin.read()))'),
+ "machine": "$(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo)",
+ "cpu": "$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)",
+ "kernel": "$(uname -r)",
+ "libraries": "$libs",
+ "emulator": "$emul",
+ "seed": $seed,
+ "runs_per_cell": "${runs:-10 lossless / 20 lossy}",
+ "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+ "fidelity": $fidelity_json}
+META
+echo "compare: done in $(( $(date +%s) - start )) s; results in $out" >&2
