@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# transfer.sh h2|h3: a 2 MB file crosses an impaired lab path (40 ms RTT,
-# 1 % loss each way) byte-exact.
+# transfer.sh h2|h3|quiclab-h2|quiclab-h3: a 2 MB file crosses an impaired
+# lab path (40 ms RTT, 1 % loss each way) byte-exact.
 #   h2: nghttpd (server) and nghttp (client), HTTP/2 over TCP+TLS
 #   h3: gtlsserver and gtlsclient (ngtcp2's examples), HTTP/3 over QUIC
-# TODO: switch to `quiclab serve` / `quiclab get --h2/--h3` once they exist.
+#   quiclab-h2, quiclab-h3: `quiclab serve` and `quiclab get --h2/--h3`
 source "$(dirname "$0")/lib.sh"
 proto=${1:?h2 or h3}
 
@@ -32,7 +32,14 @@ case $proto in
     "$NETLAB" exec "$name" client -- timeout 60 gtlsclient -q --exit-on-all-streams-close --download dl \
       "$server" 4433 "https://$server:4433/blob" >client.log 2>&1 || fail "gtlsclient failed: $(tail -5 client.log)"
     ;;
-  *) fail "protocol must be h2 or h3" ;;
+  quiclab-h2 | quiclab-h3)
+    "$NETLAB" exec "$name" server -- "$QUICLAB_BIN" serve --listen "$server:8443" --root www \
+      --cert cert.pem --key key.pem >server.log 2>&1 &
+    sleep 0.5
+    "$NETLAB" exec "$name" client -- timeout 60 "$QUICLAB_BIN" get "--${proto#quiclab-}" -k -o dl/blob \
+      "https://$server:8443/blob" >client.log 2>&1 || fail "quiclab get failed: $(tail -5 client.log)"
+    ;;
+  *) fail "protocol must be h2, h3, quiclab-h2 or quiclab-h3" ;;
 esac
 
 cmp www/blob dl/blob || fail "$proto: downloaded file differs ($(stat -c %s dl/blob 2>/dev/null || echo 0) bytes)"
