@@ -191,6 +191,16 @@ EOF
     get --h3 --insecure --session-file "$work/session" "https://127.0.0.1:$port/a.txt"
     expect_rc 0 "resumed connection (table)"
     grep -q "resumed=yes early_data=accepted" "$work/out.txt" || fail "table does not report 0-RTT"
+    # A new server process has new ticket keys: it cannot resume the session
+    # and refuses the 0-RTT data; the client must send the requests again
+    # over 1-RTT and still get every response.
+    stop_server
+    start_gtlsserver
+    get --h3 --insecure --json -n 3 --session-file "$work/session" "https://127.0.0.1:$port/a.txt"
+    expect_rc 0 "0-RTT refused by a new server"
+    check_json 3 200 11
+    grep -q '"early_data":false' "$work/out.txt" || fail "early data reported accepted by a server that cannot resume"
+    grep -q "refused 0-RTT" "$work/err.log" || fail "the refusal is not logged"
     # A corrupt session file is ignored (full handshake), not fatal.
     echo "garbage" >"$work/bad-session"
     get --h3 --insecure --json --session-file "$work/bad-session" "https://127.0.0.1:$port/a.txt"
