@@ -89,23 +89,20 @@ void NatBehaviorDiscovery::on_response(const Message& m, const SocketAddress& fr
       if (!other || !*other) other = m.address(attr::kChangedAddress);
       if (!other || !*other) return finish("server gave no OTHER-ADDRESS: it does not support RFC 5780 discovery");
       result_.other_address = **other;
-      if (!result_.behind_nat) {
-        // No NAT: mapping is endpoint-independent by definition (RFC 5780 4.3).
-        result_.mapping = NatBehavior::EndpointIndependent;
-        return send_test(Step::Filtering2, now);
-      }
-      return send_test(Step::Mapping2, now);
+      // Filtering first: the mapping tests send to the alternate IP, which would
+      // open an address-dependent filter for it and spoil the filtering tests.
+      return send_test(Step::Filtering2, now);
     }
     case Step::Mapping2:
       if (**mapped == result_.mapped) {
         result_.mapping = NatBehavior::EndpointIndependent;
-        return send_test(Step::Filtering2, now);
+        return finish();
       }
       mapped2_ = **mapped;
       return send_test(Step::Mapping3, now);
     case Step::Mapping3:
       result_.mapping = **mapped == mapped2_ ? NatBehavior::AddressDependent : NatBehavior::AddressAndPortDependent;
-      return send_test(Step::Filtering2, now);
+      return finish();
     case Step::Filtering2:
     case Step::Filtering3:
       if (expected_origin_ && !(from == *expected_origin_)) {
@@ -113,7 +110,7 @@ void NatBehaviorDiscovery::on_response(const Message& m, const SocketAddress& fr
                       expected_origin_->to_string());
       }
       result_.filtering = step_ == Step::Filtering2 ? NatBehavior::EndpointIndependent : NatBehavior::AddressDependent;
-      return finish();
+      return start_mapping(now);
     default:
       return;
   }
@@ -125,12 +122,21 @@ void NatBehaviorDiscovery::on_timeout(Timestamp now) {
       return send_test(Step::Filtering3, now);
     case Step::Filtering3:
       result_.filtering = NatBehavior::AddressAndPortDependent;
-      return finish();
+      return start_mapping(now);
     case Step::Test1:
       return finish("no response from " + server_.to_string());
     default:
       return finish("no response from " + target_.to_string());
   }
+}
+
+void NatBehaviorDiscovery::start_mapping(Timestamp now) {
+  if (!result_.behind_nat) {
+    // No NAT: mapping is endpoint-independent by definition (RFC 5780 4.3).
+    result_.mapping = NatBehavior::EndpointIndependent;
+    return finish();
+  }
+  send_test(Step::Mapping2, now);
 }
 
 std::optional<Timestamp> NatBehaviorDiscovery::expiry() const {

@@ -1,11 +1,13 @@
 // NAT behaviour discovery (RFC 5780 section 4), sans-IO.
 //
-// Test I asks the server for the mapped address and its OTHER-ADDRESS. Mapping
-// tests II and III repeat Binding against the alternate IP, then the alternate
-// IP and port, and compare the mapped addresses. Filtering tests II and III ask
-// the server (with CHANGE-REQUEST) to answer from the alternate IP and port, then
-// from the alternate port only; an answer that never arrives means the NAT (or
-// firewall) filtered it. Tests run one after another on one local socket.
+// Test I asks the server for the mapped address and its OTHER-ADDRESS. Filtering
+// tests II and III ask the server (with CHANGE-REQUEST) to answer from the
+// alternate IP and port, then from the alternate port only; an answer that never
+// arrives means the NAT (or firewall) filtered it. Mapping tests II and III then
+// repeat Binding against the alternate IP, then the alternate IP and port, and
+// compare the mapped addresses. Tests run one after another on one local socket;
+// filtering goes before mapping because sending to the alternate IP would open
+// an address-dependent filter for it.
 #pragma once
 
 #include <optional>
@@ -57,6 +59,7 @@ class NatBehaviorDiscovery {
   void send_test(Step step, Timestamp now);
   void on_response(const Message& m, const SocketAddress& from, Timestamp now);
   void on_timeout(Timestamp now);
+  void start_mapping(Timestamp now);
   void finish(std::string error = {});
 
   SocketAddress server_;

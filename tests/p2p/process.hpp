@@ -90,6 +90,7 @@ class ChildProcess {
     }
     return status_;
   }
+  pid_t pid() const { return pid_; }
   std::string stdout_text() const { return read_file(out_); }
   std::string stderr_text() const { return read_file(err_); }
 
