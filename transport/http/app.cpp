@@ -1,7 +1,9 @@
 #include "transport/http/app.hpp"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -89,7 +91,10 @@ std::optional<std::uint64_t> parse_size(std::string_view text) {
   return v * mult;
 }
 
-std::variant<fs::path, PathError> resolve_static_path(const fs::path& root, std::string_view request_path) {
+namespace {
+// The string checks of a static request path (no file system access): returns
+// the decoded path ("/a/b") or why it is refused.
+std::variant<std::string, PathError> decode_static_path(std::string_view request_path) {
   auto q = request_path.find_first_of("?#");
   std::string_view raw = request_path.substr(0, q);
   if (raw.empty() || raw.front() != '/') return PathError{400, "path must start with '/'"};
@@ -116,6 +121,27 @@ std::variant<fs::path, PathError> resolve_static_path(const fs::path& root, std:
     if (seg == "." || seg == "..") return PathError{400, "'.' or '..' segment in path"};
     start = end + 1;
   }
+  return std::move(*decoded);
+}
+
+// Fast path for serve_static: openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)
+// lets the kernel prove the path stays under the root in one path walk, where
+// canonical() costs a readlink per component (it dominated the 1 KB benchmark).
+// Returns an fd, or -errno (-EXDEV when resolution would leave the root, e.g. an
+// absolute symlink: the caller then takes the canonical() path, which decides).
+int open_beneath(int dirfd, const char* rel) {
+  open_how how{};
+  how.flags = O_RDONLY | O_CLOEXEC;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+  long fd = ::syscall(SYS_openat2, dirfd, rel, &how, sizeof how);
+  return fd >= 0 ? static_cast<int>(fd) : -errno;
+}
+}  // namespace
+
+std::variant<fs::path, PathError> resolve_static_path(const fs::path& root, std::string_view request_path) {
+  auto checked = decode_static_path(request_path);
+  if (auto* err = std::get_if<PathError>(&checked)) return *err;
+  std::string_view d(std::get<std::string>(checked));
   std::error_code ec;
   fs::path canon_root = fs::canonical(root, ec);
   if (ec) return PathError{404, "root not found"};
@@ -189,8 +215,39 @@ Response App::serve_bytes(const Request& req) const {
   return r;
 }
 
+std::optional<Response> App::serve_static_beneath(const Request& req) const {
+  auto checked = decode_static_path(req.path);
+  if (std::holds_alternative<PathError>(checked)) return std::nullopt;  // the full path reports it
+  std::string rel = std::get<std::string>(checked).substr(1);
+  int root = ::open(config_.root->c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (root < 0) return std::nullopt;
+  if (rel.empty() || rel.back() == '/') rel += "index.html";
+  int fd = open_beneath(root, rel.c_str());
+  struct stat st {};
+  if (fd >= 0 && ::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    // A directory maps to its index.html, like nghttpd.
+    int dir = fd;
+    rel += "/index.html";
+    fd = open_beneath(dir, "index.html");
+    ::close(dir);
+    if (fd >= 0 && ::fstat(fd, &st) != 0) st = {};
+  }
+  ::close(root);
+  if (fd == -ENOENT || fd == -ENOTDIR) return Response::text(404, "not found\n");
+  if (fd < 0) return std::nullopt;  // EXDEV, ELOOP, EACCES, ENOSYS...: the canonical() path decides
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return Response::text(404, "not a regular file\n");
+  }
+  Response r;
+  r.headers.push_back({"content-type", std::string(mime_type(rel))});
+  r.body = std::make_shared<FileBody>(fd, static_cast<std::uint64_t>(st.st_size));
+  return r;
+}
+
 Response App::serve_static(const Request& req) const {
   if (!config_.root) return Response::text(404, "not found\n");
+  if (auto fast = serve_static_beneath(req)) return std::move(*fast);
   auto resolved = resolve_static_path(*config_.root, req.path);
   if (auto* err = std::get_if<PathError>(&resolved)) {
     if (err->status != 404) log::warn("{} {}: refused static path: {}", req.peer.to_string(), req.path, err->reason);

@@ -96,6 +96,8 @@ class App {
     Handler handler;
   };
   Response serve_static(const Request& request) const;
+  /// serve_static's fast path (openat2 beneath the root); nullopt: use the full path.
+  std::optional<Response> serve_static_beneath(const Request& request) const;
   Response serve_bytes(const Request& request) const;
 
   AppConfig config_;
