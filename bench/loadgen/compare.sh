@@ -34,10 +34,18 @@ head -c 100000000 /dev/urandom >"$work/htdocs/100m.bin"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -keyout "$work/key.pem" \
   -out "$work/cert.pem" -subj /CN=localhost -addext "subjectAltName=IP:127.0.0.1" >/dev/null 2>&1
 
+# PIN=1: pin the server to CPU 0 and the load generators to CPU 1 (the same for
+# both). Off by default: on a machine shared with other work, pinned processes
+# cannot move away from a busy core, which made results worse, not steadier.
+pin_server=(); pin_client=()
+if [[ "${PIN:-0}" == 1 ]] && command -v taskset >/dev/null && (($(nproc) >= 2)); then
+  pin_server=(taskset -c 0); pin_client=(taskset -c 1)
+fi
+
 for _ in $(seq 1 30); do
   port=$((20000 + RANDOM % 40000))
   ss -Htln "sport = :$port" | grep -q . && continue
-  nghttpd --address=127.0.0.1 -d "$work/htdocs" "$port" "$work/key.pem" "$work/cert.pem" >"$work/nghttpd.log" 2>&1 &
+  "${pin_server[@]}" nghttpd --address=127.0.0.1 -d "$work/htdocs" "$port" "$work/key.pem" "$work/cert.pem" >"$work/nghttpd.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 100); do
     ss -Htln "sport = :$port" | grep -q . && break 2
@@ -53,7 +61,7 @@ base="https://127.0.0.1:$port"
 # "traffic: ... (100000000) data"; body MB/s is computed from the exact byte count.
 h2load_run() {  # args: h2load flags...; prints "req_per_s mb_per_s"
   local out secs data
-  out=$(h2load "$@")
+  out=$("${pin_client[@]}" h2load "$@")
   grep -q "succeeded, 0 failed, 0 errored" <<<"$out" || { echo "$out" >&2; echo "h2load had failures" >&2; exit 1; }
   secs=$(sed -n 's/^finished in \([0-9.]*\)\(m\?s\),.*/\1 \2/p' <<<"$out" | awk '{ print ($2 == "ms") ? $1 / 1000 : $1 }')
   data=$(sed -n 's/^traffic:.* (\([0-9]*\)) data.*/\1/p' <<<"$out")
@@ -63,7 +71,7 @@ h2load_run() {  # args: h2load flags...; prints "req_per_s mb_per_s"
 
 ours_run() {  # args: quiclab bench flags...; prints "req_per_s mb_per_s"
   local out
-  out=$("$QUICLAB" bench --h2 --insecure --json "$@")
+  out=$("${pin_client[@]}" "$QUICLAB" bench --h2 --insecure --json "$@")
   python3 -c 'import json,sys; j=json.loads(sys.argv[1]); assert j["failed"]==0 and j["not_issued"]==0, j; print("%.1f %.2f" % (j["req_per_s"], j["mb_per_s"]))' "$out"
 }
 
@@ -71,6 +79,7 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 
 echo "machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1); load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "server: nghttpd $(nghttpd --version 2>&1 | awk '{print $2}') on $base; $ROUNDS rounds, alternating"
+((${#pin_server[@]})) && echo "pinned: nghttpd on CPU 0, h2load and quiclab bench on CPU 1"
 echo
 printf "%-34s %6s %14s %14s\n" "workload" "round" "h2load" "quiclab bench"
 : >"$work/small_theirs"; : >"$work/small_ours"; : >"$work/bulk_theirs"; : >"$work/bulk_ours"

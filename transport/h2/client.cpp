@@ -599,7 +599,10 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       s->response.status = status;
       return 0;
     }
-    if (s->response.status >= 200) s->response.headers.push_back(http::Header{std::string(n), std::string(v)});
+    if (s->response.status >= 200) {
+      if (s->response.headers.empty()) s->response.headers.reserve(8);  // typical responses carry a handful
+      s->response.headers.push_back(http::Header{std::string(n), std::string(v)});
+    }
     return 0;
   }
 
