@@ -1310,6 +1310,12 @@ void Client::after_core_call() {
     return;
   }
   if (!conn_ && closing_) {
+    // Closed before connect(): requests queued for it fail now.
+    if (!early_submits_.empty()) {
+      setup_error_ = setup_error_.value_or(make_error(ECANCELED, "client closed before it connected"));
+      deliver_events();
+      if (!*alive) return;
+    }
     finish_close();
     return;
   }
