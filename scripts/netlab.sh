@@ -325,8 +325,8 @@ link_spec() {
 configured_json() {
   local loss_model=$O_MODEL
   [[ $O_MODEL == bernoulli && $O_LOSS == 0 ]] && loss_model=none
-  printf '{"rtt_ms":%s,"jitter_ms":%s,"loss_pct":%s,"loss_model":"%s","expected_loss_pct":%s,"rate_mbit":%s,"queue_pkts":%s,"queue_bytes":%s,"seed":%s}' \
-    "$O_RTT" "$O_JITTER" "$O_LOSS" "$loss_model" "$(expected_loss_pct)" "$O_RATE" "$(queue_pkts)" "$O_QBYTES" "${O_SEED:-null}"
+  printf '{"rtt_ms":%s,"expected_rtt_ms":%s,"jitter_ms":%s,"loss_pct":%s,"loss_model":"%s","expected_loss_pct":%s,"rate_mbit":%s,"queue_pkts":%s,"queue_bytes":%s,"seed":%s}' \
+    "$O_RTT" "${EXPECT_RTT:-$O_RTT}" "$O_JITTER" "$O_LOSS" "$loss_model" "$(expected_loss_pct)" "$O_RATE" "$(queue_pkts)" "$O_QBYTES" "${O_SEED:-null}"
 }
 
 # ---- lab lifecycle -----------------------------------------------------------
@@ -616,6 +616,14 @@ cmd_check() {
   lab_up "$name" $$
 
   local interval=${O_INTERVAL:-$(calc 'v < 1 ? 1 : v' -v v="$(calc '2*j + 0.5' -v j="$O_JITTER")")}
+  # Probes are 92-byte IP packets: keep them under 10 % of a rate cap, and
+  # expect their own serialization (both ways) on top of the propagation RTT.
+  local expect_rtt=$O_RTT
+  if [[ $O_RATE != 0 ]]; then
+    [[ -z $O_INTERVAL ]] && interval=$(calc 'i < m ? m : i' -v i="$interval" -v m="$(calc '7.36/r' -v r="$O_RATE")")
+    expect_rtt=$(calc 'rtt + 1.472/r' -v rtt="$O_RTT" -v r="$O_RATE")
+  fi
+  EXPECT_RTT=$expect_rtt
   # Bounded: the probe phase lasts at most ~20 s whatever the options say.
   local count
   count=$(calc 'c*i > 20000 ? int(20000/i) : c' -v c="$O_COUNT" -v i="$interval")
@@ -624,7 +632,7 @@ cmd_check() {
   local measured
   measured=$(in_ns "$name-client" "$probe" measure --to "$SERVER_ADDR:$PROBE_PORT" --count "$count" \
     --interval-ms "$interval" --rate-mbit "$O_RATE" --seconds "$O_SECONDS" --realtime 20 \
-    --expect-rtt-ms "$O_RTT" --expect-loss-pct "$(expected_loss_pct)" --loss-model "$O_MODEL" \
+    --expect-rtt-ms "$expect_rtt" --expect-loss-pct "$(expected_loss_pct)" --loss-model "$O_MODEL" \
     --loss-autocorr "$(loss_autocorr)")
   printf '{"emulator":"%s","name":"%s","configured":%s,%s\n' "$(cat "$STATE_ROOT/$name/emulator")" "$name" \
     "$(configured_json)" "${measured#\{}"
