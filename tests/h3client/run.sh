@@ -43,6 +43,11 @@ get() {
   timeout 120 "$QUICLAB" get "$@" >"$work/out.txt" 2>"$work/err.log"
   rc=$?
   set -e
+  # Under the sanitizer build a report must fail the case even when the exit
+  # code happens to be the one expected (1 for a 404, 3 for a refused connection).
+  if grep -q "ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:" "$work/err.log"; then
+    fail "sanitizer report"
+  fi
 }
 
 expect_rc() {
