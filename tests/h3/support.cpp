@@ -86,7 +86,7 @@ ProcessResult run_process(const std::vector<std::string>& argv, double timeout_s
   return wait_process(spawn_process(argv, log_file), timeout_s, log_file);
 }
 
-H3ServerHarness::H3ServerHarness(h3::ServerConfig config, std::string ip)
+H3ServerHarness::H3ServerHarness(h3::ServerConfig config, std::string ip, http::AppConfig app_config)
     : dir_(std::make_unique<TempDir>("quiclab-h3test")), ip_(std::move(ip)) {
   auto certs = tls::generate_self_signed(dir_->path() / "cert");
   if (!certs) {
@@ -101,9 +101,8 @@ H3ServerHarness::H3ServerHarness(h3::ServerConfig config, std::string ip)
   config.quic.shutdown_timeout = 2 * kNanosPerSecond;
   std::promise<void> started;
   auto fut = started.get_future();
-  thread_ = std::thread([this, config, &started]() mutable {
+  thread_ = std::thread([this, config, app_config, &started]() mutable {
     uv::Loop loop;
-    http::AppConfig app_config;
     http::App app(app_config, metrics_);
     auto server = std::make_unique<h3::Server>(loop, app, config);
     auto addr = SocketAddress::from_ip(ip_, 0);

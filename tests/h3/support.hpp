@@ -46,7 +46,8 @@ ProcessResult wait_process(int pid, double timeout_s, const std::filesystem::pat
 /// The HTTP/3 server on a loop thread, bound to ip:0.
 class H3ServerHarness {
  public:
-  explicit H3ServerHarness(h3::ServerConfig config = {}, std::string ip = "127.0.0.1");
+  explicit H3ServerHarness(h3::ServerConfig config = {}, std::string ip = "127.0.0.1",
+                           http::AppConfig app_config = {});
   ~H3ServerHarness();
   H3ServerHarness(const H3ServerHarness&) = delete;
   H3ServerHarness& operator=(const H3ServerHarness&) = delete;
