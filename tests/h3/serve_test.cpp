@@ -1,0 +1,79 @@
+// `quiclab serve` as a process: HTTP/3 on the TCP port number, Alt-Svc on
+// HTTP/2 responses, --retry and --qlog-dir wired through, graceful exit on SIGTERM.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "tests/h3/support.hpp"
+
+using namespace quiclab;
+using namespace quiclab::test;
+namespace fs = std::filesystem;
+
+namespace {
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+}  // namespace
+
+TEST_CASE("h3 serve: one port number for h2 and h3, Alt-Svc, --retry, --qlog-dir, SIGTERM drains", "[serve]") {
+  TempDir tmp("h3-serve");
+  auto qlog = tmp.path() / "qlog";
+  auto log = tmp.path() / "serve.log";
+  int pid = spawn_process({QUICLAB_BIN, "serve", "--listen", "127.0.0.1:0", "--retry", "--qlog-dir", qlog.string()},
+                          log);
+  REQUIRE(pid > 0);
+  std::smatch h2, h3;
+  std::string text;
+  const std::regex h2_line("listening h2 tcp 127\\.0\\.0\\.1:([0-9]+)"), h3_line("listening h3 udp 127\\.0\\.0\\.1:([0-9]+)");
+  for (int i = 0; i < 1500; ++i) {
+    text = slurp(log);
+    if (std::regex_search(text, h2, h2_line) && std::regex_search(text, h3, h3_line)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  INFO(text);
+  REQUIRE(!h2.empty());
+  REQUIRE(!h3.empty());
+  const std::string port = h3[1];
+  CHECK(std::string(h2[1]) == port);
+
+  // HTTP/2 advertises HTTP/3 on the same port.
+  auto curl = run_process({"curl", "-sk", "--http2", "-o", "/dev/null", "-D", "-", "https://127.0.0.1:" + port + "/health"},
+                          60, tmp.path() / "curl.log");
+  INFO(curl.log);
+  CHECK(curl.exit_code == 0);
+  CHECK(curl.log.find("alt-svc: h3=\":" + port + "\"") != std::string::npos);
+
+  // HTTP/3 on that port, through a Retry, with a qlog file written.
+  auto dl = tmp.path() / "dl";
+  fs::create_directory(dl);
+  auto r = run_process({"gtlsclient", "-q", "--exit-on-all-streams-close", "--no-http-dump", "--download=" + dl.string(),
+                        "127.0.0.1", port, "https://127.0.0.1:" + port + "/bytes/200000"},
+                       120, tmp.path() / "client.log");
+  INFO(r.log);
+  CHECK(r.exit_code == 0);
+  CHECK(is_generated_body(dl / "200000", 200000));
+  auto metrics = run_process({"curl", "-sk", "--http2", "https://127.0.0.1:" + port + "/metrics"}, 60,
+                             tmp.path() / "metrics.log");
+  CHECK(metrics.log.find("protocol=\"h3\"") != std::string::npos);
+  std::size_t qlogs = 0;
+  for (const auto& e : fs::directory_iterator(qlog)) qlogs += e.path().extension() == ".sqlog" ? 1 : 0;
+  CHECK(qlogs >= 1);
+
+  // SIGTERM: both servers drain, the process exits 0.
+  ::kill(pid, SIGTERM);
+  auto done = wait_process(pid, 60, log);
+  INFO(done.log);
+  CHECK(!done.timed_out);
+  CHECK(done.exit_code == 0);
+}
