@@ -11,6 +11,8 @@
 #include <charconv>
 #include <cstring>
 #include <exception>
+#include <list>
+#include <unordered_map>
 #include <fmt/format.h>
 
 #include "transport/core/log.hpp"
@@ -161,7 +163,7 @@ std::variant<fs::path, PathError> resolve_static_path(const fs::path& root, std:
   return canon;
 }
 
-std::string_view mime_type(const fs::path& p) {
+std::string_view mime_type_of(std::string_view path) {
   static const std::pair<std::string_view, std::string_view> kTypes[] = {
       {".html", "text/html; charset=utf-8"}, {".htm", "text/html; charset=utf-8"},
       {".txt", "text/plain; charset=utf-8"}, {".css", "text/css"},
@@ -171,15 +173,154 @@ std::string_view mime_type(const fs::path& p) {
       {".svg", "image/svg+xml"},             {".wasm", "application/wasm"},
       {".ico", "image/x-icon"},              {".pdf", "application/pdf"},
   };
-  auto ext = p.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  // The extension as std::filesystem::path::extension() defines it: from the
+  // last '.' of the file name, unless the name starts with it (".profile").
+  auto name = path.substr(path.rfind('/') == std::string_view::npos ? 0 : path.rfind('/') + 1);
+  auto dot = name.rfind('.');
+  if (dot == std::string_view::npos || dot == 0 || name == "..") return "application/octet-stream";
+  auto ext = name.substr(dot);
   for (auto [e, t] : kTypes) {
-    if (e == ext) return t;
+    if (e.size() == ext.size() && std::equal(e.begin(), e.end(), ext.begin(), [](char a, char b) {
+          return a == std::tolower(static_cast<unsigned char>(b));
+        })) {
+      return t;
+    }
   }
   return "application/octet-stream";
 }
 
-App::App(AppConfig config, Metrics& metrics) : config_(std::move(config)), metrics_(metrics) {
+std::string_view mime_type(const fs::path& p) { return mime_type_of(p.native()); }
+
+// The open-file cache behind serve_static. Keyed by the decoded request path;
+// each entry keeps the file open so a hit costs at most one fstat (to notice a
+// change) instead of openat2 + fstat + pread + close. Files up to
+// static_cache_max_file_bytes are read once and served from shared memory.
+// Path checks are not weakened: an entry only exists after the openat2
+// (RESOLVE_BENEATH) of a miss admitted the path, and it is dropped as soon as
+// the file it opened changes or is unlinked.
+class App::StaticCache {
+ public:
+  struct Entry {
+    std::string key;
+    std::shared_ptr<const OpenFile> file;
+    std::shared_ptr<const Bytes> data;  // null: served with pread from file
+    std::uint64_t size = 0;
+    std::string content_type;
+    dev_t dev = 0;
+    ino_t ino = 0;
+    timespec mtime{}, ctime{};
+    Timestamp checked = 0;
+  };
+
+  explicit StaticCache(const AppConfig& c) : config_(c) {}
+
+  // A response for key if a valid entry exists.
+  std::optional<Response> lookup(const std::string& key) {
+    auto it = index_.find(key);
+    if (it == index_.end()) {
+      stats_.misses++;
+      return std::nullopt;
+    }
+    auto entry = it->second;
+    auto now = clock().now();
+    if (now - entry->checked >= config_.static_cache_revalidate_ns) {
+      struct stat st {};
+      if (::fstat(entry->file->fd(), &st) != 0 || !same_file(*entry, st)) {
+        stats_.invalidations++;
+        stats_.misses++;
+        erase(entry);
+        return std::nullopt;
+      }
+      entry->checked = now;
+    }
+    lru_.splice(lru_.begin(), lru_, entry);
+    stats_.hits++;
+    return respond(*entry);
+  }
+
+  // Caches an opened regular file (takes ownership of fd) and answers from it.
+  Response insert(std::string key, int fd, const struct stat& st, std::string_view content_type) {
+    Entry e;
+    e.key = std::move(key);
+    e.file = std::make_shared<OpenFile>(fd);
+    e.size = static_cast<std::uint64_t>(st.st_size);
+    e.content_type = std::string(content_type);
+    e.dev = st.st_dev;
+    e.ino = st.st_ino;
+    e.mtime = st.st_mtim;
+    e.ctime = st.st_ctim;
+    e.checked = clock().now();
+    if (e.size <= config_.static_cache_max_file_bytes && e.size <= config_.static_cache_bytes) {
+      e.data = read_all(fd, e.size);
+      // A short read means the file changed under us: serve it with pread, uncached.
+      if (!e.data) return respond(e);
+    }
+    if (auto old = index_.find(e.key); old != index_.end()) erase(old->second);
+    bytes_ += e.data ? e.size : 0;
+    lru_.push_front(std::move(e));
+    index_.emplace(lru_.front().key, lru_.begin());
+    auto resp = respond(lru_.front());
+    while (!lru_.empty() && (index_.size() > config_.static_cache_entries || bytes_ > config_.static_cache_bytes)) {
+      stats_.evictions++;
+      erase(std::prev(lru_.end()));
+    }
+    return resp;
+  }
+
+  StaticCacheStats stats() const {
+    auto s = stats_;
+    s.entries = index_.size();
+    s.bytes = bytes_;
+    return s;
+  }
+
+ private:
+  using List = std::list<Entry>;
+
+  const Clock& clock() const { return config_.clock ? *config_.clock : SteadyClock::instance(); }
+
+  static bool same_file(const Entry& e, const struct stat& st) {
+    return st.st_nlink > 0 && S_ISREG(st.st_mode) && st.st_dev == e.dev && st.st_ino == e.ino &&
+           static_cast<std::uint64_t>(st.st_size) == e.size && st.st_mtim.tv_sec == e.mtime.tv_sec &&
+           st.st_mtim.tv_nsec == e.mtime.tv_nsec && st.st_ctim.tv_sec == e.ctime.tv_sec &&
+           st.st_ctim.tv_nsec == e.ctime.tv_nsec;
+  }
+
+  static std::shared_ptr<const Bytes> read_all(int fd, std::uint64_t size) {
+    auto data = std::make_shared<Bytes>(size);
+    std::uint64_t done = 0;
+    while (done < size) {
+      auto n = ::pread(fd, data->data() + done, size - done, static_cast<off_t>(done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return nullptr;
+      done += static_cast<std::uint64_t>(n);
+    }
+    return data;
+  }
+
+  static Response respond(const Entry& e) {
+    Response r;
+    r.headers.push_back({"content-type", e.content_type});
+    if (e.data) r.body = std::make_shared<SharedMemoryBody>(e.data);
+    else r.body = std::make_shared<SharedFileBody>(e.file, e.size);
+    return r;
+  }
+
+  void erase(List::iterator it) {
+    bytes_ -= it->data ? it->size : 0;
+    index_.erase(it->key);
+    lru_.erase(it);
+  }
+
+  const AppConfig& config_;
+  List lru_;  // most recently used first
+  std::unordered_map<std::string, List::iterator> index_;
+  std::uint64_t bytes_ = 0;
+  StaticCacheStats stats_;
+};
+
+App::App(AppConfig config, Metrics& metrics)
+    : config_(std::move(config)), metrics_(metrics), cache_(std::make_unique<StaticCache>(config_)) {
   route("GET", "/health", [](const Request&) { return Response::text(200, "ok\n"); });
   route("GET", "/metrics", [this](const Request&) {
     return Response::text(200, metrics_.render(), "text/plain; version=0.0.4; charset=utf-8");
@@ -193,6 +334,19 @@ App::App(AppConfig config, Metrics& metrics) : config_(std::move(config)), metri
     return r;
   });
   route("GET", "/bytes", [this](const Request& req) { return serve_bytes(req); }, true);
+}
+
+App::~App() {
+  cache_.reset();
+  if (root_fd_ >= 0) ::close(root_fd_);
+}
+
+StaticCacheStats App::static_cache_stats() const { return cache_->stats(); }
+
+int App::root_fd() const {
+  // Opened once; retried on later requests while the root does not exist.
+  if (root_fd_ < 0 && config_.root) root_fd_ = ::open(config_.root->c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  return root_fd_;
 }
 
 void App::route(std::string method, std::string path, Handler handler, bool prefix) {
@@ -218,9 +372,14 @@ Response App::serve_bytes(const Request& req) const {
 std::optional<Response> App::serve_static_beneath(const Request& req) const {
   auto checked = decode_static_path(req.path);
   if (std::holds_alternative<PathError>(checked)) return std::nullopt;  // the full path reports it
-  std::string rel = std::get<std::string>(checked).substr(1);
-  int root = ::open(config_.root->c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  auto& key = std::get<std::string>(checked);
+  bool cache = config_.static_cache_entries > 0;
+  if (cache) {
+    if (auto hit = cache_->lookup(key)) return hit;
+  }
+  int root = root_fd();
   if (root < 0) return std::nullopt;
+  std::string rel = key.substr(1);
   if (rel.empty() || rel.back() == '/') rel += "index.html";
   int fd = open_beneath(root, rel.c_str());
   struct stat st {};
@@ -232,15 +391,15 @@ std::optional<Response> App::serve_static_beneath(const Request& req) const {
     ::close(dir);
     if (fd >= 0 && ::fstat(fd, &st) != 0) st = {};
   }
-  ::close(root);
   if (fd == -ENOENT || fd == -ENOTDIR) return Response::text(404, "not found\n");
   if (fd < 0) return std::nullopt;  // EXDEV, ELOOP, EACCES, ENOSYS...: the canonical() path decides
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
     return Response::text(404, "not a regular file\n");
   }
+  if (cache) return cache_->insert(std::move(key), fd, st, mime_type_of(rel));
   Response r;
-  r.headers.push_back({"content-type", std::string(mime_type(rel))});
+  r.headers.push_back({"content-type", std::string(mime_type_of(rel))});
   r.body = std::make_shared<FileBody>(fd, static_cast<std::uint64_t>(st.st_size));
   return r;
 }

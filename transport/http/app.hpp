@@ -11,12 +11,14 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string_view>
 #include <variant>
 #include <string>
 #include <vector>
 
+#include "transport/core/clock.hpp"
 #include "transport/core/result.hpp"
 #include "transport/http/message.hpp"
 
@@ -27,6 +29,26 @@ struct AppConfig {
   std::uint64_t max_generated_bytes = 16ULL * 1024 * 1024 * 1024;  ///< Upper bound for /bytes/N.
   std::size_t max_request_body = 64 * 1024 * 1024;             ///< Servers refuse larger bodies (413).
   std::string server_name = "quiclab";
+
+  // Open-file cache for static files (see App::static_cache_stats). Each entry
+  // keeps its file open, so static_cache_entries also bounds the descriptors held.
+  std::size_t static_cache_entries = 256;                       ///< 0 disables the cache.
+  std::uint64_t static_cache_bytes = 64ULL * 1024 * 1024;       ///< Bound on file contents held in memory.
+  std::uint64_t static_cache_max_file_bytes = 1024 * 1024;      ///< Larger files are cached as an fd only.
+  /// An entry is re-checked (fstat of its open fd) when it is older than this on a hit;
+  /// 0 re-checks on every hit. Changes are therefore seen at most this late.
+  Timestamp static_cache_revalidate_ns = kNanosPerSecond;
+  const Clock* clock = nullptr;  ///< For revalidation; SteadyClock when null. Must outlive the App.
+};
+
+/// Counters of App's static file cache (for tests and diagnostics).
+struct StaticCacheStats {
+  std::uint64_t hits = 0;
+  std::uint64_t misses = 0;
+  std::uint64_t invalidations = 0;  ///< Entries dropped because the file changed or went away.
+  std::uint64_t evictions = 0;      ///< Entries dropped to stay within the bounds.
+  std::size_t entries = 0;
+  std::uint64_t bytes = 0;          ///< File contents held in memory.
 };
 
 /// Counters per protocol, updated by the servers and rendered at /metrics.
@@ -77,6 +99,9 @@ class App {
   using Handler = std::function<Response(const Request&)>;
 
   App(AppConfig config, Metrics& metrics);
+  ~App();
+  App(const App&) = delete;
+  App& operator=(const App&) = delete;
 
   /// Dispatches a complete request. Never throws.
   Response handle(const Request& request) const;
@@ -87,6 +112,7 @@ class App {
 
   const AppConfig& config() const { return config_; }
   Metrics& metrics() const { return metrics_; }
+  StaticCacheStats static_cache_stats() const;
 
  private:
   struct Route {
@@ -100,12 +126,22 @@ class App {
   std::optional<Response> serve_static_beneath(const Request& request) const;
   Response serve_bytes(const Request& request) const;
 
+  class StaticCache;
+  /// The root directory held open (O_PATH) for openat2; -1 until opened.
+  int root_fd() const;
+
   AppConfig config_;
   Metrics& metrics_;
   std::vector<Route> routes_;
+  // handle() is const and runs on one loop thread; the cache is an
+  // implementation detail that does not change what a request returns.
+  mutable int root_fd_ = -1;
+  std::unique_ptr<StaticCache> cache_;
 };
 
 /// Content-Type from a file extension ("application/octet-stream" if unknown).
 std::string_view mime_type(const std::filesystem::path& p);
+/// Same, from a path string (no std::filesystem::path construction).
+std::string_view mime_type_of(std::string_view path);
 
 }  // namespace quiclab::http

@@ -91,6 +91,32 @@ std::int64_t FileBody::read(std::uint64_t offset, MutableByteView dst) {
   }
 }
 
+OpenFile::~OpenFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::int64_t SharedMemoryBody::read(std::uint64_t offset, MutableByteView dst) {
+  auto view = stable_view(offset, dst.size());
+  if (!view.empty()) std::memcpy(dst.data(), view.data(), view.size());
+  return static_cast<std::int64_t>(view.size());
+}
+
+ByteView SharedMemoryBody::stable_view(std::uint64_t offset, std::size_t max) {
+  if (offset >= data_->size()) return {};
+  auto n = std::min<std::uint64_t>(max, data_->size() - offset);
+  return ByteView(data_->data() + offset, n);
+}
+
+std::int64_t SharedFileBody::read(std::uint64_t offset, MutableByteView dst) {
+  if (offset >= size_) return 0;
+  auto want = std::min<std::uint64_t>(dst.size(), size_ - offset);
+  for (;;) {
+    auto n = ::pread(file_->fd(), dst.data(), want, static_cast<off_t>(offset));
+    if (n >= 0) return n;
+    if (errno != EINTR) return -errno;
+  }
+}
+
 Response Response::text(int status, std::string_view body, std::string_view content_type) {
   Response r;
   r.status = status;

@@ -104,6 +104,45 @@ class FileBody final : public BodySource {
   std::uint64_t size_;
 };
 
+/// An open file descriptor shared by cache entries and the bodies served from them.
+class OpenFile {
+ public:
+  /// Takes ownership of fd (closed on destruction).
+  explicit OpenFile(int fd) : fd_(fd) {}
+  ~OpenFile();
+  OpenFile(const OpenFile&) = delete;
+  OpenFile& operator=(const OpenFile&) = delete;
+  int fd() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+/// Bytes shared with a cache: no copy per response, and the bytes stay valid while
+/// any body still refers to them (even after the cache dropped its entry).
+class SharedMemoryBody final : public BodySource {
+ public:
+  explicit SharedMemoryBody(std::shared_ptr<const Bytes> data) : data_(std::move(data)) {}
+  std::uint64_t size() const override { return data_->size(); }
+  std::int64_t read(std::uint64_t offset, MutableByteView dst) override;
+  ByteView stable_view(std::uint64_t offset, std::size_t max) override;
+
+ private:
+  std::shared_ptr<const Bytes> data_;
+};
+
+/// A regular file read with pread through a shared descriptor (a cached open file).
+class SharedFileBody final : public BodySource {
+ public:
+  SharedFileBody(std::shared_ptr<const OpenFile> file, std::uint64_t size) : file_(std::move(file)), size_(size) {}
+  std::uint64_t size() const override { return size_; }
+  std::int64_t read(std::uint64_t offset, MutableByteView dst) override;
+
+ private:
+  std::shared_ptr<const OpenFile> file_;
+  std::uint64_t size_;
+};
+
 struct Response {
   int status = 200;
   Headers headers;  ///< Regular headers; content-length is added by the servers from body->size().
