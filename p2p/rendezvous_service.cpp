@@ -10,7 +10,7 @@ Status Service::bind_all(const SocketAddress& listen, const std::optional<std::s
   for (auto& s : sockets_) s.reset();
   local_ = {};
   auto bind_one = [&](int index, const SocketAddress& at) -> Status {
-    auto udp = std::make_unique<uv::Udp>(loop_);
+    auto udp = std::make_unique<uv::Udp>(loop_, /*batch_receive=*/true);
     if (auto st = udp->bind(at); !st) return st;
     local_[static_cast<std::size_t>(index)] = udp->local_address();
     sockets_[static_cast<std::size_t>(index)] = std::move(udp);

@@ -387,8 +387,11 @@ void TcpServer::close() {
 
 // ---- Udp ----------------------------------------------------------------
 
-Udp::Udp(Loop& loop) : s_(new State) {
-  uv_udp_init(loop.get(), &s_->handle);
+Udp::Udp(Loop& loop, bool batch_receive) : s_(new State) {
+  // With UV_UDP_RECVMMSG, libuv fills one buffer with as many 64 KiB slots as
+  // fit, one datagram each, and calls the receive callback once per datagram.
+  uv_udp_init_ex(loop.get(), &s_->handle, AF_UNSPEC | (batch_receive ? UV_UDP_RECVMMSG : 0));
+  s_->buf.resize(batch_receive ? 32 * 65536 : 65536);
   s_->handle.data = s_;
 }
 Udp::~Udp() { close(); }
@@ -415,7 +418,7 @@ Status Udp::recv_start(RecvCallback cb) {
       &s_->handle,
       [](uv_handle_t* h, size_t, uv_buf_t* buf) {
         auto* s = static_cast<State*>(h->data);
-        *buf = uv_buf_init(s->buf, sizeof s->buf);
+        *buf = uv_buf_init(s->buf.data(), static_cast<unsigned>(s->buf.size()));
       },
       [](uv_udp_t* h, ssize_t nread, const uv_buf_t* buf, const sockaddr* addr, unsigned) {
         auto* s = static_cast<State*>(h->data);
