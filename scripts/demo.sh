@@ -6,7 +6,8 @@
 #      the per-request timing table;
 #   2. the side-by-side H2 vs H3 comparison under emulated delay and loss, when
 #      the lab is available (scripts/compare.sh; needs root for namespaces);
-#   3. the P2P demo (rendezvous + hole punching), when available.
+#   3. the P2P side: the STUN/rendezvous server and RFC 5780 NAT behaviour
+#      discovery on loopback (hole punching between NATed peers comes next).
 # Everything runs on loopback or in namespaces this script creates, and is
 # cleaned up on exit, error or Ctrl-C.
 set -euo pipefail
@@ -67,6 +68,7 @@ if [[ -x "$here/scripts/compare.sh" ]]; then
   echo "== 2. HTTP/2 vs HTTP/3 under emulated delay and loss"
   if [[ $(id -u) -eq 0 ]]; then
     "$here/scripts/compare.sh" --demo --out "$here/out/demo-compare"
+    echo "(full report with plots: $here/out/demo-compare/report.md)"
   else
     echo "demo: the comparison builds network namespaces and needs root; run: sudo $0"
   fi
@@ -74,10 +76,6 @@ fi
 
 if [[ -x "$here/scripts/p2p-demo.sh" ]]; then
   echo
-  echo "== 3. P2P: rendezvous, hole punching and QUIC over the punched path"
-  if [[ $(id -u) -eq 0 ]]; then
-    "$here/scripts/p2p-demo.sh"
-  else
-    echo "demo: the P2P demo builds NATs in network namespaces and needs root; run: sudo $0"
-  fi
+  echo "== 3. P2P: STUN/rendezvous server and NAT behaviour discovery (RFC 5780)"
+  "$here/scripts/p2p-demo.sh"
 fi
