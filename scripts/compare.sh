@@ -115,7 +115,7 @@ finish() {
   cleanup
   if [[ -s "$out/runs.jsonl" ]]; then
     "$summarize" summary --in "$out/runs.jsonl" --out "$out" --seed "$seed" || true
-    /usr/bin/python3 "$here/bench/compare/report.py" "$out" >/dev/null || echo "compare: report failed" >&2
+    /usr/bin/python3 "$here/bench/compare/report.py" "$out" || echo "compare: report failed" >&2
   fi
 }
 trap finish EXIT
