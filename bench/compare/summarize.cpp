@@ -30,6 +30,13 @@ struct RunKey {
   }
 };
 
+// A number field, or fallback when it is missing, null (a request that never
+// reached that milestone) or not a number.
+double number(const json& r, const char* key, double fallback = -1.0) {
+  auto it = r.find(key);
+  return it != r.end() && it->is_number() ? it->get<double>() : fallback;
+}
+
 int make_run(const std::string& protocol, double rtt, double loss, double rate, const std::string& workload, int run,
              std::uint64_t seed) {
   json rec = {{"protocol", protocol}, {"rtt_ms", rtt}, {"loss_pct", loss}, {"rate_mbit", rate},
@@ -50,16 +57,18 @@ int make_run(const std::string& protocol, double rtt, double loss, double rate, 
       continue;
     }
     ++lines;
-    int status = r.value("status", 0);
+    int status = static_cast<int>(number(r, "status", 0));
     if (status < 200 || status >= 300 || r.contains("error")) ++errors;
-    double total = r.value("total", -1.0);
-    double t = r.value("ttfb", -1.0);
-    double hs = r.value("handshake", -1.0);
+    double total = number(r, "total");
+    double t = number(r, "ttfb");
+    double hs = number(r, "handshake");
     if (hs >= 0 && (handshake < 0 || hs < handshake)) handshake = hs;
     if (t >= 0 && (ttfb < 0 || t < ttfb)) ttfb = t;
     complete = std::max(complete, total);
-    bytes += r.value("bytes", std::uint64_t{0});
-    objects.push_back({{"url", r.value("url", "")}, {"status", status}, {"bytes", r.value("bytes", 0)},
+    bytes += static_cast<std::uint64_t>(number(r, "bytes", 0));
+    objects.push_back({{"url", r.contains("url") && r["url"].is_string() ? r["url"].get<std::string>() : ""},
+                       {"status", status},
+                       {"bytes", number(r, "bytes", 0)},
                        {"ttfb_ms", t}, {"complete_ms", total}});
     for (const char* k : {"retransmissions", "lost_packets", "early_data"}) {
       if (r.contains(k)) rec[k] = r[k];
@@ -109,16 +118,17 @@ int summarize(const std::string& in, const std::string& out_dir, std::uint64_t s
       std::cerr << "quiclab-summarize: " << in << ":" << lineno << ": not JSON (" << e.what() << ")\n";
       continue;
     }
-    RunKey key{r.value("rtt_ms", 0.0), r.value("loss_pct", 0.0), r.value("rate_mbit", 0.0), r.value("workload", "")};
-    std::string proto = r.value("protocol", "");
-    bool ok = r.value("ok", false);
+    RunKey key{number(r, "rtt_ms", 0), number(r, "loss_pct", 0), number(r, "rate_mbit", 0),
+               r.contains("workload") && r["workload"].is_string() ? r["workload"].get<std::string>() : ""};
+    std::string proto = r.contains("protocol") && r["protocol"].is_string() ? r["protocol"].get<std::string>() : "";
+    bool ok = r.contains("ok") && r["ok"].is_boolean() && r["ok"].get<bool>();
     auto& c = counts[key][proto];
     c.first++;
     if (!ok) c.second++;
-    auto num = [&](const char* k) { return r.contains(k) && r[k].is_number() ? r[k].get<double>() : -1.0; };
+    auto num = [&](const char* k) { return number(r, k); };
     csv << proto << "," << key.rtt_ms << "," << key.loss_pct << "," << key.rate_mbit << "," << key.workload << ","
-        << r.value("run", 0) << "," << (ok ? 1 : 0) << "," << num("handshake_ms") << "," << num("ttfb_ms") << ","
-        << num("complete_ms") << "," << r.value("bytes", std::uint64_t{0}) << "\n";
+        << num("run") << "," << (ok ? 1 : 0) << "," << num("handshake_ms") << "," << num("ttfb_ms") << ","
+        << num("complete_ms") << "," << static_cast<std::uint64_t>(number(r, "bytes", 0)) << "\n";
     if (!ok) continue;
     for (const char* m : {"handshake_ms", "ttfb_ms", "complete_ms"}) {
       if (num(m) >= 0) cells[key][proto][m].push_back(num(m));
