@@ -197,7 +197,7 @@ for rtt in "${rtt_list[@]}"; do
       stop_server
       "$netlab" down "$lab" >/dev/null 2>&1 || true
       if [[ $fidelity == 1 && "$fidelity_json" == null && "$loss" != 0 ]]; then
-        fidelity_json=$("$netlab" check "${link[@]}" 2>/dev/null | tail -1) || fidelity_json=null
+        fidelity_json=$("$netlab" check "${link[@]}" 2>/dev/null | grep "^{\"emulator\"" | tail -1) || fidelity_json=null
         [[ -z "$fidelity_json" ]] && fidelity_json=null
       fi
     done
