@@ -259,15 +259,31 @@ Status TcpStream::write(Bytes data, WriteCallback cb) {
     if (cb) cb(Status{});
     return {};
   }
+  std::size_t sent = 0;  // bytes the kernel already took
+  if (!cb) {
+    // Most writes fit in the socket buffer at once: write them now and hand the
+    // buffer straight back to the pool, warm, for the next batch. (uv_try_write
+    // refuses while earlier writes are queued, so the order is kept.)
+    uv_buf_t now = uv_buf_init(reinterpret_cast<char*>(data.data()), static_cast<unsigned>(data.size()));
+    int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&s_->handle), &now, 1);
+    if (n > 0 && static_cast<std::size_t>(n) == data.size()) {
+      buffer_pool::give(std::move(data));
+      return {};
+    }
+    if (n > 0) sent = static_cast<std::size_t>(n);
+    else if (n != UV_EAGAIN && n != UV_ENOSYS) return to_error(n, "write");
+  }
   auto* w = new WriteReq;
   w->data = std::move(data);
   w->cb = std::move(cb);
   w->req.data = w;
-  uv_buf_t buf = uv_buf_init(reinterpret_cast<char*>(w->data.data()), static_cast<unsigned>(w->data.size()));
+  uv_buf_t buf =
+      uv_buf_init(reinterpret_cast<char*>(w->data.data() + sent), static_cast<unsigned>(w->data.size() - sent));
   int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&s_->handle), &buf, 1, [](uv_write_t* r, int status) {
     auto* req = static_cast<WriteReq*>(r->data);
     auto* s = static_cast<State*>(r->handle->data);
     auto fn = std::move(req->cb);
+    buffer_pool::give(std::move(req->data));
     delete req;
     if (fn) fn(status == 0 ? Status{} : Status(to_error(status, "write")));
     if (status == 0 && s && s->on_drain && !uv_is_closing(reinterpret_cast<uv_handle_t*>(&s->handle))) {

@@ -62,7 +62,8 @@ class Context {
   bool server_ = false;
 };
 
-/// One TLS connection driven through memory BIOs.
+/// One TLS connection driven through BIOs in memory (a memory BIO in, our own
+/// appending BIO out).
 ///   network bytes in  -> feed()
 ///   decrypted bytes   <- read()
 ///   application bytes -> write()
@@ -102,7 +103,8 @@ class Session {
  private:
   SSL* ssl_ = nullptr;
   BIO* rbio_ = nullptr;  // network -> OpenSSL
-  BIO* wbio_ = nullptr;  // OpenSSL -> network
+  BIO* wbio_ = nullptr;  // OpenSSL -> network: appends to out_
+  Bytes out_;            // ciphertext not yet taken by take_output()
   bool established_ = false;
   std::optional<Error> failure_;  // the first handshake error, reported again on later calls
 };
