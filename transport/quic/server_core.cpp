@@ -688,6 +688,18 @@ void ServerCore::close_connection(Connection& c, Timestamp now) {
   schedule(c);
 }
 
+namespace {
+// Pacing starts once the handshake is complete. ngtcp2 0.12.1 paces with
+// cwnd / smoothed_rtt, and before the first RTT sample smoothed_rtt is the
+// 333 ms default: our ~1.2 KB first flight then pushed the next send ~22 ms
+// out, so HANDSHAKE_DONE and the first response waited ~22 ms after the
+// client's Finished even on loopback. Before the handshake completes the
+// amplification limit and the congestion window bound what we send anyway.
+void pace(ngtcp2_conn* conn, Timestamp now) {
+  if (ngtcp2_conn_get_handshake_completed(conn)) ngtcp2_conn_update_pkt_tx_time(conn, now);
+}
+}  // namespace
+
 void ServerCore::write_connection(Connection& c, Timestamp now) {
   if (c.state != Connection::State::active) return;
   if (blocked_) {
@@ -794,7 +806,7 @@ void ServerCore::write_connection(Connection& c, Timestamp now) {
     }
     if (nwrite == 0) {
       send_batch();
-      ngtcp2_conn_update_pkt_tx_time(conn, now);
+      pace(conn, now);
       return;
     }
     const auto n = static_cast<std::size_t>(nwrite);
@@ -810,7 +822,7 @@ void ServerCore::write_connection(Connection& c, Timestamp now) {
         // Blocked: queue this packet behind the pending rest.
         c.pending.insert(c.pending.end(), tmp.begin(), tmp.begin() + n);
         if (c.pending_gso != 0 && n != c.pending_gso) c.pending_gso = 0;  // mixed sizes: resend one by one
-        ngtcp2_conn_update_pkt_tx_time(conn, now);
+        pace(conn, now);
         return;
       }
       std::memcpy(buf, tmp.data(), n);
@@ -824,11 +836,11 @@ void ServerCore::write_connection(Connection& c, Timestamp now) {
     ++count;
     if (count >= quantum_pkts || n < gso) {
       if (!send_batch()) {
-        ngtcp2_conn_update_pkt_tx_time(conn, now);
+        pace(conn, now);
         return;
       }
       if (batches >= kMaxBatchesPerWrite) {
-        ngtcp2_conn_update_pkt_tx_time(conn, now);
+        pace(conn, now);
         return;
       }
     }
