@@ -1195,6 +1195,11 @@ void Client::connect(std::function<void(Status)> on_ready) {
   for (auto& [rq, body, done] : early_submits_) conn_->submit(std::move(rq), std::move(body), std::move(done));
   early_submits_.clear();
 
+  socket_->on_socket_error([this](int err) {
+    if (err == ECONNREFUSED) note_refused();
+    else log::debug("h3: socket error from {}: {}", remote_.to_string(), std::strerror(err));
+    after_core_call();
+  });
   auto st = socket_->start(
       [this](const quic::ReceivedDatagram& d) {
         if (!conn_) return;
@@ -1262,12 +1267,25 @@ std::size_t Client::send_burst(const ClientConnection::Burst& b) {
     case quic::SendStatus::blocked:
       return r.bytes_sent;
     case quic::SendStatus::error:
-      if (r.error == ECONNREFUSED && !socket_error_) {
-        socket_error_ = make_error(ECONNREFUSED, "connection refused: no QUIC server at " + remote_.to_string());
-      }
+      if (r.error == ECONNREFUSED) note_refused();
       return b.data.size();  // Dropped, as on a lossy path.
   }
   return b.data.size();
+}
+
+// ICMP port unreachable, seen as ECONNREFUSED on our connected socket (by a
+// send, or as a pending error that stopped the poll). Before the handshake it
+// means nobody serves QUIC there: fail now rather than after the handshake
+// timeout. Afterwards it is ignored (RFC 9000 leaves ICMP to PMTU purposes;
+// a stray or forged ICMP must not end a working connection): the idle timeout
+// ends a connection whose server is really gone.
+void Client::note_refused() {
+  if (socket_error_) return;
+  if (conn_ && conn_->handshake_completed()) {
+    log::debug("h3: ICMP port unreachable from {} after the handshake; ignored", remote_.to_string());
+    return;
+  }
+  socket_error_ = make_error(ECONNREFUSED, "connection refused: no QUIC server at " + remote_.to_string());
 }
 
 void Client::flush() {

@@ -149,6 +149,7 @@ class ClientConnection {
 
   /// True when the connection is gone (closed, failed, drained): nothing more to send or read.
   bool closed() const { return state_ == State::closed; }
+  bool handshake_completed() const { return state_ != State::handshake; }
   /// The packet to send on closing (CONNECTION_CLOSE), if one is due; empty otherwise.
   ByteView close_packet() const { return close_packet_; }
   http::ConnectionInfo info() const;
@@ -235,6 +236,7 @@ class Client final : public http::Client {
  private:
   void after_core_call();
   void flush();
+  void note_refused();
   bool deliver_events();
   void arm_timer();
   void finish_close();

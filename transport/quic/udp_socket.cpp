@@ -51,6 +51,7 @@ struct UdpSocket::Impl : std::enable_shared_from_this<UdpSocket::Impl> {
   DatagramCallback on_datagram;
   BatchEndCallback on_batch_end;
   std::function<void()> on_writable;
+  std::function<void(int)> on_socket_error;
   UdpSocketStats stats;
   bool logged_send_error = false;
 
@@ -85,7 +86,23 @@ struct UdpSocket::Impl : std::enable_shared_from_this<UdpSocket::Impl> {
   void on_events(int status, int ev) {
     auto keep = shared_from_this();
     if (status < 0) {
-      log::warn("udp: poll error: {}", uv::error_text(status));
+      // libuv stops the poll on POLLERR (reported as UV_EBADF). On a UDP
+      // socket that is a pending error, typically an ICMP error on a connected
+      // socket: read it (which clears it), tell the owner, and poll again, or
+      // the socket would never be read again.
+      int err = 0;
+      socklen_t len = sizeof err;
+      if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+        log::warn("udp: poll error: {}; getsockopt(SO_ERROR): {}", uv::error_text(status), errno_text(errno));
+        return;  // not a socket we can use any more
+      }
+      ++stats.socket_errors;
+      log::debug("udp: socket error {} ({}); reading on", err, err ? errno_text(err) : "none");
+      update_poll();
+      if (err != 0 && on_socket_error) {
+        auto cb = on_socket_error;  // copy: may close the socket
+        cb(err);
+      }
       return;
     }
     if ((ev & UV_WRITABLE) && on_writable) {
@@ -430,6 +447,8 @@ Status UdpSocket::start(DatagramCallback on_datagram, BatchEndCallback on_batch_
   s.update_poll();
   return {};
 }
+
+void UdpSocket::on_socket_error(std::function<void(int err)> cb) { impl_->on_socket_error = std::move(cb); }
 
 void UdpSocket::stop() {
   impl_->reading = false;

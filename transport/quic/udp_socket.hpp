@@ -84,6 +84,7 @@ struct UdpSocketStats {
   std::uint64_t send_syscalls = 0;
   std::uint64_t send_blocked = 0;       ///< EAGAIN count.
   std::uint64_t send_errors = 0;
+  std::uint64_t socket_errors = 0;      ///< Pending socket errors (ICMP) cleared after POLLERR; reading went on.
   bool gro_enabled = false;
   bool gso_enabled = false;
 };
@@ -110,6 +111,10 @@ class UdpSocket {
   Status start(DatagramCallback on_datagram, BatchEndCallback on_batch_end = nullptr);
   /// Stops reading (sends still work).
   void stop();
+  /// Called with the errno of a pending socket error (an ICMP error such as
+  /// ECONNREFUSED on a connected socket). The socket clears the error and
+  /// keeps reading; the owner decides whether the error matters.
+  void on_socket_error(std::function<void(int err)> cb);
 
   /// Sends `data` to `to`. When segment_size > 0 and smaller than data.size(),
   /// data holds several packets of segment_size bytes (the last may be shorter)

@@ -1,5 +1,9 @@
 #include <catch2/catch.hpp>
 
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <memory>
 #include <vector>
 
 #include "transport/core/uv.hpp"
@@ -113,5 +117,51 @@ TEST_CASE("udp socket: oversized datagrams up to 64 KiB are received whole", "[q
   a.close();
   b.close();
   guard.close();
+  CHECK(loop.close().empty());
+}
+
+TEST_CASE("udp socket: an ICMP error on a connected socket is reported and reading goes on", "[quic][udp]") {
+  // A port nobody listens on: bind it, then close it again.
+  std::uint16_t port = 0;
+  {
+    uv::Loop tmp;
+    quic::UdpSocket probe(tmp);
+    REQUIRE(probe.bind(*SocketAddress::from_ip("127.0.0.1", 0)));
+    port = probe.local_address().port();
+    probe.close();
+    tmp.run(UV_RUN_NOWAIT);
+    CHECK(tmp.close().empty());
+  }
+  auto there = *SocketAddress::from_ip("127.0.0.1", port);
+  uv::Loop loop;
+  quic::UdpSocket a(loop);
+  REQUIRE(a.bind(*SocketAddress::from_ip("127.0.0.1", 0)));
+  REQUIRE(::connect(a.fd(), there.sa(), there.size()) == 0);
+  std::vector<int> errors;
+  Bytes got;
+  a.on_socket_error([&](int err) { errors.push_back(err); });
+  REQUIRE(a.start([&](const quic::ReceivedDatagram& d) {
+    got.assign(d.data.begin(), d.data.end());
+    loop.stop();
+  }));
+  // The first send draws ICMP port unreachable: a pending ECONNREFUSED (POLLERR).
+  a.send(there, Bytes{1});
+  uv::Timer guard(loop), step(loop);
+  std::unique_ptr<quic::UdpSocket> b;
+  step.start(200, 0, [&] {
+    // Now someone listens there and answers: the socket must still be read.
+    b = std::make_unique<quic::UdpSocket>(loop);
+    REQUIRE(b->bind(there));
+    REQUIRE(b->send(a.local_address(), Bytes{4, 2}).status == quic::SendStatus::sent);
+  });
+  guard.start(10000, 0, [&] { loop.stop(); });
+  loop.run();
+  CHECK(errors == std::vector<int>{ECONNREFUSED});
+  CHECK(a.stats().socket_errors == 1);
+  CHECK(got == Bytes{4, 2});
+  a.close();
+  if (b) b->close();
+  guard.close();
+  step.close();
   CHECK(loop.close().empty());
 }
