@@ -134,6 +134,8 @@ Result<StoredSession> load_session(const std::filesystem::path& file) {
     } else if (key == "tp") {
       s.transport_params = std::move(*bytes);
       have_tp = true;
+    } else if (key == "token") {
+      s.token = std::move(*bytes);
     }
   }
   if (!have_tls || !have_tp || s.tls_session.empty() || s.transport_params.empty()) {
@@ -149,6 +151,7 @@ Status save_session(const std::filesystem::path& file, const StoredSession& sess
   if (fd < 0) return make_error(errno, "cannot write session file " + tmp.string() + ": " + std::strerror(errno));
   std::string text = std::string(kSessionMagic) + "\ntls " + to_hex(session.tls_session) + "\ntp " +
                      to_hex(session.transport_params) + "\n";
+  if (!session.token.empty()) text += "token " + to_hex(session.token) + "\n";
   std::size_t off = 0;
   while (off < text.size()) {
     auto n = ::write(fd, text.data() + off, text.size() - off);
@@ -201,6 +204,11 @@ int cb_recv_rx_key(ngtcp2_conn*, ngtcp2_crypto_level level, void* user_data) {
   if (level != NGTCP2_CRYPTO_LEVEL_APPLICATION) return 0;
   return QL_SELF->on_recv_rx_key_application();
 }
+int cb_recv_new_token(ngtcp2_conn*, const ngtcp2_vec* token, void* user_data) {
+  static_cast<ClientConnection*>(user_data)->on_new_token(ByteView(token->base, token->len));
+  return 0;
+}
+
 int cb_early_data_rejected(ngtcp2_conn*, void* user_data) {
   QL_SELF->on_early_data_rejected();
   return 0;
@@ -348,6 +356,9 @@ Status ClientConnection::init(Timestamp now) {
   auto session = config_.tls->new_session(&conn_ref_, so);
   if (!session) return session.error();
   tls_ = std::move(*session);
+  // A NEW_TOKEN token proves our address to the server whether or not the TLS
+  // session can be resumed (it is bound to the address, not the session).
+  Bytes token = stored ? stored->token : Bytes{};
   if (stored && !tls_->resumption_offered()) stored.reset();
 
   // QUIC connection.
@@ -381,6 +392,7 @@ Status ClientConnection::init(Timestamp now) {
   cb.version_negotiation = ngtcp2_crypto_version_negotiation_cb;
   cb.recv_rx_key = cb_recv_rx_key;
   cb.early_data_rejected = cb_early_data_rejected;
+  if (!opt.session_file.empty()) cb.recv_new_token = cb_recv_new_token;
 
   ngtcp2_settings settings;
   ngtcp2_settings_default(&settings);
@@ -388,6 +400,11 @@ Status ClientConnection::init(Timestamp now) {
   settings.max_window = opt.connection_window;
   settings.max_stream_window = opt.stream_window;
   settings.ack_thresh = config_.tuning.ack_thresh;
+  if (!token.empty()) {
+    settings.token.base = token.data();  // ngtcp2_conn_client_new copies it
+    settings.token.len = token.size();
+    log::debug("h3: sending the server's NEW_TOKEN token ({} bytes)", token.size());
+  }
   if (spdlog::should_log(spdlog::level::trace)) settings.log_printf = cb_log_printf;
   settings.handshake_timeout = config_.tuning.handshake_timeout_ms * NGTCP2_MILLISECONDS;
   if (!config_.tuning.qlog_dir.empty()) {
@@ -1104,8 +1121,16 @@ int ClientConnection::on_http_goaway(std::int64_t id) {
   return 0;
 }
 
+void ClientConnection::on_new_token(ByteView token) {
+  saved_.token.assign(token.begin(), token.end());
+  log::debug("h3: received a NEW_TOKEN token ({} bytes)", token.size());
+  // Stored with the ticket; a token after the ticket rewrites the file.
+  if (saved_.tls_session.empty() || saved_.transport_params.empty()) return;
+  if (auto st = save_session(config_.options.session_file, saved_); !st) log::warn("h3: {}", st.error().message);
+}
+
 void ClientConnection::on_session_ticket(Bytes tls_session) {
-  StoredSession s;
+  StoredSession& s = saved_;
   s.tls_session = std::move(tls_session);
   const auto* tp = ngtcp2_conn_get_remote_transport_params(conn_);
   if (!tp) return;

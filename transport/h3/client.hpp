@@ -55,6 +55,7 @@ namespace quiclab::h3 {
 struct StoredSession {
   Bytes tls_session;       ///< gnutls_session_get_data2() output.
   Bytes transport_params;  ///< Server's transport parameters (encrypted-extensions encoding).
+  Bytes token;             ///< The server's last NEW_TOKEN token (may be empty): skips Retry next time.
 };
 
 /// Reads a session file written by save_session(). Errors: missing file
@@ -176,6 +177,7 @@ class ClientConnection {
   int on_http_reset_stream(std::int64_t stream_id, std::uint64_t app_error_code);
   int on_http_goaway(std::int64_t id);
   void on_session_ticket(Bytes tls_session);
+  void on_new_token(ByteView token);
   void on_qlog(const void* data, std::size_t len, bool fin);
   ngtcp2_conn* conn() const { return conn_; }
 
@@ -213,6 +215,7 @@ class ClientConnection {
   std::unordered_map<std::int64_t, std::unique_ptr<Stream>> streams_;
   Events events_;
   std::optional<Error> connection_error_;
+  StoredSession saved_;  // what the session file holds (ticket, parameters, token)
   Bytes close_packet_;
   // Outgoing packets: room for one full GSO burst; blocked_ keeps what the socket refused.
   Bytes tx_buf_;

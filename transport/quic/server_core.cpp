@@ -517,6 +517,9 @@ void ServerCore::accept(const Path& path, ByteView data, Ecn ecn, Timestamp now)
   } else {
     params.original_dcid = hd.dcid;
   }
+  // A valid NEW_TOKEN token validates the address too (RFC 9000 8.1.3): ngtcp2
+  // lifts the 3x limit, so the amplification check must not count this one.
+  if (token_ok) c.set_validated();
 
   ngtcp2_path p = to_ngtcp2(path);
   auto callbacks = make_callbacks();
