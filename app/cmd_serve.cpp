@@ -47,6 +47,7 @@ struct ServeOptions {
   bool no_h3 = false;    // HTTP/3 (QUIC over UDP) is on by default
   bool retry = false;    // H3: validate every client address with Retry
   std::string qlog_dir;  // H3: one qlog file per connection
+  std::string cc = "cubic";  // H3: ngtcp2's congestion controller
 };
 
 // Many connections need many descriptors: take the hard limit.
@@ -126,6 +127,10 @@ int run(const ServeOptions& o) {
     h3_config.key_file = cert.key;
     h3_config.quic.retry = o.retry;
     h3_config.quic.qlog_dir = o.qlog_dir;
+    h3_config.quic.cc_algo = o.cc == "reno"   ? NGTCP2_CC_ALGO_RENO
+                             : o.cc == "bbr"  ? NGTCP2_CC_ALGO_BBR
+                             : o.cc == "bbr2" ? NGTCP2_CC_ALGO_BBR2
+                                              : NGTCP2_CC_ALGO_CUBIC;
     h3_config.quic.idle_timeout = o.idle_timeout_ms * kNanosPerMilli;
     h3_config.quic.shutdown_timeout = o.drain_timeout_ms * kNanosPerMilli;
     h3_server = std::make_unique<h3::Server>(loop, app, h3_config);
@@ -237,6 +242,11 @@ Registration reg{"serve", "HTTP/2 (TCP+TLS) server; HTTP/3 on the same port when
                    sub.add_flag("--no-h3", o->no_h3, "do not serve HTTP/3 (QUIC over UDP)");
                    sub.add_flag("--retry", o->retry, "HTTP/3: validate every client address with a Retry round trip");
                    sub.add_option("--qlog-dir", o->qlog_dir, "HTTP/3: write one qlog file per connection into DIR");
+                   sub.add_option("--cc", o->cc,
+                                  "HTTP/3: congestion control of ngtcp2 (cubic, as Linux TCP uses by default; "
+                                  "reno, bbr, bbr2)")
+                       ->check(CLI::IsMember({"cubic", "reno", "bbr", "bbr2"}))
+                       ->capture_default_str();
                    return [o] { return run(*o); };
                  }};
 

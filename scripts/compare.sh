@@ -23,6 +23,8 @@ Usage: scripts/compare.sh [options]
   --bulk-size SIZE     object size of the bulk workload             (default 1m)
   --seed S             seed for the link emulator and the bootstrap (default 1)
   --emulator E         auto | netem | userspace                     (default auto)
+  --h3-cc ALGO         HTTP/3 congestion control: cubic | reno | bbr | bbr2
+                       (default cubic, as Linux TCP under HTTP/2)
   --grid FILE          read the options above from FILE (one "--flag value" per line; # comments)
   --out DIR            output directory                             (default out/compare-<date>)
   --no-fidelity        skip the link fidelity check
@@ -34,7 +36,7 @@ USAGE
 }
 
 rtts=50 losses=0,1 loss_model=bernoulli rates=0 workloads=handshake,bulk,page protocols=h2,h3,h3-0rtt
-runs="" bulk_size=1m seed=1 emulator=auto out="" fidelity=1
+runs="" bulk_size=1m seed=1 emulator=auto out="" fidelity=1 h3_cc=cubic
 cmdline="$0 $*"
 
 parse() {
@@ -50,6 +52,7 @@ parse() {
       --bulk-size) bulk_size=$2; shift 2 ;;
       --seed) seed=$2; shift 2 ;;
       --emulator) emulator=$2; shift 2 ;;
+      --h3-cc) h3_cc=$2; shift 2 ;;
       --out) out=$2; shift 2 ;;
       --no-fidelity) fidelity=0; shift ;;
       --grid)
@@ -83,6 +86,7 @@ done
 for p in ${protocols//,/ }; do
   case "$p" in h2|h3|h3-0rtt) ;; *) echo "compare: unknown protocol '$p'" >&2; exit 2 ;; esac
 done
+case "$h3_cc" in cubic|reno|bbr|bbr2) ;; *) echo "compare: unknown --h3-cc '$h3_cc'" >&2; exit 2 ;; esac
 [[ $(id -u) -eq 0 ]] || { echo "compare: needs root for network namespaces" >&2; exit 2; }
 
 bin=${QUICLAB_BIN:-$here/build/app/quiclab}
@@ -169,7 +173,7 @@ for rtt in "${rtt_list[@]}"; do
       echo "compare: cell $cell/$total_cells: rtt ${rtt} ms, loss ${loss} %, rate ${rate} Mbit/s, $n runs x ${#proto_list[@]} protocols x ${#wl_list[@]} workloads" >&2
       "$netlab" up --name "$lab" "${link[@]}" >"$work/lab.log" 2>&1 || { cat "$work/lab.log" >&2; exit 1; }
       server_addr=$("$netlab" addr "$lab" server)
-      "$netlab" exec "$lab" server -- "$bin" --log-level warn serve --listen "$server_addr:$port" --root "$work/root" \
+      "$netlab" exec "$lab" server -- "$bin" --log-level warn serve --listen "$server_addr:$port" --root "$work/root" --cc "$h3_cc" \
         >"$work/serve.out" 2>"$work/serve.log" &
       server_pid=$!
       for _ in $(seq 1 100); do grep -q "^listening h3" "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
@@ -213,6 +217,7 @@ cat >"$out/meta.json" <<META
  "kernel": "$(uname -r)",
  "libraries": "$libs",
  "emulator": "$emul",
+ "h3_congestion_control": "$h3_cc",
  "seed": $seed,
  "runs_per_cell": "${runs:-10 lossless / 20 lossy}",
  "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",

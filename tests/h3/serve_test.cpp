@@ -77,3 +77,38 @@ TEST_CASE("h3 serve: one port number for h2 and h3, Alt-Svc, --retry, --qlog-dir
   CHECK(!done.timed_out);
   CHECK(done.exit_code == 0);
 }
+
+TEST_CASE("h3 serve: --cc picks ngtcp2's congestion controller; a bad name is a usage error", "[serve]") {
+  TempDir tmp("h3-serve-cc");
+  auto bad = run_process({QUICLAB_BIN, "serve", "--listen", "127.0.0.1:0", "--cc", "vegas"}, 60, tmp.path() / "bad.log");
+  INFO(bad.log);
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.log.find("--cc") != std::string::npos);
+
+  for (std::string cc : {"bbr2", "reno"}) {
+    auto log = tmp.path() / ("serve-" + cc + ".log");
+    int pid = spawn_process({QUICLAB_BIN, "serve", "--listen", "127.0.0.1:0", "--cc", cc}, log);
+    REQUIRE(pid > 0);
+    std::smatch m;
+    std::string text;
+    const std::regex h3_line("listening h3 udp 127\\.0\\.0\\.1:([0-9]+)");
+    for (int i = 0; i < 1500 && !std::regex_search(text, m, h3_line); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      text = slurp(log);
+    }
+    INFO(text);
+    REQUIRE(!m.empty());
+    const std::string port = m[1];
+    auto dl = tmp.path() / ("dl-" + cc);
+    fs::create_directory(dl);
+    auto r = run_process({"gtlsclient", "-q", "--exit-on-all-streams-close", "--no-http-dump",
+                          "--download=" + dl.string(), "127.0.0.1", port, "https://127.0.0.1:" + port + "/bytes/3000000"},
+                         120, tmp.path() / ("client-" + cc + ".log"));
+    INFO(r.log);
+    CHECK(r.exit_code == 0);
+    CHECK(is_generated_body(dl / "3000000", 3000000));
+    ::kill(pid, SIGTERM);
+    auto done = wait_process(pid, 60, log);
+    CHECK(done.exit_code == 0);
+  }
+}
