@@ -942,11 +942,17 @@ int ClientConnection::on_stream_close(std::uint32_t flags, std::int64_t stream_i
   if (!(flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET)) app_error_code = NGHTTP3_H3_NO_ERROR;
   if (http_) {
     int rv = nghttp3_conn_close_stream(http_, stream_id, app_error_code);
-    if (rv == NGHTTP3_ERR_STREAM_NOT_FOUND) {
-      if (!ngtcp2_is_bidi_stream(stream_id)) ngtcp2_conn_extend_max_streams_uni(conn_, 1);
-      rv = 0;
+    if (rv == 0) {
+      // nghttp3 knows the stream and reports its end through stream_close
+      // (on_http_stream_close): at once, or, when the response headers wait
+      // for QPACK encoder-stream data that was lost, once that data arrives.
+      // The transport may well have received every byte of such a response
+      // and closed the stream already; finishing it here would fail a
+      // response that is about to complete.
+      return 0;
     }
-    if (rv != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
+    if (rv != NGHTTP3_ERR_STREAM_NOT_FOUND) return NGTCP2_ERR_CALLBACK_FAILURE;
+    if (!ngtcp2_is_bidi_stream(stream_id)) ngtcp2_conn_extend_max_streams_uni(conn_, 1);
   }
   // A request stream closed without nghttp3 knowing it (e.g. reset before any frame).
   if (auto it = streams_.find(stream_id); it != streams_.end()) {
