@@ -23,8 +23,10 @@ Usage: scripts/compare.sh [options]
   --bulk-size SIZE     object size of the bulk workload             (default 1m)
   --seed S             seed for the link emulator and the bootstrap (default 1)
   --emulator E         auto | netem | userspace                     (default auto)
-  --h3-cc ALGO         HTTP/3 congestion control: cubic | reno | bbr | bbr2
+  --h3-cc ALGO         HTTP/3 congestion control (ngtcp2): cubic | reno | bbr | bbr2
                        (default cubic, as Linux TCP under HTTP/2)
+  --h2-cc ALGO         HTTP/2 congestion control (the server namespace's Linux TCP):
+                       one of net.ipv4.tcp_available_congestion_control (default cubic)
   --grid FILE          read the options above from FILE (one "--flag value" per line; # comments)
   --out DIR            output directory                             (default out/compare-<date>)
   --no-fidelity        skip the link fidelity check
@@ -36,7 +38,7 @@ USAGE
 }
 
 rtts=50 losses=0,1 loss_model=bernoulli rates=0 workloads=handshake,bulk,page protocols=h2,h3,h3-0rtt
-runs="" bulk_size=1m seed=1 emulator=auto out="" fidelity=1 h3_cc=cubic
+runs="" bulk_size=1m seed=1 emulator=auto out="" fidelity=1 h3_cc=cubic h2_cc=cubic
 cmdline="$0 $*"
 
 parse() {
@@ -53,6 +55,7 @@ parse() {
       --seed) seed=$2; shift 2 ;;
       --emulator) emulator=$2; shift 2 ;;
       --h3-cc) h3_cc=$2; shift 2 ;;
+      --h2-cc) h2_cc=$2; shift 2 ;;
       --out) out=$2; shift 2 ;;
       --no-fidelity) fidelity=0; shift ;;
       --grid)
@@ -87,6 +90,8 @@ for p in ${protocols//,/ }; do
   case "$p" in h2|h3|h3-0rtt) ;; *) echo "compare: unknown protocol '$p'" >&2; exit 2 ;; esac
 done
 case "$h3_cc" in cubic|reno|bbr|bbr2) ;; *) echo "compare: unknown --h3-cc '$h3_cc'" >&2; exit 2 ;; esac
+[[ " $(sysctl -n net.ipv4.tcp_available_congestion_control 2>/dev/null) " == *" $h2_cc "* ]] || {
+  echo "compare: --h2-cc '$h2_cc' is not in this kernel's tcp_available_congestion_control" >&2; exit 2; }
 [[ $(id -u) -eq 0 ]] || { echo "compare: needs root for network namespaces" >&2; exit 2; }
 
 bin=${QUICLAB_BIN:-$here/build/app/quiclab}
@@ -173,6 +178,10 @@ for rtt in "${rtt_list[@]}"; do
       echo "compare: cell $cell/$total_cells: rtt ${rtt} ms, loss ${loss} %, rate ${rate} Mbit/s, $n runs x ${#proto_list[@]} protocols x ${#wl_list[@]} workloads" >&2
       "$netlab" up --name "$lab" "${link[@]}" >"$work/lab.log" 2>&1 || { cat "$work/lab.log" >&2; exit 1; }
       server_addr=$("$netlab" addr "$lab" server)
+      # The server sends the bulk of the data: its namespace's TCP congestion
+      # control is HTTP/2's (the sysctl is per network namespace).
+      "$netlab" exec "$lab" server -- sysctl -qw net.ipv4.tcp_congestion_control="$h2_cc" ||
+        { echo "compare: cannot set TCP congestion control $h2_cc in the server namespace" >&2; exit 1; }
       "$netlab" exec "$lab" server -- "$bin" --log-level warn serve --listen "$server_addr:$port" --root "$work/root" --cc "$h3_cc" \
         >"$work/serve.out" 2>"$work/serve.log" &
       server_pid=$!
@@ -218,6 +227,7 @@ cat >"$out/meta.json" <<META
  "libraries": "$libs",
  "emulator": "$emul",
  "h3_congestion_control": "$h3_cc",
+ "h2_congestion_control": "$h2_cc",
  "seed": $seed,
  "runs_per_cell": "${runs:-10 lossless / 20 lossy}",
  "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",

@@ -140,7 +140,7 @@ def main():
     lines = ["# HTTP/2 vs HTTP/3 under delay and loss", ""]
     if meta:
         lines += ["## Setup", ""]
-        for k in ("command", "machine", "cpu", "kernel", "libraries", "emulator", "h3_congestion_control", "seed", "runs_per_cell", "date"):
+        for k in ("command", "machine", "cpu", "kernel", "libraries", "emulator", "h2_congestion_control", "h3_congestion_control", "seed", "runs_per_cell", "date"):
             if k in meta:
                 v = meta[k]
                 if isinstance(v, dict):
