@@ -48,6 +48,7 @@ struct ServeOptions {
   bool retry = false;    // H3: validate every client address with Retry
   std::string qlog_dir;  // H3: one qlog file per connection
   std::string cc = "cubic";  // H3: ngtcp2's congestion controller
+  std::string tcp_cc;        // H2: the TCP congestion control (empty: the kernel default)
 };
 
 // Many connections need many descriptors: take the hard limit.
@@ -145,6 +146,7 @@ int run(const ServeOptions& o) {
   // ---- HTTP/2 over TCP+TLS ----
   h2::ServerConfig h2_config;
   h2_config.listen = tcp_listen;
+  h2_config.tcp_congestion = o.tcp_cc;
   h2_config.cert = cert.cert;
   h2_config.key = cert.key;
   h2_config.max_concurrent_streams = o.max_concurrent_streams;
@@ -247,6 +249,9 @@ Registration reg{"serve", "HTTP/2 (TCP+TLS) server; HTTP/3 on the same port when
                                   "reno, bbr, bbr2)")
                        ->check(CLI::IsMember({"cubic", "reno", "bbr", "bbr2"}))
                        ->capture_default_str();
+                   sub.add_option("--tcp-cc", o->tcp_cc,
+                                  "HTTP/2: TCP congestion control for its connections (e.g. cubic, bbr; default: the "
+                                  "kernel's net.ipv4.tcp_congestion_control)");
                    return [o] { return run(*o); };
                  }};
 

@@ -25,8 +25,9 @@ Usage: scripts/compare.sh [options]
   --emulator E         auto | netem | userspace                     (default auto)
   --h3-cc ALGO         HTTP/3 congestion control (ngtcp2): cubic | reno | bbr | bbr2
                        (default cubic, as Linux TCP under HTTP/2)
-  --h2-cc ALGO         HTTP/2 congestion control (the server namespace's Linux TCP):
-                       one of net.ipv4.tcp_available_congestion_control (default cubic)
+  --h2-cc ALGO         HTTP/2 congestion control (Linux TCP, set on the server's socket):
+                       one of net.ipv4.tcp_available_congestion_control (default cubic;
+                       explicit, because a machine's default may be another, e.g. bbr)
   --grid FILE          read the options above from FILE (one "--flag value" per line; # comments)
   --out DIR            output directory                             (default out/compare-<date>)
   --no-fidelity        skip the link fidelity check
@@ -178,11 +179,7 @@ for rtt in "${rtt_list[@]}"; do
       echo "compare: cell $cell/$total_cells: rtt ${rtt} ms, loss ${loss} %, rate ${rate} Mbit/s, $n runs x ${#proto_list[@]} protocols x ${#wl_list[@]} workloads" >&2
       "$netlab" up --name "$lab" "${link[@]}" >"$work/lab.log" 2>&1 || { cat "$work/lab.log" >&2; exit 1; }
       server_addr=$("$netlab" addr "$lab" server)
-      # The server sends the bulk of the data: its namespace's TCP congestion
-      # control is HTTP/2's (the sysctl is per network namespace).
-      "$netlab" exec "$lab" server -- sysctl -qw net.ipv4.tcp_congestion_control="$h2_cc" ||
-        { echo "compare: cannot set TCP congestion control $h2_cc in the server namespace" >&2; exit 1; }
-      "$netlab" exec "$lab" server -- "$bin" --log-level warn serve --listen "$server_addr:$port" --root "$work/root" --cc "$h3_cc" \
+      "$netlab" exec "$lab" server -- "$bin" --log-level warn serve --listen "$server_addr:$port" --root "$work/root" --cc "$h3_cc" --tcp-cc "$h2_cc" \
         >"$work/serve.out" 2>"$work/serve.log" &
       server_pid=$!
       for _ in $(seq 1 100); do grep -q "^listening h3" "$work/serve.out" 2>/dev/null && break; sleep 0.1; done

@@ -112,3 +112,39 @@ TEST_CASE("h3 serve: --cc picks ngtcp2's congestion controller; a bad name is a 
     CHECK(done.exit_code == 0);
   }
 }
+
+TEST_CASE("serve: --tcp-cc sets HTTP/2's TCP congestion control; an unknown one is refused", "[serve]") {
+  TempDir tmp("serve-tcp-cc");
+  auto bad = run_process({QUICLAB_BIN, "serve", "--listen", "127.0.0.1:0", "--tcp-cc", "no-such-cc"}, 60,
+                         tmp.path() / "bad.log");
+  INFO(bad.log);
+  CHECK(bad.exit_code != 0);
+  CHECK(bad.log.find("cannot use TCP congestion control 'no-such-cc'") != std::string::npos);
+
+  // reno is built into every Linux kernel; the machine's default is often cubic or bbr.
+  auto log = tmp.path() / "serve.log";
+  int pid = spawn_process({QUICLAB_BIN, "serve", "--listen", "127.0.0.1:0", "--no-h3", "--tcp-cc", "reno"}, log);
+  REQUIRE(pid > 0);
+  std::smatch m;
+  std::string text;
+  const std::regex h2_line("listening h2 tcp 127\\.0\\.0\\.1:([0-9]+)");
+  for (int i = 0; i < 1500 && !std::regex_search(text, m, h2_line); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    text = slurp(log);
+  }
+  INFO(text);
+  REQUIRE(!m.empty());
+  const std::string port = m[1];
+  // A rate-limited download (more than the socket buffers hold) keeps the
+  // connection open while ss looks at its congestion control.
+  auto r = run_process({"bash", "-c",
+                        "curl -sk --http2 --limit-rate 1M -o /dev/null https://127.0.0.1:" + port +
+                            "/bytes/64m & c=$!; for i in $(seq 100); do ss -tin state established '( sport = :" +
+                            port + " )' | grep -q reno && { echo CC-RENO; break; }; sleep 0.1; done; kill $c; wait"},
+                       60, tmp.path() / "ss.log");
+  INFO(r.log);
+  CHECK(r.log.find("CC-RENO") != std::string::npos);
+  ::kill(pid, SIGTERM);
+  auto done = wait_process(pid, 60, log);
+  CHECK(done.exit_code == 0);
+}

@@ -394,6 +394,12 @@ SocketAddress TcpServer::local_address() const {
   return SocketAddress(reinterpret_cast<sockaddr*>(&ss));
 }
 
+int TcpServer::fd() const {
+  uv_os_fd_t fd = -1;
+  if (s_) uv_fileno(reinterpret_cast<const uv_handle_t*>(&s_->handle), &fd);
+  return fd;
+}
+
 void TcpServer::close() {
   if (!s_) return;
   s_->cb = nullptr;

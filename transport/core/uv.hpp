@@ -194,6 +194,8 @@ class TcpServer {
 
   Status listen(const SocketAddress& addr, int backlog, AcceptCallback cb);
   SocketAddress local_address() const;
+  /// The listening socket (-1 before listen()), for socket options.
+  int fd() const;
   void close();
 
  private:

@@ -1,8 +1,12 @@
 #include "transport/h2/server.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
+#include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <string_view>
@@ -801,7 +805,19 @@ Status Server::start() {
   auto ctx = tls::Context::server({config_.cert, config_.key, {"h2"}});
   if (!ctx) return ctx.error();
   tls_ = std::move(*ctx);
-  return listener_.listen(config_.listen, config_.backlog, [this](uv::TcpStream s) { on_accept(std::move(s)); });
+  auto st = listener_.listen(config_.listen, config_.backlog, [this](uv::TcpStream s) { on_accept(std::move(s)); });
+  if (!st || config_.tcp_congestion.empty()) return st;
+  // Accepted sockets inherit a congestion control set on the listener. Root
+  // may pick any algorithm the kernel has; others only the allowed ones.
+  const auto& cc = config_.tcp_congestion;
+  if (::setsockopt(listener_.fd(), IPPROTO_TCP, TCP_CONGESTION, cc.data(), static_cast<socklen_t>(cc.size())) != 0) {
+    int err = errno;
+    listener_.close();
+    return make_error(err, "cannot use TCP congestion control '" + cc + "': " + std::strerror(err) +
+                               " (available: see /proc/sys/net/ipv4/tcp_available_congestion_control)");
+  }
+  log::info("h2: TCP congestion control {}", cc);
+  return {};
 }
 
 SocketAddress Server::local_address() const { return listener_.local_address(); }

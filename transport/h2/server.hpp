@@ -38,6 +38,9 @@ struct ServerConfig {
   std::filesystem::path cert;           ///< PEM certificate chain.
   std::filesystem::path key;            ///< PEM private key.
   int backlog = 1024;
+  /// TCP congestion control for accepted connections (TCP_CONGESTION on the
+  /// listener, which they inherit); empty: the kernel's default.
+  std::string tcp_congestion;
 
   /// SETTINGS_MAX_CONCURRENT_STREAMS we advertise (nghttp2 refuses streams beyond it).
   std::uint32_t max_concurrent_streams = 100;
