@@ -221,8 +221,19 @@ TEST_CASE("slowloris: silent, TLS-only and partial-header clients are closed by 
   CHECK(silent->wait_closed(30000));
   CHECK(tls_only->wait_closed(30000));
   CHECK(partial->wait_closed(30000));
-  for (auto* c : {silent.get(), tls_only.get(), partial.get()}) {
-    CHECK(log_line_with(srv, {c->local_address(), "header-read timeout"}));
+  const std::pair<const char*, RawClient*> clients[] = {
+      {"silent", silent.get()}, {"TLS only", tls_only.get()}, {"partial headers", partial.get()}};
+  for (const auto& [what, c] : clients) {
+    bool logged = log_line_with(srv, {c->local_address(), "header-read timeout"});
+    if (!logged) {
+      // Say which client and what the server did log about it.
+      std::istringstream in(srv.log());
+      std::string line, about;
+      while (std::getline(in, line))
+        if (line.find(c->local_address()) != std::string::npos) about += line + "\n";
+      INFO("client: " << what << " (" << c->local_address() << "); server lines about it:\n" << about);
+      CHECK(logged);
+    }
   }
   good.served();
 }
