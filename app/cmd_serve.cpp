@@ -128,10 +128,7 @@ int run(const ServeOptions& o) {
     h3_config.key_file = cert.key;
     h3_config.quic.retry = o.retry;
     h3_config.quic.qlog_dir = o.qlog_dir;
-    h3_config.quic.cc_algo = o.cc == "reno"   ? NGTCP2_CC_ALGO_RENO
-                             : o.cc == "bbr"  ? NGTCP2_CC_ALGO_BBR
-                             : o.cc == "bbr2" ? NGTCP2_CC_ALGO_BBR2
-                                              : NGTCP2_CC_ALGO_CUBIC;
+    h3_config.quic.cc_algo = *quic::cc_algo_from_name(o.cc);  // --cc admits only known names
     h3_config.quic.idle_timeout = o.idle_timeout_ms * kNanosPerMilli;
     h3_config.quic.shutdown_timeout = o.drain_timeout_ms * kNanosPerMilli;
     h3_server = std::make_unique<h3::Server>(loop, app, h3_config);
@@ -245,9 +242,15 @@ Registration reg{"serve", "HTTP/2 (TCP+TLS) server; HTTP/3 on the same port when
                    sub.add_flag("--retry", o->retry, "HTTP/3: validate every client address with a Retry round trip");
                    sub.add_option("--qlog-dir", o->qlog_dir, "HTTP/3: write one qlog file per connection into DIR");
                    sub.add_option("--cc", o->cc,
-                                  "HTTP/3: congestion control of ngtcp2 (cubic, as Linux TCP uses by default; "
+                                  "HTTP/3: ngtcp2's congestion control (cubic, "
                                   "reno, bbr, bbr2)")
-                       ->check(CLI::IsMember({"cubic", "reno", "bbr", "bbr2"}))
+                       ->check(
+                           [](const std::string& v) {
+                             return quic::cc_algo_from_name(v) ? std::string()
+                                                               : "unknown congestion control '" + v +
+                                                                     "' (cubic, reno, bbr, bbr2)";
+                           },
+                           "ALGO")
                        ->capture_default_str();
                    sub.add_option("--tcp-cc", o->tcp_cc,
                                   "HTTP/2: TCP congestion control for its connections (e.g. cubic, bbr; default: the "

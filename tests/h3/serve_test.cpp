@@ -24,6 +24,20 @@ std::string slurp(const fs::path& p) {
   ss << in.rdbuf();
   return ss.str();
 }
+
+/// Waits (up to 30 s) for `quiclab serve`'s "listening <what> 127.0.0.1:PORT"
+/// line in its log ("h2 tcp" or "h3 udp") and returns PORT, or "" with the log
+/// in `log_text` for the failure message.
+std::string listening_port(const fs::path& log, const std::string& what, std::string& log_text) {
+  const std::regex line("listening " + what + " 127\\.0\\.0\\.1:([0-9]+)");
+  std::smatch m;
+  for (int i = 0; i < 1500; ++i) {
+    log_text = slurp(log);
+    if (std::regex_search(log_text, m, line)) return m[1];
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return {};
+}
 }  // namespace
 
 TEST_CASE("h3 serve: one port number for h2 and h3, Alt-Svc, --retry, --qlog-dir, SIGTERM drains", "[serve]") {
@@ -33,19 +47,13 @@ TEST_CASE("h3 serve: one port number for h2 and h3, Alt-Svc, --retry, --qlog-dir
   int pid = spawn_process({QUICLAB_BIN, "serve", "--listen", "127.0.0.1:0", "--retry", "--qlog-dir", qlog.string()},
                           log);
   REQUIRE(pid > 0);
-  std::smatch h2, h3;
   std::string text;
-  const std::regex h2_line("listening h2 tcp 127\\.0\\.0\\.1:([0-9]+)"), h3_line("listening h3 udp 127\\.0\\.0\\.1:([0-9]+)");
-  for (int i = 0; i < 1500; ++i) {
-    text = slurp(log);
-    if (std::regex_search(text, h2, h2_line) && std::regex_search(text, h3, h3_line)) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  const std::string port = listening_port(log, "h3 udp", text);
+  const std::string h2_port = listening_port(log, "h2 tcp", text);
   INFO(text);
-  REQUIRE(!h2.empty());
-  REQUIRE(!h3.empty());
-  const std::string port = h3[1];
-  CHECK(std::string(h2[1]) == port);
+  REQUIRE(!port.empty());
+  REQUIRE(!h2_port.empty());
+  CHECK(h2_port == port);
 
   // HTTP/2 advertises HTTP/3 on the same port.
   auto curl = run_process({"curl", "-sk", "--http2", "-o", "/dev/null", "-D", "-", "https://127.0.0.1:" + port + "/health"},
@@ -89,16 +97,10 @@ TEST_CASE("h3 serve: --cc picks ngtcp2's congestion controller; a bad name is a 
     auto log = tmp.path() / ("serve-" + cc + ".log");
     int pid = spawn_process({QUICLAB_BIN, "serve", "--listen", "127.0.0.1:0", "--cc", cc}, log);
     REQUIRE(pid > 0);
-    std::smatch m;
     std::string text;
-    const std::regex h3_line("listening h3 udp 127\\.0\\.0\\.1:([0-9]+)");
-    for (int i = 0; i < 1500 && !std::regex_search(text, m, h3_line); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      text = slurp(log);
-    }
+    const std::string port = listening_port(log, "h3 udp", text);
     INFO(text);
-    REQUIRE(!m.empty());
-    const std::string port = m[1];
+    REQUIRE(!port.empty());
     auto dl = tmp.path() / ("dl-" + cc);
     fs::create_directory(dl);
     auto r = run_process({"gtlsclient", "-q", "--exit-on-all-streams-close", "--no-http-dump",
@@ -125,16 +127,10 @@ TEST_CASE("serve: --tcp-cc sets HTTP/2's TCP congestion control; an unknown one 
   auto log = tmp.path() / "serve.log";
   int pid = spawn_process({QUICLAB_BIN, "serve", "--listen", "127.0.0.1:0", "--no-h3", "--tcp-cc", "reno"}, log);
   REQUIRE(pid > 0);
-  std::smatch m;
   std::string text;
-  const std::regex h2_line("listening h2 tcp 127\\.0\\.0\\.1:([0-9]+)");
-  for (int i = 0; i < 1500 && !std::regex_search(text, m, h2_line); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    text = slurp(log);
-  }
+  const std::string port = listening_port(log, "h2 tcp", text);
   INFO(text);
-  REQUIRE(!m.empty());
-  const std::string port = m[1];
+  REQUIRE(!port.empty());
   // A rate-limited download (more than the socket buffers hold) keeps the
   // connection open while ss looks at its congestion control.
   auto r = run_process({"bash", "-c",

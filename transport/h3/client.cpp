@@ -1131,28 +1131,33 @@ void ClientConnection::on_new_token(ByteView token) {
   saved_.token.assign(token.begin(), token.end());
   log::debug("h3: received a NEW_TOKEN token ({} bytes)", token.size());
   // Stored with the ticket; a token after the ticket rewrites the file.
+  store_session();
+}
+
+void ClientConnection::store_session() {
   if (saved_.tls_session.empty() || saved_.transport_params.empty()) return;
-  if (auto st = save_session(config_.options.session_file, saved_); !st) log::warn("h3: {}", st.error().message);
+  if (auto st = save_session(config_.options.session_file, saved_); !st) {
+    log::warn("h3: {}", st.error().message);
+  } else {
+    log::debug("h3: stored the session in {}", config_.options.session_file.string());
+  }
 }
 
 void ClientConnection::on_session_ticket(Bytes tls_session) {
-  StoredSession& s = saved_;
-  s.tls_session = std::move(tls_session);
+  saved_.tls_session = std::move(tls_session);
+  saved_.transport_params.clear();
   const auto* tp = ngtcp2_conn_get_remote_transport_params(conn_);
   if (!tp) return;
-  s.transport_params.resize(512);
-  auto n = ngtcp2_encode_transport_params(s.transport_params.data(), s.transport_params.size(),
+  Bytes params(512);
+  auto n = ngtcp2_encode_transport_params(params.data(), params.size(),
                                           NGTCP2_TRANSPORT_PARAMS_TYPE_ENCRYPTED_EXTENSIONS, tp);
   if (n < 0) {
     log::warn("h3: cannot encode transport parameters: {}", liberr_text(static_cast<int>(n)));
     return;
   }
-  s.transport_params.resize(static_cast<std::size_t>(n));
-  if (auto st = save_session(config_.options.session_file, s); !st) {
-    log::warn("h3: {}", st.error().message);
-  } else {
-    log::debug("h3: stored session ticket in {}", config_.options.session_file.string());
-  }
+  params.resize(static_cast<std::size_t>(n));
+  saved_.transport_params = std::move(params);
+  store_session();
 }
 
 void ClientConnection::on_qlog(const void* data, std::size_t len, bool fin) {

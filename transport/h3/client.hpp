@@ -178,6 +178,7 @@ class ClientConnection {
   int on_http_goaway(std::int64_t id);
   void on_session_ticket(Bytes tls_session);
   void on_new_token(ByteView token);
+  void store_session();  // writes saved_ to the session file once it has a ticket and parameters
   void on_qlog(const void* data, std::size_t len, bool fin);
   ngtcp2_conn* conn() const { return conn_; }
 

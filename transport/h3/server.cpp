@@ -400,16 +400,6 @@ class H3Connection final : public quic::StreamApplication {
 
 }  // namespace
 
-static const char* cc_name(ngtcp2_cc_algo algo) {
-  switch (algo) {
-    case NGTCP2_CC_ALGO_RENO: return "reno";
-    case NGTCP2_CC_ALGO_CUBIC: return "cubic";
-    case NGTCP2_CC_ALGO_BBR: return "bbr";
-    case NGTCP2_CC_ALGO_BBR2: return "bbr2";
-  }
-  return "unknown";
-}
-
 struct Server::Impl final : quic::PacketSink {
   Impl(uv::Loop& l, const http::App& a, const ServerConfig& c) : loop(l), app(a), config(c), socket(l), timer(l) {}
 
@@ -513,7 +503,7 @@ Status Server::start(const SocketAddress& addr) {
   if (!started) return started;
   log::info("h3: listening on udp {} (gso {}, gro {}, congestion control {})", s.socket.local_address().to_string(),
             s.socket.stats().gso_enabled, s.socket.stats().gro_enabled,
-            cc_name(s.config.quic.cc_algo));
+            quic::cc_algo_name(s.config.quic.cc_algo));
   return {};
 }
 

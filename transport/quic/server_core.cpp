@@ -513,12 +513,12 @@ void ServerCore::accept(const Path& path, ByteView data, Ecn ecn, Timestamp now)
     params.original_dcid = ocid;
     params.retry_scid = hd.dcid;
     params.retry_scid_present = 1;
-    c.set_validated();  // a Retry round trip proved the address
   } else {
     params.original_dcid = hd.dcid;
   }
-  // A valid NEW_TOKEN token validates the address too (RFC 9000 8.1.3): ngtcp2
-  // lifts the 3x limit, so the amplification check must not count this one.
+  // A valid token proves the address: a Retry round trip, or a NEW_TOKEN
+  // token (RFC 9000 8.1.3). ngtcp2 then lifts the 3x limit, so the
+  // amplification check must not count this connection.
   if (token_ok) c.set_validated();
 
   ngtcp2_path p = to_ngtcp2(path);

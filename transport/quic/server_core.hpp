@@ -39,6 +39,8 @@
 #include <set>
 #include <span>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <unordered_map>
 #include <vector>
 
@@ -110,6 +112,22 @@ struct ConnectionInfo {
 };
 
 using ApplicationFactory = std::function<std::unique_ptr<StreamApplication>(ngtcp2_conn* conn, const ConnectionInfo&)>;
+
+/// ngtcp2's congestion controllers by the names the command line uses.
+inline constexpr std::pair<std::string_view, ngtcp2_cc_algo> kCcAlgos[] = {
+    {"cubic", NGTCP2_CC_ALGO_CUBIC}, {"reno", NGTCP2_CC_ALGO_RENO},
+    {"bbr", NGTCP2_CC_ALGO_BBR},     {"bbr2", NGTCP2_CC_ALGO_BBR2}};
+/// The algorithm named `name`, if there is one.
+inline std::optional<ngtcp2_cc_algo> cc_algo_from_name(std::string_view name) {
+  for (const auto& [n, a] : kCcAlgos)
+    if (n == name) return a;
+  return std::nullopt;
+}
+inline std::string_view cc_algo_name(ngtcp2_cc_algo algo) {
+  for (const auto& [n, a] : kCcAlgos)
+    if (a == algo) return n;
+  return "unknown";
+}
 
 struct ServerCoreConfig {
   bool retry = false;                          ///< Validate every new client address with Retry.
