@@ -214,6 +214,9 @@ TEST_CASE("slowloris: silent, TLS-only and partial-header clients are closed by 
   REQUIRE(silent);
   auto tls_only = RawClient::connect(srv.port());  // handshake, then nothing
   REQUIRE(tls_only);
+  // Not even a SETTINGS ACK: an ACK sent when wait_closed reads the server's
+  // SETTINGS would reach the server as a bad preface, racing the timer.
+  tls_only->auto_ack = false;
   auto partial = connected_with_preface(srv);  // HEADERS without END_HEADERS, no CONTINUATION ever
   const std::uint8_t block[] = {0x82, 0x87};   // :method GET, :scheme https
   REQUIRE(partial->send_frame(NGHTTP2_HEADERS, 0, 1, block));
