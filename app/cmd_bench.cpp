@@ -34,6 +34,7 @@ struct BenchOptions {
   double seconds = 0;          // 0: not given
   double timeout_s = 0;        // 0: derived
   bool json = false;
+  std::string max_udp_payload = "auto";
   std::vector<std::string> urls;
 };
 
@@ -61,6 +62,7 @@ class Bench {
     copts.ca_file = o_.cacert;
     copts.max_concurrent_streams = o_.streams;
     copts.timeout_ms = static_cast<std::uint64_t>(hard_timeout_s() * 1000);
+    copts.max_udp_payload = quic::parse_udp_payload_policy(o_.max_udp_payload)->forced;  // checked by CLI11
     for (unsigned i = 0; i < o_.connections; ++i) {
       auto client = app::make_client(protocol_, loop_, urls_.front(), copts);
       if (!client) {
@@ -314,6 +316,7 @@ const Registration reg{
                      "Hard limit in seconds for the whole run (default: 300, or 2*duration+30 with -d)")
           ->check(CLI::Range(0.001, 7200.0));
       sub.add_flag("--json", o->json, "One JSON summary object instead of text");
+      add_udp_payload_option(sub, o->max_udp_payload);
       sub.add_option("url", o->urls, "https:// URLs of one origin")->required();
       return [o] { return run(*o); };
     }};

@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "transport/quic/path_mtu.hpp"
+
 namespace quiclab::cli {
 
 using Runner = std::function<int()>;
@@ -43,5 +45,22 @@ enum ExitCode : int {
   kExitTransport = 3,       ///< Connection, TLS, QUIC or I/O failure.
   kExitInternal = 4,
 };
+
+/// --max-udp-payload, the same in serve, get and bench: "auto" (datagrams up to
+/// 16 KiB to loopback peers, ngtcp2's 1452 + path MTU discovery elsewhere) or
+/// a byte count the user vouches the path carries.
+inline CLI::Option* add_udp_payload_option(CLI::App& sub, std::string& target) {
+  return sub
+      .add_option("--max-udp-payload", target,
+                  "HTTP/3: largest UDP payload we send: 'auto' (up to 16384 bytes to loopback peers, whose\n"
+                  "MTU the kernel knows; elsewhere 1452 with path MTU discovery) or BYTES (1200-65507)")
+      ->check(
+          [](const std::string& v) {
+            std::string why;
+            return quic::parse_udp_payload_policy(v, &why) ? std::string() : why;
+          },
+          "auto|BYTES")
+      ->capture_default_str();
+}
 
 }  // namespace quiclab::cli

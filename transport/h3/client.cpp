@@ -30,7 +30,8 @@ constexpr std::string_view kSessionMagic = "quiclab-h3-session 1";
 constexpr std::size_t kMaxSegments = 64;  // UDP_MAX_SEGMENTS
 // A GSO send is one UDP datagram to the kernel: at most 65507 bytes in all.
 constexpr std::size_t kMaxBurstBytes = 65507;
-constexpr std::size_t kTxPayload = NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE;
+constexpr std::size_t kClosePayload = NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE;  // CONNECTION_CLOSE fits anywhere
+constexpr std::size_t kHandshakePayload = NGTCP2_MAX_UDP_PAYLOAD_SIZE;   // 1200
 
 std::string liberr_text(int rv) { return std::string(ngtcp2_strerror(rv)); }
 
@@ -400,6 +401,7 @@ Status ClientConnection::init(Timestamp now) {
   settings.max_window = opt.connection_window;
   settings.max_stream_window = opt.stream_window;
   settings.ack_thresh = config_.tuning.ack_thresh;
+  quic::apply_udp_payload(settings, quic::max_udp_payload_for(config_.remote, config_.tuning.udp_payload));
   if (!token.empty()) {
     settings.token.base = token.data();  // ngtcp2_conn_client_new copies it
     settings.token.len = token.size();
@@ -425,6 +427,7 @@ Status ClientConnection::init(Timestamp now) {
   params.max_idle_timeout = opt.timeout_ms * NGTCP2_MILLISECONDS;
   params.max_ack_delay = config_.tuning.max_ack_delay_ms * NGTCP2_MILLISECONDS;
   params.active_connection_id_limit = 7;
+  quic::advertise_udp_payload(params, config_.tuning.udp_payload);
 
   ngtcp2_path path{{const_cast<sockaddr*>(config_.local.sa()), config_.local.size()},
                    {const_cast<sockaddr*>(config_.remote.sa()), config_.remote.size()},
@@ -631,7 +634,7 @@ void ClientConnection::handle_liberr(int rv, const char* where, Timestamp now) {
   }
   log::warn("h3: {}", text);
   if (!ngtcp2_conn_is_in_closing_period(conn_) && !ngtcp2_conn_is_in_draining_period(conn_)) {
-    close_packet_.resize(kTxPayload);
+    close_packet_.resize(kClosePayload);
     ngtcp2_path_storage ps;
     ngtcp2_path_storage_zero(&ps);
     ngtcp2_pkt_info pi{};
@@ -694,7 +697,12 @@ void ClientConnection::write(Timestamp now, const BurstSink& sink) {
   }
   if (blocked_len_ > 0) return;  // The socket is full: flush_blocked() first.
 
-  auto payload = std::min(ngtcp2_conn_get_max_tx_udp_payload_size(conn_), kTxPayload);
+  auto payload = std::min(ngtcp2_conn_get_max_tx_udp_payload_size(conn_), kMaxBurstBytes);
+  // Until the handshake completes the server's max_udp_payload_size is
+  // unknown, and ngtcp2 pads Initials to the whole buffer it is given: keep
+  // those datagrams at QUIC's 1200-byte minimum, as ngtcp2 itself does when
+  // it shapes payloads (path_mtu.hpp turns shaping off for large sizes).
+  if (!ngtcp2_conn_get_handshake_completed(conn_)) payload = std::min(payload, kHandshakePayload);
   auto quantum = std::max<std::size_t>(ngtcp2_conn_get_send_quantum(conn_) / payload, 1);
   // Each call writes at most a couple of send quanta; ngtcp2's pacing timer
   // (in expiry()) brings us back for the rest.
@@ -882,7 +890,7 @@ void ClientConnection::write_connection_close(Timestamp now, std::uint64_t app_e
     ngtcp2_connection_close_error ccerr;
     ngtcp2_connection_close_error_default(&ccerr);
     ngtcp2_connection_close_error_set_application_error(&ccerr, app_error, nullptr, 0);
-    close_packet_.resize(kTxPayload);
+    close_packet_.resize(kClosePayload);
     ngtcp2_path_storage ps;
     ngtcp2_path_storage_zero(&ps);
     ngtcp2_pkt_info pi{};
@@ -1184,6 +1192,7 @@ Client::Client(uv::Loop& loop, http::Url origin, http::ClientOptions options, Qu
       tuning_(std::move(tuning)),
       alive_(std::make_shared<bool>(true)) {
   if (tuning_.qlog_dir.empty()) tuning_.qlog_dir = options_.qlog_dir;
+  if (tuning_.udp_payload.forced == 0) tuning_.udp_payload.forced = options_.max_udp_payload;
   // Experiment knobs for benchmarks (not part of the CLI contract).
   if (const char* v = std::getenv("QUICLAB_H3_ACK_THRESH")) tuning_.ack_thresh = std::strtoul(v, nullptr, 10);
   if (const char* v = std::getenv("QUICLAB_H3_MAX_ACK_DELAY_MS")) tuning_.max_ack_delay_ms = std::strtoul(v, nullptr, 10);

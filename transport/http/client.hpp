@@ -75,6 +75,7 @@ struct ClientOptions {
   std::uint64_t timeout_ms = 30000;         ///< Idle timeout for the connection.
   std::filesystem::path session_file;       ///< H3: store/resume session tickets (0-RTT).
   std::filesystem::path qlog_dir;           ///< H3: write one qlog file per connection here (empty: none).
+  std::size_t max_udp_payload = 0;          ///< H3: 0 automatic (transport/quic/path_mtu.hpp), else this many bytes.
 };
 
 /// Facts about the connection, for reports.

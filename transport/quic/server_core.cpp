@@ -21,7 +21,9 @@ constexpr std::size_t kMaxBatchPackets = 64;
 // Per write turn, at most this many GSO batches: bounds the time one
 // connection holds the loop; ngtcp2's pacing timer brings us back.
 constexpr std::size_t kMaxBatchesPerWrite = 1;
-constexpr std::size_t kMaxPacketSize = 1500;
+// The largest datagram we build: IPv4's UDP payload limit (path_mtu.hpp
+// decides what a connection actually uses).
+constexpr std::size_t kMaxPacketSize = 65507;
 constexpr std::size_t kMaxGsoBytes = 65507;
 constexpr Timestamp kRetryTokenLifetime = 10 * kNanosPerSecond;
 constexpr Timestamp kRegularTokenLifetime = 3600 * kNanosPerSecond;
@@ -322,7 +324,9 @@ ServerCore::CidKey ServerCore::key_of(const std::uint8_t* data, std::size_t len)
 ServerCore::ServerCore(ServerCoreConfig config, tls::ServerContext& tls, PacketSink& sink, ApplicationFactory factory)
     : config_(std::move(config)), tls_(tls), sink_(sink), factory_(std::move(factory)) {
   fill_random(static_secret_.data(), static_secret_.size());
-  tx_buffer_.resize(kMaxBatchPackets * kMaxPacketSize);
+  // A batch is at most max(1, 65507 / packet size) packets of at most 65507
+  // bytes each (write_connection), so it never outgrows one GSO send.
+  tx_buffer_.resize(kMaxGsoBytes);
 }
 
 ServerCore::~ServerCore() = default;
@@ -335,6 +339,7 @@ void ServerCore::on_datagram(const Path& path, ByteView data, Ecn ecn, Timestamp
   now_hint_ = now;
   ++stats_.datagrams_in;
   stats_.bytes_in += data.size();
+  stats_.max_datagram_in = std::max<std::uint64_t>(stats_.max_datagram_in, data.size());
   if (data.empty()) {
     ++stats_.dropped_unknown;
     return;
@@ -483,6 +488,7 @@ void ServerCore::accept(const Path& path, ByteView data, Ecn ecn, Timestamp now)
   settings.max_window = config_.max_data;
   settings.max_stream_window = config_.max_stream_data;
   settings.handshake_timeout = config_.handshake_timeout;
+  apply_udp_payload(settings, max_udp_payload_for(path.remote, config_.udp_payload));
   settings.rand_ctx.native_handle = this;
   if (token_ok) settings.token = hd.token;  // a valid token: the address counts as validated
   if (!config_.qlog_dir.empty()) {
@@ -507,6 +513,7 @@ void ServerCore::accept(const Path& path, ByteView data, Ecn ecn, Timestamp now)
   params.max_idle_timeout = config_.idle_timeout;
   params.active_connection_id_limit = 7;
   params.stateless_reset_token_present = 1;
+  advertise_udp_payload(params, config_.udp_payload);
   ngtcp2_crypto_generate_stateless_reset_token(params.stateless_reset_token, static_secret_.data(),
                                                static_secret_.size(), &scid);
   if (have_ocid) {
@@ -670,9 +677,8 @@ void ServerCore::close_connection(Connection& c, Timestamp now) {
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);
   ngtcp2_pkt_info pi{};
-  std::array<std::uint8_t, kMaxPacketSize> buf{};
-  auto n = ngtcp2_conn_write_connection_close(c.conn, &ps.path, &pi, buf.data(),
-                                              std::min(buf.size(), ngtcp2_conn_get_max_tx_udp_payload_size(c.conn)),
+  std::vector<std::uint8_t> buf(std::min(kMaxPacketSize, ngtcp2_conn_get_max_tx_udp_payload_size(c.conn)));
+  auto n = ngtcp2_conn_write_connection_close(c.conn, &ps.path, &pi, buf.data(), buf.size(),
                                               &c.last_error, now);
   if (n <= 0) {
     retire(c);
@@ -716,7 +722,7 @@ void ServerCore::write_connection(Connection& c, Timestamp now) {
   const std::size_t max_payload = std::min(ngtcp2_conn_get_max_tx_udp_payload_size(conn), kMaxPacketSize);
   const std::size_t path_max = ngtcp2_conn_get_path_max_tx_udp_payload_size(conn);
   // A GSO send is one UDP datagram to the kernel: at most 65507 bytes in all.
-  const std::size_t max_batch = std::min(kMaxBatchPackets, kMaxGsoBytes / max_payload);
+  const std::size_t max_batch = std::clamp<std::size_t>(kMaxGsoBytes / max_payload, 1, kMaxBatchPackets);
   const std::size_t quantum_pkts =
       std::clamp<std::size_t>(ngtcp2_conn_get_send_quantum(conn) / max_payload, 1, max_batch);
   std::array<ngtcp2_vec, 16> vecs{};
@@ -738,6 +744,7 @@ void ServerCore::write_connection(Connection& c, Timestamp now) {
     if (r.status != SendStatus::error) {
       stats_.bytes_out += done;
       stats_.datagrams_out += gso > 0 ? (done + gso - 1) / gso : 0;
+      stats_.max_datagram_out = std::max<std::uint64_t>(stats_.max_datagram_out, count > 1 ? gso : len);
     }
     c.note_sent(len);
     const bool ok = r.status != SendStatus::blocked;
@@ -819,7 +826,7 @@ void ServerCore::write_connection(Connection& c, Timestamp now) {
     if (count > 0 && (!same_path || ecn != batch_ecn || n > gso || (gso > path_max && n != gso))) {
       // This packet cannot join the batch: ship the batch, then start a new
       // one with this packet (moved to the front of the buffer).
-      std::array<std::uint8_t, kMaxPacketSize> tmp{};
+      std::array<std::uint8_t, kMaxPacketSize> tmp;  // NOLINT: filled before use
       std::memcpy(tmp.data(), buf + len, n);
       if (!send_batch()) {
         // Blocked: queue this packet behind the pending rest.

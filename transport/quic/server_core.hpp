@@ -47,6 +47,7 @@
 #include "transport/core/address.hpp"
 #include "transport/core/buffer.hpp"
 #include "transport/core/clock.hpp"
+#include "transport/quic/path_mtu.hpp"
 #include "transport/quic/tls_backend.hpp"
 #include "transport/quic/udp_socket.hpp"
 
@@ -144,11 +145,13 @@ struct ServerCoreConfig {
   ngtcp2_cc_algo cc_algo = NGTCP2_CC_ALGO_CUBIC;
   bool new_token = true;                       ///< Send NEW_TOKEN after the handshake.
   std::size_t stateless_resets_per_second = 200;
+  UdpPayloadPolicy udp_payload;                ///< Datagram size (path_mtu.hpp).
 };
 
 struct ServerCoreStats {
   std::uint64_t datagrams_in = 0, bytes_in = 0;
   std::uint64_t datagrams_out = 0, bytes_out = 0;
+  std::uint64_t max_datagram_in = 0, max_datagram_out = 0;  ///< Largest UDP payloads seen (path_mtu.hpp).
   std::uint64_t connections_accepted = 0;
   std::uint64_t connections_closed = 0;
   std::uint64_t handshakes_completed = 0;

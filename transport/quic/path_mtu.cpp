@@ -1,0 +1,98 @@
+#include "transport/quic/path_mtu.hpp"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <atomic>
+#include <cstring>
+
+#include "transport/core/log.hpp"
+
+namespace quiclab::quic {
+namespace {
+
+constexpr std::size_t kIpv4UdpHeaders = 20 + 8;
+constexpr std::size_t kIpv6UdpHeaders = 40 + 8;
+
+// The MTU the kernel's route to `peer` carries (IP_MTU / IPV6_MTU on a
+// connected UDP socket; connect() on UDP sends nothing). 0 if unknown.
+std::size_t route_mtu(const SocketAddress& peer) {
+  int fd = ::socket(peer.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  int mtu = 0;
+  socklen_t len = sizeof mtu;
+  bool ok = ::connect(fd, peer.sa(), peer.size()) == 0 &&
+            (peer.is_v6() ? ::getsockopt(fd, IPPROTO_IPV6, IPV6_MTU, &mtu, &len)
+                          : ::getsockopt(fd, IPPROTO_IP, IP_MTU, &mtu, &len)) == 0;
+  ::close(fd);
+  return ok && mtu > 0 ? static_cast<std::size_t>(mtu) : 0;
+}
+
+}  // namespace
+
+bool is_loopback(const SocketAddress& a) {
+  if (a.family() == AF_INET) {
+    auto ip = ntohl(reinterpret_cast<const sockaddr_in*>(a.sa())->sin_addr.s_addr);
+    return (ip >> 24) == 127;
+  }
+  if (a.family() == AF_INET6) {
+    const auto& ip = reinterpret_cast<const sockaddr_in6*>(a.sa())->sin6_addr;
+    if (IN6_IS_ADDR_LOOPBACK(&ip)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&ip) && ip.s6_addr[12] == 127;
+  }
+  return false;
+}
+
+std::optional<UdpPayloadPolicy> parse_udp_payload_policy(std::string_view text, std::string* error) {
+  if (text == "auto") return UdpPayloadPolicy{};
+  std::size_t n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || end != text.data() + text.size() || n < kMinUdpPayload || n > kMaxUdpPayload) {
+    if (error != nullptr) {
+      *error = "expected 'auto' or a UDP payload size in bytes from " + std::to_string(kMinUdpPayload) + " to " +
+               std::to_string(kMaxUdpPayload) + ", got '" + std::string(text) + "'";
+    }
+    return std::nullopt;
+  }
+  return UdpPayloadPolicy{n};
+}
+
+std::size_t max_udp_payload_for(const SocketAddress& peer, const UdpPayloadPolicy& policy) {
+  if (policy.forced != 0) return policy.forced;
+  if (!is_loopback(peer)) return 0;
+  // The loopback MTU does not change while we run; ask the kernel once per
+  // family rather than once per connection.
+  static std::atomic<std::size_t> cached[2] = {0, 0};
+  auto& slot = cached[peer.is_v6() ? 1 : 0];
+  std::size_t payload = slot.load(std::memory_order_relaxed);
+  if (payload == 0) {
+    std::size_t mtu = route_mtu(peer);
+    std::size_t headers = peer.is_v6() ? kIpv6UdpHeaders : kIpv4UdpHeaders;
+    payload = mtu > headers ? std::min(mtu - headers, kMaxLocalUdpPayload) : 1;
+    log::debug("quic: loopback route MTU {}: datagrams of up to {} bytes to loopback peers", mtu,
+               payload > 1 ? payload : 0);
+    slot.store(payload, std::memory_order_relaxed);
+  }
+  // 1 marks "asked, no usable answer": keep ngtcp2's default.
+  return payload > NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE ? payload : 0;
+}
+
+void apply_udp_payload(ngtcp2_settings& settings, std::size_t payload) {
+  if (payload == 0) return;
+  settings.max_tx_udp_payload_size = payload;
+  if (payload > NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE) {
+    // ngtcp2 then sends min(this, the peer's max_udp_payload_size parameter,
+    // our buffer) from the first packet on.
+    settings.no_tx_udp_payload_size_shaping = 1;
+    settings.no_pmtud = 1;
+  }
+}
+
+void advertise_udp_payload(ngtcp2_transport_params& params, const UdpPayloadPolicy& policy) {
+  if (policy.forced != 0) params.max_udp_payload_size = policy.forced;
+}
+
+}  // namespace quiclab::quic
