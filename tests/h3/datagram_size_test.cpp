@@ -63,7 +63,8 @@ quic::ServerCoreStats run_pair(const h3::ServerConfig& config, const std::vector
 
 TEST_CASE("h3 datagrams: loopback peers use datagrams above 1452 bytes both ways", "[mtu]") {
   auto s = run_pair({}, {}, "auto");
-  INFO("largest in " << s.max_datagram_in << ", out " << s.max_datagram_out);
+  INFO("largest in " << s.max_datagram_in << ", out " << s.max_datagram_out << "; most per GSO send "
+                      << s.max_batch_datagrams);
   CHECK(s.max_datagram_out > NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE);
   CHECK(s.max_datagram_out <= quic::kMaxLocalUdpPayload);
   CHECK(s.max_datagram_in > NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE);  // the upload
@@ -72,17 +73,22 @@ TEST_CASE("h3 datagrams: loopback peers use datagrams above 1452 bytes both ways
 
 TEST_CASE("h3 datagrams: a client's --max-udp-payload caps both directions", "[mtu]") {
   auto s = run_pair({}, {"--max-udp-payload", "1400"}, "client-cap");
-  INFO("largest in " << s.max_datagram_in << ", out " << s.max_datagram_out);
+  INFO("largest in " << s.max_datagram_in << ", out " << s.max_datagram_out << "; most per GSO send "
+                      << s.max_batch_datagrams);
   CHECK(s.max_datagram_in <= 1400);
   CHECK(s.max_datagram_in >= 1200);  // Initials are padded to at least 1200
   CHECK(s.max_datagram_out <= 1400);  // the server obeys the client's transport parameter
+  // ... and sizes its GSO batches by the packets it really builds: sized by
+  // its own 16 KiB limit a batch would stop at 65507 / 16384 = 3 packets.
+  CHECK(s.max_batch_datagrams > 3);
 }
 
 TEST_CASE("h3 datagrams: a server's forced size caps both directions", "[mtu]") {
   h3::ServerConfig config;
   config.quic.udp_payload = quic::UdpPayloadPolicy{1300};
   auto s = run_pair(config, {}, "server-cap");
-  INFO("largest in " << s.max_datagram_in << ", out " << s.max_datagram_out);
+  INFO("largest in " << s.max_datagram_in << ", out " << s.max_datagram_out << "; most per GSO send "
+                      << s.max_batch_datagrams);
   CHECK(s.max_datagram_out <= 1300);
   CHECK(s.max_datagram_out >= 1200);
   // Our client sends 1200-byte datagrams until the handshake completes (it

@@ -31,7 +31,6 @@ constexpr std::size_t kMaxSegments = 64;  // UDP_MAX_SEGMENTS
 // A GSO send is one UDP datagram to the kernel: at most 65507 bytes in all.
 constexpr std::size_t kMaxBurstBytes = 65507;
 constexpr std::size_t kClosePayload = NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE;  // CONNECTION_CLOSE fits anywhere
-constexpr std::size_t kHandshakePayload = NGTCP2_MAX_UDP_PAYLOAD_SIZE;   // 1200
 
 std::string liberr_text(int rv) { return std::string(ngtcp2_strerror(rv)); }
 
@@ -697,12 +696,7 @@ void ClientConnection::write(Timestamp now, const BurstSink& sink) {
   }
   if (blocked_len_ > 0) return;  // The socket is full: flush_blocked() first.
 
-  auto payload = std::min(ngtcp2_conn_get_max_tx_udp_payload_size(conn_), kMaxBurstBytes);
-  // Until the handshake completes the server's max_udp_payload_size is
-  // unknown, and ngtcp2 pads Initials to the whole buffer it is given: keep
-  // those datagrams at QUIC's 1200-byte minimum, as ngtcp2 itself does when
-  // it shapes payloads (path_mtu.hpp turns shaping off for large sizes).
-  if (!ngtcp2_conn_get_handshake_completed(conn_)) payload = std::min(payload, kHandshakePayload);
+  auto payload = std::min(quic::tx_payload_limit(conn_), kMaxBurstBytes);
   auto quantum = std::max<std::size_t>(ngtcp2_conn_get_send_quantum(conn_) / payload, 1);
   // Each call writes at most a couple of send quanta; ngtcp2's pacing timer
   // (in expiry()) brings us back for the rest.

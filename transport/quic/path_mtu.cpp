@@ -91,6 +91,16 @@ void apply_udp_payload(ngtcp2_settings& settings, std::size_t payload) {
   }
 }
 
+std::size_t tx_payload_limit(ngtcp2_conn* conn) {
+  std::size_t limit = ngtcp2_conn_get_max_tx_udp_payload_size(conn);
+  if (const auto* remote = ngtcp2_conn_get_remote_transport_params(conn);
+      remote != nullptr && remote->max_udp_payload_size != 0) {
+    limit = static_cast<std::size_t>(std::min<std::uint64_t>(limit, remote->max_udp_payload_size));
+  }
+  if (!ngtcp2_conn_get_handshake_completed(conn)) limit = std::min<std::size_t>(limit, NGTCP2_MAX_UDP_PAYLOAD_SIZE);
+  return limit;
+}
+
 void advertise_udp_payload(ngtcp2_transport_params& params, const UdpPayloadPolicy& policy) {
   if (policy.forced != 0) params.max_udp_payload_size = policy.forced;
 }

@@ -56,6 +56,20 @@ bool is_loopback(const SocketAddress& a);
 /// the ceiling. 0 leaves the settings alone.
 void apply_udp_payload(ngtcp2_settings& settings, std::size_t payload);
 
+/// The largest datagram ngtcp2 will write on this connection now: our
+/// max_tx_udp_payload_size, lowered by the peer's max_udp_payload_size
+/// transport parameter once known (ngtcp2 applies the same two bounds when
+/// it builds a packet), and QUIC's 1200-byte minimum until the handshake
+/// completes. The last because ngtcp2 pads handshake datagrams to the whole
+/// buffer it is given: unshaped, a server's first flight became one datagram
+/// holding its entire 3x amplification allowance, so one lost datagram left
+/// it nothing to retransmit with, and a client's Initial grew to 16 KiB
+/// before it knew the server's limit (ngtcp2 itself, shaping, stays at 1200
+/// until the handshake is done). Size send batches by this, not by our
+/// setting alone: a peer that asks for 1452 would otherwise leave a
+/// 16 KiB-sized batch holding three packets.
+std::size_t tx_payload_limit(ngtcp2_conn* conn);
+
 /// A forced size is also what we take: it becomes our max_udp_payload_size
 /// transport parameter (RFC 9000 18.2), so the peer keeps to it as well.
 /// Automatic leaves ngtcp2's default (65527) alone.

@@ -488,6 +488,7 @@ void ServerCore::accept(const Path& path, ByteView data, Ecn ecn, Timestamp now)
   settings.max_window = config_.max_data;
   settings.max_stream_window = config_.max_stream_data;
   settings.handshake_timeout = config_.handshake_timeout;
+  settings.initial_rtt = config_.initial_rtt;
   apply_udp_payload(settings, max_udp_payload_for(path.remote, config_.udp_payload));
   settings.rand_ctx.native_handle = this;
   if (token_ok) settings.token = hd.token;  // a valid token: the address counts as validated
@@ -677,7 +678,7 @@ void ServerCore::close_connection(Connection& c, Timestamp now) {
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);
   ngtcp2_pkt_info pi{};
-  std::vector<std::uint8_t> buf(std::min(kMaxPacketSize, ngtcp2_conn_get_max_tx_udp_payload_size(c.conn)));
+  std::vector<std::uint8_t> buf(std::min(kMaxPacketSize, tx_payload_limit(c.conn)));
   auto n = ngtcp2_conn_write_connection_close(c.conn, &ps.path, &pi, buf.data(), buf.size(),
                                               &c.last_error, now);
   if (n <= 0) {
@@ -719,8 +720,9 @@ void ServerCore::write_connection(Connection& c, Timestamp now) {
     return;
   }
   ngtcp2_conn* conn = c.conn;
-  const std::size_t max_payload = std::min(ngtcp2_conn_get_max_tx_udp_payload_size(conn), kMaxPacketSize);
-  const std::size_t path_max = ngtcp2_conn_get_path_max_tx_udp_payload_size(conn);
+  const std::size_t limit = tx_payload_limit(conn);
+  const std::size_t max_payload = std::min(limit, kMaxPacketSize);
+  const std::size_t path_max = std::min(ngtcp2_conn_get_path_max_tx_udp_payload_size(conn), limit);
   // A GSO send is one UDP datagram to the kernel: at most 65507 bytes in all.
   const std::size_t max_batch = std::clamp<std::size_t>(kMaxGsoBytes / max_payload, 1, kMaxBatchPackets);
   const std::size_t quantum_pkts =
@@ -745,6 +747,7 @@ void ServerCore::write_connection(Connection& c, Timestamp now) {
       stats_.bytes_out += done;
       stats_.datagrams_out += gso > 0 ? (done + gso - 1) / gso : 0;
       stats_.max_datagram_out = std::max<std::uint64_t>(stats_.max_datagram_out, count > 1 ? gso : len);
+      stats_.max_batch_datagrams = std::max<std::uint64_t>(stats_.max_batch_datagrams, count);
     }
     c.note_sent(len);
     const bool ok = r.status != SendStatus::blocked;

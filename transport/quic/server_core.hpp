@@ -137,6 +137,10 @@ struct ServerCoreConfig {
   std::size_t max_connections = 20000;
   Timestamp idle_timeout = 30 * kNanosPerSecond;
   Timestamp handshake_timeout = 10 * kNanosPerSecond;
+  /// RTT assumed before the first sample (RFC 9002 6.2.2: 333 ms); sets the
+  /// first PTO. Tests on loopback with heavy loss lower it so that PTO
+  /// backoff leaves room for more retransmissions within their timeouts.
+  Timestamp initial_rtt = NGTCP2_DEFAULT_INITIAL_RTT;
   Timestamp shutdown_timeout = 5 * kNanosPerSecond;  ///< Graceful shutdown closes everything after this.
   std::filesystem::path qlog_dir;              ///< One .sqlog file per connection when set.
   std::uint64_t max_data = 64ULL * 1024 * 1024;        ///< Connection receive window (initial and max).
@@ -152,6 +156,7 @@ struct ServerCoreStats {
   std::uint64_t datagrams_in = 0, bytes_in = 0;
   std::uint64_t datagrams_out = 0, bytes_out = 0;
   std::uint64_t max_datagram_in = 0, max_datagram_out = 0;  ///< Largest UDP payloads seen (path_mtu.hpp).
+  std::uint64_t max_batch_datagrams = 0;                     ///< Most datagrams handed to one GSO send.
   std::uint64_t connections_accepted = 0;
   std::uint64_t connections_closed = 0;
   std::uint64_t handshakes_completed = 0;

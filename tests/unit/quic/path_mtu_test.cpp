@@ -9,7 +9,7 @@
 using namespace quiclab;
 using namespace quiclab::quic;
 
-TEST_CASE("--max-udp-payload: auto or a byte count from 1200 to 65507", "[quic][mtu]") {
+TEST_CASE("udp payload option: auto or a byte count from 1200 to 65507", "[quic][mtu]") {
   auto a = parse_udp_payload_policy("auto");
   REQUIRE(a);
   CHECK(a->forced == 0);
