@@ -369,7 +369,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
 
   void start_stream(Pending p) {
     auto s = std::make_unique<Stream>();
-    s->response.url = p.request.url.to_string();
+    if (options.keep_metadata) s->response.url = p.request.url.to_string();
     s->response.timing.start = start;
     s->response.timing.connected = connected;
     s->response.timing.handshake_done = handshake_done;
@@ -486,7 +486,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       auto s = std::make_unique<Stream>();
       auto p = std::move(queue.front());
       queue.pop_front();
-      s->response.url = p.request.url.to_string();
+      if (options.keep_metadata) s->response.url = p.request.url.to_string();
       s->response.timing.start = start;
       s->response.timing.connected = connected;
       s->response.timing.handshake_done = handshake_done;
@@ -586,7 +586,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   }
 
   static int cb_header(nghttp2_session* session, const nghttp2_frame* frame, const uint8_t* name, size_t namelen,
-                       const uint8_t* value, size_t valuelen, uint8_t, void*) {
+                       const uint8_t* value, size_t valuelen, uint8_t, void* user) {
     if (frame->hd.type != NGHTTP2_HEADERS) return 0;
     auto* s = stream_of(session, frame->hd.stream_id);
     if (!s) return 0;
@@ -599,7 +599,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       s->response.status = status;
       return 0;
     }
-    if (s->response.status >= 200) {
+    if (s->response.status >= 200 && static_cast<Impl*>(user)->options.keep_metadata) {
       if (s->response.headers.empty()) s->response.headers.reserve(8);  // typical responses carry a handful
       s->response.headers.push_back(http::Header{std::string(n), std::string(v)});
     }

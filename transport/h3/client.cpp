@@ -494,7 +494,7 @@ void ClientConnection::submit(http::ClientRequest request, http::BodyCallback on
   s->request = std::move(request);
   s->on_body = std::move(on_body);
   s->on_complete = std::move(on_complete);
-  s->response.url = s->request.url.to_string();
+  if (config_.options.keep_metadata) s->response.url = s->request.url.to_string();
   s->response.protocol = "h3";
   s->response.timing.start = start_;
   if (state_ == State::closed || closing_requested_) {
@@ -1074,7 +1074,7 @@ int ClientConnection::on_http_header(std::int64_t stream_id, ByteView name, Byte
     for (char c : as_string(value)) status = c >= '0' && c <= '9' ? status * 10 + (c - '0') : -1000;
     // 1xx are interim: the final status replaces them.
     r.status = status > 0 ? status : 0;
-  } else if (!n.empty() && n.front() != ':') {
+  } else if (config_.options.keep_metadata && !n.empty() && n.front() != ':') {
     r.headers.push_back(http::Header{std::string(n), std::string(as_string(value))});
   }
   return 0;
