@@ -19,11 +19,20 @@ struct Received {
   int batches = 0;
 };
 
-void run_exchange(const char* ip) {
+// refuse_gso: make the kernel refuse UDP_SEGMENT on the sender. Linux's
+// udp_send_skb() rejects a GSO send with EINVAL on a socket that sends without
+// UDP checksums (SO_NO_CHECK), as it does with EIO on devices without checksum
+// offload: the same refusal our fallback exists for, made on demand.
+void run_exchange(const char* ip, bool refuse_gso = false) {
   uv::Loop loop;
   quic::UdpSocket a(loop), b(loop);
   REQUIRE(a.bind(*SocketAddress::from_ip(ip, 0)));
   REQUIRE(b.bind(*SocketAddress::from_ip(ip, 0)));
+  if (refuse_gso) {
+    REQUIRE(a.gso_enabled());
+    int one = 1;
+    REQUIRE(::setsockopt(a.fd(), SOL_SOCKET, SO_NO_CHECK, &one, sizeof one) == 0);
+  }
   Received got;
   uv::Timer guard(loop);
   REQUIRE(b.start(
@@ -51,6 +60,7 @@ void run_exchange(const char* ip) {
   }
   CHECK(got.batches >= 1);
   CHECK(a.stats().datagrams_sent == 6);
+  CHECK(a.gso_enabled() == !refuse_gso);  // refused once: segment by segment from then on
   a.close();
   b.close();
   guard.close();
@@ -64,6 +74,10 @@ TEST_CASE("udp socket: GSO burst arrives as separate datagrams with ECN (IPv4)",
 
 TEST_CASE("udp socket: GSO burst arrives as separate datagrams with ECN (IPv6)", "[quic][udp]") {
   run_exchange("::1");
+}
+
+TEST_CASE("udp socket: where the kernel refuses GSO, the burst goes out segment by segment", "[quic][udp]") {
+  run_exchange("127.0.0.1", /*refuse_gso=*/true);
 }
 
 TEST_CASE("udp socket: wildcard bind reports the local address per datagram", "[quic][udp]") {
