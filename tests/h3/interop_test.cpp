@@ -7,6 +7,8 @@
 
 #include <fstream>
 #include <random>
+#include <thread>
+#include <chrono>
 
 #include "tests/h3/support.hpp"
 
@@ -384,4 +386,34 @@ TEST_CASE("h3: our client keeps the NEW_TOKEN token and skips Retry next time", 
   CHECK(server.stats().handshakes_completed == 2);
   CHECK(server.stats().retries_sent == 1);     // only the first connection
   CHECK(server.stats().tokens_accepted == 2);  // its Retry token, then the NEW_TOKEN token
+}
+
+TEST_CASE("h3: the idle timeout closes a silent connection and the server serves the next", "[interop]") {
+  // The server offers a 1 s max_idle_timeout; gtlsclient completes the
+  // handshake, then holds its request back for 4 s (--delay-stream), so the
+  // connection carries nothing after the handshake and both ends must drop it.
+  h3::ServerConfig config;
+  config.quic.idle_timeout = 1 * kNanosPerSecond;
+  H3ServerHarness server(config);
+  REQUIRE(server.ok());
+  TempDir tmp("h3-idle");
+  auto dl = tmp.path() / "dl";
+  fs::create_directory(dl);
+  auto silent = run_process(gtlsclient(server, {"--download=" + dl.string(), "--delay-stream=4s"}, {"/bytes/1000"}),
+                            kClientTimeout, tmp.path() / "silent.log");
+  INFO(silent.log);
+  CHECK_FALSE(fs::exists(dl / "1000"));  // the request never went out on that connection
+  // The server's own idle timer ends its side (not the shutdown below).
+  for (int i = 0; i < 1500 && server.connections_now() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CHECK(server.connections_now() == 0);
+  // The next client is served as usual.
+  auto next = run_process(gtlsclient(server, {"--download=" + dl.string()}, {"/bytes/2000"}), kClientTimeout,
+                          tmp.path() / "next.log");
+  INFO(next.log);
+  CHECK(next.exit_code == 0);
+  CHECK(is_generated_body(dl / "2000", 2000));
+  require_clean_stop(server);
+  CHECK(server.stats().idle_timeouts == 1);
+  CHECK(server.stats().handshakes_completed == 2);
+  CHECK(server.h3_counters().requests_total == 1);
 }
