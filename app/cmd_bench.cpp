@@ -34,7 +34,7 @@ struct BenchOptions {
   double seconds = 0;          // 0: not given
   double timeout_s = 0;        // 0: derived
   bool json = false;
-  std::string max_udp_payload = "auto";
+  quic::UdpPayloadPolicy udp_payload;  // --max-udp-payload
   std::vector<std::string> urls;
 };
 
@@ -63,7 +63,7 @@ class Bench {
     copts.max_concurrent_streams = o_.streams;
     copts.keep_metadata = false;  // counts, sizes and timings are all a load generator reads
     copts.timeout_ms = static_cast<std::uint64_t>(hard_timeout_s() * 1000);
-    copts.max_udp_payload = quic::parse_udp_payload_policy(o_.max_udp_payload)->forced;  // checked by CLI11
+    copts.max_udp_payload = o_.udp_payload.forced;
     for (unsigned i = 0; i < o_.connections; ++i) {
       auto client = app::make_client(protocol_, loop_, urls_.front(), copts);
       if (!client) {
@@ -320,7 +320,7 @@ const Registration reg{
                      "Hard limit in seconds for the whole run (default: 300, or 2*duration+30 with -d)")
           ->check(CLI::Range(0.001, 7200.0));
       sub.add_flag("--json", o->json, "One JSON summary object instead of text");
-      add_udp_payload_option(sub, o->max_udp_payload);
+      add_udp_payload_option(sub, o->udp_payload);
       sub.add_option("url", o->urls, "https:// URLs of one origin")->required();
       return [o] { return run(*o); };
     }};

@@ -44,7 +44,7 @@ struct GetOptions {
   // HTTP/3 only.
   std::string session_file;
   std::string qlog_dir;
-  std::string max_udp_payload = "auto";
+  quic::UdpPayloadPolicy udp_payload;  // --max-udp-payload
   bool alt_svc = false;  // HTTP/2 first, then HTTP/3 when the server offers it
 };
 
@@ -176,7 +176,7 @@ int run(const GetOptions& o) {
   copts.timeout_ms = o.timeout_ms;
   copts.session_file = o.session_file;
   copts.qlog_dir = o.qlog_dir;
-  copts.max_udp_payload = quic::parse_udp_payload_policy(o.max_udp_payload)->forced;  // checked by CLI11
+  copts.max_udp_payload = o.udp_payload.forced;
   if (!o.h3 && !o.alt_svc && (!o.session_file.empty() || !o.qlog_dir.empty())) {
     std::cerr << "quiclab get: --session-file and --qlog-dir need --h3 (or --alt-svc)\n";
     return kExitUsage;
@@ -370,7 +370,7 @@ const Registration reg{
                    "requests over HTTP/3 (JSON 'protocol' says which carried each)");
       sub.add_option("--qlog-dir", o->qlog_dir, "HTTP/3: write a qlog file per connection into DIR")
           ->check(CLI::ExistingDirectory);
-      add_udp_payload_option(sub, o->max_udp_payload);
+      add_udp_payload_option(sub, o->udp_payload);
       sub.add_option("url", o->urls, "https:// URLs")->required();
       return [o] { return run(*o); };
     }};

@@ -49,7 +49,7 @@ struct ServeOptions {
   std::string qlog_dir;  // H3: one qlog file per connection
   std::string cc = "cubic";  // H3: ngtcp2's congestion controller
   std::string tcp_cc;        // H2: the TCP congestion control (empty: the kernel default)
-  std::string max_udp_payload = "auto";  // H3: datagram size (path_mtu.hpp)
+  quic::UdpPayloadPolicy udp_payload;    // H3: datagram size (path_mtu.hpp)
 };
 
 // Many connections need many descriptors: take the hard limit.
@@ -130,7 +130,7 @@ int run(const ServeOptions& o) {
     h3_config.quic.retry = o.retry;
     h3_config.quic.qlog_dir = o.qlog_dir;
     h3_config.quic.cc_algo = *quic::cc_algo_from_name(o.cc);  // --cc admits only known names
-    h3_config.quic.udp_payload = *quic::parse_udp_payload_policy(o.max_udp_payload);  // checked by CLI11
+    h3_config.quic.udp_payload = o.udp_payload;
     h3_config.quic.idle_timeout = o.idle_timeout_ms * kNanosPerMilli;
     h3_config.quic.shutdown_timeout = o.drain_timeout_ms * kNanosPerMilli;
     h3_server = std::make_unique<h3::Server>(loop, app, h3_config);
@@ -254,7 +254,7 @@ Registration reg{"serve", "HTTP/2 (TCP+TLS) server; HTTP/3 on the same port when
                            },
                            "ALGO")
                        ->capture_default_str();
-                   add_udp_payload_option(sub, o->max_udp_payload);
+                   add_udp_payload_option(sub, o->udp_payload);
                    sub.add_option("--tcp-cc", o->tcp_cc,
                                   "HTTP/2: TCP congestion control for its connections (e.g. cubic, bbr; default: the "
                                   "kernel's net.ipv4.tcp_congestion_control)");

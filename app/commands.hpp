@@ -49,18 +49,20 @@ enum ExitCode : int {
 /// --max-udp-payload, the same in serve, get and bench: "auto" (datagrams up to
 /// 16 KiB to loopback peers, ngtcp2's 1452 + path MTU discovery elsewhere) or
 /// a byte count the user vouches the path carries.
-inline CLI::Option* add_udp_payload_option(CLI::App& sub, std::string& target) {
+inline CLI::Option* add_udp_payload_option(CLI::App& sub, quic::UdpPayloadPolicy& target) {
+  // CLI11 validates before it calls the function, so the parse there succeeds.
   return sub
-      .add_option("--max-udp-payload", target,
-                  "HTTP/3: largest UDP payload we send: 'auto' (up to 16384 bytes to loopback peers, whose\n"
-                  "MTU the kernel knows; elsewhere 1452 with path MTU discovery) or BYTES (1200-65507)")
+      .add_option_function<std::string>(
+          "--max-udp-payload", [&target](const std::string& v) { target = *quic::parse_udp_payload_policy(v); },
+          "HTTP/3: largest UDP payload we send: 'auto' (up to 16384 bytes to loopback peers, whose\n"
+          "MTU the kernel knows; elsewhere 1452 with path MTU discovery) or BYTES (1200-65507)")
       ->check(
           [](const std::string& v) {
             std::string why;
             return quic::parse_udp_payload_policy(v, &why) ? std::string() : why;
           },
           "auto|BYTES")
-      ->capture_default_str();
+      ->default_str("auto");
 }
 
 }  // namespace quiclab::cli

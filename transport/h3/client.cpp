@@ -19,6 +19,7 @@
 
 #include "transport/core/log.hpp"
 #include "transport/core/uv.hpp"
+#include "transport/quic/path_mtu.hpp"
 #include "transport/quic/tls_backend.hpp"
 #include "transport/quic/udp_socket.hpp"
 
@@ -400,7 +401,8 @@ Status ClientConnection::init(Timestamp now) {
   settings.max_window = opt.connection_window;
   settings.max_stream_window = opt.stream_window;
   settings.ack_thresh = config_.tuning.ack_thresh;
-  quic::apply_udp_payload(settings, quic::max_udp_payload_for(config_.remote, config_.tuning.udp_payload));
+  const quic::UdpPayloadPolicy udp_payload{opt.max_udp_payload};
+  quic::apply_udp_payload(settings, quic::max_udp_payload_for(config_.remote, udp_payload));
   if (!token.empty()) {
     settings.token.base = token.data();  // ngtcp2_conn_client_new copies it
     settings.token.len = token.size();
@@ -426,7 +428,7 @@ Status ClientConnection::init(Timestamp now) {
   params.max_idle_timeout = opt.timeout_ms * NGTCP2_MILLISECONDS;
   params.max_ack_delay = config_.tuning.max_ack_delay_ms * NGTCP2_MILLISECONDS;
   params.active_connection_id_limit = 7;
-  quic::advertise_udp_payload(params, config_.tuning.udp_payload);
+  quic::advertise_udp_payload(params, udp_payload);
 
   ngtcp2_path path{{const_cast<sockaddr*>(config_.local.sa()), config_.local.size()},
                    {const_cast<sockaddr*>(config_.remote.sa()), config_.remote.size()},
@@ -1186,7 +1188,6 @@ Client::Client(uv::Loop& loop, http::Url origin, http::ClientOptions options, Qu
       tuning_(std::move(tuning)),
       alive_(std::make_shared<bool>(true)) {
   if (tuning_.qlog_dir.empty()) tuning_.qlog_dir = options_.qlog_dir;
-  if (tuning_.udp_payload.forced == 0) tuning_.udp_payload.forced = options_.max_udp_payload;
   // Experiment knobs for benchmarks (not part of the CLI contract).
   if (const char* v = std::getenv("QUICLAB_H3_ACK_THRESH")) tuning_.ack_thresh = std::strtoul(v, nullptr, 10);
   if (const char* v = std::getenv("QUICLAB_H3_MAX_ACK_DELAY_MS")) tuning_.max_ack_delay_ms = std::strtoul(v, nullptr, 10);

@@ -34,7 +34,6 @@
 #include "transport/core/clock.hpp"
 #include "transport/core/result.hpp"
 #include "transport/http/client.hpp"
-#include "transport/quic/path_mtu.hpp"
 #include "transport/quic/tls_backend.hpp"
 
 struct ngtcp2_conn;
@@ -73,7 +72,6 @@ struct QuicTuning {
   std::uint64_t handshake_timeout_ms = 10000;
   std::size_t flush_every = 16;           ///< Received datagrams between two writes (ACKs) within one batch.
   std::filesystem::path qlog_dir;         ///< Write <scid>.sqlog here when set.
-  quic::UdpPayloadPolicy udp_payload;     ///< Datagram size (transport/quic/path_mtu.hpp).
 };
 
 /// One sans-IO HTTP/3 client connection.

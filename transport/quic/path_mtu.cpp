@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <charconv>
-#include <atomic>
 #include <cstring>
 
 #include "transport/core/log.hpp"
@@ -29,6 +28,18 @@ std::size_t route_mtu(const SocketAddress& peer) {
                           : ::getsockopt(fd, IPPROTO_IP, IP_MTU, &mtu, &len)) == 0;
   ::close(fd);
   return ok && mtu > 0 ? static_cast<std::size_t>(mtu) : 0;
+}
+
+// The loopback route's MTU less the headers, capped; 0 (ngtcp2's default)
+// when the kernel gives no answer or one no larger than that default.
+std::size_t loopback_payload(const SocketAddress& peer) {
+  const std::size_t mtu = route_mtu(peer);
+  const std::size_t headers = peer.is_v6() ? kIpv6UdpHeaders : kIpv4UdpHeaders;
+  const std::size_t payload = mtu > headers ? std::min(mtu - headers, kMaxLocalUdpPayload) : 0;
+  const std::size_t used = payload > NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE ? payload : 0;
+  log::debug("quic: loopback route MTU {}: datagrams of up to {} bytes to loopback peers", mtu,
+             used != 0 ? used : NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE);
+  return used;
 }
 
 }  // namespace
@@ -63,21 +74,14 @@ std::optional<UdpPayloadPolicy> parse_udp_payload_policy(std::string_view text, 
 std::size_t max_udp_payload_for(const SocketAddress& peer, const UdpPayloadPolicy& policy) {
   if (policy.forced != 0) return policy.forced;
   if (!is_loopback(peer)) return 0;
-  // The loopback MTU does not change while we run; ask the kernel once per
-  // family rather than once per connection.
-  static std::atomic<std::size_t> cached[2] = {0, 0};
-  auto& slot = cached[peer.is_v6() ? 1 : 0];
-  std::size_t payload = slot.load(std::memory_order_relaxed);
-  if (payload == 0) {
-    std::size_t mtu = route_mtu(peer);
-    std::size_t headers = peer.is_v6() ? kIpv6UdpHeaders : kIpv4UdpHeaders;
-    payload = mtu > headers ? std::min(mtu - headers, kMaxLocalUdpPayload) : 1;
-    log::debug("quic: loopback route MTU {}: datagrams of up to {} bytes to loopback peers", mtu,
-               payload > 1 ? payload : 0);
-    slot.store(payload, std::memory_order_relaxed);
+  // The loopback MTU does not change while we run: ask the kernel once per
+  // family (thread-safe static initialisation), not once per connection.
+  if (peer.is_v6()) {
+    static const std::size_t v6 = loopback_payload(peer);
+    return v6;
   }
-  // 1 marks "asked, no usable answer": keep ngtcp2's default.
-  return payload > NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE ? payload : 0;
+  static const std::size_t v4 = loopback_payload(peer);
+  return v4;
 }
 
 void apply_udp_payload(ngtcp2_settings& settings, std::size_t payload) {

@@ -828,17 +828,17 @@ void ServerCore::write_connection(Connection& c, Timestamp now) {
                            batch_path.local == SocketAddress(ps.path.local.addr);
     if (count > 0 && (!same_path || ecn != batch_ecn || n > gso || (gso > path_max && n != gso))) {
       // This packet cannot join the batch: ship the batch, then start a new
-      // one with this packet (moved to the front of the buffer).
-      std::array<std::uint8_t, kMaxPacketSize> tmp;  // NOLINT: filled before use
-      std::memcpy(tmp.data(), buf + len, n);
+      // one with this packet (moved to the front of the buffer). send_batch()
+      // reads the buffer only below `len`, so the packet stays where it is.
+      const std::uint8_t* packet = buf + len;
       if (!send_batch()) {
         // Blocked: queue this packet behind the pending rest.
-        c.pending.insert(c.pending.end(), tmp.begin(), tmp.begin() + n);
+        c.pending.insert(c.pending.end(), packet, packet + n);
         if (c.pending_gso != 0 && n != c.pending_gso) c.pending_gso = 0;  // mixed sizes: resend one by one
         pace(conn, now);
         return;
       }
-      std::memcpy(buf, tmp.data(), n);
+      std::memmove(buf, packet, n);
     }
     if (count == 0) {
       batch_path = from_ngtcp2(ps.path);
