@@ -40,6 +40,7 @@ struct GetOptions {
   std::string data_file;
   std::vector<std::string> headers;
   std::uint64_t timeout_ms = 30000;
+  std::uint64_t attempt_delay_ms = 250;
   std::vector<std::string> urls;
   // HTTP/3 only.
   std::string session_file;
@@ -174,6 +175,7 @@ int run(const GetOptions& o) {
   copts.ca_file = o.cacert;
   copts.max_concurrent_streams = std::max(1u, o.streams);
   copts.timeout_ms = o.timeout_ms;
+  copts.attempt_delay_ms = o.attempt_delay_ms;
   copts.session_file = o.session_file;
   copts.qlog_dir = o.qlog_dir;
   copts.max_udp_payload = o.udp_payload.forced;
@@ -283,9 +285,11 @@ int run(const GetOptions& o) {
   if (o.json) {
     for (const auto& f : fetches) {
       auto j = json_line(f, proto_name);
+      auto it = infos.find(app::origin_key(f.url));
+      // The address that answered (Happy Eyeballs may have tried others first).
+      if (it != infos.end() && !it->second.peer_address.empty()) j["peer"] = it->second.peer_address;
       if (j["protocol"] == "h3") {
         // 0-RTT facts of the request's connection (false when it never completed).
-        auto it = infos.find(app::origin_key(f.url));
         j["resumed"] = it != infos.end() && it->second.resumed;
         j["early_data"] = it != infos.end() && it->second.early_data_accepted;
       }
@@ -335,7 +339,8 @@ const Registration reg{
           "response complete) and a summary line. With --json, one JSON object per line:\n"
           "  url, protocol (\"h2\"|\"h3\"), status (0 if none), bytes (response body),\n"
           "  connect, handshake, sent, ttfb, total (ms since the connection start; null if not\n"
-          "  reached), error (only on failure), verified/verify_error (with --verify-bytes);\n"
+          "  reached), peer (the address that answered), error (only on failure),\n"
+          "  verified/verify_error (with --verify-bytes);\n"
           "  with --h3 also resumed and early_data (0-RTT accepted by the server).\n"
           "Exit codes: 0 all responses 2xx/3xx, 1 some 4xx/5xx, 2 usage error (bad flag or URL),\n"
           "3 transport failure (connect, TLS, reset, timeout, body verification).\n"
@@ -361,6 +366,11 @@ const Registration reg{
       sub.add_option("-H,--header", o->headers, "Extra request header 'name: value' (repeatable)");
       sub.add_option("--timeout", o->timeout_ms, "Fail when the server sends nothing for this many ms")
           ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{3600000}))
+          ->capture_default_str();
+      sub.add_option("--happy-eyeballs-timeout-ms", o->attempt_delay_ms,
+                     "When a host name has several addresses (IPv6 first, then IPv4, interleaved),\n"
+                     "start the next one this many ms after the last unless it answered (RFC 8305)")
+          ->check(CLI::Range(std::uint64_t{10}, std::uint64_t{10000}))
           ->capture_default_str();
       sub.add_option("--session-file", o->session_file,
                      "HTTP/3: store the TLS session ticket and transport parameters in FILE, and resume\n"

@@ -1,5 +1,8 @@
 #include "transport/core/uv.hpp"
 
+#include <netdb.h>
+
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -47,6 +50,76 @@ std::vector<std::string> Loop::close() {
   if (!live.empty()) return live;
   while (uv_loop_close(&loop_) == UV_EBUSY) uv_run(&loop_, UV_RUN_NOWAIT);
   closed_ = true;
+  return {};
+}
+
+// ---- Resolver -----------------------------------------------------------
+
+Resolver::Resolver(Loop& loop) : loop_(loop) {}
+Resolver::~Resolver() { cancel(); }
+
+void Resolver::cancel() {
+  if (!s_) return;
+  // The request may already be running on the thread pool; uv_cancel then
+  // fails and the callback still comes. Either way it finds no owner and only
+  // frees the state.
+  s_->owner = nullptr;
+  s_->cb = nullptr;
+  uv_cancel(reinterpret_cast<uv_req_t*>(&s_->req));
+  s_ = nullptr;
+}
+
+Status Resolver::resolve(const std::string& host, std::uint16_t port, int socktype, Callback cb) {
+  if (s_) return make_error(UV_EBUSY, "a resolution of " + s_->host + " is already pending");
+  auto* s = new State;
+  s->cb = std::move(cb);
+  s->owner = this;
+  s->host = host;
+  s->port = port;
+  s->req.data = s;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = socktype;
+  int rc = uv_getaddrinfo(
+      loop_.get(), &s->req,
+      [](uv_getaddrinfo_t* req, int status, addrinfo* res) {
+        auto* st = static_cast<State*>(req->data);
+        Callback done;
+        if (st->owner) {
+          st->owner->s_ = nullptr;
+          done = std::move(st->cb);
+        }
+        Result<std::vector<SocketAddress>> out = make_error(status, "");
+        if (done) {
+          if (status != 0) {
+            out = make_error(status, "cannot resolve '" + st->host + "': " + error_text(status));
+          } else {
+            std::vector<SocketAddress> addrs;
+            for (auto* ai = res; ai != nullptr; ai = ai->ai_next) {
+              SocketAddress a(ai->ai_addr);
+              if (a.empty()) continue;
+              a.set_port(st->port);
+              // getaddrinfo lists an address once per protocol when socktype
+              // does not pin one; keep the first of each.
+              if (std::find(addrs.begin(), addrs.end(), a) == addrs.end()) addrs.push_back(a);
+            }
+            if (addrs.empty()) {
+              out = make_error(UV_EAI_NODATA, "cannot resolve '" + st->host + "': no IPv4 or IPv6 address");
+            } else {
+              out = std::move(addrs);
+            }
+          }
+        }
+        if (res) uv_freeaddrinfo(res);
+        delete st;
+        if (done) done(std::move(out));
+      },
+      host.c_str(), nullptr, &hints);
+  if (rc != 0) {
+    delete s;
+    return make_error(rc, "cannot resolve '" + host + "': " + error_text(rc));
+  }
+  s_ = s;
   return {};
 }
 

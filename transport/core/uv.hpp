@@ -209,6 +209,38 @@ class TcpServer {
   Loop* loop_;
 };
 
+/// Name resolution on libuv's thread pool (uv_getaddrinfo), so the loop never
+/// blocks on DNS or /etc/hosts. One resolution at a time per Resolver.
+class Resolver {
+ public:
+  /// The addresses in the resolver's order (RFC 6724 for glibc), each with
+  /// the port given to resolve(); or an error that names the host.
+  using Callback = std::function<void(Result<std::vector<SocketAddress>>)>;
+  explicit Resolver(Loop& loop);
+  /// Cancels a pending resolution: its callback never runs.
+  ~Resolver();
+  Resolver(const Resolver&) = delete;
+  Resolver& operator=(const Resolver&) = delete;
+
+  /// Starts resolving `host` for sockets of `socktype` (SOCK_STREAM or
+  /// SOCK_DGRAM), any family. The callback runs from the loop, never from
+  /// inside resolve(). Errors: a resolution is already pending; libuv refused.
+  Status resolve(const std::string& host, std::uint16_t port, int socktype, Callback cb);
+  void cancel();
+  bool pending() const { return s_ != nullptr; }
+
+ private:
+  struct State {
+    uv_getaddrinfo_t req{};
+    Callback cb;
+    Resolver* owner = nullptr;
+    std::string host;
+    std::uint16_t port = 0;
+  };
+  Loop& loop_;
+  State* s_ = nullptr;
+};
+
 class Udp {
  public:
   using RecvCallback = std::function<void(ByteView data, const SocketAddress& from)>;

@@ -46,9 +46,16 @@ struct Pending {
   int attempts = 1;
 };
 
-std::string host_port(const http::Url& url) {
-  bool v6 = url.host.find(':') != std::string::npos;
-  return (v6 ? "[" + url.host + "]" : url.host) + ":" + std::to_string(url.port);
+// Where to connect: the address given (a RacingClient attempt), or the URL's
+// host when it is numeric. Names are resolved on the loop by RacingClient,
+// never here with a blocking getaddrinfo.
+Result<SocketAddress> target_address(const http::Url& url, const http::ClientOptions& options) {
+  if (options.remote) return *options.remote;
+  auto numeric = SocketAddress::from_ip(url.host, url.port);
+  if (!numeric) {
+    return make_error(EINVAL, "cannot connect to " + url.host + ": a host name needs http::RacingClient to resolve it");
+  }
+  return numeric;
 }
 
 }  // namespace
@@ -116,9 +123,9 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       return fail_soon(ctx.error());
     }
     tls_ctx = std::move(*ctx);
-    auto addr = SocketAddress::parse(host_port(origin));
+    auto addr = target_address(origin, options);
     if (!addr) start = now();
-    if (!addr) return fail_soon(make_error(addr.error().code, "cannot resolve " + origin.host + ": " + addr.error().message));
+    if (!addr) return fail_soon(addr.error());
     // The clock starts at the TCP connect: name resolution and loading the CA
     // store are local set-up, not part of the connection being measured.
     start = last_activity = now();

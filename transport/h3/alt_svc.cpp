@@ -1,9 +1,12 @@
 #include "transport/h3/alt_svc.hpp"
 
+#include <sys/socket.h>
+
 #include <charconv>
 
 #include "transport/core/log.hpp"
 #include "transport/h3/client.hpp"
+#include "transport/http/happy_eyeballs.hpp"
 
 namespace quiclab::h3 {
 
@@ -87,7 +90,15 @@ void AltSvcClient::decide(const http::ClientResponse& first) {
     log::info("alt-svc: {} offers h3 on port {}; switching to HTTP/3", origin_.authority(), *port);
     http::Url target = origin_;
     target.port = *port;
-    h3_ = std::make_unique<h3::Client>(loop_, target, options_);
+    // The HTTP/2 connection's name is raced again for QUIC (its addresses may
+    // answer differently over UDP).
+    h3_ = std::make_unique<http::RacingClient>(
+        loop_, target, SOCK_DGRAM, options_.attempt_delay_ms,
+        [this, target](const SocketAddress& remote) -> std::unique_ptr<http::Client> {
+          auto o = options_;
+          o.remote = remote;
+          return std::make_unique<h3::Client>(loop_, target, std::move(o));
+        });
     ++open_clients_;
     h3_->connect([](Status st) {
       if (!st) log::warn("alt-svc: HTTP/3 connection failed: {}", st.error().message);

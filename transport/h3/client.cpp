@@ -1209,10 +1209,16 @@ void Client::connect(std::function<void(Status)> on_ready) {
     setup_error_ = e;
     timer_->start(0, 0, [this] { after_core_call(); });
   };
-  auto remote = SocketAddress::parse(origin_.host, origin_.port);
-  if (!remote) return fail_soon(make_error(EHOSTUNREACH, "cannot resolve " + origin_.host + ": " + remote.error().message));
-  remote_ = *remote;
-  remote_.set_port(origin_.port);
+  // Names are resolved on the loop by http::RacingClient, which gives each
+  // attempt its address; a bare client takes numeric hosts only.
+  if (options_.remote) {
+    remote_ = *options_.remote;
+  } else if (auto numeric = SocketAddress::from_ip(origin_.host, origin_.port); numeric.ok()) {
+    remote_ = *numeric;
+  } else {
+    return fail_soon(make_error(EINVAL, "cannot connect to " + origin_.host +
+                                            ": a host name needs http::RacingClient to resolve it"));
+  }
 
   socket_ = std::make_unique<quic::UdpSocket>(loop_);
   auto any = SocketAddress::from_ip(remote_.is_v6() ? "::" : "0.0.0.0", 0);

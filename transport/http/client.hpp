@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 
+#include "transport/core/address.hpp"
 #include "transport/core/clock.hpp"
 #include "transport/core/result.hpp"
 #include "transport/http/message.hpp"
@@ -80,6 +81,12 @@ struct ClientOptions {
   std::filesystem::path session_file;       ///< H3: store/resume session tickets (0-RTT).
   std::filesystem::path qlog_dir;           ///< H3: write one qlog file per connection here (empty: none).
   std::size_t max_udp_payload = 0;          ///< H3: 0 automatic (transport/quic/path_mtu.hpp), else this many bytes.
+  /// Connect to this address instead of the URL's host (which still gives SNI
+  /// and :authority). Clients never resolve names themselves: RacingClient
+  /// (happy_eyeballs.hpp) resolves on the loop and sets this per attempt.
+  std::optional<SocketAddress> remote;
+  /// RFC 8305 Connection Attempt Delay between the addresses of one name.
+  std::uint64_t attempt_delay_ms = 250;
 };
 
 /// Facts about the connection, for reports.
