@@ -27,14 +27,9 @@ CASE=${2:?usage: run.sh QUICLAB_BINARY CASE PROTO}
 PROTO=${3:?usage: run.sh QUICLAB_BINARY CASE PROTO}
 
 if [[ "${QUICLAB_HE_INSIDE:-}" != 1 ]]; then
-  if [[ $(id -u) -ne 0 ]]; then
-    if [[ "${CI:-}" == true ]]; then
-      echo "FAIL [$CASE $PROTO]: needs root for its mount and network namespace (CI runs as root)" >&2
-      exit 1
-    fi
-    echo "SKIP [$CASE $PROTO]: needs root (private mount and network namespace)"
-    exit 77
-  fi
+  # shellcheck source=../require_root.sh
+  source "$(dirname "$0")/../require_root.sh"
+  require_root "happy eyeballs [$CASE $PROTO] (a private mount and network namespace)"
   QUICLAB_HE_INSIDE=1 exec unshare --mount --net --propagation private bash "$0" "$@"
 fi
 

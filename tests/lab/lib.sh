@@ -3,12 +3,10 @@
 # dir whatever happens (failure, timeout kill by ctest's SIGTERM, Ctrl-C).
 set -Eeuo pipefail
 
-if [[ $(id -u) -ne 0 ]]; then
-  echo "SKIP: lab tests need root (network namespaces)"
-  exit 77
-fi
-
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../require_root.sh
+source "$HERE/../require_root.sh"
+require_root "lab tests (network namespaces)"
 NETLAB=${NETLAB:-$HERE/../../scripts/netlab.sh}
 export QUICLAB_BIN QUICLAB_LINKPROBE
 : "${QUICLAB_BIN:?set by CTest}"

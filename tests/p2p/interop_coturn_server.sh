@@ -107,11 +107,10 @@ start_turnserver "$port"
 compare loopback endpoint-independent endpoint-independent "$port"
 stop_turnserver
 
-if [[ $(id -u) -ne 0 ]] || ! ip netns add "quiclab-stun-$$" 2>/dev/null; then
-  echo "SKIP: namespace scenarios need root (CI runs them as root)"
-  echo "PASS"
-  exit 0
-fi
+# shellcheck source=../require_root.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../require_root.sh"
+require_root "the namespace scenarios of the coturn comparison"
+ip netns add "quiclab-stun-$$" || cannot_run "network namespace quiclab-stun-$$"
 ns="quiclab-stun-$$"
 in_ns=(ip netns exec "$ns")
 ip -n "$ns" link set lo up
