@@ -8,6 +8,7 @@
 #include <cstring>
 #include <random>
 
+#include "transport/core/datagram_kind.hpp"
 #include "transport/core/log.hpp"
 
 namespace quiclab::quic {
@@ -344,9 +345,18 @@ void ServerCore::on_datagram(const Path& path, ByteView data, Ecn ecn, Timestamp
     ++stats_.dropped_unknown;
     return;
   }
+  if (is_stun_message(data)) {
+    // A STUN message on a socket shared with STUN (DESIGN.md): not QUIC, and
+    // an answer (a stateless reset, once it is 24 bytes or more) would be
+    // noise to a STUN peer. Callers demultiplex first; this is the backstop.
+    ++stats_.dropped_stun;
+    log::debug("quic: dropped a {} byte STUN message from {}", data.size(), path.remote.to_string());
+    return;
+  }
   ngtcp2_version_cid vc{};
   int rv = ngtcp2_pkt_decode_version_cid(&vc, data.data(), data.size(), kScidLen);
   if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
+    if (!may_open(path)) return;
     // Only answer datagrams that could be a client's first flight (RFC 9000 6.1, 14.1).
     if (data.size() >= NGTCP2_MAX_UDP_PAYLOAD_SIZE && !shutting_down_) send_version_negotiation(path, vc);
     return;
@@ -416,8 +426,15 @@ void ServerCore::on_datagram(const Path& path, ByteView data, Ecn ecn, Timestamp
   mark_dirty(c);
 }
 
+bool ServerCore::may_open(const Path& path) {
+  if (!config_.accept_initial || config_.accept_initial(path.remote)) return true;
+  ++stats_.dropped_not_accepted;
+  log::debug("quic: {} may not open a connection here (accept hook); dropped", path.remote.to_string());
+  return false;
+}
+
 void ServerCore::accept(const Path& path, ByteView data, Ecn ecn, Timestamp now) {
-  if (shutting_down_) return;
+  if (shutting_down_ || !may_open(path)) return;
   ngtcp2_pkt_hd hd{};
   int rv = ngtcp2_accept(&hd, data.data(), data.size());
   if (rv == NGTCP2_ERR_RETRY) {

@@ -8,7 +8,10 @@
 //
 // What the core does on top of ngtcp2:
 //   - Version Negotiation for unknown versions; stateless reset for short
-//     packets with unknown connection IDs (rate limited);
+//     packets with unknown connection IDs (rate limited), never for a STUN
+//     message (the socket may be shared with STUN: p2p/demux.hpp);
+//   - an accept hook (ServerCoreConfig::accept_initial) choosing which
+//     remote addresses may open connections;
 //   - address validation: Retry (always with ServerCoreConfig::retry, and by
 //     itself while more than auto_retry_half_open handshakes are in flight),
 //     NEW_TOKEN after the handshake, token checks on new Initials (a forged
@@ -150,6 +153,11 @@ struct ServerCoreConfig {
   bool new_token = true;                       ///< Send NEW_TOKEN after the handshake.
   std::size_t stateless_resets_per_second = 200;
   UdpPayloadPolicy udp_payload;                ///< Datagram size (path_mtu.hpp).
+  /// Who may start a connection: called with the remote address of a
+  /// datagram that would open one (an Initial, or a packet that would get
+  /// Version Negotiation); false drops it silently. Empty: anyone. The
+  /// punching peer accepts QUIC only from the nominated peer this way.
+  std::function<bool(const SocketAddress& remote)> accept_initial;
 };
 
 struct ServerCoreStats {
@@ -167,6 +175,8 @@ struct ServerCoreStats {
   std::uint64_t tokens_accepted = 0;        ///< Valid NEW_TOKEN or Retry tokens.
   std::uint64_t dropped_unknown = 0;        ///< Unparsable or unexpected datagrams.
   std::uint64_t dropped_half_open_cap = 0;
+  std::uint64_t dropped_stun = 0;           ///< Well-formed STUN messages: never answered, never reset.
+  std::uint64_t dropped_not_accepted = 0;   ///< New connections refused by accept_initial.
   std::uint64_t early_data_accepted = 0;    ///< Handshakes where 0-RTT was accepted.
   std::uint64_t resumed = 0;                ///< TLS resumptions.
   std::uint64_t key_updates = 0;            ///< Peer-initiated key updates seen.
@@ -228,6 +238,7 @@ class ServerCore {
   static CidKey key_of(const std::uint8_t* data, std::size_t len);
   static CidKey key_of(const ngtcp2_cid& cid) { return key_of(cid.data, cid.datalen); }
 
+  bool may_open(const Path& path);
   void accept(const Path& path, ByteView data, Ecn ecn, Timestamp now);
   void send_version_negotiation(const Path& path, const ngtcp2_version_cid& vc);
   void send_retry(const Path& path, const ngtcp2_pkt_hd& hd, std::size_t received, Timestamp now);

@@ -213,3 +213,72 @@ TEST_CASE("quic server core: shutdown with half-open connections finishes", "[qu
                     quic::Ecn::not_ect, kStart + 2);
   CHECK(core->connection_count() == 0);
 }
+
+namespace {
+// A STUN message as a shared socket sees one: header, then SOFTWARE.
+Bytes stun_message(std::uint16_t type, std::uint8_t first_tid_byte) {
+  const std::string software = "quiclab test";  // 12 bytes: no padding
+  Bytes m = {static_cast<std::uint8_t>(type >> 8), static_cast<std::uint8_t>(type), 0, 16, 0x21, 0x12, 0xA4, 0x42};
+  for (int i = 0; i < 12; ++i) m.push_back(static_cast<std::uint8_t>(first_tid_byte + i));
+  m.insert(m.end(), {0x80, 0x22, 0x00, 0x0c});
+  m.insert(m.end(), software.begin(), software.end());
+  return m;
+}
+}  // namespace
+
+TEST_CASE("quic server core: STUN is never answered, not even with a stateless reset", "[quic][core][demux]") {
+  Fixture f;
+  auto core = f.make_core();
+  // A Binding request (first byte 0x00) and a Binding success response
+  // (0x01): short-header look-alikes with the fixed bit clear, 36 bytes each,
+  // which an unknown-CID rule alone would answer with a stateless reset.
+  auto request = stun_message(0x0001, 0x10);
+  auto response = stun_message(0x0101, 0x20);
+  REQUIRE(request.size() == 36);
+  core->on_datagram(f.path_from(40100), request, quic::Ecn::not_ect, kStart);
+  core->on_datagram(f.path_from(40100), response, quic::Ecn::not_ect, kStart + 1);
+  core->flush(kStart + 2);
+  CHECK(f.sink.sent.empty());
+  CHECK(core->stats().dropped_stun == 2);
+  CHECK(core->stats().stateless_resets_sent == 0);
+  // The same bytes with a wrong cookie, or a length that does not match the
+  // datagram, are not STUN: they are greased-QUIC-shaped unknown packets.
+  auto no_cookie = request;
+  no_cookie[4] = 0x22;
+  auto bad_length = request;
+  bad_length.push_back(0);
+  core->on_datagram(f.path_from(40101), no_cookie, quic::Ecn::not_ect, kStart + 3);
+  core->on_datagram(f.path_from(40102), bad_length, quic::Ecn::not_ect, kStart + 4);
+  CHECK(core->stats().dropped_stun == 2);
+  CHECK(core->stats().stateless_resets_sent == 2);
+  CHECK(core->connection_count() == 0);
+}
+
+TEST_CASE("quic server core: the accept hook chooses who may open a connection", "[quic][core][demux]") {
+  Fixture f;
+  quic::ServerCoreConfig config;
+  auto allowed = *SocketAddress::from_ip("127.0.0.1", 20010);
+  std::vector<std::string> asked;
+  config.accept_initial = [&](const SocketAddress& remote) {
+    asked.push_back(remote.to_string());
+    return remote == allowed;
+  };
+  auto core = f.make_core(config);
+  test::ClientInitialBuilder builder;
+  auto stranger = *SocketAddress::from_ip("127.0.0.1", 20011);
+  core->on_datagram(f.path_from(20011), builder.build(stranger, f.server), quic::Ecn::not_ect, kStart);
+  // An unknown version from a stranger gets no Version Negotiation either.
+  auto odd = builder.build(stranger, f.server);
+  odd[1] = 0x1a;
+  core->on_datagram(f.path_from(20011), odd, quic::Ecn::not_ect, kStart);
+  core->flush(kStart);
+  CHECK(core->connection_count() == 0);
+  CHECK(f.sink.sent.empty());
+  CHECK(core->stats().dropped_not_accepted == 2);
+  CHECK(core->stats().version_negotiations_sent == 0);
+  core->on_datagram(f.path_from(20010), builder.build(allowed, f.server), quic::Ecn::not_ect, kStart + 1);
+  core->flush(kStart + 1);
+  CHECK(core->connection_count() == 1);
+  CHECK(f.sink.bytes_to(allowed) > 0);
+  CHECK(asked == std::vector<std::string>{"127.0.0.1:20011", "127.0.0.1:20011", "127.0.0.1:20010"});
+}
