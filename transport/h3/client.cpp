@@ -83,19 +83,6 @@ std::string alert_name(unsigned alert) {
   }
 }
 
-void random_bytes(std::uint8_t* dest, std::size_t len) {
-  while (len > 0) {
-    auto n = ::getrandom(dest, len, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      // getrandom() cannot fail on Linux >= 3.17 once the pool is ready.
-      std::abort();
-    }
-    dest += n;
-    len -= static_cast<std::size_t>(n);
-  }
-}
-
 // Text for a QUIC CONNECTION_CLOSE we received.
 std::string describe_close(const ngtcp2_connection_close_error& e) {
   std::string reason(reinterpret_cast<const char*>(e.reason), e.reason ? e.reasonlen : 0);
@@ -221,14 +208,14 @@ int cb_extend_max_streams_bidi(ngtcp2_conn*, std::uint64_t, void*) {
 int cb_extend_max_stream_data(ngtcp2_conn*, std::int64_t stream_id, std::uint64_t, void* user_data, void*) {
   return QL_SELF->on_extend_max_stream_data(stream_id);
 }
-void cb_rand(std::uint8_t* dest, std::size_t len, const ngtcp2_rand_ctx*) {
-  random_bytes(dest, len);
+void cb_rand(std::uint8_t* dest, std::size_t len, const ngtcp2_rand_ctx* ctx) {
+  static_cast<Random*>(ctx->native_handle)->fill(dest, len);
 }
-int cb_get_new_connection_id(ngtcp2_conn*, ngtcp2_cid* cid, std::uint8_t* token, std::size_t cidlen, void*) {
-  random_bytes(cid->data, cidlen);
+int cb_get_new_connection_id(ngtcp2_conn*, ngtcp2_cid* cid, std::uint8_t* token, std::size_t cidlen, void* user_data) {
+  QL_SELF->random().fill(cid->data, cidlen);
   cid->datalen = cidlen;
   // A client never needs to recognise its own stateless resets: a random token does.
-  random_bytes(token, NGTCP2_STATELESS_RESET_TOKENLEN);
+  QL_SELF->random().fill(token, NGTCP2_STATELESS_RESET_TOKENLEN);
   return 0;
 }
 // ngtcp2's own debug log, at trace level only (it is very chatty).
@@ -366,8 +353,8 @@ Status ClientConnection::init(Timestamp now) {
   ngtcp2_cid scid, dcid;
   scid.datalen = 17;
   dcid.datalen = 18;
-  random_bytes(scid.data, scid.datalen);
-  random_bytes(dcid.data, dcid.datalen);
+  random().fill(scid.data, scid.datalen);
+  random().fill(dcid.data, dcid.datalen);
 
   ngtcp2_callbacks cb{};
   cb.client_initial = ngtcp2_crypto_client_initial_cb;
@@ -398,6 +385,7 @@ Status ClientConnection::init(Timestamp now) {
   ngtcp2_settings settings;
   ngtcp2_settings_default(&settings);
   settings.initial_ts = now;
+  settings.rand_ctx.native_handle = &random();
   settings.max_window = opt.connection_window;
   settings.max_stream_window = opt.stream_window;
   settings.ack_thresh = config_.tuning.ack_thresh;

@@ -32,6 +32,7 @@
 #include "transport/core/address.hpp"
 #include "transport/core/buffer.hpp"
 #include "transport/core/clock.hpp"
+#include "transport/core/random.hpp"
 #include "transport/core/result.hpp"
 #include "transport/http/client.hpp"
 #include "transport/quic/tls_backend.hpp"
@@ -91,6 +92,9 @@ class ClientConnection {
     SocketAddress remote;
     /// Shared TLS credentials (CA store); made from options when null.
     std::shared_ptr<quic::tls::ClientContext> tls;
+    /// Connection IDs, reset tokens and ngtcp2's draws (greasing, padding);
+    /// null: the system's. Seed it to replay a simulation; must outlive the connection.
+    Random* random = nullptr;
   };
 
   /// A burst of packets ready to send: `data` holds packets of `segment_size`
@@ -181,6 +185,7 @@ class ClientConnection {
   void store_session();  // writes saved_ to the session file once it has a ticket and parameters
   void on_qlog(const void* data, std::size_t len, bool fin);
   ngtcp2_conn* conn() const { return conn_; }
+  Random& random() const { return config_.random ? *config_.random : Random::system(); }
 
  private:
   enum class State { handshake, established, closing, closed };

@@ -400,6 +400,12 @@ class H3Connection final : public quic::StreamApplication {
 
 }  // namespace
 
+quic::ApplicationFactory application_factory(const http::App& app, const ServerConfig& config) {
+  return [&app, &config](ngtcp2_conn* conn, const quic::ConnectionInfo& info) -> std::unique_ptr<quic::StreamApplication> {
+    return std::make_unique<H3Connection>(conn, app, config, info.remote);
+  };
+}
+
 struct Server::Impl final : quic::PacketSink {
   Impl(uv::Loop& l, const http::App& a, const ServerConfig& c) : loop(l), app(a), config(c), socket(l), timer(l) {}
 
@@ -484,13 +490,7 @@ Status Server::start(const SocketAddress& addr) {
     std::filesystem::create_directories(s.config.quic.qlog_dir, ec);
     if (ec) return make_error(ec.value(), "h3: cannot create qlog dir " + s.config.quic.qlog_dir.string() + ": " + ec.message());
   }
-  const http::App& app = s.app;
-  const ServerConfig& cfg = s.config;
-  s.core = std::make_unique<quic::ServerCore>(
-      s.config.quic, *s.tls, s,
-      [&app, &cfg](ngtcp2_conn* conn, const quic::ConnectionInfo& info) -> std::unique_ptr<quic::StreamApplication> {
-        return std::make_unique<H3Connection>(conn, app, cfg, info.remote);
-      });
+  s.core = std::make_unique<quic::ServerCore>(s.config.quic, *s.tls, s, application_factory(s.app, s.config));
   if (auto st = s.socket.bind(addr, s.config.udp); !st) return st;
   auto started = s.socket.start(
       [&s](const quic::ReceivedDatagram& d) {

@@ -44,6 +44,12 @@ struct ServerConfig {
   std::size_t max_buffered_per_stream = 1024 * 1024;
 };
 
+/// The HTTP/3 application for a quic::ServerCore: one nghttp3 server
+/// session per connection, serving `app`. h3::Server uses it over its socket;
+/// cores driven without one (the in-memory simulation, a peer that shares
+/// its socket with STUN) take it directly. app and config must outlive the core.
+quic::ApplicationFactory application_factory(const http::App& app, const ServerConfig& config);
+
 class Server {
  public:
   /// app (and its Metrics) and loop must outlive the server.

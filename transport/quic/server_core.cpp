@@ -29,29 +29,10 @@ constexpr std::size_t kMaxGsoBytes = 65507;
 constexpr Timestamp kRetryTokenLifetime = 10 * kNanosPerSecond;
 constexpr Timestamp kRegularTokenLifetime = 3600 * kNanosPerSecond;
 
-void fill_random(std::uint8_t* dest, std::size_t len) {
-  while (len > 0) {
-    auto n = ::getrandom(dest, len, 0);
-    if (n <= 0) continue;  // EINTR; getrandom on Linux does not fail otherwise once seeded
-    dest += n;
-    len -= static_cast<std::size_t>(n);
-  }
-}
-
-std::mt19937_64& prng() {
-  static thread_local std::mt19937_64 gen([] {
-    std::uint64_t seed = 0;
-    fill_random(reinterpret_cast<std::uint8_t*>(&seed), sizeof seed);
-    return seed;
-  }());
-  return gen;
-}
-
-// ngtcp2 asks for randomness for padding, PATH_CHALLENGE data is done by the
-// crypto helper; a seeded PRNG is enough here.
-void rand_cb(std::uint8_t* dest, std::size_t destlen, const ngtcp2_rand_ctx*) {
-  auto& g = prng();
-  for (std::size_t i = 0; i < destlen; ++i) dest[i] = static_cast<std::uint8_t>(g());
+// ngtcp2 asks for randomness (greasing, padding, PATH_CHALLENGE data); the
+// core's injected generator answers, so a seeded simulation replays it.
+void rand_cb(std::uint8_t* dest, std::size_t destlen, const ngtcp2_rand_ctx* ctx) {
+  static_cast<Random*>(ctx->native_handle)->fill(dest, destlen);
 }
 
 ngtcp2_path to_ngtcp2(const Path& p) {
@@ -221,7 +202,7 @@ struct CoreAccess {
     auto* c = Conn::of(user_data);
     auto* core = c->core;
     for (;;) {
-      fill_random(cid->data, cidlen);
+      core->random_.fill(cid->data, cidlen);
       cid->datalen = cidlen;
       if (core->by_cid_.count(ServerCore::key_of(*cid)) == 0) break;
     }
@@ -322,9 +303,10 @@ ServerCore::CidKey ServerCore::key_of(const std::uint8_t* data, std::size_t len)
   return k;
 }
 
-ServerCore::ServerCore(ServerCoreConfig config, tls::ServerContext& tls, PacketSink& sink, ApplicationFactory factory)
-    : config_(std::move(config)), tls_(tls), sink_(sink), factory_(std::move(factory)) {
-  fill_random(static_secret_.data(), static_secret_.size());
+ServerCore::ServerCore(ServerCoreConfig config, tls::ServerContext& tls, PacketSink& sink, ApplicationFactory factory,
+                       Random& random)
+    : config_(std::move(config)), tls_(tls), sink_(sink), factory_(std::move(factory)), random_(random) {
+  random_.fill(static_secret_.data(), static_secret_.size());
   // A batch is at most max(1, 65507 / packet size) packets of at most 65507
   // bytes each (write_connection), so it never outgrows one GSO send.
   tx_buffer_.resize(kMaxGsoBytes);
@@ -494,7 +476,7 @@ void ServerCore::accept(const Path& path, ByteView data, Ecn ecn, Timestamp now)
   ngtcp2_cid scid{};
   do {
     scid.datalen = kScidLen;
-    fill_random(scid.data, scid.datalen);
+    random_.fill(scid.data, scid.datalen);
   } while (by_cid_.count(key_of(scid)) != 0);
   c.id = hex_cid(scid);
 
@@ -507,7 +489,7 @@ void ServerCore::accept(const Path& path, ByteView data, Ecn ecn, Timestamp now)
   settings.handshake_timeout = config_.handshake_timeout;
   settings.initial_rtt = config_.initial_rtt;
   apply_udp_payload(settings, max_udp_payload_for(path.remote, config_.udp_payload));
-  settings.rand_ctx.native_handle = this;
+  settings.rand_ctx.native_handle = &random_;
   if (token_ok) settings.token = hd.token;  // a valid token: the address counts as validated
   if (!config_.qlog_dir.empty()) {
     auto file = config_.qlog_dir / (c.id + ".sqlog");
@@ -605,7 +587,9 @@ void ServerCore::on_datagram_for_new(Connection& c, const Path& path, ByteView d
 void ServerCore::send_version_negotiation(const Path& path, const ngtcp2_version_cid& vc) {
   std::array<std::uint32_t, 2> versions{NGTCP2_PROTO_VER_V1, NGTCP2_PROTO_VER_V2_DRAFT};
   std::array<std::uint8_t, NGTCP2_MAX_UDP_PAYLOAD_SIZE> buf{};
-  auto n = ngtcp2_pkt_write_version_negotiation(buf.data(), buf.size(), static_cast<std::uint8_t>(prng()()), vc.scid,
+  std::uint8_t unused_bits = 0;
+  random_.fill(&unused_bits, 1);
+  auto n = ngtcp2_pkt_write_version_negotiation(buf.data(), buf.size(), unused_bits, vc.scid,
                                                 vc.scidlen, vc.dcid, vc.dcidlen, versions.data(), versions.size());
   if (n <= 0) return;
   ++stats_.version_negotiations_sent;
@@ -616,7 +600,7 @@ void ServerCore::send_version_negotiation(const Path& path, const ngtcp2_version
 void ServerCore::send_retry(const Path& path, const ngtcp2_pkt_hd& hd, std::size_t received, Timestamp now) {
   ngtcp2_cid scid{};
   scid.datalen = kScidLen;
-  fill_random(scid.data, scid.datalen);
+  random_.fill(scid.data, scid.datalen);
   std::array<std::uint8_t, NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN> token{};
   auto tokenlen = ngtcp2_crypto_generate_retry_token(token.data(), static_secret_.data(), static_secret_.size(),
                                                      hd.version, path.remote.sa(), path.remote.size(), &scid, &hd.dcid,
@@ -665,7 +649,7 @@ void ServerCore::maybe_send_stateless_reset(const Path& path, ByteView data, con
     return;
   const std::size_t len = std::min<std::size_t>(data.size() - 1, 64);
   std::array<std::uint8_t, 64> random{};
-  rand_cb(random.data(), random.size(), nullptr);
+  random_.fill(random.data(), random.size());
   std::array<std::uint8_t, 64> buf{};
   auto n = ngtcp2_pkt_write_stateless_reset(buf.data(), len, token.data(), random.data(),
                                             len - 1 - NGTCP2_STATELESS_RESET_TOKENLEN);

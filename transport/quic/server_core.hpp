@@ -50,6 +50,7 @@
 #include "transport/core/address.hpp"
 #include "transport/core/buffer.hpp"
 #include "transport/core/clock.hpp"
+#include "transport/core/random.hpp"
 #include "transport/quic/path_mtu.hpp"
 #include "transport/quic/tls_backend.hpp"
 #include "transport/quic/udp_socket.hpp"
@@ -192,8 +193,11 @@ struct ServerCoreStats {
 
 class ServerCore {
  public:
-  /// tls and sink must outlive the core.
-  ServerCore(ServerCoreConfig config, tls::ServerContext& tls, PacketSink& sink, ApplicationFactory factory);
+  /// tls, sink and random must outlive the core. `random` gives connection
+  /// IDs, the stateless-reset and token secret and ngtcp2's own draws
+  /// (greasing, padding): seed it (SeededRandom) to replay a simulation.
+  ServerCore(ServerCoreConfig config, tls::ServerContext& tls, PacketSink& sink, ApplicationFactory factory,
+             Random& random = Random::system());
   ~ServerCore();
   ServerCore(const ServerCore&) = delete;
   ServerCore& operator=(const ServerCore&) = delete;
@@ -258,6 +262,7 @@ class ServerCore {
   tls::ServerContext& tls_;
   PacketSink& sink_;
   ApplicationFactory factory_;
+  Random& random_;
   std::array<std::uint8_t, 32> static_secret_{};
   std::unordered_map<CidKey, Connection*, CidHash> by_cid_;
   std::unordered_map<Connection*, std::unique_ptr<Connection>> connections_;

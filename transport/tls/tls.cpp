@@ -109,13 +109,16 @@ struct PkeyFree {
 
 }  // namespace
 
-Result<CertificatePaths> generate_self_signed(const fs::path& dir, const std::vector<std::string>& names, int days) {
+Result<CertificatePaths> generate_self_signed(const fs::path& dir, const std::vector<std::string>& names, int days,
+                                              KeyType key_type) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return make_error(ec.value(), "cannot create " + dir.string() + ": " + ec.message());
 
-  std::unique_ptr<EVP_PKEY, PkeyFree> key(EVP_EC_gen("P-256"));
-  if (!key) return make_error(-1, "EC key generation failed: " + openssl_errors());
+  const bool ed25519 = key_type == KeyType::ed25519;
+  std::unique_ptr<EVP_PKEY, PkeyFree> key(ed25519 ? EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519")
+                                                  : EVP_EC_gen("P-256"));
+  if (!key) return make_error(-1, "key generation failed: " + openssl_errors());
   std::unique_ptr<X509, X509Free> x509(X509_new());
   X509_set_version(x509.get(), 2);
   // A random serial, so browsers and tools never see two certificates with the same one.
@@ -156,7 +159,10 @@ Result<CertificatePaths> generate_self_signed(const fs::path& dir, const std::ve
     X509_add_ext(x509.get(), ext, -1);
     X509_EXTENSION_free(ext);
   }
-  if (X509_sign(x509.get(), key.get(), EVP_sha256()) == 0) return make_error(-1, "signing failed: " + openssl_errors());
+  // Ed25519 hashes inside the signature scheme: no separate digest.
+  if (X509_sign(x509.get(), key.get(), ed25519 ? nullptr : EVP_sha256()) == 0) {
+    return make_error(-1, "signing failed: " + openssl_errors());
+  }
 
   CertificatePaths paths{dir / "cert.pem", dir / "key.pem"};
   FILE* kf = std::fopen(paths.key.c_str(), "w");

@@ -24,12 +24,15 @@ struct CertificatePaths {
   std::filesystem::path key;   ///< PEM private key
 };
 
-/// Generates a self-signed ECDSA P-256 certificate valid for the given DNS names
+/// Generates a self-signed ECDSA P-256 (or Ed25519) certificate valid for the given DNS names
 /// and IP addresses (as subjectAltName), for days days, and writes it as PEM to
 /// dir/cert.pem and dir/key.pem (key mode 0600). Creates dir if needed.
+/// ed25519 keys sign deterministically with signatures of one size: the
+/// in-memory simulations use them so that a seed fixes every packet size.
+enum class KeyType { ecdsa_p256, ed25519 };
 Result<CertificatePaths> generate_self_signed(const std::filesystem::path& dir,
                                               const std::vector<std::string>& names = {"localhost", "127.0.0.1", "::1"},
-                                              int days = 30);
+                                              int days = 30, KeyType key_type = KeyType::ecdsa_p256);
 
 struct ServerOptions {
   std::filesystem::path cert;
