@@ -468,6 +468,9 @@ Status ClientConnection::setup_http() {
   if (int rv = nghttp3_conn_client_new(&http_, &cb, &settings, nghttp3_mem_default(), this); rv != 0) {
     return make_error(rv, std::string("nghttp3_conn_client_new: ") + nghttp3_strerror(rv));
   }
+  // The QPACK decoder stream's unsent bytes are bounded by 20 x this (at
+  // least 100 streams); size it for the streams we keep open (see the server).
+  nghttp3_conn_set_max_concurrent_streams(http_, std::max<std::size_t>(config_.options.max_concurrent_streams, 100));
   std::int64_t ctrl = -1, qenc = -1, qdec = -1;
   int rv = ngtcp2_conn_open_uni_stream(conn_, &ctrl, nullptr);
   if (rv == 0) rv = nghttp3_conn_bind_control_stream(http_, ctrl);

@@ -84,6 +84,13 @@ class H3Connection final : public quic::StreamApplication {
     }
     const auto* params = ngtcp2_conn_get_local_transport_params(conn_);
     nghttp3_conn_set_max_client_streams_bidi(h3_, params->initial_max_streams_bidi);
+    // nghttp3 bounds the QPACK decoder stream's unsent bytes by 20 x this
+    // (never below 100 streams: 2000 bytes) and fails the connection with
+    // ERR_QPACK_FATAL past it. A client with 1000 streams open can deliver
+    // ~1000 requests in one receive batch, each adding a Section
+    // Acknowledgement before we write again: that overflowed at the ~990th
+    // request (gtlsclient -n 2000). Size the bound for the streams we allow.
+    nghttp3_conn_set_max_concurrent_streams(h3_, static_cast<std::size_t>(params->initial_max_streams_bidi));
     std::int64_t ctrl = -1, qenc = -1, qdec = -1;
     if (ngtcp2_conn_open_uni_stream(conn_, &ctrl, nullptr) != 0 ||
         ngtcp2_conn_open_uni_stream(conn_, &qenc, nullptr) != 0 ||

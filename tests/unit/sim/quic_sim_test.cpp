@@ -215,3 +215,32 @@ TEST_CASE("quic sim: STUN and a greased QUIC connection share the client's path"
   CHECK(greased_runs > 0);
   CHECK(greased_runs < 8);
 }
+
+TEST_CASE("quic sim: a thousand requests arriving in one batch do not overflow QPACK", "[sim][quic][h3]") {
+  // Regression: with 1000 streams allowed, a client can land ~1000 requests
+  // on the server before it writes again; each adds a QPACK Section
+  // Acknowledgement to the decoder stream, whose unsent bytes nghttp3 bounds
+  // by 20 x max_concurrent_streams (2000 bytes by default) and then fails the
+  // connection with ERR_QPACK_FATAL (seen as `gtlsclient -n 2000` stopping at
+  // ~990 requests). An unlimited-rate link delivers every request at once.
+  TempDir dir;
+  sim::QuicSimConfig cfg;
+  cfg.seed = 21;
+  cfg.c2s.delay = 5 * kNanosPerMilli;
+  cfg.s2c.delay = 5 * kNanosPerMilli;
+  cfg.c2s.queue_packets = 100000;
+  cfg.s2c.queue_packets = 100000;
+  sim::QuicSim world(cfg, dir.path);
+  http::ClientOptions o;
+  o.max_concurrent_streams = 1000;
+  world.connect(o);
+  // A first request fills the QPACK dynamic table (the rest reference it)
+  // and opens the congestion window wide enough for 2000 requests at once.
+  world.get("/bytes/4m?warm=1");
+  REQUIRE(world.run_until([&] { return world.responses().size() == 1; }, 5 * kNanosPerSecond));
+  for (int i = 0; i < 2000; ++i) world.get("/bytes/1?warm=1");
+  REQUIRE(world.run_until([&] { return world.responses().size() == 2001; }, 60 * kNanosPerSecond));
+  std::size_t ok = 0;
+  for (const auto& r : world.responses()) ok += (!r.error && r.status == 200) ? 1 : 0;
+  CHECK(ok == 2001);
+}
