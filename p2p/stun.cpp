@@ -96,7 +96,6 @@ Result<SocketAddress> parse_address(std::uint16_t type, ByteView v, const Messag
   std::uint8_t family = v[1];
   std::uint16_t port = load16(&v[2]);
   if (x) port ^= static_cast<std::uint16_t>(kMagicCookie >> 16);
-  SocketAddress out;
   if (family == 0x01) {
     if (v.size() != 8) return bad_value(type, fmt::format("IPv4 value is {} bytes, not 8", v.size()));
     sockaddr_in in4{};

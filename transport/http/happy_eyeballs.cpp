@@ -86,8 +86,7 @@ std::vector<std::size_t> AttemptSchedule::in_progress() const {
 
 RacingClient::RacingClient(uv::Loop& loop, Url origin, int socktype, std::uint64_t attempt_delay_ms,
                            AttemptFactory make_attempt)
-    : loop_(loop),
-      origin_(std::move(origin)),
+    : origin_(std::move(origin)),
       socktype_(socktype),
       delay_(attempt_delay_ms * kNanosPerMilli),
       make_attempt_(std::move(make_attempt)),

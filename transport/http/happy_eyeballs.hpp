@@ -122,7 +122,6 @@ class RacingClient final : public Client {
   void later(std::function<void()> fn);
   Client* winner() const;
 
-  uv::Loop& loop_;
   Url origin_;
   int socktype_;
   Timestamp delay_;
