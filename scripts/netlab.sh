@@ -634,8 +634,35 @@ cmd_check() {
     --interval-ms "$interval" --rate-mbit "$O_RATE" --seconds "$O_SECONDS" --realtime 20 \
     --expect-rtt-ms "$expect_rtt" --expect-loss-pct "$(expected_loss_pct)" --loss-model "$O_MODEL" \
     --loss-autocorr "$(loss_autocorr)")
-  printf '{"emulator":"%s","name":"%s","configured":%s,%s\n' "$(cat "$STATE_ROOT/$name/emulator")" "$name" \
-    "$(configured_json)" "${measured#\{}"
+  # The userspace emulator's own timer error over the probe phase (SIGUSR1
+  # dumps its counters): how late it delivered packets on this machine, so a
+  # reader (and the lab test) can tell the emulator's fidelity from the
+  # machine's scheduling. netem reports nothing of the kind: null.
+  local timer_error=null
+  if [[ $(cat "$STATE_ROOT/$name/emulator") == userspace ]]; then
+    timer_error=$(emulator_timer_error "$STATE_ROOT/$name")
+  fi
+  printf '{"emulator":"%s","name":"%s","configured":%s,"emulator_timer_error_us":%s,%s\n' \
+    "$(cat "$STATE_ROOT/$name/emulator")" "$name" "$(configured_json)" "$timer_error" "${measured#\{}"
+}
+
+# emulator_timer_error STATE_DIR: {"c2s":{samples,median,p99,max},"s2c":{...}}
+# in microseconds, from a fresh SIGUSR1 counter dump; null when none comes.
+emulator_timer_error() {
+  local dir=$1 pid before i
+  pid=$(cat "$dir/link.pid" 2>/dev/null) || { echo null; return; }
+  before=$(grep -c '"why":"SIGUSR1"' "$dir/link.out" 2>/dev/null || true)
+  kill -USR1 "$pid" 2>/dev/null || { echo null; return; }
+  for i in $(seq 40); do
+    (($(grep -c '"why":"SIGUSR1"' "$dir/link.out" 2>/dev/null || true) > before)) && break
+    sleep 0.05
+  done
+  python3 - "$dir/link.out" <<'PY' 2>/dev/null || echo null
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if '"why":"SIGUSR1"' in l]
+last = lines[-1]
+print(json.dumps({d: last[d]["timer_error_us"] for d in ("c2s", "s2c")}, separators=(",", ":")))
+PY
 }
 
 # Teardown on exit, error (set -e) and Ctrl-C/SIGTERM: a lab half set up, or
