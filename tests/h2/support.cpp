@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -18,6 +19,7 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/sanitizer_report.hpp"
 #include "transport/http/message.hpp"
 #include "transport/tls/tls.hpp"
 
@@ -209,9 +211,28 @@ Server::Server(std::vector<std::string> extra_args, std::optional<fs::path> root
 
 Server::~Server() {
   if (pid_ > 0 && !exited_) {
-    ::kill(pid_, SIGKILL);
-    int status;
-    ::waitpid(pid_, &status, 0);
+    // SIGTERM drains; a second SIGTERM closes at once. SIGKILL only when the
+    // server ignores both, which is a failure: and a killed sanitizer build
+    // never prints its leak report.
+    bool gone = false;
+    for (int round = 0; round < 2 && !gone; ++round) {
+      ::kill(pid_, SIGTERM);
+      auto deadline = Clock::now() + std::chrono::seconds(round == 0 ? 3 : 15);
+      int status = 0;
+      while (!gone && ms_left(deadline) > 0) {
+        gone = ::waitpid(pid_, &status, WNOHANG) == pid_;
+        if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
+    if (!gone) {
+      ::kill(pid_, SIGKILL);
+      int status = 0;
+      ::waitpid(pid_, &status, 0);
+      FAIL_CHECK("quiclab serve (pid " << pid_ << ") ignored two SIGTERMs and was killed");
+    }
+  }
+  if (pid_ > 0) {
+    if (auto report = sanitizer_report(log())) FAIL_CHECK("quiclab serve printed a sanitizer report:\n" << *report);
   }
 }
 

@@ -7,12 +7,14 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <fstream>
 #include <future>
 #include <random>
 #include <sstream>
 
+#include "tests/sanitizer_report.hpp"
 #include "transport/core/uv.hpp"
 #include "transport/tls/tls.hpp"
 
@@ -78,6 +80,7 @@ ProcessResult wait_process(int pid, double timeout_s, const fs::path& log_file) 
   std::stringstream ss;
   ss << in.rdbuf();
   r.log = ss.str();
+  if (auto report = sanitizer_report(ss.str())) FAIL_CHECK("the process logging to " << log_file.string() << " printed a sanitizer report:\n" << *report);
   if (r.log.size() > 4000) r.log = "..." + r.log.substr(r.log.size() - 4000);
   return r;
 }

@@ -8,6 +8,8 @@
 # Each case starts its own server on a free loopback port in a private temp
 # dir and stops it on exit, also on failure (trap).
 set -euo pipefail
+# shellcheck source=../sanitizer_report.sh
+source "$(dirname "$0")/../sanitizer_report.sh"
 
 QUICLAB=${1:?usage: run.sh QUICLAB_BINARY CASE}
 CASE=${2:?usage: run.sh QUICLAB_BINARY CASE}
@@ -23,8 +25,12 @@ stop_server() {
   fi
 }
 cleanup() {
+  local rc=$?
   stop_server
+  # Stopped with SIGTERM and waited for: a sanitizer build printed its report.
+  sanitizer_reports "$work"/*.log "$work"/*.out || rc=1
   rm -rf "$work"
+  exit $rc
 }
 trap cleanup EXIT
 

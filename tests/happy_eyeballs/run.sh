@@ -21,6 +21,8 @@
 #                is still tried first and wins
 #   none         nothing listens on either: one clear error naming both addresses
 set -euo pipefail
+# shellcheck source=../sanitizer_report.sh
+source "$(dirname "$0")/../sanitizer_report.sh"
 
 QUICLAB=${1:?usage: run.sh QUICLAB_BINARY CASE PROTO}
 CASE=${2:?usage: run.sh QUICLAB_BINARY CASE PROTO}
@@ -36,11 +38,15 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/quiclab-he-${CASE}-${PROTO}.XXXXXX")
 server_pid=""
 cleanup() {
+  local rc=$?
   if [[ -n "$server_pid" ]]; then
     kill "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
   fi
+  # Stopped with SIGTERM and waited for: a sanitizer build printed its report.
+  sanitizer_reports "$work"/*.log "$work"/*.out || rc=1
   rm -rf "$work"
+  exit $rc
 }
 trap cleanup EXIT
 

@@ -8,12 +8,15 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "tests/sanitizer_report.hpp"
 
 namespace quiclab::test {
 
@@ -46,6 +49,13 @@ class ChildProcess {
   }
   ~ChildProcess() {
     stop();
+    if (auto report = sanitizer_report(stderr_text() + stdout_text())) {
+#ifdef CATCH_VERSION_MAJOR
+      FAIL_CHECK("child process printed a sanitizer report:\n" << *report);
+#else
+      std::fprintf(stderr, "child process printed a sanitizer report:\n%s\n", report->c_str());
+#endif
+    }
     std::remove(out_.c_str());
     std::remove(err_.c_str());
     rmdir(dir_.c_str());
