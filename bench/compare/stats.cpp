@@ -84,7 +84,8 @@ Interval wilson_interval(std::uint64_t successes, std::uint64_t n, double confid
   double denom = 1 + z * z / nn;
   double center = (phat + z * z / (2 * nn)) / denom;
   double half = z * std::sqrt(phat * (1 - phat) / nn + z * z / (4 * nn * nn)) / denom;
-  return {std::max(0.0, center - half), std::min(1.0, center + half)};
+  // Exact ends when nothing (or everything) succeeded, not 1e-17 off.
+  return {successes == 0 ? 0.0 : std::max(0.0, center - half), successes == n ? 1.0 : std::min(1.0, center + half)};
 }
 
 }  // namespace quiclab::stats

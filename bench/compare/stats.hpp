@@ -1,5 +1,10 @@
-// Statistics for the side-by-side experiments: order statistics and bootstrap
-// confidence intervals. Pure functions on vectors of samples; the bootstrap
+// The one statistics module of quiclab: every benchmark (bench/h2, bench/h3,
+// linkprobe), `quiclab bench` and the comparison take their medians,
+// percentiles and intervals from here, so ratios are computed the same way
+// everywhere. Order statistics (R-7 percentiles, as NumPy and R default),
+// bootstrap and Wilson intervals. Hand-written: the formulas are a few lines
+// each, and Debian's candidates (GSL: GPL, a C API over arrays; Boost.Accumulators:
+// approximate streaming quantiles) would not make them shorter or more exact. Pure functions on vectors of samples; the bootstrap
 // takes its seed explicitly so every report is reproducible.
 #pragma once
 

@@ -38,6 +38,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/compare/stats.hpp"
 #include "transport/tls/tls.hpp"
 
 extern char** environ;
@@ -154,11 +155,8 @@ H2load h2load(const std::string& args, std::uint64_t expect_ok) {
   return r;
 }
 
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-}
+// The one median of every benchmark and report (bench/compare/stats.hpp).
+double median(const std::vector<double>& v) { return quiclab::stats::median(v).value_or(0); }
 
 /// Opens n TLS connections (ALPN h2) that send the HTTP/2 preface and an empty
 /// SETTINGS, and reads the server's first bytes; they stay open (idle) until

@@ -39,6 +39,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/compare/stats.hpp"
 #include "transport/tls/tls.hpp"
 
 extern char** environ;
@@ -119,11 +120,8 @@ std::uint16_t free_udp_port() {
   return ntohs(a.sin_port);
 }
 
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+// The one median of every benchmark and report (bench/compare/stats.hpp).
+double median(const std::vector<double>& v) { return quiclab::stats::median(v).value_or(0); }
 
 struct Servers {
   Child ours, theirs;

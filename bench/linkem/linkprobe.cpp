@@ -36,6 +36,8 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "bench/compare/stats.hpp"
+
 namespace {
 
 constexpr std::uint32_t kMagic = 0x514c5042;  // "QLPB"
@@ -181,25 +183,16 @@ int serve(int port, double duration_s) {
 
 // ---- client ---------------------------------------------------------------
 
-double quantile(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  // Nearest rank: the smallest value with at least q of the samples at or below it.
-  auto rank = static_cast<std::size_t>(std::ceil(q * static_cast<double>(v.size())));
-  return v[std::min(v.size() - 1, rank == 0 ? 0 : rank - 1)];
+// One definition of percentiles and intervals for every benchmark and report
+// (bench/compare/stats.hpp): R-7 percentiles, Wilson intervals.
+double quantile(const std::vector<double>& v, double q) {
+  return quiclab::stats::percentile(v, 100.0 * q).value_or(0);
 }
 
-// Wilson score interval for a binomial proportion, 95 %.
 std::pair<double, double> wilson95(std::uint64_t losses, std::uint64_t trials) {
   if (trials == 0) return {0.0, 1.0};
-  const double z = 1.959964;
-  const double n = static_cast<double>(trials);
-  const double p = static_cast<double>(losses) / n;
-  const double denom = 1 + z * z / n;
-  const double centre = (p + z * z / (2 * n)) / denom;
-  const double half = z * std::sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom;
-  // Exact ends when nothing (or everything) was lost, not 1e-17 off.
-  return {losses == 0 ? 0.0 : std::max(0.0, centre - half), losses == trials ? 1.0 : std::min(1.0, centre + half)};
+  auto i = quiclab::stats::wilson_interval(losses, trials, 0.95);
+  return {i.low, i.high};
 }
 
 struct Client {
