@@ -10,7 +10,8 @@ start=$(date +%s)
 "$here/scripts/setup.sh"
 
 echo "== build (RelWithDebInfo)"
-"$here/scripts/build.sh" "$here/build"
+# -Werror: the suite's builds carry no warning (QUICLAB_WERROR, CMakeLists.txt).
+"$here/scripts/build.sh" "$here/build" -DQUICLAB_WERROR=ON
 # ctest's own summary, plus how many tests skipped (exit 77): a skip is never
 # counted as a pass, and under CI (CI=true) or as root no test may skip at all.
 run_ctest() {
@@ -36,7 +37,7 @@ run_ctest "$here/build" --timeout 600
 
 if [[ "${QUICLAB_SKIP_SANITIZE:-0}" != 1 ]]; then
   echo "== build (ASan+UBSan)"
-  "$here/scripts/build.sh" "$here/build-asan" -DQUICLAB_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+  "$here/scripts/build.sh" "$here/build-asan" -DQUICLAB_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DQUICLAB_WERROR=ON
   echo "== tests under ASan+UBSan (label: sanitize)"
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   run_ctest "$here/build-asan" --timeout 900 -L sanitize
@@ -44,7 +45,7 @@ fi
 
 if [[ "${QUICLAB_SKIP_FUZZ:-0}" != 1 ]]; then
   echo "== fuzz targets (clang, libFuzzer, bounded time; label: fuzz)"
-  CC=clang CXX=clang++ cmake -S "$here" -B "$here/build-fuzz" -G Ninja -DQUICLAB_FUZZ=ON \
+  CC=clang CXX=clang++ cmake -S "$here" -B "$here/build-fuzz" -G Ninja -DQUICLAB_FUZZ=ON -DQUICLAB_WERROR=ON \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   ninja -C "$here/build-fuzz" -j "${QUICLAB_JOBS:-$(nproc)}" quiclab_fuzzers
   run_ctest "$here/build-fuzz" --timeout 600 -L fuzz
