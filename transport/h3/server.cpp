@@ -116,6 +116,19 @@ class H3Connection final : public quic::StreamApplication {
   int on_stream_data(std::int64_t stream_id, ByteView data, bool fin) override {
     if (h3_ == nullptr && on_ready() != 0) return -1;
     auto n = nghttp3_conn_read_stream(h3_, stream_id, data.data(), data.size(), fin ? 1 : 0);
+    if ((n == NGHTTP3_ERR_MALFORMED_HTTP_MESSAGING || n == NGHTTP3_ERR_MALFORMED_HTTP_HEADER) &&
+        ngtcp2_is_bidi_stream(stream_id)) {
+      // A malformed request (e.g. a body that does not match its content-length)
+      // is a stream error, H3_MESSAGE_ERROR (RFC 9114 4.1.2), as on HTTP/2: the
+      // other requests of the connection go on.
+      log::info("h3 {}: stream {}: malformed request ({}); resetting the stream", peer_.to_string(), stream_id,
+                nghttp3_strerror(static_cast<int>(n)));
+      ++app_.metrics().of(http::Protocol::h3).protocol_errors;
+      stop_reading_.clear();
+      nghttp3_conn_shutdown_stream_read(h3_, stream_id);
+      ngtcp2_conn_shutdown_stream(conn_, stream_id, NGHTTP3_H3_MESSAGE_ERROR);
+      return 0;
+    }
     if (n < 0) {
       log::info("h3: bad data on stream {}: {}", stream_id, nghttp3_strerror(static_cast<int>(n)));
       ++app_.metrics().of(http::Protocol::h3).protocol_errors;

@@ -132,8 +132,9 @@ void ServerStream::headers_done(bool end) {
   auto header_size = section_size_;
   section_size_ = 0;  // trailers are a section of their own
   if (section_too_large_) {
-    refuse(431, fmt::format("request header list of {} bytes exceeds our limit of {}", header_size,
-                            policy_.max_header_list_size));
+    // The size goes to the log only: it depends on the client's own fields.
+    refuse(431, fmt::format("request header list exceeds our limit of {} bytes", policy_.max_header_list_size),
+           fmt::format(" (request header list of {} bytes)", header_size));
   } else if (bad_field_) {
     refuse(400, bad_field_reason_);
   } else if (request_.method.empty() || (request_.path.empty() && request_.method != "CONNECT")) {
@@ -194,13 +195,13 @@ void ServerStream::end_stream() {
   dispatch();
 }
 
-void ServerStream::refuse(int status, std::string reason) {
+void ServerStream::refuse(int status, std::string reason, std::string_view log_detail) {
   if (responded_) return;
   unwanted_ = !complete_;
   Bytes().swap(request_.body);
   release_budget();
   finish(Response::text(status, reason + "\n"));
-  refusal_ = fmt::format("{}; answering {}", reason, status);
+  refusal_ = fmt::format("{}{}; answering {}", reason, log_detail, status);
 }
 
 void ServerStream::dispatch() {

@@ -137,7 +137,7 @@ class ServerStream {
   const std::string& refusal() const { return refusal_; }
 
  private:
-  void refuse(int status, std::string reason);
+  void refuse(int status, std::string reason, std::string_view log_detail = {});
   void dispatch();
   void finish(Response response);
   void release_budget();
