@@ -44,6 +44,8 @@ struct ServeOptions {
   std::uint64_t idle_timeout_ms = 120'000;
   std::uint64_t drain_timeout_ms = 30'000;
   std::size_t max_request_body = 64 * 1024 * 1024;
+  std::uint64_t max_buffered_bodies = 512ULL * 1024 * 1024;
+  std::uint64_t max_buffered_bodies_per_connection = 128ULL * 1024 * 1024;
   bool no_h3 = false;    // HTTP/3 (QUIC over UDP) is on by default
   bool retry = false;    // H3: validate every client address with Retry
   std::string qlog_dir;  // H3: one qlog file per connection
@@ -111,6 +113,8 @@ int run(const ServeOptions& o) {
     app_config.root = fs::path(o.root);
   }
   app_config.max_request_body = o.max_request_body;
+  app_config.max_buffered_body_bytes = o.max_buffered_bodies;
+  app_config.max_buffered_body_bytes_per_connection = o.max_buffered_bodies_per_connection;
   http::App app(app_config, metrics);
 
   // Every running server registers how to drain it; shutdown completes when all did.
@@ -133,13 +137,22 @@ int run(const ServeOptions& o) {
     h3_config.quic.udp_payload = o.udp_payload;
     h3_config.quic.idle_timeout = o.idle_timeout_ms * kNanosPerMilli;
     h3_config.quic.shutdown_timeout = o.drain_timeout_ms * kNanosPerMilli;
+    // One header section limit for both protocols.
+    h3_config.max_header_list_size = o.max_header_list_size;
+    // With port 0 the port is known only once bound, so the Alt-Svc value
+    // (the same on both protocols) must be known before: pick the port first.
+    if (alt_svc.empty() && listen->port() != 0) alt_svc = "h3=\":" + std::to_string(listen->port()) + "\"";
+    h3_config.alt_svc = alt_svc;
     h3_server = std::make_unique<h3::Server>(loop, app, h3_config);
     if (auto st = h3_server->start(*listen); !st) {
       log::error("serve: HTTP/3: {}", st.error().message);
       return kExitTransport;
     }
     tcp_listen.set_port(h3_server->local_address().port());
-    if (alt_svc.empty()) alt_svc = "h3=\":" + std::to_string(tcp_listen.port()) + "\"";
+    if (alt_svc.empty()) {
+      alt_svc = "h3=\":" + std::to_string(tcp_listen.port()) + "\"";
+      h3_server->set_alt_svc(alt_svc);
+    }
   }
 
   // ---- HTTP/2 over TCP+TLS ----
@@ -239,6 +252,12 @@ Registration reg{"serve", "HTTP/2 (TCP+TLS) server; HTTP/3 on the same port when
                                   "ms a graceful shutdown waits for in-flight streams")
                        ->capture_default_str();
                    sub.add_option("--max-request-body", o->max_request_body, "largest request body accepted (larger: 413), bytes")
+                       ->capture_default_str();
+                   sub.add_option("--max-buffered-bodies", o->max_buffered_bodies,
+                                  "request body bytes buffered at once by the whole server (beyond: 503), bytes")
+                       ->capture_default_str();
+                   sub.add_option("--max-buffered-bodies-per-connection", o->max_buffered_bodies_per_connection,
+                                  "request body bytes buffered at once per connection (beyond: 503), bytes")
                        ->capture_default_str();
                    sub.add_flag("--no-h3", o->no_h3, "do not serve HTTP/3 (QUIC over UDP)");
                    sub.add_flag("--retry", o->retry, "HTTP/3: validate every client address with a Retry round trip");

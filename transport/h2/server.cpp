@@ -32,12 +32,6 @@ constexpr std::uint8_t kShutdownPing[8] = {'q', 'l', 'g', 'o', 'a', 'w', 'a', 'y
 
 std::uint64_t now_ms() { return uv::Loop::hrtime() / 1'000'000; }
 
-// Connection-specific header fields must never appear in HTTP/2 (RFC 9113 8.2.2).
-bool is_connection_specific(std::string_view name) {
-  return name == "connection" || name == "keep-alive" || name == "proxy-connection" ||
-         name == "transfer-encoding" || name == "upgrade";
-}
-
 const char* frame_type_name(std::uint8_t type) {
   switch (type) {
     case NGHTTP2_DATA: return "DATA";
@@ -95,20 +89,18 @@ Bytes& send_batch() {
 
 }  // namespace
 
-/// One request stream: the request as it arrives, then the response being sent.
+/// One request stream: the request as it arrives (through the shared
+/// pipeline), then the response being sent.
 struct Stream {
+  Stream(std::int32_t stream_id, const http::App& app, const http::StreamPolicy& policy, http::ConnectionBudget& budget,
+         const SocketAddress& peer)
+      : id(stream_id), pipe(app, policy, &budget, Protocol::h2, peer) {}
   std::int32_t id = 0;
-  http::Request request;
-  std::size_t header_list_size = 0;  // RFC 9113 6.5.2 accounting
-  bool header_list_too_large = false;
-  bool body_too_large = false;
-  bool request_complete = false;     // END_STREAM received
+  http::ServerStream pipe;
   bool responded = false;
   bool response_complete = false;    // END_STREAM sent
   bool reset_sent = false;
-  std::uint64_t discarded = 0;       // request body bytes dropped after a 413
-  bool head = false;                 // HEAD: headers only
-  http::Response response;
+  http::OutgoingResponse response;
   std::uint64_t queued = 0;          // body bytes promised to nghttp2 (read callback)
   std::uint64_t sent = 0;            // body bytes written into the TLS batch
 };
@@ -154,9 +146,9 @@ class Connection {
   void maybe_close();
   /// Sends what is queued (GOAWAY, close_notify), then closes; at most kLingerMs later.
   void close_gracefully();
-  void dispatch(Stream& stream);
+  /// Submits the pipeline's response once it has one.
+  void respond_if_ready(Stream& stream);
   void maybe_stop_upload(Stream& stream);
-  void submit_response(Stream& stream, http::Response response);
   Stream* find(std::int32_t id);
   http::Metrics::Counters& counters() { return server_.app_.metrics().of(Protocol::h2); }
 
@@ -168,6 +160,7 @@ class Connection {
   SocketAddress peer_;
   std::string peer_text_;
   Bytes& plain_ = send_batch();  // outgoing plaintext, encrypted once per flush round
+  http::ConnectionBudget budget_;  // request bodies buffered on this connection
   std::unordered_map<std::int32_t, std::unique_ptr<Stream>> streams_;
   std::vector<std::int32_t> deferred_;  // streams whose DATA waits for the write queue to drain
   std::uint64_t accepted_at_ = 0;
@@ -242,7 +235,11 @@ struct Server::Callbacks {
 // ---- Connection ---------------------------------------------------------
 
 Connection::Connection(Server& server, uv::TcpStream stream)
-    : server_(server), tcp_(std::move(stream)), tls_(*server.tls_), timer_(server.loop_) {
+    : server_(server),
+      tcp_(std::move(stream)),
+      tls_(*server.tls_),
+      timer_(server.loop_),
+      budget_(server.app_.body_budget(), server.app_.config().max_buffered_body_bytes_per_connection) {
   peer_ = tcp_.peer_address();
   peer_text_ = peer_.to_string();
   accepted_at_ = last_activity_ = now_ms();
@@ -496,11 +493,8 @@ Stream* Connection::find(std::int32_t id) {
 
 int Connection::on_begin_headers(const nghttp2_frame* frame) {
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
-  auto s = std::make_unique<Stream>();
-  s->id = frame->hd.stream_id;
-  s->request.protocol = Protocol::h2;
-  s->request.peer = peer_;
-  streams_[s->id] = std::move(s);
+  streams_[frame->hd.stream_id] =
+      std::make_unique<Stream>(frame->hd.stream_id, server_.app_, server_.policy_, budget_, peer_);
   counters().streams_total++;
   return 0;
 }
@@ -508,23 +502,10 @@ int Connection::on_begin_headers(const nghttp2_frame* frame) {
 int Connection::on_header(const nghttp2_frame* frame, std::string_view name, std::string_view value) {
   auto* s = find(frame->hd.stream_id);
   if (!s) return 0;
-  // Keep decoding (the HPACK table must stay in sync) but stop storing once the
-  // list is over our advertised SETTINGS_MAX_HEADER_LIST_SIZE.
-  s->header_list_size += name.size() + value.size() + 32;
-  if (s->header_list_size > server_.config_.max_header_list_size) {
-    s->header_list_too_large = true;
-    return 0;
-  }
-  if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;  // trailers are accepted and ignored
-  auto& r = s->request;
-  if (!name.empty() && name[0] == ':') {
-    if (name == ":method") r.method = value;
-    else if (name == ":path") r.path = value;
-    else if (name == ":scheme") r.scheme = value;
-    else if (name == ":authority") r.authority = value;
-    return 0;
-  }
-  r.headers.push_back({std::string(name), std::string(value)});
+  // nghttp2 keeps decoding (the HPACK table must stay in sync); the pipeline
+  // counts the section against our SETTINGS_MAX_HEADER_LIST_SIZE.
+  if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) s->pipe.header(name, value);
+  else s->pipe.trailer(name, value);
   return 0;
 }
 
@@ -533,37 +514,22 @@ int Connection::on_frame_recv(const nghttp2_frame* frame) {
     case NGHTTP2_HEADERS: {
       auto* s = find(frame->hd.stream_id);
       if (!s) return 0;
+      bool end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
       if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
         first_request_seen_ = true;
-        if (s->header_list_too_large) {
-          log::warn("h2 {}: stream {}: request header list of {} bytes exceeds our limit of {}; answering 431",
-                    peer_text_, s->id, s->header_list_size, server_.config_.max_header_list_size);
-          submit_response(*s, http::Response::text(431, "request header fields too large\n"));
-          break;
-        }
-        if (auto cl = http::find_header(s->request.headers, "content-length")) {
-          std::uint64_t n = 0;
-          auto [p, ec] = std::from_chars(cl->data(), cl->data() + cl->size(), n);
-          if (ec == std::errc() && n > server_.app_.config().max_request_body) {
-            s->body_too_large = true;
-            log::info("h2 {}: stream {}: content-length {} exceeds max request body {}; answering 413", peer_text_,
-                      s->id, n, server_.app_.config().max_request_body);
-            submit_response(*s, http::Response::text(413, "request body too large\n"));
-          }
-        }
+        s->pipe.headers_done(end);
+      } else if (end) {
+        s->pipe.end_stream();
       }
-      if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
-        s->request_complete = true;
-        dispatch(*s);
-      }
+      respond_if_ready(*s);
       break;
     }
     case NGHTTP2_DATA: {
       if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) break;
       auto* s = find(frame->hd.stream_id);
       if (!s) return 0;
-      s->request_complete = true;
-      dispatch(*s);
+      s->pipe.end_stream();
+      respond_if_ready(*s);
       break;
     }
     case NGHTTP2_PING:
@@ -586,89 +552,50 @@ int Connection::on_frame_recv(const nghttp2_frame* frame) {
 int Connection::on_data_chunk(std::int32_t stream_id, ByteView data) {
   auto* s = find(stream_id);
   if (!s) return 0;
-  counters().request_body_bytes += data.size();
-  if (s->body_too_large) {
-    s->discarded += data.size();
-    maybe_stop_upload(*s);
-    return 0;
-  }
-  if (s->request.body.size() + data.size() > server_.app_.config().max_request_body) {
-    s->body_too_large = true;
-    s->request.body = Bytes{};  // release what we buffered
-    log::info("h2 {}: stream {}: request body exceeds max request body {}; answering 413", peer_text_, stream_id,
-              server_.app_.config().max_request_body);
-    submit_response(*s, http::Response::text(413, "request body too large\n"));
-    return 0;
-  }
-  append(s->request.body, data);
+  s->pipe.data(data);
+  respond_if_ready(*s);
+  if (s->pipe.body_unwanted()) maybe_stop_upload(*s);
   return 0;
 }
 
 void Connection::maybe_stop_upload(Stream& s) {
-  // The response is complete but the request body keeps coming (413). RFC 9113
-  // 8.1 lets us ask the client to stop with RST_STREAM(NO_ERROR), but curl 7.88
-  // then reports the (complete) response as failed; so the client may finish
-  // an upload up to max_request_body more bytes (discarded), and only beyond
-  // that is the stream reset.
-  if (s.reset_sent || !s.response_complete || s.request_complete) return;
-  if (s.discarded <= server_.app_.config().max_request_body) return;
+  // The response is complete but the request body keeps coming (413, 503). RFC
+  // 9113 8.1 lets us ask the client to stop with RST_STREAM(NO_ERROR), but curl
+  // 7.88 then reports the (complete) response as failed; so the client may
+  // finish an upload up to max_request_body more bytes (discarded), and only
+  // beyond that is the stream reset.
+  if (s.reset_sent || !s.response_complete || !s.pipe.body_unwanted()) return;
+  if (s.pipe.discarded() <= server_.app_.config().max_request_body) return;
   s.reset_sent = true;
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, s.id, NGHTTP2_NO_ERROR);
 }
 
-void Connection::dispatch(Stream& s) {
-  if (s.responded) return;
-  if (s.request.method == "HEAD") {
-    // HEAD is GET without the body (RFC 9110 9.3.2): same status and fields.
-    s.head = true;
-    s.request.method = "GET";
-  }
-  submit_response(s, server_.app_.handle(s.request));
-}
-
-void Connection::submit_response(Stream& s, http::Response resp) {
-  if (s.responded) return;
+void Connection::respond_if_ready(Stream& s) {
+  if (s.responded || !s.pipe.response_ready()) return;
   s.responded = true;
-  s.response = std::move(resp);
+  if (!s.pipe.refusal().empty()) {
+    log::info("h2 {}: stream {}: {}", peer_text_, s.id, s.pipe.refusal());
+  }
+  s.response = s.pipe.take_response();
   auto& r = s.response;
-  server_.app_.metrics().count_response(Protocol::h2, r.status);
-
-  // Responses to HEAD and 204/304 carry no content (RFC 9110 6.4.1).
-  bool no_content = r.status == 204 || r.status == 304;
-  std::uint64_t size = r.body && !no_content ? r.body->size() : 0;
-  bool send_body = size > 0 && !s.head;
-
   char status[4];
-  auto sres = std::to_chars(status, status + sizeof status, std::clamp(r.status, 100, 999));
-  std::string content_length = std::to_string(size);
-  const auto& cfg = server_.config_;
+  auto sres = std::to_chars(status, status + sizeof status, r.status);
   std::vector<nghttp2_nv> nva;
-  nva.reserve(r.headers.size() + 4);
+  nva.reserve(r.fields.size() + 1);
   auto add = [&](std::string_view n, std::string_view v) {
     nva.push_back({const_cast<std::uint8_t*>(reinterpret_cast<const std::uint8_t*>(n.data())),
                    const_cast<std::uint8_t*>(reinterpret_cast<const std::uint8_t*>(v.data())), n.size(), v.size(),
                    NGHTTP2_NV_FLAG_NONE});
   };
   add(":status", std::string_view(status, static_cast<std::size_t>(sres.ptr - status)));
-  add("server", server_.app_.config().server_name);
-  if (!no_content) add("content-length", content_length);
-  if (!cfg.alt_svc.empty()) add("alt-svc", cfg.alt_svc);
-  // Field names must be lower case (RFC 9113 8.2.1); connection-specific fields
-  // and our own content-length are never passed through from handlers.
-  for (auto& h : r.headers) {
-    std::transform(h.name.begin(), h.name.end(), h.name.begin(),
-                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-    if (is_connection_specific(h.name) || h.name == "content-length" || h.name.empty() || h.name[0] == ':') continue;
-    add(h.name, h.value);
-  }
+  for (const auto& h : r.fields) add(h.name, h.value);
   nghttp2_data_provider provider{};
   provider.source.ptr = &s;
   provider.read_callback = [](nghttp2_session*, int32_t stream_id, uint8_t*, size_t max, uint32_t* flags,
                               nghttp2_data_source*, void* u) -> ssize_t {
     return static_cast<Connection*>(u)->on_data_read(stream_id, max, flags);
   };
-  if (!send_body) r.body.reset();  // nothing to send: release files early
-  int rv = nghttp2_submit_response(session_, s.id, nva.data(), nva.size(), send_body ? &provider : nullptr);
+  int rv = nghttp2_submit_response(session_, s.id, nva.data(), nva.size(), r.body ? &provider : nullptr);
   if (rv != 0) log::warn("h2 {}: stream {}: cannot submit response: {}", peer_text_, s.id, nghttp2_strerror(rv));
 }
 
@@ -681,7 +608,7 @@ ssize_t Connection::on_data_read(std::int32_t stream_id, std::size_t length, std
     deferred_.push_back(stream_id);
     return NGHTTP2_ERR_DEFERRED;
   }
-  auto size = s->response.body->size();
+  auto size = s->response.body_size;
   auto n = static_cast<std::size_t>(std::min<std::uint64_t>(length, size - s->queued));
   s->queued += n;
   *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
@@ -789,6 +716,7 @@ Server::Server(uv::Loop& loop, const http::App& app, ServerConfig config)
     : loop_(loop),
       app_(app),
       config_(std::move(config)),
+      policy_{config_.max_header_list_size, config_.alt_svc},
       listener_(loop),
       reaper_(loop),
       drain_timer_(loop),

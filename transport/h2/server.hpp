@@ -109,6 +109,7 @@ class Server {
   uv::Loop& loop_;
   const http::App& app_;
   ServerConfig config_;
+  http::StreamPolicy policy_;  // what the shared request pipeline needs from config_
   std::optional<tls::Context> tls_;
   uv::TcpServer listener_;
   uv::Timer reaper_;

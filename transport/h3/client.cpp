@@ -526,17 +526,22 @@ bool ClientConnection::open_stream(std::unique_ptr<Stream>& s) {
   std::vector<nghttp3_nv> nva;
   nva.reserve(6 + rq.headers.size());
   nva.push_back(make_nv(":method", rq.method));
-  nva.push_back(make_nv(":scheme", "https"));
+  nva.push_back(make_nv(":scheme", rq.url.scheme));
   std::string authority = rq.url.authority();
   nva.push_back(make_nv(":authority", authority));
   nva.push_back(make_nv(":path", rq.url.path));
-  nva.push_back(make_nv("user-agent", "quiclab-h3/0.1"));
   std::string length;
   if (!s->body.empty()) {
     length = std::to_string(s->body.size());
     nva.push_back(make_nv("content-length", length));
   }
-  for (const auto& h : rq.headers) nva.push_back(make_nv(h.name, h.value));
+  // Our user-agent only when the caller did not give one (as the HTTP/2 client does).
+  bool has_ua = false;
+  for (const auto& h : rq.headers) {
+    nva.push_back(make_nv(h.name, h.value));
+    has_ua = has_ua || h.name == "user-agent";
+  }
+  if (!has_ua) nva.push_back(make_nv("user-agent", "quiclab-h3/0.1"));
   nghttp3_data_reader dr{read_request_body};
   s->body_given = false;
   int rv = nghttp3_conn_submit_request(http_, id, nva.data(), nva.size(), s->body.empty() ? nullptr : &dr, s.get());

@@ -28,12 +28,15 @@ nghttp3_nv make_nv(std::string_view name, std::string_view value) {
                     NGHTTP3_NV_FLAG_NONE};
 }
 
-// One request stream.
+// One request stream: the request through the shared pipeline, then the response.
 struct Stream {
+  Stream(std::int64_t stream_id, const http::App& app, const http::StreamPolicy& policy, http::ConnectionBudget& budget,
+         const SocketAddress& peer)
+      : id(stream_id), pipe(app, policy, &budget, http::Protocol::h3, peer) {}
   std::int64_t id = -1;
-  http::Request request;
-  bool body_too_large = false;
+  http::ServerStream pipe;
   bool responded = false;
+  bool read_stopped = false;  // STOP_SENDING sent: the rest of the body is not wanted
   int status = 0;
   std::shared_ptr<http::BodySource> body;
   std::uint64_t size = 0;
@@ -49,8 +52,14 @@ struct Stream {
 // The HTTP/3 application on one QUIC connection.
 class H3Connection final : public quic::StreamApplication {
  public:
-  H3Connection(ngtcp2_conn* conn, const http::App& app, const ServerConfig& config, SocketAddress peer)
-      : conn_(conn), app_(app), config_(config), peer_(std::move(peer)) {
+  H3Connection(ngtcp2_conn* conn, const http::App& app, const ServerConfig& config, const http::StreamPolicy& policy,
+               SocketAddress peer)
+      : conn_(conn),
+        app_(app),
+        config_(config),
+        policy_(policy),
+        peer_(std::move(peer)),
+        budget_(app.body_budget(), app.config().max_buffered_body_bytes_per_connection) {
     auto& m = app_.metrics().of(http::Protocol::h3);
     ++m.connections_total;
     ++m.connections_active;
@@ -71,6 +80,8 @@ class H3Connection final : public quic::StreamApplication {
     cb.deferred_consume = &H3Connection::cb_deferred_consume;
     cb.begin_headers = &H3Connection::cb_begin_headers;
     cb.recv_header = &H3Connection::cb_recv_header;
+    cb.end_headers = &H3Connection::cb_end_headers;
+    cb.recv_trailer = &H3Connection::cb_recv_trailer;
     cb.end_stream = &H3Connection::cb_end_stream;
     cb.stop_sending = &H3Connection::cb_stop_sending;
     cb.reset_stream = &H3Connection::cb_reset_stream;
@@ -78,6 +89,9 @@ class H3Connection final : public quic::StreamApplication {
     nghttp3_settings_default(&settings);
     settings.qpack_max_dtable_capacity = 4096;
     settings.qpack_blocked_streams = 100;
+    // The same header section limit as HTTP/2's SETTINGS_MAX_HEADER_LIST_SIZE,
+    // announced to the client (RFC 9114 7.2.4.1); the pipeline enforces it.
+    settings.max_field_section_size = policy_.max_header_list_size;
     if (int rv = nghttp3_conn_server_new(&h3_, &cb, &settings, nghttp3_mem_default(), this); rv != 0) {
       log::warn("h3: nghttp3_conn_server_new: {}", nghttp3_strerror(rv));
       return fail(rv);
@@ -109,12 +123,26 @@ class H3Connection final : public quic::StreamApplication {
   int on_stream_data(std::int64_t stream_id, ByteView data, bool fin) override {
     if (h3_ == nullptr && on_ready() != 0) return -1;
     auto n = nghttp3_conn_read_stream(h3_, stream_id, data.data(), data.size(), fin ? 1 : 0);
+    if ((n == NGHTTP3_ERR_MALFORMED_HTTP_MESSAGING || n == NGHTTP3_ERR_MALFORMED_HTTP_HEADER) &&
+        ngtcp2_is_bidi_stream(stream_id)) {
+      // A malformed request (e.g. a body that does not match its content-length)
+      // is a stream error, H3_MESSAGE_ERROR (RFC 9114 4.1.2), as on HTTP/2: the
+      // other requests of the connection go on.
+      log::info("h3 {}: stream {}: malformed request ({}); resetting the stream", peer_.to_string(), stream_id,
+                nghttp3_strerror(static_cast<int>(n)));
+      ++app_.metrics().of(http::Protocol::h3).protocol_errors;
+      stop_reading_.clear();
+      nghttp3_conn_shutdown_stream_read(h3_, stream_id);
+      ngtcp2_conn_shutdown_stream(conn_, stream_id, NGHTTP3_H3_MESSAGE_ERROR);
+      return 0;
+    }
     if (n < 0) {
       log::info("h3: bad data on stream {}: {}", stream_id, nghttp3_strerror(static_cast<int>(n)));
       ++app_.metrics().of(http::Protocol::h3).protocol_errors;
       return fail(static_cast<int>(n));
     }
     consume(stream_id, static_cast<std::size_t>(n));
+    stop_reading_now();
     return 0;
   }
 
@@ -205,10 +233,7 @@ class H3Connection final : public quic::StreamApplication {
 
   static int cb_begin_headers(nghttp3_conn* h3, std::int64_t stream_id, void* ud, void*) {
     auto* c = self(ud);
-    auto s = std::make_unique<Stream>();
-    s->id = stream_id;
-    s->request.protocol = http::Protocol::h3;
-    s->request.peer = c->peer_;
+    auto s = std::make_unique<Stream>(stream_id, c->app_, c->policy_, c->budget_, c->peer_);
     nghttp3_conn_set_stream_user_data(h3, stream_id, s.get());
     c->streams_[stream_id] = std::move(s);
     ++c->app_.metrics().of(http::Protocol::h3).streams_total;
@@ -218,38 +243,34 @@ class H3Connection final : public quic::StreamApplication {
   static int cb_recv_header(nghttp3_conn*, std::int64_t, std::int32_t, nghttp3_rcbuf* name, nghttp3_rcbuf* value,
                             std::uint8_t, void*, void* sud) {
     auto* s = static_cast<Stream*>(sud);
-    if (s == nullptr) return 0;
-    auto n = view_of(name);
-    auto v = view_of(value);
-    auto& r = s->request;
-    if (n == ":method")
-      r.method = v;
-    else if (n == ":path")
-      r.path = v;
-    else if (n == ":scheme")
-      r.scheme = v;
-    else if (n == ":authority")
-      r.authority = v;
-    else if (!n.empty() && n[0] != ':')
-      r.headers.push_back(http::Header{std::string(n), std::string(v)});
+    if (s != nullptr) s->pipe.header(view_of(name), view_of(value));
     return 0;
+  }
+
+  static int cb_recv_trailer(nghttp3_conn*, std::int64_t, std::int32_t, nghttp3_rcbuf* name, nghttp3_rcbuf* value,
+                             std::uint8_t, void*, void* sud) {
+    auto* s = static_cast<Stream*>(sud);
+    if (s != nullptr) s->pipe.trailer(view_of(name), view_of(value));
+    return 0;
+  }
+
+  static int cb_end_headers(nghttp3_conn*, std::int64_t, int fin, void* ud, void* sud) {
+    auto* s = static_cast<Stream*>(sud);
+    if (s == nullptr) return 0;
+    // fin: end_stream follows and completes the request.
+    (void)fin;
+    s->pipe.headers_done(false);
+    return self(ud)->respond_if_ready(*s);
   }
 
   static int cb_recv_data(nghttp3_conn*, std::int64_t stream_id, const std::uint8_t* data, std::size_t datalen,
                           void* ud, void* sud) {
     auto* c = self(ud);
     auto* s = static_cast<Stream*>(sud);
-    if (s != nullptr && !s->body_too_large) {
-      if (s->request.body.size() + datalen > c->app_.config().max_request_body) {
-        s->body_too_large = true;
-        Bytes().swap(s->request.body);
-      } else {
-        s->request.body.insert(s->request.body.end(), data, data + datalen);
-      }
-    }
-    c->app_.metrics().of(http::Protocol::h3).request_body_bytes += datalen;
     c->consume(stream_id, datalen);
-    return 0;
+    if (s == nullptr) return 0;
+    s->pipe.data(ByteView(data, datalen));
+    return c->respond_if_ready(*s);
   }
 
   static int cb_deferred_consume(nghttp3_conn*, std::int64_t stream_id, std::size_t consumed, void* ud, void*) {
@@ -260,7 +281,8 @@ class H3Connection final : public quic::StreamApplication {
   static int cb_end_stream(nghttp3_conn*, std::int64_t, void* ud, void* sud) {
     auto* s = static_cast<Stream*>(sud);
     if (s == nullptr) return 0;
-    return self(ud)->respond(*s);
+    s->pipe.end_stream();
+    return self(ud)->respond_if_ready(*s);
   }
 
   static int cb_stop_sending(nghttp3_conn*, std::int64_t stream_id, std::uint64_t code, void* ud, void*) {
@@ -356,69 +378,89 @@ class H3Connection final : public quic::StreamApplication {
     return static_cast<nghttp3_ssize>(n);
   }
 
-  int respond(Stream& s) {
-    if (s.responded) return 0;
+  int respond_if_ready(Stream& s) {
+    if (s.responded || !s.pipe.response_ready()) return 0;
     s.responded = true;
-    http::Response resp;
-    if (s.body_too_large) {
-      resp = http::Response::text(413, "request body too large\n");
-    } else if (s.request.method.empty() || s.request.path.empty()) {
-      resp = http::Response::text(400, "missing :method or :path\n");
-    } else {
-      resp = app_.handle(s.request);
-    }
-    Bytes().swap(s.request.body);
-    app_.metrics().count_response(http::Protocol::h3, resp.status);
+    if (!s.pipe.refusal().empty()) log::info("h3 {}: stream {}: {}", peer_.to_string(), s.id, s.pipe.refusal());
+    auto resp = s.pipe.take_response();
     s.status = resp.status;
-    s.body = resp.body;
-    s.size = s.body ? s.body->size() : 0;
-    if (s.body && s.size > 0) {
+    s.body = std::move(resp.body);
+    s.size = s.body ? resp.body_size : 0;
+    if (s.body) {
       // A source that offers a stable view of its first bytes offers it throughout.
       s.zero_copy = !s.body->stable_view(0, 1).empty();
     }
     const std::string status = std::to_string(resp.status);
-    const std::string length = std::to_string(s.size);
     std::vector<nghttp3_nv> nva;
-    nva.reserve(resp.headers.size() + 3);
+    nva.reserve(resp.fields.size() + 1);
     nva.push_back(make_nv(":status", status));
-    nva.push_back(make_nv("server", app_.config().server_name));
-    if (s.body) nva.push_back(make_nv("content-length", length));
-    for (const auto& h : resp.headers) {
-      if (h.name == "content-length" || h.name == "connection" || h.name == "transfer-encoding") continue;
-      nva.push_back(make_nv(h.name, h.value));
-    }
+    for (const auto& h : resp.fields) nva.push_back(make_nv(h.name, h.value));
     nghttp3_data_reader reader{&H3Connection::cb_read_data};
-    int rv = nghttp3_conn_submit_response(h3_, s.id, nva.data(), nva.size(), (s.body && s.size > 0) ? &reader : nullptr);
+    int rv = nghttp3_conn_submit_response(h3_, s.id, nva.data(), nva.size(), s.body ? &reader : nullptr);
     if (rv != 0) {
       log::info("h3: cannot submit the response on stream {}: {}", s.id, nghttp3_strerror(rv));
       return fail(rv);
     }
+    stop_upload_if_unwanted(s);
     return 0;
+  }
+
+  // A response decided before the request ended (413, 503, 431): ask the client
+  // to stop uploading (RFC 9114 4.1: STOP_SENDING with H3_NO_ERROR); what is
+  // still in flight is discarded by QUIC, and its flow-control credit returned.
+  void stop_upload_if_unwanted(Stream& s) {
+    if (s.read_stopped || !s.pipe.body_unwanted()) return;
+    s.read_stopped = true;
+    // Not from inside nghttp3_conn_read_stream (our callers): on_stream_data does it after.
+    stop_reading_.push_back(s.id);
+  }
+
+  void stop_reading_now() {
+    for (auto id : stop_reading_) {
+      if (streams_.count(id) == 0) continue;
+      nghttp3_conn_shutdown_stream_read(h3_, id);
+      ngtcp2_conn_shutdown_stream_read(conn_, id, NGHTTP3_H3_NO_ERROR);
+    }
+    stop_reading_.clear();
   }
 
   ngtcp2_conn* conn_;
   const http::App& app_;
   const ServerConfig& config_;
+  const http::StreamPolicy& policy_;
   SocketAddress peer_;
+  http::ConnectionBudget budget_;  // request bodies buffered on this connection
   nghttp3_conn* h3_ = nullptr;
   std::unordered_map<std::int64_t, std::unique_ptr<Stream>> streams_;
+  std::vector<std::int64_t> stop_reading_;  // streams whose upload we stop after this read
   std::uint64_t error_code_ = NGHTTP3_H3_INTERNAL_ERROR;
 };
 
 }  // namespace
 
-quic::ApplicationFactory application_factory(const http::App& app, const ServerConfig& config) {
-  return [&app, &config](ngtcp2_conn* conn, const quic::ConnectionInfo& info) -> std::unique_ptr<quic::StreamApplication> {
-    return std::make_unique<H3Connection>(conn, app, config, info.remote);
+quic::ApplicationFactory application_factory(const http::App& app, const ServerConfig& config,
+                                             const http::StreamPolicy& policy) {
+  return [&app, &config, &policy](ngtcp2_conn* conn,
+                                  const quic::ConnectionInfo& info) -> std::unique_ptr<quic::StreamApplication> {
+    return std::make_unique<H3Connection>(conn, app, config, policy, info.remote);
   };
 }
 
+quic::ApplicationFactory application_factory(const http::App& app, const ServerConfig& config) {
+  // The request policy from the config, alive as long as the factory (and so the core).
+  auto policy = std::make_shared<const http::StreamPolicy>(http::StreamPolicy{config.max_header_list_size, config.alt_svc});
+  auto inner = application_factory(app, config, *policy);
+  return [policy, inner](ngtcp2_conn* conn, const quic::ConnectionInfo& info) { return inner(conn, info); };
+}
+
 struct Server::Impl final : quic::PacketSink {
-  Impl(uv::Loop& l, const http::App& a, const ServerConfig& c) : loop(l), app(a), config(c), socket(l), timer(l) {}
+  Impl(uv::Loop& l, const http::App& a, const ServerConfig& c)
+      : loop(l), app(a), config(c), policy{c.max_header_list_size, c.alt_svc}, socket(l), timer(l) {}
 
   uv::Loop& loop;
   const http::App& app;
   ServerConfig config;
+  http::StreamPolicy policy;
   std::unique_ptr<quic::tls::ServerContext> tls;
   quic::UdpSocket socket;
   uv::Timer timer;
@@ -497,7 +539,8 @@ Status Server::start(const SocketAddress& addr) {
     std::filesystem::create_directories(s.config.quic.qlog_dir, ec);
     if (ec) return make_error(ec.value(), "h3: cannot create qlog dir " + s.config.quic.qlog_dir.string() + ": " + ec.message());
   }
-  s.core = std::make_unique<quic::ServerCore>(s.config.quic, *s.tls, s, application_factory(s.app, s.config));
+  // Through s.policy, which set_alt_svc() may change after start().
+  s.core = std::make_unique<quic::ServerCore>(s.config.quic, *s.tls, s, application_factory(s.app, s.config, s.policy));
   if (auto st = s.socket.bind(addr, s.config.udp); !st) return st;
   auto started = s.socket.start(
       [&s](const quic::ReceivedDatagram& d) {
@@ -515,6 +558,8 @@ Status Server::start(const SocketAddress& addr) {
 }
 
 SocketAddress Server::local_address() const { return impl_->socket.local_address(); }
+
+void Server::set_alt_svc(std::string value) { impl_->policy.alt_svc = std::move(value); }
 
 void Server::shutdown(std::function<void()> done) {
   auto& s = *impl_;

@@ -8,8 +8,9 @@
 //                     assembly, responses pulled from http::BodySource
 //   h3::Server        this adapter: socket + timer + core, one loop
 //
-// Request bodies are buffered up to AppConfig::max_request_body (larger ones
-// get 413 and the rest of the body is discarded). Response bodies are pulled
+// Requests go through the shared pipeline (http::ServerStream): bodies are
+// buffered up to AppConfig::max_request_body and within the body budgets
+// (larger ones get 413 or 503 at once, and STOP_SENDING stops the upload). Response bodies are pulled
 // as QUIC flow control allows: sources with stable_view() are sent without a
 // copy; other sources (files) go through a bounded buffer freed as the peer
 // acknowledges it.
@@ -18,6 +19,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "transport/core/address.hpp"
 #include "transport/core/result.hpp"
@@ -42,12 +44,22 @@ struct ServerConfig {
   std::size_t max_unacked_per_stream = 16 * 1024 * 1024;
   /// Same, for sources that must be copied (files): the buffer per stream.
   std::size_t max_buffered_per_stream = 1024 * 1024;
+  /// The largest request header section (name + value + 32 per field), the same
+  /// accounting and default as HTTP/2's max_header_list_size; announced as
+  /// SETTINGS_MAX_FIELD_SECTION_SIZE. Larger sections get 431.
+  std::uint64_t max_header_list_size = 64 * 1024;
+  /// When not empty, an Alt-Svc header with this value on every response, as on HTTP/2.
+  std::string alt_svc;
 };
 
 /// The HTTP/3 application for a quic::ServerCore: one nghttp3 server
 /// session per connection, serving `app`. h3::Server uses it over its socket;
 /// cores driven without one (the in-memory simulation, a peer that shares
 /// its socket with STUN) take it directly. app and config must outlive the core.
+/// `policy` (header limit, Alt-Svc) must outlive the core too; the overload
+/// without it keeps its own, made from config.
+quic::ApplicationFactory application_factory(const http::App& app, const ServerConfig& config,
+                                             const http::StreamPolicy& policy);
 quic::ApplicationFactory application_factory(const http::App& app, const ServerConfig& config);
 
 class Server {
@@ -63,6 +75,8 @@ class Server {
   Status start(const SocketAddress& addr);
   /// The bound address (with the real port once started).
   SocketAddress local_address() const;
+  /// Sets the Alt-Svc value of later responses (when it depends on the bound port).
+  void set_alt_svc(std::string value);
   /// Graceful shutdown: GOAWAY on every connection, CONNECTION_CLOSE once its
   /// requests are done (or after ServerCoreConfig::shutdown_timeout); then the
   /// socket closes and done runs (once, on the loop).

@@ -320,7 +320,10 @@ class App::StaticCache {
 };
 
 App::App(AppConfig config, Metrics& metrics)
-    : config_(std::move(config)), metrics_(metrics), cache_(std::make_unique<StaticCache>(config_)) {
+    : config_(std::move(config)),
+      metrics_(metrics),
+      body_budget_(config_.max_buffered_body_bytes),
+      cache_(std::make_unique<StaticCache>(config_)) {
   route("GET", "/health", [](const Request&) { return Response::text(200, "ok\n"); });
   route("GET", "/metrics", [this](const Request&) {
     return Response::text(200, metrics_.render(), "text/plain; version=0.0.4; charset=utf-8");

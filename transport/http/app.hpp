@@ -21,6 +21,7 @@
 #include "transport/core/clock.hpp"
 #include "transport/core/result.hpp"
 #include "transport/http/message.hpp"
+#include "transport/http/server_stream.hpp"
 
 namespace quiclab::http {
 
@@ -29,6 +30,11 @@ struct AppConfig {
   std::uint64_t max_generated_bytes = 16ULL * 1024 * 1024 * 1024;  ///< Upper bound for /bytes/N.
   std::size_t max_request_body = 64 * 1024 * 1024;             ///< Servers refuse larger bodies (413).
   std::string server_name = "quiclab";
+  /// Request bodies buffered at once (both protocols together, and per
+  /// connection): a body that does not fit gets 503. Bounds what many streams of
+  /// up to max_request_body each can pin.
+  std::uint64_t max_buffered_body_bytes = 512ULL * 1024 * 1024;
+  std::uint64_t max_buffered_body_bytes_per_connection = 128ULL * 1024 * 1024;
 
   // Open-file cache for static files (see App::static_cache_stats). Each entry
   // keeps its file open, so static_cache_entries also bounds the descriptors held.
@@ -112,6 +118,8 @@ class App {
 
   const AppConfig& config() const { return config_; }
   Metrics& metrics() const { return metrics_; }
+  /// The server-wide budget of buffered request bodies (see AppConfig).
+  BodyBudget& body_budget() const { return body_budget_; }
   StaticCacheStats static_cache_stats() const;
 
  private:
@@ -132,6 +140,7 @@ class App {
 
   AppConfig config_;
   Metrics& metrics_;
+  mutable BodyBudget body_budget_;
   std::vector<Route> routes_;
   // handle() is const and runs on one loop thread; the cache is an
   // implementation detail that does not change what a request returns.
