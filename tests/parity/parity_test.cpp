@@ -405,7 +405,11 @@ TEST_CASE("parity h2 and h3: over the body budget new bodies get 503, the server
   // Without the budget the peak grows by about 2 x 16 x 8 MiB = 256 MiB per protocol.
   INFO("server VmRSS before " << rss_before << " KiB, peak (VmHWM) " << peak << " KiB");
   CHECK(peak > 0);
+#ifndef __SANITIZE_ADDRESS__
+  // Not under ASan: its quarantine keeps freed memory resident (quiclab serve is
+  // built the same way as this test).
   CHECK(peak - rss_before < 3 * static_cast<long>(kBudget / 1024) + 32 * 1024);
+#endif
   WARN("budget test: server RSS before " << rss_before / 1024 << " MiB, peak " << peak / 1024 << " MiB");
   CHECK(srv.signal_and_wait(SIGTERM) == 0);
 }
