@@ -15,7 +15,7 @@ Result<std::unique_ptr<http::Client>> make_client(http::Protocol protocol, uv::L
     case http::Protocol::h3:
       return std::unique_ptr<http::Client>(std::make_unique<h3::Client>(loop, origin, options));
   }
-  return make_error(EINVAL, "unknown protocol");
+  return make_error(ErrorDomain::config, EINVAL, "unknown protocol");
 }
 
 std::string origin_key(const http::Url& url) {

@@ -255,7 +255,7 @@ int run(const GetOptions& o) {
   std::uint64_t total_bytes = 0;
   std::map<std::string, int> error_counts;
   for (auto& f : fetches) {
-    if (!f.done) f.response.error = make_error(EINTR, "request did not complete");
+    if (!f.done) f.response.error = make_error(ErrorDomain::generic, EINTR, "request did not complete");
     if (f.expected_bytes && !f.response.error && f.response.status == 200) {
       if (f.mismatch) {
         f.verify_error = "body differs from the generated /bytes pattern";

@@ -321,6 +321,12 @@ RawClient::~RawClient() {
   if (inflater_) nghttp2_hd_inflate_del(inflater_);
 }
 
+bool RawClient::close_notify() {
+  if (!ssl_) return false;
+  bool sent = SSL_shutdown(ssl_) >= 0;
+  return ::shutdown(fd_, SHUT_WR) == 0 && sent;
+}
+
 std::string RawClient::local_address() const {
   sockaddr_in sa{};
   socklen_t len = sizeof sa;

@@ -108,7 +108,7 @@ Signal& Signal::operator=(Signal&& o) noexcept {
   return *this;
 }
 Status Signal::start(int signum, Callback cb) {
-  if (!s_) return make_error(UV_EINVAL, "signal handle closed");
+  if (!s_) return make_error(ErrorDomain::uv, UV_EINVAL, "signal handle closed");
   s_->cb = std::move(cb);
   int rc = uv_signal_start(
       &s_->handle,
@@ -151,7 +151,7 @@ Poll& Poll::operator=(Poll&& o) noexcept {
   return *this;
 }
 Status Poll::start(int events, Callback cb) {
-  if (!s_) return make_error(UV_EINVAL, "poll handle closed");
+  if (!s_) return make_error(ErrorDomain::uv, UV_EINVAL, "poll handle closed");
   s_->cb = std::move(cb);
   int rc = uv_poll_start(&s_->handle, events, [](uv_poll_t* h, int status, int ev) {
     auto* s = static_cast<State*>(h->data);
@@ -190,7 +190,7 @@ TcpStream& TcpStream::operator=(TcpStream&& o) noexcept {
 uv_tcp_t* TcpStream::raw() { return s_ ? &s_->handle : nullptr; }
 
 Status TcpStream::connect(const SocketAddress& to, ConnectCallback cb) {
-  if (!s_) return make_error(UV_EINVAL, "stream closed");
+  if (!s_) return make_error(ErrorDomain::uv, UV_EINVAL, "stream closed");
   s_->on_connect = std::move(cb);
   auto* req = new uv_connect_t;
   req->data = s_;
@@ -214,7 +214,7 @@ Status TcpStream::connect(const SocketAddress& to, ConnectCallback cb) {
 }
 
 Status TcpStream::read_start(ReadCallback on_data, EndCallback on_end) {
-  if (!s_) return make_error(UV_EINVAL, "stream closed");
+  if (!s_) return make_error(ErrorDomain::uv, UV_EINVAL, "stream closed");
   s_->on_data = std::move(on_data);
   s_->on_end = std::move(on_end);
   int rc = uv_read_start(
@@ -254,7 +254,7 @@ struct WriteReq {
 }  // namespace
 
 Status TcpStream::write(Bytes data, WriteCallback cb) {
-  if (!s_) return make_error(UV_EINVAL, "stream closed");
+  if (!s_) return make_error(ErrorDomain::uv, UV_EINVAL, "stream closed");
   if (data.empty()) {
     if (cb) cb(Status{});
     return {};
@@ -371,7 +371,7 @@ TcpServer& TcpServer::operator=(TcpServer&& o) noexcept {
 }
 
 Status TcpServer::listen(const SocketAddress& addr, int backlog, AcceptCallback cb) {
-  if (!s_) return make_error(UV_EINVAL, "server closed");
+  if (!s_) return make_error(ErrorDomain::uv, UV_EINVAL, "server closed");
   s_->cb = std::move(cb);
   int rc = uv_tcp_bind(&s_->handle, addr.sa(), addr.is_v6() ? UV_TCP_IPV6ONLY : 0);
   if (rc != 0) return to_error(rc, "bind " + addr.to_string());
@@ -427,14 +427,14 @@ Udp& Udp::operator=(Udp&& o) noexcept {
 }
 
 Status Udp::bind(const SocketAddress& addr, unsigned flags) {
-  if (!s_) return make_error(UV_EINVAL, "udp handle closed");
+  if (!s_) return make_error(ErrorDomain::uv, UV_EINVAL, "udp handle closed");
   int rc = uv_udp_bind(&s_->handle, addr.sa(), flags | (addr.is_v6() ? UV_UDP_IPV6ONLY : 0));
   if (rc != 0) return to_error(rc, "bind udp " + addr.to_string());
   return {};
 }
 
 Status Udp::recv_start(RecvCallback cb) {
-  if (!s_) return make_error(UV_EINVAL, "udp handle closed");
+  if (!s_) return make_error(ErrorDomain::uv, UV_EINVAL, "udp handle closed");
   s_->cb = std::move(cb);
   int rc = uv_udp_recv_start(
       &s_->handle,
@@ -457,7 +457,7 @@ void Udp::recv_stop() {
 }
 
 Status Udp::send(const SocketAddress& to, ByteView data) {
-  if (!s_) return make_error(UV_EINVAL, "udp handle closed");
+  if (!s_) return make_error(ErrorDomain::uv, UV_EINVAL, "udp handle closed");
   uv_buf_t buf = uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(data.data())), static_cast<unsigned>(data.size()));
   int rc = uv_udp_try_send(&s_->handle, &buf, 1, to.sa());
   if (rc >= 0) return {};

@@ -101,7 +101,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   void connect(std::function<void(Status)> cb) {
     on_ready = std::move(cb);
     if (state != State::idle) {
-      defer_ready(make_error(EALREADY, "connect() called twice"));
+      defer_ready(make_error(ErrorDomain::generic, EALREADY, "connect() called twice"));
       kick();
       return;
     }
@@ -118,7 +118,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     tls_ctx = std::move(*ctx);
     auto addr = SocketAddress::parse(host_port(origin));
     if (!addr) start = now();
-    if (!addr) return fail_soon(make_error(addr.error().code, "cannot resolve " + origin.host + ": " + addr.error().message));
+    if (!addr) return fail_soon(make_error(addr.error().domain, addr.error().code, "cannot resolve " + origin.host + ": " + addr.error().message));
     // The clock starts at the TCP connect: name resolution and loading the CA
     // store are local set-up, not part of the connection being measured.
     start = last_activity = now();
@@ -142,7 +142,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       // Already gone (failed, or closed by the server): only report it.
       defer_closed();
     } else if (abort || state == State::idle || state == State::connecting || state == State::handshaking) {
-      fail_connection(make_error(ECANCELED, "connection closed by the client"), /*graceful=*/false);
+      fail_connection(make_error(ErrorDomain::generic, ECANCELED, "connection closed by the client"), /*graceful=*/false);
     }
     kick();
   }
@@ -176,7 +176,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
 
   void on_connected(Status s, const std::string& target) {
     if (!s) {
-      fail_connection(make_error(s.error().code, "cannot connect to " + target + ": " + s.error().message), false);
+      fail_connection(make_error(s.error().domain, s.error().code, "cannot connect to " + target + ": " + s.error().message), false);
       return settle();
     }
     connected = last_activity = now();
@@ -220,7 +220,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       timer.close();
       if (closing_requested) defer_closed();
     } else {
-      fail_connection(make_error(status, clean ? "connection closed by the server"
+      fail_connection(make_error(ErrorDomain::uv, status, clean ? "connection closed by the server"
                                                : "connection error: " + uv::error_text(status)),
                       false);
     }
@@ -231,7 +231,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     if (state == State::closed) return;
     bool busy = state != State::open || !streams.empty() || !queue.empty();
     if (busy && now() - last_activity >= options.timeout_ms * kNanosPerMilli) {
-      fail_connection(make_error(ETIMEDOUT, "timeout: nothing received from " + origin.authority() + " for " +
+      fail_connection(make_error(ErrorDomain::generic, ETIMEDOUT, "timeout: nothing received from " + origin.authority() + " for " +
                                                 std::to_string(options.timeout_ms) + " ms"),
                       false);
       settle();
@@ -259,7 +259,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     flush_tls();
     if (!*r) return;
     if (tls->alpn() != "h2") {
-      fail_connection(make_error(EPROTO, "server at " + origin.authority() + " did not negotiate HTTP/2 (ALPN '" +
+      fail_connection(make_error(ErrorDomain::generic, EPROTO, "server at " + origin.authority() + " did not negotiate HTTP/2 (ALPN '" +
                                              tls->alpn() + "')"),
                       false);
       return;
@@ -283,7 +283,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     while (state == State::open || state == State::closing) {
       auto n = tls->read(read_buf);
       if (!n) {
-        if (n.error().code == tls::Session::kClosed) {
+        if (n.error().is_clean_close()) {
           on_end(UV_EOF);
         } else {
           fail_connection(n.error(), false);
@@ -297,7 +297,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       if (rv < 0) {
         // nghttp2 has queued GOAWAY; send it before failing.
         flush();
-        fail_connection(make_error(static_cast<int>(rv), std::string("HTTP/2 protocol error from the server: ") +
+        fail_connection(make_error(ErrorDomain::h2, static_cast<int>(rv), std::string("HTTP/2 protocol error from the server: ") +
                                                              nghttp2_strerror(static_cast<int>(rv))),
                         false);
         return;
@@ -332,17 +332,17 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     int rv = nghttp2_session_client_new2(&session, cbs, this, opt);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
-    if (rv != 0) return make_error(rv, std::string("nghttp2_session_client_new2: ") + nghttp2_strerror(rv));
+    if (rv != 0) return make_error(ErrorDomain::h2, rv, std::string("nghttp2_session_client_new2: ") + nghttp2_strerror(rv));
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, std::min<std::uint32_t>(options.stream_window, NGHTTP2_MAX_WINDOW_SIZE)},
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100},
     };
     rv = nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, iv, std::size(iv));
-    if (rv != 0) return make_error(rv, std::string("nghttp2_submit_settings: ") + nghttp2_strerror(rv));
+    if (rv != 0) return make_error(ErrorDomain::h2, rv, std::string("nghttp2_submit_settings: ") + nghttp2_strerror(rv));
     auto conn_window = static_cast<std::int32_t>(std::min<std::uint32_t>(options.connection_window, NGHTTP2_MAX_WINDOW_SIZE));
     rv = nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, 0, conn_window);
-    if (rv != 0) return make_error(rv, std::string("connection window: ") + nghttp2_strerror(rv));
+    if (rv != 0) return make_error(ErrorDomain::h2, rv, std::string("connection window: ") + nghttp2_strerror(rv));
     return {};
   }
 
@@ -405,7 +405,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     std::int32_t id = nghttp2_submit_request(session, nullptr, nva.data(), nva.size(), s->body ? &provider : nullptr,
                                              s.get());
     if (id < 0) {
-      s->response.error = make_error(id, std::string("cannot start stream: ") + nghttp2_strerror(id));
+      s->response.error = make_error(ErrorDomain::h2, id, std::string("cannot start stream: ") + nghttp2_strerror(id));
       complete(std::move(s));
       return;
     }
@@ -423,7 +423,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       auto n = nghttp2_session_mem_send(session, &data);
       --depth;
       if (n < 0) {
-        fail_connection(make_error(static_cast<int>(n), std::string("nghttp2_session_mem_send: ") +
+        fail_connection(make_error(ErrorDomain::h2, static_cast<int>(n), std::string("nghttp2_session_mem_send: ") +
                                                             nghttp2_strerror(static_cast<int>(n))),
                         false);
         return;
@@ -479,8 +479,8 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   void fail_stranded() {
     if (queue.empty()) return;
     std::optional<Error> why;
-    if (state == State::closed) why = failure ? *failure : make_error(ENOTCONN, "connection is closed");
-    else if (goaway_received) why = make_error(ECONNRESET, "server sent GOAWAY; request not sent");
+    if (state == State::closed) why = failure ? *failure : make_error(ErrorDomain::generic, ENOTCONN, "connection is closed");
+    else if (goaway_received) why = make_error(ErrorDomain::generic, ECONNRESET, "server sent GOAWAY; request not sent");
     if (!why) return;
     while (!queue.empty()) {
       auto s = std::make_unique<Stream>();
@@ -544,7 +544,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   // Ends the connection: every open or queued request completes with `e`.
   void fail_connection(const Error& e, bool /*graceful*/) {
     if (state == State::closed) return;
-    bool requested = e.code == ECANCELED;
+    bool requested = e.is(ErrorDomain::generic, ECANCELED);
     // The caller reports the error (per request); this line is for debugging.
     if (!requested) log::debug("h2 client: {}: {}", origin.authority(), e.message);
     failure = e;
@@ -655,11 +655,11 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       return 0;
     }
     if (error_code != NGHTTP2_NO_ERROR) {
-      s->response.error = make_error(static_cast<int>(error_code),
+      s->response.error = make_error(ErrorDomain::h2, static_cast<int>(error_code),
                                      std::string("stream reset: ") + nghttp2_http2_strerror(error_code) +
                                          (self->goaway_received ? " (after GOAWAY)" : ""));
     } else if (s->response.status == 0) {
-      s->response.error = make_error(EPROTO, "stream closed without a response");
+      s->response.error = make_error(ErrorDomain::generic, EPROTO, "stream closed without a response");
     }
     auto owned = std::move(it->second);
     self->streams.erase(it);

@@ -290,6 +290,7 @@ void Connection::on_read(ByteView data) {
     if (!hs) {
       log::warn("h2 {}: {}", peer_text_, hs.error().message);
       counters().protocol_errors++;
+      counters().tls_failure(http::TlsFailure::handshake)++;
       write_tls_output();  // the alert, if OpenSSL produced one
       close_gracefully();
       return;
@@ -312,13 +313,16 @@ void Connection::on_read(ByteView data) {
   while (!closed_) {
     auto n = tls_.read(buf);
     if (!n) {
-      if (n.error().code == tls::Session::kClosed) {
+      if (n.error().is_clean_close()) {
         log::debug("h2 {}: peer sent close_notify", peer_text_);
+        close_now("TLS closed");
       } else {
-        log::warn("h2 {}: {}", peer_text_, n.error().message);
+        auto reason = tls_.peer_alert() ? http::TlsFailure::peer_alert : http::TlsFailure::record;
+        log::warn("h2 {}: TLS failure ({}): {}", peer_text_, http::to_string(reason), n.error().message);
         counters().protocol_errors++;
+        counters().tls_failure(reason)++;
+        close_now("TLS failure");
       }
-      close_now("TLS closed");
       return;
     }
     if (*n == 0) break;
@@ -813,7 +817,7 @@ Status Server::start() {
   if (::setsockopt(listener_.fd(), IPPROTO_TCP, TCP_CONGESTION, cc.data(), static_cast<socklen_t>(cc.size())) != 0) {
     int err = errno;
     listener_.close();
-    return make_error(err, "cannot use TCP congestion control '" + cc + "': " + std::strerror(err) +
+    return make_error(ErrorDomain::os, err, "cannot use TCP congestion control '" + cc + "': " + std::strerror(err) +
                                " (available: see /proc/sys/net/ipv4/tcp_available_congestion_control)");
   }
   log::info("h2: TCP congestion control {}", cc);

@@ -116,10 +116,10 @@ std::string describe_close(const ngtcp2_connection_close_error& e) {
 
 Result<StoredSession> load_session(const std::filesystem::path& file) {
   std::ifstream in(file);
-  if (!in) return make_error(ENOENT, "no session file " + file.string());
+  if (!in) return make_error(ErrorDomain::config, ENOENT, "no session file " + file.string());
   std::string line;
   if (!std::getline(in, line) || line != kSessionMagic) {
-    return make_error(EINVAL, "session file " + file.string() + " has no '" + std::string(kSessionMagic) + "' header");
+    return make_error(ErrorDomain::config, EINVAL, "session file " + file.string() + " has no '" + std::string(kSessionMagic) + "' header");
   }
   StoredSession s;
   bool have_tls = false, have_tp = false;
@@ -128,7 +128,7 @@ Result<StoredSession> load_session(const std::filesystem::path& file) {
     if (sp == std::string::npos) continue;
     auto key = line.substr(0, sp);
     auto bytes = from_hex(std::string_view(line).substr(sp + 1));
-    if (!bytes) return make_error(EINVAL, "session file " + file.string() + ": bad hex in '" + key + "' line");
+    if (!bytes) return make_error(ErrorDomain::config, EINVAL, "session file " + file.string() + ": bad hex in '" + key + "' line");
     if (key == "tls") {
       s.tls_session = std::move(*bytes);
       have_tls = true;
@@ -140,7 +140,7 @@ Result<StoredSession> load_session(const std::filesystem::path& file) {
     }
   }
   if (!have_tls || !have_tp || s.tls_session.empty() || s.transport_params.empty()) {
-    return make_error(EINVAL, "session file " + file.string() + " lacks the TLS session or transport parameters");
+    return make_error(ErrorDomain::config, EINVAL, "session file " + file.string() + " lacks the TLS session or transport parameters");
   }
   return s;
 }
@@ -149,7 +149,7 @@ Status save_session(const std::filesystem::path& file, const StoredSession& sess
   auto tmp = file;
   tmp += ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  if (fd < 0) return make_error(errno, "cannot write session file " + tmp.string() + ": " + std::strerror(errno));
+  if (fd < 0) return make_error(ErrorDomain::os, errno, "cannot write session file " + tmp.string() + ": " + std::strerror(errno));
   std::string text = std::string(kSessionMagic) + "\ntls " + to_hex(session.tls_session) + "\ntp " +
                      to_hex(session.transport_params) + "\n";
   if (!session.token.empty()) text += "token " + to_hex(session.token) + "\n";
@@ -160,14 +160,14 @@ Status save_session(const std::filesystem::path& file, const StoredSession& sess
       if (errno == EINTR) continue;
       int err = errno;
       ::close(fd);
-      return make_error(err, "cannot write session file " + tmp.string() + ": " + std::strerror(err));
+      return make_error(ErrorDomain::os, err, "cannot write session file " + tmp.string() + ": " + std::strerror(err));
     }
     off += static_cast<std::size_t>(n);
   }
   ::close(fd);
   std::error_code ec;
   std::filesystem::rename(tmp, file, ec);
-  if (ec) return make_error(ec.value(), "cannot rename session file to " + file.string() + ": " + ec.message());
+  if (ec) return make_error(ErrorDomain::os, ec.value(), "cannot rename session file to " + file.string() + ": " + ec.message());
   return {};
 }
 
@@ -346,7 +346,7 @@ Status ClientConnection::init(Timestamp now) {
     auto s = load_session(opt.session_file);
     if (s) {
       stored = std::move(*s);
-    } else if (s.error().code != ENOENT) {
+    } else if (!s.error().is(ErrorDomain::config, ENOENT)) {
       log::warn("h3: ignoring session file: {}", s.error().message);
     }
   }
@@ -413,7 +413,7 @@ Status ClientConnection::init(Timestamp now) {
   if (!config_.tuning.qlog_dir.empty()) {
     auto path = config_.tuning.qlog_dir / (to_hex(ByteView(scid.data, scid.datalen)) + ".sqlog");
     qlog_ = std::fopen(path.c_str(), "w");
-    if (!qlog_) return make_error(errno, "cannot open qlog file " + path.string() + ": " + std::strerror(errno));
+    if (!qlog_) return make_error(ErrorDomain::os, errno, "cannot open qlog file " + path.string() + ": " + std::strerror(errno));
     settings.qlog.write = cb_qlog;
   }
 
@@ -436,7 +436,7 @@ Status ClientConnection::init(Timestamp now) {
   if (int rv = ngtcp2_conn_client_new(&conn_, &dcid, &scid, &path, NGTCP2_PROTO_VER_V1, &cb, &settings, &params,
                                       nullptr, this);
       rv != 0) {
-    return make_error(rv, "ngtcp2_conn_client_new: " + liberr_text(rv));
+    return make_error(ErrorDomain::quic, rv, "ngtcp2_conn_client_new: " + liberr_text(rv));
   }
   ngtcp2_conn_set_tls_native_handle(conn_, tls_->native_handle());
 
@@ -460,7 +460,7 @@ Status ClientConnection::init(Timestamp now) {
 Status ClientConnection::setup_http() {
   if (http_) return {};
   if (ngtcp2_conn_get_max_local_streams_uni(conn_) < 3) {
-    return make_error(EPROTO, "server allows fewer than 3 unidirectional streams (HTTP/3 needs 3)");
+    return make_error(ErrorDomain::generic, EPROTO, "server allows fewer than 3 unidirectional streams (HTTP/3 needs 3)");
   }
   nghttp3_callbacks cb{};
   cb.acked_stream_data = h3_acked_stream_data;
@@ -478,7 +478,7 @@ Status ClientConnection::setup_http() {
   settings.qpack_max_dtable_capacity = 4096;
   settings.qpack_blocked_streams = 100;
   if (int rv = nghttp3_conn_client_new(&http_, &cb, &settings, nghttp3_mem_default(), this); rv != 0) {
-    return make_error(rv, std::string("nghttp3_conn_client_new: ") + nghttp3_strerror(rv));
+    return make_error(ErrorDomain::h3, rv, std::string("nghttp3_conn_client_new: ") + nghttp3_strerror(rv));
   }
   std::int64_t ctrl = -1, qenc = -1, qdec = -1;
   int rv = ngtcp2_conn_open_uni_stream(conn_, &ctrl, nullptr);
@@ -486,7 +486,7 @@ Status ClientConnection::setup_http() {
   if (rv == 0) rv = ngtcp2_conn_open_uni_stream(conn_, &qenc, nullptr);
   if (rv == 0) rv = ngtcp2_conn_open_uni_stream(conn_, &qdec, nullptr);
   if (rv == 0) rv = nghttp3_conn_bind_qpack_streams(http_, qenc, qdec);
-  if (rv != 0) return make_error(rv, "cannot open HTTP/3 control and QPACK streams");
+  if (rv != 0) return make_error(ErrorDomain::h3, rv, "cannot open HTTP/3 control and QPACK streams");
   return {};
 }
 
@@ -500,7 +500,7 @@ void ClientConnection::submit(http::ClientRequest request, http::BodyCallback on
   s->response.protocol = "h3";
   s->response.timing.start = start_;
   if (state_ == State::closed || closing_requested_) {
-    s->response.error = connection_error_.value_or(make_error(ECANCELED, "HTTP/3 connection is closed"));
+    s->response.error = connection_error_.value_or(make_error(ErrorDomain::generic, ECANCELED, "HTTP/3 connection is closed"));
     events_.completions.push_back({std::move(s->on_complete), std::move(s->response)});
     return;
   }
@@ -518,7 +518,7 @@ void ClientConnection::submit(http::ClientRequest request, http::BodyCallback on
         off += static_cast<std::uint64_t>(n);
       }
       if (off != s->body_copy.size()) {
-        s->response.error = make_error(EIO, "cannot read the request body");
+        s->response.error = make_error(ErrorDomain::generic, EIO, "cannot read the request body");
         events_.completions.push_back({std::move(s->on_complete), std::move(s->response)});
         return;
       }
@@ -552,7 +552,7 @@ bool ClientConnection::open_stream(std::unique_ptr<Stream>& s) {
   if (rv != 0) {
     log::warn("h3: cannot submit request on stream {}: {}", id, nghttp3_strerror(rv));
     ngtcp2_conn_shutdown_stream(conn_, id, NGHTTP3_H3_INTERNAL_ERROR);
-    s->response.error = make_error(rv, std::string("HTTP/3 request not sent: ") + nghttp3_strerror(rv));
+    s->response.error = make_error(ErrorDomain::h3, rv, std::string("HTTP/3 request not sent: ") + nghttp3_strerror(rv));
     events_.completions.push_back({std::move(s->on_complete), std::move(s->response)});
     return true;
   }
@@ -600,22 +600,22 @@ void ClientConnection::handle_liberr(int rv, const char* where, Timestamp now) {
     if (clean && outstanding() == 0) {
       enter_closed(std::nullopt);
     } else {
-      enter_closed(make_error(ECONNRESET, describe_close(ccerr)));
+      enter_closed(make_error(ErrorDomain::generic, ECONNRESET, describe_close(ccerr)));
     }
     return;
   }
   if (rv == NGTCP2_ERR_IDLE_CLOSE) {
     enter_closed(outstanding() == 0 && closing_requested_
                      ? std::nullopt
-                     : std::optional<Error>(make_error(ETIMEDOUT, "QUIC idle timeout: the server went silent")));
+                     : std::optional<Error>(make_error(ErrorDomain::generic, ETIMEDOUT, "QUIC idle timeout: the server went silent")));
     return;
   }
   if (rv == NGTCP2_ERR_HANDSHAKE_TIMEOUT) {
-    enter_closed(make_error(ETIMEDOUT, "QUIC handshake timed out: no answer from " + config_.remote.to_string()));
+    enter_closed(make_error(ErrorDomain::generic, ETIMEDOUT, "QUIC handshake timed out: no answer from " + config_.remote.to_string()));
     return;
   }
   if (rv == NGTCP2_ERR_DROP_CONN) {
-    enter_closed(make_error(ECONNRESET, "QUIC connection dropped (stateless reset or unrecoverable packet)"));
+    enter_closed(make_error(ErrorDomain::generic, ECONNRESET, "QUIC connection dropped (stateless reset or unrecoverable packet)"));
     return;
   }
   std::string text;
@@ -643,14 +643,14 @@ void ClientConnection::handle_liberr(int rv, const char* where, Timestamp now) {
                                                 &ccerr, now);
     close_packet_.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
   }
-  enter_closed(make_error(rv == NGTCP2_ERR_CRYPTO ? EPROTO : ECONNABORTED, text));
+  enter_closed(make_error(ErrorDomain::generic, rv == NGTCP2_ERR_CRYPTO ? EPROTO : ECONNABORTED, text));
 }
 
 void ClientConnection::enter_closed(std::optional<Error> error) {
   if (state_ == State::closed) return;
   state_ = State::closed;
   if (error && !connection_error_) connection_error_ = error;
-  Error e = connection_error_.value_or(make_error(ECANCELED, "HTTP/3 connection closed"));
+  Error e = connection_error_.value_or(make_error(ErrorDomain::generic, ECANCELED, "HTTP/3 connection closed"));
   if (!handshake_reported_) {
     handshake_reported_ = true;
     events_.ready = Status(e);
@@ -739,7 +739,7 @@ void ClientConnection::write(Timestamp now, const BurstSink& sink) {
       veccnt = nghttp3_conn_writev_stream(http_, &stream_id, &fin, vec.data(), vec.size());
       if (veccnt < 0) {
         send(off);
-        connection_error_ = make_error(static_cast<int>(veccnt),
+        connection_error_ = make_error(ErrorDomain::h3, static_cast<int>(veccnt),
                                        std::string("nghttp3 write: ") + nghttp3_strerror(static_cast<int>(veccnt)));
         handle_liberr(NGTCP2_ERR_CALLBACK_FAILURE, "write", now);
         return;
@@ -829,7 +829,7 @@ void ClientConnection::write(Timestamp now, const BurstSink& sink) {
 bool ClientConnection::wrote_stream_data(std::int64_t stream_id, ngtcp2_ssize ndatalen, bool fin_sent) {
   if (ndatalen < 0) return true;
   if (int rv = nghttp3_conn_add_write_offset(http_, stream_id, static_cast<std::size_t>(ndatalen)); rv != 0) {
-    connection_error_ = make_error(rv, std::string("nghttp3: ") + nghttp3_strerror(rv));
+    connection_error_ = make_error(ErrorDomain::h3, rv, std::string("nghttp3: ") + nghttp3_strerror(rv));
     handle_liberr(NGTCP2_ERR_CALLBACK_FAILURE, "write", now_);
     return false;
   }
@@ -872,9 +872,9 @@ void ClientConnection::close(bool abort, Timestamp now) {
   now_ = now;
   closing_requested_ = true;
   if (abort) {
-    for (auto& s : pending_) finish(*s, make_error(ECANCELED, "request cancelled: client closed"));
+    for (auto& s : pending_) finish(*s, make_error(ErrorDomain::generic, ECANCELED, "request cancelled: client closed"));
     pending_.clear();
-    for (auto& [id, s] : streams_) finish(*s, make_error(ECANCELED, "request cancelled: client closed"));
+    for (auto& [id, s] : streams_) finish(*s, make_error(ErrorDomain::generic, ECANCELED, "request cancelled: client closed"));
     write_connection_close(now, NGHTTP3_H3_REQUEST_CANCELLED);
   }
   // Graceful: write() sends GOAWAY and CONNECTION_CLOSE once nothing is outstanding.
@@ -924,7 +924,7 @@ int ClientConnection::on_recv_stream_data(std::uint32_t flags, std::int64_t stre
   if (!http_) return 0;
   auto n = nghttp3_conn_read_stream(http_, stream_id, data, len, (flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0);
   if (n < 0) {
-    connection_error_ = make_error(static_cast<int>(n), std::string("HTTP/3 error from server: ") +
+    connection_error_ = make_error(ErrorDomain::h3, static_cast<int>(n), std::string("HTTP/3 error from server: ") +
                                                             nghttp3_strerror(static_cast<int>(n)));
     log::warn("h3: {}", connection_error_->message);
     return NGTCP2_ERR_CALLBACK_FAILURE;
@@ -961,7 +961,7 @@ int ClientConnection::on_stream_close(std::uint32_t flags, std::int64_t stream_i
   // A request stream closed without nghttp3 knowing it (e.g. reset before any frame).
   if (auto it = streams_.find(stream_id); it != streams_.end()) {
     if (!it->second->finished) {
-      finish(*it->second, make_error(ECONNRESET, fmt::format("stream {} closed by the server (error 0x{:x})",
+      finish(*it->second, make_error(ErrorDomain::h3, ECONNRESET, fmt::format("stream {} closed by the server (error 0x{:x})",
                                                              stream_id, app_error_code)));
     }
     streams_.erase(it);
@@ -1088,7 +1088,7 @@ int ClientConnection::on_http_end_stream(std::int64_t stream_id) {
   auto& s = *it->second;
   s.response.timing.complete = now_;
   if (s.response.status == 0) {
-    finish(s, make_error(EPROTO, "response ended without a status"));
+    finish(s, make_error(ErrorDomain::generic, EPROTO, "response ended without a status"));
   } else {
     finish(s, std::nullopt);
   }
@@ -1103,7 +1103,7 @@ int ClientConnection::on_http_stream_close(std::int64_t stream_id, std::uint64_t
   auto it = streams_.find(stream_id);
   if (it == streams_.end()) return 0;
   if (!it->second->finished) {
-    finish(*it->second, make_error(ECONNRESET, fmt::format("stream {} reset by the server (HTTP/3 error 0x{:x})",
+    finish(*it->second, make_error(ErrorDomain::h3, ECONNRESET, fmt::format("stream {} reset by the server (HTTP/3 error 0x{:x})",
                                                            stream_id, app_error_code)));
   }
   streams_.erase(it);
@@ -1124,9 +1124,9 @@ int ClientConnection::on_http_goaway(std::int64_t id) {
   // Streams at or above id will not be served: fail them now, open no more.
   goaway_received_ = true;
   for (auto& [sid, s] : streams_) {
-    if (sid >= id && !s->finished) finish(*s, make_error(ECONNRESET, "server is shutting down (GOAWAY)"));
+    if (sid >= id && !s->finished) finish(*s, make_error(ErrorDomain::generic, ECONNRESET, "server is shutting down (GOAWAY)"));
   }
-  for (auto& s : pending_) finish(*s, make_error(ECONNRESET, "server is shutting down (GOAWAY)"));
+  for (auto& s : pending_) finish(*s, make_error(ErrorDomain::generic, ECONNRESET, "server is shutting down (GOAWAY)"));
   pending_.clear();
   return 0;
 }
@@ -1210,7 +1210,7 @@ void Client::connect(std::function<void(Status)> on_ready) {
     timer_->start(0, 0, [this] { after_core_call(); });
   };
   auto remote = SocketAddress::parse(origin_.host, origin_.port);
-  if (!remote) return fail_soon(make_error(EHOSTUNREACH, "cannot resolve " + origin_.host + ": " + remote.error().message));
+  if (!remote) return fail_soon(make_error(ErrorDomain::generic, EHOSTUNREACH, "cannot resolve " + origin_.host + ": " + remote.error().message));
   remote_ = *remote;
   remote_.set_port(origin_.port);
 
@@ -1220,12 +1220,12 @@ void Client::connect(std::function<void(Status)> on_ready) {
   // A connected socket learns its concrete local address (the QUIC path's
   // local end) and hears ICMP "port unreachable" as ECONNREFUSED.
   if (::connect(socket_->fd(), remote_.sa(), remote_.size()) != 0) {
-    return fail_soon(make_error(errno, "cannot reach " + remote_.to_string() + ": " + std::strerror(errno)));
+    return fail_soon(make_error(ErrorDomain::os, errno, "cannot reach " + remote_.to_string() + ": " + std::strerror(errno)));
   }
   SocketAddress local;
   socklen_t len = SocketAddress::capacity();
   if (::getsockname(socket_->fd(), local.sa(), &len) != 0) {
-    return fail_soon(make_error(errno, std::string("getsockname: ") + std::strerror(errno)));
+    return fail_soon(make_error(ErrorDomain::os, errno, std::string("getsockname: ") + std::strerror(errno)));
   }
   local_ = local;
 
@@ -1262,7 +1262,7 @@ void Client::submit(http::ClientRequest request, http::BodyCallback on_body, htt
     if (setup_error_ || closing_) {
       http::ClientResponse r;
       r.url = request.url.to_string();
-      r.error = setup_error_.value_or(make_error(ECANCELED, "client is closed"));
+      r.error = setup_error_.value_or(make_error(ErrorDomain::generic, ECANCELED, "client is closed"));
       // Deliver from the loop, never from inside submit().
       failed_submits_.push_back({std::move(on_complete), std::move(r)});
       if (timer_) timer_->start(0, 0, [this] { after_core_call(); });
@@ -1325,7 +1325,7 @@ void Client::note_refused() {
     log::debug("h3: ICMP port unreachable from {} after the handshake; ignored", remote_.to_string());
     return;
   }
-  socket_error_ = make_error(ECONNREFUSED, "connection refused: no QUIC server at " + remote_.to_string());
+  socket_error_ = make_error(ErrorDomain::generic, ECONNREFUSED, "connection refused: no QUIC server at " + remote_.to_string());
 }
 
 void Client::flush() {
@@ -1370,7 +1370,7 @@ void Client::after_core_call() {
   if (!conn_ && closing_) {
     // Closed before connect(): requests queued for it fail now.
     if (!early_submits_.empty()) {
-      setup_error_ = setup_error_.value_or(make_error(ECANCELED, "client closed before it connected"));
+      setup_error_ = setup_error_.value_or(make_error(ErrorDomain::generic, ECANCELED, "client closed before it connected"));
       deliver_events();
       if (!*alive) return;
     }

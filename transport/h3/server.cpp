@@ -482,7 +482,7 @@ Status Server::start(const SocketAddress& addr) {
   if (!s.config.quic.qlog_dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(s.config.quic.qlog_dir, ec);
-    if (ec) return make_error(ec.value(), "h3: cannot create qlog dir " + s.config.quic.qlog_dir.string() + ": " + ec.message());
+    if (ec) return make_error(ErrorDomain::os, ec.value(), "h3: cannot create qlog dir " + s.config.quic.qlog_dir.string() + ": " + ec.message());
   }
   const http::App& app = s.app;
   const ServerConfig& cfg = s.config;
