@@ -317,7 +317,9 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
 
   Status start_session() {
     nghttp2_session_callbacks* cbs = nullptr;
-    nghttp2_session_callbacks_new(&cbs);
+    if (int rv = nghttp2_session_callbacks_new(&cbs); rv != 0) {
+      return make_error(ErrorDomain::h2, rv, std::string("nghttp2_session_callbacks_new: ") + nghttp2_strerror(rv));
+    }
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, &Impl::cb_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, &Impl::cb_header);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, &Impl::cb_data_chunk);
@@ -325,7 +327,10 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     nghttp2_session_callbacks_set_on_frame_send_callback(cbs, &Impl::cb_frame_send);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, &Impl::cb_stream_close);
     nghttp2_option* opt = nullptr;
-    nghttp2_option_new(&opt);
+    if (int rv = nghttp2_option_new(&opt); rv != 0) {
+      nghttp2_session_callbacks_del(cbs);
+      return make_error(ErrorDomain::h2, rv, std::string("nghttp2_option_new: ") + nghttp2_strerror(rv));
+    }
     // Until the server's SETTINGS arrive, assume no more than we want anyway.
     // 100 is the floor RFC 9113 6.5.2 recommends servers allow.
     nghttp2_option_set_peer_max_concurrent_streams(opt, std::clamp<std::uint32_t>(options.max_concurrent_streams, 1, 100));
@@ -500,7 +505,10 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     if (!closing_requested || state != State::open || !streams.empty() || !queue.empty()) return;
     // Graceful: GOAWAY(NO_ERROR), close_notify, then close TCP once written.
     state = State::closing;
-    nghttp2_session_terminate_session(session, NGHTTP2_NO_ERROR);
+    // Only fails when out of memory; the close then goes on without GOAWAY.
+    if (int rv = nghttp2_session_terminate_session(session, NGHTTP2_NO_ERROR); rv != 0) {
+      log::warn("h2 client: {}: cannot queue GOAWAY: {}", origin.authority(), nghttp2_strerror(rv));
+    }
     flush();
     if (state != State::closing) return;
     tls->shutdown();

@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <new>
 #include <cstring>
+#include <deque>
 #include <string_view>
 
 #include "transport/core/log.hpp"
@@ -159,6 +161,14 @@ class Connection {
   void submit_response(Stream& stream, http::Response response);
   Stream* find(std::int32_t id);
   http::Metrics::Counters& counters() { return server_.app_.metrics().of(Protocol::h2); }
+  /// rv of an nghttp2 call that should not fail (out of memory, a state we did
+  /// not expect): a failure is logged and counted. Returns rv == 0.
+  bool lib_ok(int rv, const char* call) {
+    if (rv == 0) return true;
+    log::warn("h2 {}: {} failed: {}", peer_text_, call, nghttp2_strerror(rv));
+    counters().internal_errors++;
+    return false;
+  }
 
   Server& server_;
   uv::TcpStream tcp_;
@@ -189,7 +199,8 @@ struct Server::Callbacks {
   static Connection* conn(void* user_data) { return static_cast<Connection*>(user_data); }
 
   Callbacks(const ServerConfig& config) {
-    nghttp2_session_callbacks_new(&callbacks);
+    // Both only fail when out of memory: treated like operator new.
+    if (nghttp2_session_callbacks_new(&callbacks) != 0) throw std::bad_alloc();
     nghttp2_session_callbacks_set_send_callback(
         callbacks, [](nghttp2_session*, const uint8_t* data, size_t length, int, void* u) -> ssize_t {
           return conn(u)->on_send(ByteView(data, length));
@@ -227,7 +238,7 @@ struct Server::Callbacks {
           return 0;
         });
 
-    nghttp2_option_new(&option);
+    if (nghttp2_option_new(&option) != 0) throw std::bad_alloc();
     // We advertise SETTINGS_MAX_HEADER_LIST_SIZE and answer oversize requests
     // ourselves (431); the HPACK decoder still has to see every field to keep
     // its table in sync, which nghttp2 does.
@@ -257,7 +268,12 @@ void Connection::start() {
   c.connections_total++;
   c.connections_active++;
   tcp_.set_nodelay(true);
-  nghttp2_session_server_new2(&session_, server_.callbacks_->callbacks, this, server_.callbacks_->option);
+  if (!lib_ok(nghttp2_session_server_new2(&session_, server_.callbacks_->callbacks, this, server_.callbacks_->option),
+              "nghttp2_session_server_new2")) {
+    session_ = nullptr;
+    close_now("no HTTP/2 session");
+    return;
+  }
   const auto& cfg = server_.config_;
   const nghttp2_settings_entry settings[] = {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg.max_concurrent_streams},
@@ -265,10 +281,17 @@ void Connection::start() {
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, cfg.max_header_list_size},
   };
   // The server preface (RFC 9113 3.4): our SETTINGS, sent right after the handshake.
-  nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings));
-  if (cfg.connection_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE) {
-    nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0,
-                                          static_cast<std::int32_t>(cfg.connection_window));
+  // (Server::start checked the values, so only memory can make these fail.)
+  bool ok = lib_ok(nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings)),
+                   "nghttp2_submit_settings");
+  if (ok && cfg.connection_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE) {
+    ok = lib_ok(nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0,
+                                                      static_cast<std::int32_t>(cfg.connection_window)),
+                "nghttp2_session_set_local_window_size");
+  }
+  if (!ok) {
+    close_now("cannot queue the server preface");
+    return;
   }
   auto st = tcp_.read_start([this](ByteView data) { on_read(data); }, [this](int status) { on_end(status); });
   if (!st) {
@@ -333,7 +356,7 @@ void Connection::on_read(ByteView data) {
       auto code = rv == NGHTTP2_ERR_FLOODED ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR;
       log::warn("h2 {}: {}; sending GOAWAY {}", peer_text_, nghttp2_strerror(static_cast<int>(rv)),
                 error_code_name(code));
-      nghttp2_session_terminate_session(session_, code);
+      (void)lib_ok(nghttp2_session_terminate_session(session_, code), "nghttp2_session_terminate_session");
       break;
     }
   }
@@ -362,7 +385,9 @@ void Connection::on_drain() {
 
 void Connection::resume_deferred() {
   if (deferred_.empty()) return;
-  for (auto id : deferred_) nghttp2_session_resume_data(session_, id);
+  // NGHTTP2_ERR_INVALID_ARGUMENT here only means the stream was closed (reset)
+  // while it waited: there is nothing to resume, so the result is ignored.
+  for (auto id : deferred_) (void)nghttp2_session_resume_data(session_, id);
   deferred_.clear();
 }
 
@@ -446,8 +471,10 @@ void Connection::start_drain() {
   // Two-step GOAWAY (RFC 9113 6.8): a notice with 2^31-1 now, the final GOAWAY
   // with the last stream we processed once the PING comes back, so requests
   // already in flight towards us are not lost.
-  nghttp2_submit_shutdown_notice(session_);
-  nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, kShutdownPing);
+  bool queued = lib_ok(nghttp2_submit_shutdown_notice(session_), "nghttp2_submit_shutdown_notice") &&
+                lib_ok(nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, kShutdownPing), "nghttp2_submit_ping");
+  // Without the PING there is no second step: end with GOAWAY NO_ERROR now.
+  if (!queued) (void)lib_ok(nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR), "nghttp2_session_terminate_session");
   flush();
   maybe_close();
 }
@@ -482,7 +509,7 @@ void Connection::on_timer() {
     log::info("h2 {}: idle for {} ms with {} open streams; closing", peer_text_, now - last_activity_,
               streams_.size());
     if (tls_.established()) {
-      nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR);
+      (void)lib_ok(nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR), "nghttp2_session_terminate_session");
       flush();
       close_gracefully();
     } else {
@@ -574,7 +601,8 @@ int Connection::on_frame_recv(const nghttp2_frame* frame) {
       if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && draining_ &&
           std::memcmp(frame->ping.opaque_data, kShutdownPing, 8) == 0) {
         auto last = nghttp2_session_get_last_proc_stream_id(session_);
-        nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, nullptr, 0);
+        (void)lib_ok(nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, nullptr, 0),
+                     "nghttp2_submit_goaway");
       }
       break;
     case NGHTTP2_GOAWAY:
@@ -617,7 +645,7 @@ void Connection::maybe_stop_upload(Stream& s) {
   if (s.reset_sent || !s.response_complete || s.request_complete) return;
   if (s.discarded <= server_.app_.config().max_request_body) return;
   s.reset_sent = true;
-  nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, s.id, NGHTTP2_NO_ERROR);
+  (void)lib_ok(nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, s.id, NGHTTP2_NO_ERROR), "nghttp2_submit_rst_stream");
 }
 
 void Connection::dispatch(Stream& s) {
@@ -673,7 +701,10 @@ void Connection::submit_response(Stream& s, http::Response resp) {
   };
   if (!send_body) r.body.reset();  // nothing to send: release files early
   int rv = nghttp2_submit_response(session_, s.id, nva.data(), nva.size(), send_body ? &provider : nullptr);
-  if (rv != 0) log::warn("h2 {}: stream {}: cannot submit response: {}", peer_text_, s.id, nghttp2_strerror(rv));
+  if (rv != 0) {
+    log::warn("h2 {}: stream {}: cannot submit response: {}", peer_text_, s.id, nghttp2_strerror(rv));
+    counters().internal_errors++;
+  }
 }
 
 ssize_t Connection::on_data_read(std::int32_t stream_id, std::size_t length, std::uint32_t* flags) {
@@ -806,6 +837,11 @@ Server::~Server() {
 }
 
 Status Server::start() {
+  // SETTINGS values nghttp2 would refuse per connection are refused once, here.
+  if (config_.stream_window > NGHTTP2_MAX_WINDOW_SIZE || config_.connection_window > NGHTTP2_MAX_WINDOW_SIZE) {
+    return make_error(ErrorDomain::config, EINVAL,
+                      "h2: stream and connection windows must be at most 2^31-1 bytes (RFC 9113 6.9.1)");
+  }
   auto ctx = tls::Context::server({config_.cert, config_.key, {"h2"}});
   if (!ctx) return ctx.error();
   tls_ = std::move(*ctx);

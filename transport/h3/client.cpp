@@ -551,7 +551,10 @@ bool ClientConnection::open_stream(std::unique_ptr<Stream>& s) {
   int rv = nghttp3_conn_submit_request(http_, id, nva.data(), nva.size(), s->body.empty() ? nullptr : &dr, s.get());
   if (rv != 0) {
     log::warn("h3: cannot submit request on stream {}: {}", id, nghttp3_strerror(rv));
-    ngtcp2_conn_shutdown_stream(conn_, id, NGHTTP3_H3_INTERNAL_ERROR);
+    // The stream was never used; a failure here (out of memory) leaves it idle.
+    if (int r = ngtcp2_conn_shutdown_stream(conn_, id, NGHTTP3_H3_INTERNAL_ERROR); r != 0) {
+      log::warn("h3: cannot reset stream {}: {}", id, liberr_text(r));
+    }
     s->response.error = make_error(ErrorDomain::h3, rv, std::string("HTTP/3 request not sent: ") + nghttp3_strerror(rv));
     events_.completions.push_back({std::move(s->on_complete), std::move(s->response)});
     return true;
@@ -688,8 +691,10 @@ void ClientConnection::write(Timestamp now, const BurstSink& sink) {
     if (state_ == State::established && http_) {
       // GOAWAY on the control stream first, then CONNECTION_CLOSE below once
       // the loop has written it out.
-      nghttp3_conn_submit_shutdown_notice(http_);
-      nghttp3_conn_shutdown(http_);
+      // Both only fail when out of memory: then CONNECTION_CLOSE ends it without GOAWAY.
+      int rv = nghttp3_conn_submit_shutdown_notice(http_);
+      if (rv == 0) rv = nghttp3_conn_shutdown(http_);
+      if (rv != 0) log::warn("h3: cannot queue GOAWAY: {}", nghttp3_strerror(rv));
       state_ = State::closing;
     } else if (state_ == State::handshake) {
       write_connection_close(now, NGHTTP3_H3_NO_ERROR);
@@ -931,7 +936,8 @@ int ClientConnection::on_recv_stream_data(std::uint32_t flags, std::int64_t stre
   }
   // Bytes nghttp3 consumed itself (frame headers, control streams); DATA
   // payload is credited in on_http_recv_data.
-  ngtcp2_conn_extend_max_stream_offset(conn_, stream_id, static_cast<std::uint64_t>(n));
+  // Fails only when out of memory: the server then sees less credit, not an error.
+  (void)ngtcp2_conn_extend_max_stream_offset(conn_, stream_id, static_cast<std::uint64_t>(n));
   ngtcp2_conn_extend_max_offset(conn_, static_cast<std::uint64_t>(n));
   return 0;
 }
@@ -1054,7 +1060,7 @@ int ClientConnection::on_http_recv_data(std::int64_t stream_id, const std::uint8
 }
 
 void ClientConnection::on_http_consume(std::int64_t stream_id, std::size_t n) {
-  ngtcp2_conn_extend_max_stream_offset(conn_, stream_id, n);
+  (void)ngtcp2_conn_extend_max_stream_offset(conn_, stream_id, n);  // as above: only out of memory
   ngtcp2_conn_extend_max_offset(conn_, n);
 }
 
