@@ -377,6 +377,11 @@ bool RawClient::send_request(std::uint32_t stream, const std::string& method, co
   std::vector<std::pair<std::string, std::string>> h = {
       {":method", method}, {":scheme", "https"}, {":authority", "localhost"}, {":path", path}};
   h.insert(h.end(), extra.begin(), extra.end());
+  return send_headers(stream, h, end_stream);
+}
+
+bool RawClient::send_headers(std::uint32_t stream, std::vector<std::pair<std::string, std::string>> h,
+                             bool end_stream) {
   std::vector<nghttp2_nv> nva;
   for (auto& [n, v] : h) {
     nva.push_back({reinterpret_cast<std::uint8_t*>(n.data()), reinterpret_cast<std::uint8_t*>(v.data()), n.size(),

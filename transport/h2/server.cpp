@@ -28,6 +28,8 @@ constexpr std::size_t kBatch = 128 * 1024;
 // After we decided to close, how long queued bytes (GOAWAY, close_notify) may
 // take to leave before the socket is closed regardless.
 constexpr std::uint64_t kLingerMs = 2'000;
+// Streams we reset whose late frames from the client are still ignored, not errors.
+constexpr std::size_t kRecentResets = 64;
 
 // Opaque data of the PING that paces a graceful shutdown (RFC 9113 6.8).
 constexpr std::uint8_t kShutdownPing[8] = {'q', 'l', 'g', 'o', 'a', 'w', 'a', 'y'};
@@ -129,6 +131,7 @@ class Connection {
   void close_now(const char* why);
 
   // nghttp2 callbacks (static trampolines live in Server::Callbacks).
+  int on_begin_frame(const nghttp2_frame_hd& hd);
   int on_begin_headers(const nghttp2_frame* frame);
   int on_header(const nghttp2_frame* frame, std::string_view name, std::string_view value);
   int on_frame_recv(const nghttp2_frame* frame);
@@ -180,6 +183,8 @@ class Connection {
   Bytes& plain_ = send_batch();  // outgoing plaintext, encrypted once per flush round
   std::unordered_map<std::int32_t, std::unique_ptr<Stream>> streams_;
   std::vector<std::int32_t> deferred_;  // streams whose DATA waits for the write queue to drain
+  std::int32_t highest_client_stream_ = 0;  // highest stream id the client opened with HEADERS
+  std::deque<std::int32_t> recently_reset_;  // streams we sent RST_STREAM on (last kRecentResets)
   std::uint64_t accepted_at_ = 0;
   std::uint64_t last_activity_ = 0;
   std::uint64_t closing_since_ = 0;
@@ -208,6 +213,8 @@ struct Server::Callbacks {
     nghttp2_session_callbacks_set_send_data_callback(
         callbacks, [](nghttp2_session*, nghttp2_frame* frame, const uint8_t* framehd, size_t length,
                       nghttp2_data_source*, void* u) { return conn(u)->on_send_data(frame, framehd, length); });
+    nghttp2_session_callbacks_set_on_begin_frame_callback(
+        callbacks, [](nghttp2_session*, const nghttp2_frame_hd* hd, void* u) { return conn(u)->on_begin_frame(*hd); });
     nghttp2_session_callbacks_set_on_begin_headers_callback(
         callbacks, [](nghttp2_session*, const nghttp2_frame* frame, void* u) { return conn(u)->on_begin_headers(frame); });
     nghttp2_session_callbacks_set_on_header_callback(
@@ -525,6 +532,27 @@ Stream* Connection::find(std::int32_t id) {
   return it == streams_.end() ? nullptr : it->second.get();
 }
 
+int Connection::on_begin_frame(const nghttp2_frame_hd& hd) {
+  // RFC 9113 5.1.1: a new stream's id must be greater than every id the client
+  // opened before; anything else is a connection error PROTOCOL_ERROR.
+  // libnghttp2 1.52 silently ignores a HEADERS frame whose id is not above the
+  // last one it received, so the check is ours. Even ids are nghttp2's to refuse.
+  if (hd.type != NGHTTP2_HEADERS || (hd.stream_id & 1) == 0 || closing_) return 0;
+  if (hd.stream_id > highest_client_stream_) {
+    highest_client_stream_ = hd.stream_id;
+    return 0;
+  }
+  // Trailers on a stream still open are fine, and so is a HEADERS that was
+  // already in flight when we reset the stream (RFC 9113 5.1, "closed": ignored).
+  if (nghttp2_session_find_stream(session_, hd.stream_id) != nullptr) return 0;
+  if (std::find(recently_reset_.begin(), recently_reset_.end(), hd.stream_id) != recently_reset_.end()) return 0;
+  log::warn("h2 {}: HEADERS on stream {} after the client opened stream {} (RFC 9113 5.1.1); sending GOAWAY "
+            "PROTOCOL_ERROR",
+            peer_text_, hd.stream_id, highest_client_stream_);
+  (void)lib_ok(nghttp2_session_terminate_session(session_, NGHTTP2_PROTOCOL_ERROR), "nghttp2_session_terminate_session");
+  return 0;
+}
+
 int Connection::on_begin_headers(const nghttp2_frame* frame) {
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   auto s = std::make_unique<Stream>();
@@ -789,6 +817,8 @@ int Connection::on_frame_send(const nghttp2_frame* frame) {
       }
       break;
     case NGHTTP2_RST_STREAM:
+      recently_reset_.push_back(frame->hd.stream_id);
+      if (recently_reset_.size() > kRecentResets) recently_reset_.pop_front();
       if (frame->rst_stream.error_code != NGHTTP2_NO_ERROR) {
         counters().protocol_errors++;
         log::warn("h2 {}: sent RST_STREAM {} on stream {}", peer_text_, error_code_name(frame->rst_stream.error_code),
