@@ -59,30 +59,6 @@ nghttp3_nv make_nv(std::string_view name, std::string_view value) {
                     NGHTTP3_NV_FLAG_NONE};
 }
 
-// TLS alert names (RFC 8446 section 6) for error messages.
-std::string alert_name(unsigned alert) {
-  switch (alert) {
-    case 40: return "handshake_failure";
-    case 42: return "bad_certificate";
-    case 43: return "unsupported_certificate";
-    case 44: return "certificate_revoked";
-    case 45: return "certificate_expired";
-    case 46: return "certificate_unknown";
-    case 47: return "illegal_parameter";
-    case 48: return "unknown_ca";
-    case 49: return "access_denied";
-    case 50: return "decode_error";
-    case 51: return "decrypt_error";
-    case 70: return "protocol_version";
-    case 80: return "internal_error";
-    case 109: return "missing_extension";
-    case 112: return "unrecognized_name";
-    case 116: return "certificate_required";
-    case 120: return "no_application_protocol";
-    default: return "alert " + std::to_string(alert);
-  }
-}
-
 void random_bytes(std::uint8_t* dest, std::size_t len) {
   while (len > 0) {
     auto n = ::getrandom(dest, len, 0);
@@ -102,7 +78,7 @@ std::string describe_close(const ngtcp2_connection_close_error& e) {
   std::string kind = e.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_APPLICATION ? "application" : "transport";
   std::string text = fmt::format("server closed the connection ({} error 0x{:x}", kind, e.error_code);
   if (e.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_TRANSPORT && (e.error_code & 0xff00) == 0x0100) {
-    text += ", TLS " + alert_name(static_cast<unsigned>(e.error_code & 0xff));
+    text += ", TLS " + quic::tls::alert_text(static_cast<unsigned>(e.error_code & 0xff));
   }
   if (!reason.empty()) text += ": " + reason;
   return text + ")";
@@ -626,7 +602,7 @@ void ClientConnection::handle_liberr(int rv, const char* where, Timestamp now) {
   ngtcp2_connection_close_error_default(&ccerr);
   if (rv == NGTCP2_ERR_CRYPTO) {
     auto alert = ngtcp2_conn_get_tls_alert(conn_);
-    text = "QUIC TLS handshake failed (" + alert_name(alert) + ")";
+    text = "QUIC TLS handshake failed (" + quic::tls::alert_text(alert) + ")";
     if (!config_.options.insecure) text += "; is the certificate trusted? (--insecure or --ca-file)";
     ngtcp2_connection_close_error_set_transport_error_tls_alert(&ccerr, alert, nullptr, 0);
   } else if (rv == NGTCP2_ERR_CALLBACK_FAILURE && connection_error_) {

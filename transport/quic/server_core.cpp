@@ -397,7 +397,7 @@ void ServerCore::on_datagram(const Path& path, ByteView data, Ecn ecn, Timestamp
         retire(c);
         break;
       case NGTCP2_ERR_CRYPTO:
-        log::info("quic {}: TLS handshake failed (alert {})", c.id, ngtcp2_conn_get_tls_alert(c.conn));
+        log::info("quic {}: TLS handshake failed ({})", c.id, tls::alert_text(ngtcp2_conn_get_tls_alert(c.conn)));
         if (c.last_error.error_code == 0)
           ngtcp2_connection_close_error_set_transport_error_tls_alert(&c.last_error, ngtcp2_conn_get_tls_alert(c.conn),
                                                                       nullptr, 0);

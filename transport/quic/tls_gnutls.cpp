@@ -287,6 +287,11 @@ Result<std::unique_ptr<ServerContext>> make_server_context(const ServerConfig& c
   return std::unique_ptr<ServerContext>(std::move(ctx));
 }
 
+std::string alert_text(unsigned alert) {
+  const char* name = alert <= 255 ? gnutls_alert_get_name(static_cast<gnutls_alert_description_t>(alert)) : nullptr;
+  return name ? "alert " + std::to_string(alert) + " (" + name + ")" : "alert " + std::to_string(alert);
+}
+
 Result<std::unique_ptr<ClientContext>> make_client_context(const ClientConfig& config) {
   auto ctx = std::make_unique<GnutlsClientContext>();
   if (auto st = ctx->init(config); !st) return st.error();
