@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "transport/core/log.hpp"
@@ -27,7 +28,8 @@ namespace quiclab::h3 {
 
 namespace {
 
-constexpr std::string_view kSessionMagic = "quiclab-h3-session 1";
+constexpr std::string_view kSessionFormat = "quiclab-h3-session";
+constexpr int kSessionVersion = 2;
 constexpr std::size_t kMaxSegments = 64;  // UDP_MAX_SEGMENTS
 // A GSO send is one UDP datagram to the kernel: at most 65507 bytes in all.
 constexpr std::size_t kMaxBurstBytes = 65507;
@@ -87,48 +89,82 @@ std::string describe_close(const ngtcp2_connection_close_error& e) {
 }  // namespace
 
 // ---------------------------------------------------------------------------
-// Session file: a small text file, "quiclab-h3-session 1", then "tls <hex>"
-// and "tp <hex>" lines. Text keeps it inspectable; it is a few KB at most.
+// Session file: one JSON object,
+//   {"format": "quiclab-h3-session", "version": 2,
+//    "tls": HEX, "transport_params": HEX, "token": HEX (may be absent)}
+// JSON keeps it inspectable and lets fields be added; it is a few KB at most.
+// (Version 1, a private line format, is not read: such a file is refused
+// with an error and the next connection simply does a full handshake.)
+
+namespace {
+
+Error session_file_error(const std::filesystem::path& file, const std::string& what) {
+  return make_error(ErrorDomain::config, EINVAL, "session file " + file.string() + ": " + what);
+}
+
+}  // namespace
 
 Result<StoredSession> load_session(const std::filesystem::path& file) {
-  std::ifstream in(file);
+  std::ifstream in(file, std::ios::binary);
   if (!in) return make_error(ErrorDomain::config, ENOENT, "no session file " + file.string());
-  std::string line;
-  if (!std::getline(in, line) || line != kSessionMagic) {
-    return make_error(ErrorDomain::config, EINVAL, "session file " + file.string() + " has no '" + std::string(kSessionMagic) + "' header");
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return make_error(ErrorDomain::os, EIO, "cannot read session file " + file.string());
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text.str());
+  } catch (const nlohmann::json::parse_error& e) {
+    return session_file_error(file, std::string("not valid JSON (") + e.what() + ")");
   }
-  StoredSession s;
-  bool have_tls = false, have_tp = false;
-  while (std::getline(in, line)) {
-    auto sp = line.find(' ');
-    if (sp == std::string::npos) continue;
-    auto key = line.substr(0, sp);
-    auto bytes = from_hex(std::string_view(line).substr(sp + 1));
-    if (!bytes) return make_error(ErrorDomain::config, EINVAL, "session file " + file.string() + ": bad hex in '" + key + "' line");
-    if (key == "tls") {
-      s.tls_session = std::move(*bytes);
-      have_tls = true;
-    } else if (key == "tp") {
-      s.transport_params = std::move(*bytes);
-      have_tp = true;
-    } else if (key == "token") {
-      s.token = std::move(*bytes);
+  if (!j.is_object()) return session_file_error(file, "not a JSON object");
+  auto format = j.find("format");
+  if (format == j.end() || !format->is_string() || *format != kSessionFormat) {
+    return session_file_error(file, "\"format\" is not \"" + std::string(kSessionFormat) + "\"");
+  }
+  auto version = j.find("version");
+  if (version == j.end() || !version->is_number_integer() || *version != kSessionVersion) {
+    return session_file_error(file, "unsupported \"version\" (this quiclab writes " +
+                                        std::to_string(kSessionVersion) + ")");
+  }
+  // A hex field: required ones must be present and non-empty.
+  auto bytes = [&](const char* key, bool required, Bytes& out) -> Status {
+    auto it = j.find(key);
+    if (it == j.end()) {
+      if (required) return session_file_error(file, std::string("\"") + key + "\" is missing");
+      return {};
     }
-  }
-  if (!have_tls || !have_tp || s.tls_session.empty() || s.transport_params.empty()) {
-    return make_error(ErrorDomain::config, EINVAL, "session file " + file.string() + " lacks the TLS session or transport parameters");
-  }
+    if (!it->is_string()) return session_file_error(file, std::string("\"") + key + "\" is not a string");
+    auto b = from_hex(it->get_ref<const std::string&>());
+    if (!b) return session_file_error(file, std::string("\"") + key + "\" is not hex");
+    if (required && b->empty()) return session_file_error(file, std::string("\"") + key + "\" is empty");
+    out = std::move(*b);
+    return {};
+  };
+  StoredSession s;
+  if (auto st = bytes("tls", true, s.tls_session); !st) return st.error();
+  if (auto st = bytes("transport_params", true, s.transport_params); !st) return st.error();
+  if (auto st = bytes("token", false, s.token); !st) return st.error();
   return s;
 }
 
 Status save_session(const std::filesystem::path& file, const StoredSession& session) {
+  nlohmann::json j = {{"format", kSessionFormat},
+                      {"version", kSessionVersion},
+                      {"tls", to_hex(session.tls_session)},
+                      {"transport_params", to_hex(session.transport_params)}};
+  if (!session.token.empty()) j["token"] = to_hex(session.token);
+  std::string text = j.dump(2) + "\n";
+
   auto tmp = file;
   tmp += ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  if (fd < 0) return make_error(ErrorDomain::os, errno, "cannot write session file " + tmp.string() + ": " + std::strerror(errno));
-  std::string text = std::string(kSessionMagic) + "\ntls " + to_hex(session.tls_session) + "\ntp " +
-                     to_hex(session.transport_params) + "\n";
-  if (!session.token.empty()) text += "token " + to_hex(session.token) + "\n";
+  // The ticket resumes our TLS session: the file is the user's alone (0600),
+  // also when an older temp file with a wider mode is in the way.
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || ::fchmod(fd, 0600) != 0) {
+    int err = errno;
+    if (fd >= 0) ::close(fd);
+    return make_error(ErrorDomain::os, err, "cannot write session file " + tmp.string() + ": " + std::strerror(err));
+  }
   std::size_t off = 0;
   while (off < text.size()) {
     auto n = ::write(fd, text.data() + off, text.size() - off);
@@ -140,7 +176,10 @@ Status save_session(const std::filesystem::path& file, const StoredSession& sess
     }
     off += static_cast<std::size_t>(n);
   }
-  ::close(fd);
+  if (::close(fd) != 0) {
+    int err = errno;
+    return make_error(ErrorDomain::os, err, "cannot write session file " + tmp.string() + ": " + std::strerror(err));
+  }
   std::error_code ec;
   std::filesystem::rename(tmp, file, ec);
   if (ec) return make_error(ErrorDomain::os, ec.value(), "cannot rename session file to " + file.string() + ": " + ec.message());
