@@ -58,9 +58,12 @@ long out_bio_ctrl(BIO* b, int cmd, long, void*) {
   }
 }
 
+// The setters only fail on a null method. Out of memory, the method stays
+// null and Session's constructor reports that (BIO_new must not see null).
 BIO_METHOD* out_bio_method() {
   static BIO_METHOD* method = [] {
     BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "quiclab tls output");
+    if (!m) return m;
     BIO_meth_set_write_ex(m, out_bio_write);
     BIO_meth_set_ctrl(m, out_bio_ctrl);
     BIO_meth_set_create(m, [](BIO* b) {
@@ -264,7 +267,8 @@ Result<Context> Context::client(const ClientOptions& options) {
 Session::Session(const Context& ctx, const std::string& server_name) {
   ssl_ = SSL_new(ctx.get());
   rbio_ = BIO_new(BIO_s_mem());
-  wbio_ = BIO_new(out_bio_method());
+  BIO_METHOD* out_method = out_bio_method();
+  wbio_ = out_method ? BIO_new(out_method) : nullptr;
   if (!ssl_ || !rbio_ || !wbio_) {
     // Out of memory: the session exists but fails at its first use.
     failure_ = make_error(ErrorDomain::tls, SSL_ERROR_SSL, "cannot create a TLS session: " + openssl_errors());
