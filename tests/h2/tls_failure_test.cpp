@@ -80,6 +80,33 @@ TEST_CASE("a fatal TLS alert after the handshake is a TLS failure, logged and co
   CHECK(metric(srv, kProtocolErrors) == 1);
 }
 
+TEST_CASE("a record that does not decrypt is a TLS failure 'record', and the peer is told with an alert",
+          "[h2][tls][sanitize]") {
+  test::Server srv;
+  REQUIRE(srv.ok());
+  int fd = connect_loopback(srv.port());
+  REQUIRE(fd >= 0);
+  std::string why;
+  auto peer = GnutlsPeer::client(fd, &why);
+  INFO(why);
+  REQUIRE(peer);
+  REQUIRE(!peer->recv(5000).empty());  // the server's SETTINGS
+  // An application_data record of 40 bytes that no key produced, written
+  // past GnuTLS straight to the socket.
+  std::uint8_t record[5 + 40] = {0x17, 0x03, 0x03, 0x00, 40};
+  for (std::size_t i = 5; i < sizeof record; ++i) record[i] = static_cast<std::uint8_t>(i * 7);
+  REQUIRE(::send(fd, record, sizeof record, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof record));
+  // The server's bad_record_mac alert arrives as a fatal alert on our side.
+  CHECK(peer->recv(10000).empty());
+  CHECK(peer->last_error == GNUTLS_E_FATAL_ALERT_RECEIVED);
+  peer.reset();
+  ::close(fd);
+  INFO(srv.log());
+  CHECK(srv.wait_for_log({"TLS failure (record)"}));
+  CHECK(metric(srv, "quiclab_tls_failures_total{protocol=\"h2\",reason=\"record\"}") == 1);
+  CHECK(metric(srv, kPeerAlert) == 0);
+}
+
 TEST_CASE("close_notify after the handshake is a clean close: no TLS failure counted", "[h2][tls][sanitize]") {
   test::Server srv;
   REQUIRE(srv.ok());

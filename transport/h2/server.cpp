@@ -335,7 +335,10 @@ void Connection::on_read(ByteView data) {
         log::warn("h2 {}: TLS failure ({}): {}", peer_text_, http::to_string(reason), n.error().message);
         counters().protocol_errors++;
         counters().tls_failure(reason)++;
-        close_now("TLS failure");
+        // The alert OpenSSL queued for a record it refused (none after the
+        // peer's own fatal alert) goes out before the connection closes.
+        write_tls_output();
+        close_gracefully();
       }
       return;
     }
