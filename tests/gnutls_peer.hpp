@@ -19,12 +19,9 @@ namespace quiclab::test {
 class GnutlsPeer {
  public:
   /// TLS client on fd (ALPN h2, no certificate check). Null and *why on failure.
-  static std::unique_ptr<GnutlsPeer> client(int fd, std::string* why) {
-    return start(fd, GNUTLS_CLIENT, {}, {}, why);
-  }
+  static std::unique_ptr<GnutlsPeer> client(int fd, std::string* why) { return start(fd, GNUTLS_CLIENT, {}, {}, why); }
   /// TLS server on fd with a PEM certificate and key (ALPN h2).
-  static std::unique_ptr<GnutlsPeer> server(int fd, const std::string& cert, const std::string& key,
-                                            std::string* why) {
+  static std::unique_ptr<GnutlsPeer> server(int fd, const std::string& cert, const std::string& key, std::string* why) {
     return start(fd, GNUTLS_SERVER, cert, key, why);
   }
   ~GnutlsPeer() {

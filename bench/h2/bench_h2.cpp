@@ -193,7 +193,8 @@ struct IdleConnections {
         break;
       }
       SSL* ssl = SSL_new(ctx);
-      if (!ssl || SSL_set_fd(ssl, fd) != 1 || SSL_connect(ssl) != 1 || SSL_write(ssl, preface, sizeof preface - 1) <= 0) {
+      if (!ssl || SSL_set_fd(ssl, fd) != 1 || SSL_connect(ssl) != 1 ||
+          SSL_write(ssl, preface, sizeof preface - 1) <= 0) {
         SSL_free(ssl);
         ::close(fd);
         break;

@@ -42,11 +42,13 @@ Result<SocketAddress> SocketAddress::parse(std::string_view text, std::optional<
   if (text.empty()) return make_error(ErrorDomain::generic, EINVAL, "empty address");
   if (text.front() == '[') {
     auto close = text.find(']');
-    if (close == std::string_view::npos) return make_error(ErrorDomain::generic, EINVAL, "missing ']' in '" + std::string(text) + "'");
+    if (close == std::string_view::npos)
+      return make_error(ErrorDomain::generic, EINVAL, "missing ']' in '" + std::string(text) + "'");
     host = text.substr(1, close - 1);
     auto rest = text.substr(close + 1);
     if (!rest.empty()) {
-      if (rest.front() != ':') return make_error(ErrorDomain::generic, EINVAL, "expected ':PORT' after ']' in '" + std::string(text) + "'");
+      if (rest.front() != ':')
+        return make_error(ErrorDomain::generic, EINVAL, "expected ':PORT' after ']' in '" + std::string(text) + "'");
       port_text = rest.substr(1);
     }
   } else {
@@ -64,13 +66,15 @@ Result<SocketAddress> SocketAddress::parse(std::string_view text, std::optional<
   if (host.empty()) return make_error(ErrorDomain::generic, EINVAL, "missing host in '" + std::string(text) + "'");
   uint16_t port = 0;
   if (port_text.empty()) {
-    if (!default_port) return make_error(ErrorDomain::generic, EINVAL, "missing ':PORT' in '" + std::string(text) + "'");
+    if (!default_port)
+      return make_error(ErrorDomain::generic, EINVAL, "missing ':PORT' in '" + std::string(text) + "'");
     port = *default_port;
   } else {
     unsigned value = 0;
     auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), value);
     if (ec != std::errc() || ptr != port_text.data() + port_text.size() || value > 65535) {
-      return make_error(ErrorDomain::generic, EINVAL, "bad port '" + std::string(port_text) + "' in '" + std::string(text) + "'");
+      return make_error(ErrorDomain::generic, EINVAL,
+                        "bad port '" + std::string(port_text) + "' in '" + std::string(text) + "'");
     }
     port = static_cast<uint16_t>(value);
   }

@@ -118,7 +118,9 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     tls_ctx = std::move(*ctx);
     auto addr = SocketAddress::parse(host_port(origin));
     if (!addr) start = now();
-    if (!addr) return fail_soon(make_error(addr.error().domain, addr.error().code, "cannot resolve " + origin.host + ": " + addr.error().message));
+    if (!addr)
+      return fail_soon(make_error(addr.error().domain, addr.error().code,
+                                  "cannot resolve " + origin.host + ": " + addr.error().message));
     // The clock starts at the TCP connect: name resolution and loading the CA
     // store are local set-up, not part of the connection being measured.
     start = last_activity = now();
@@ -142,7 +144,8 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       // Already gone (failed, or closed by the server): only report it.
       defer_closed();
     } else if (abort || state == State::idle || state == State::connecting || state == State::handshaking) {
-      fail_connection(make_error(ErrorDomain::generic, ECANCELED, "connection closed by the client"), /*graceful=*/false);
+      fail_connection(make_error(ErrorDomain::generic, ECANCELED, "connection closed by the client"),
+                      /*graceful=*/false);
     }
     kick();
   }
@@ -176,7 +179,9 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
 
   void on_connected(Status s, const std::string& target) {
     if (!s) {
-      fail_connection(make_error(s.error().domain, s.error().code, "cannot connect to " + target + ": " + s.error().message), false);
+      fail_connection(
+          make_error(s.error().domain, s.error().code, "cannot connect to " + target + ": " + s.error().message),
+          false);
       return settle();
     }
     connected = last_activity = now();
@@ -220,9 +225,10 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       timer.close();
       if (closing_requested) defer_closed();
     } else {
-      fail_connection(make_error(ErrorDomain::uv, status, clean ? "connection closed by the server"
-                                               : "connection error: " + uv::error_text(status)),
-                      false);
+      fail_connection(
+          make_error(ErrorDomain::uv, status,
+                     clean ? "connection closed by the server" : "connection error: " + uv::error_text(status)),
+          false);
     }
     settle();
   }
@@ -231,8 +237,9 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     if (state == State::closed) return;
     bool busy = state != State::open || !streams.empty() || !queue.empty();
     if (busy && now() - last_activity >= options.timeout_ms * kNanosPerMilli) {
-      fail_connection(make_error(ErrorDomain::generic, ETIMEDOUT, "timeout: nothing received from " + origin.authority() + " for " +
-                                                std::to_string(options.timeout_ms) + " ms"),
+      fail_connection(make_error(ErrorDomain::generic, ETIMEDOUT,
+                                 "timeout: nothing received from " + origin.authority() + " for " +
+                                     std::to_string(options.timeout_ms) + " ms"),
                       false);
       settle();
     }
@@ -259,9 +266,10 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     flush_tls();
     if (!*r) return;
     if (tls->alpn() != "h2") {
-      fail_connection(make_error(ErrorDomain::generic, EPROTO, "server at " + origin.authority() + " did not negotiate HTTP/2 (ALPN '" +
-                                             tls->alpn() + "')"),
-                      false);
+      fail_connection(
+          make_error(ErrorDomain::generic, EPROTO,
+                     "server at " + origin.authority() + " did not negotiate HTTP/2 (ALPN '" + tls->alpn() + "')"),
+          false);
       return;
     }
     handshake_done = now();
@@ -297,9 +305,10 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       if (rv < 0) {
         // nghttp2 has queued GOAWAY; send it before failing.
         flush();
-        fail_connection(make_error(ErrorDomain::h2, static_cast<int>(rv), std::string("HTTP/2 protocol error from the server: ") +
-                                                             nghttp2_strerror(static_cast<int>(rv))),
-                        false);
+        fail_connection(
+            make_error(ErrorDomain::h2, static_cast<int>(rv),
+                       std::string("HTTP/2 protocol error from the server: ") + nghttp2_strerror(static_cast<int>(rv))),
+            false);
         return;
       }
     }
@@ -337,14 +346,16 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     int rv = nghttp2_session_client_new2(&session, cbs, this, opt);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
-    if (rv != 0) return make_error(ErrorDomain::h2, rv, std::string("nghttp2_session_client_new2: ") + nghttp2_strerror(rv));
+    if (rv != 0)
+      return make_error(ErrorDomain::h2, rv, std::string("nghttp2_session_client_new2: ") + nghttp2_strerror(rv));
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, std::min<std::uint32_t>(options.stream_window, NGHTTP2_MAX_WINDOW_SIZE)},
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100},
     };
     rv = nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, iv, std::size(iv));
-    if (rv != 0) return make_error(ErrorDomain::h2, rv, std::string("nghttp2_submit_settings: ") + nghttp2_strerror(rv));
+    if (rv != 0)
+      return make_error(ErrorDomain::h2, rv, std::string("nghttp2_submit_settings: ") + nghttp2_strerror(rv));
     auto conn_window = static_cast<std::int32_t>(std::min<std::uint32_t>(options.connection_window, NGHTTP2_MAX_WINDOW_SIZE));
     rv = nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, 0, conn_window);
     if (rv != 0) return make_error(ErrorDomain::h2, rv, std::string("connection window: ") + nghttp2_strerror(rv));
@@ -428,8 +439,8 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       auto n = nghttp2_session_mem_send(session, &data);
       --depth;
       if (n < 0) {
-        fail_connection(make_error(ErrorDomain::h2, static_cast<int>(n), std::string("nghttp2_session_mem_send: ") +
-                                                            nghttp2_strerror(static_cast<int>(n))),
+        fail_connection(make_error(ErrorDomain::h2, static_cast<int>(n),
+                                   std::string("nghttp2_session_mem_send: ") + nghttp2_strerror(static_cast<int>(n))),
                         false);
         return;
       }
@@ -484,8 +495,10 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   void fail_stranded() {
     if (queue.empty()) return;
     std::optional<Error> why;
-    if (state == State::closed) why = failure ? *failure : make_error(ErrorDomain::generic, ENOTCONN, "connection is closed");
-    else if (goaway_received) why = make_error(ErrorDomain::generic, ECONNRESET, "server sent GOAWAY; request not sent");
+    if (state == State::closed)
+      why = failure ? *failure : make_error(ErrorDomain::generic, ENOTCONN, "connection is closed");
+    else if (goaway_received)
+      why = make_error(ErrorDomain::generic, ECONNRESET, "server sent GOAWAY; request not sent");
     if (!why) return;
     while (!queue.empty()) {
       auto s = std::make_unique<Stream>();

@@ -8,9 +8,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
-#include <new>
 #include <cstring>
 #include <deque>
+#include <new>
 #include <string_view>
 
 #include "transport/core/log.hpp"
@@ -167,7 +167,7 @@ class Connection {
   Bytes& plain_ = send_batch();  // outgoing plaintext, encrypted once per flush round
   std::unordered_map<std::int32_t, std::unique_ptr<Stream>> streams_;
   std::vector<std::int32_t> deferred_;  // streams whose DATA waits for the write queue to drain
-  std::int32_t highest_client_stream_ = 0;  // highest stream id the client opened with HEADERS
+  std::int32_t highest_client_stream_ = 0;   // highest stream id the client opened with HEADERS
   std::deque<std::int32_t> recently_reset_;  // streams we sent RST_STREAM on (last kRecentResets)
   std::uint64_t accepted_at_ = 0;
   std::uint64_t last_activity_ = 0;
@@ -468,7 +468,8 @@ void Connection::start_drain() {
   bool queued = lib_ok(nghttp2_submit_shutdown_notice(session_), "nghttp2_submit_shutdown_notice") &&
                 lib_ok(nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, kShutdownPing), "nghttp2_submit_ping");
   // Without the PING there is no second step: end with GOAWAY NO_ERROR now.
-  if (!queued) (void)lib_ok(nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR), "nghttp2_session_terminate_session");
+  if (!queued)
+    (void)lib_ok(nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR), "nghttp2_session_terminate_session");
   flush();
   maybe_close();
 }
@@ -533,10 +534,12 @@ int Connection::on_begin_frame(const nghttp2_frame_hd& hd) {
   // already in flight when we reset the stream (RFC 9113 5.1, "closed": ignored).
   if (nghttp2_session_find_stream(session_, hd.stream_id) != nullptr) return 0;
   if (std::find(recently_reset_.begin(), recently_reset_.end(), hd.stream_id) != recently_reset_.end()) return 0;
-  log::warn("h2 {}: HEADERS on stream {} after the client opened stream {} (RFC 9113 5.1.1); sending GOAWAY "
-            "PROTOCOL_ERROR",
-            peer_text_, hd.stream_id, highest_client_stream_);
-  (void)lib_ok(nghttp2_session_terminate_session(session_, NGHTTP2_PROTOCOL_ERROR), "nghttp2_session_terminate_session");
+  log::warn(
+      "h2 {}: HEADERS on stream {} after the client opened stream {} (RFC 9113 5.1.1); sending GOAWAY "
+      "PROTOCOL_ERROR",
+      peer_text_, hd.stream_id, highest_client_stream_);
+  (void)lib_ok(nghttp2_session_terminate_session(session_, NGHTTP2_PROTOCOL_ERROR),
+               "nghttp2_session_terminate_session");
   return 0;
 }
 
@@ -660,7 +663,8 @@ void Connection::maybe_stop_upload(Stream& s) {
   if (s.reset_sent || !s.response_complete || s.request_complete) return;
   if (s.discarded <= server_.app_.config().max_request_body) return;
   s.reset_sent = true;
-  (void)lib_ok(nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, s.id, NGHTTP2_NO_ERROR), "nghttp2_submit_rst_stream");
+  (void)lib_ok(nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, s.id, NGHTTP2_NO_ERROR),
+               "nghttp2_submit_rst_stream");
 }
 
 void Connection::dispatch(Stream& s) {
@@ -870,8 +874,9 @@ Status Server::start() {
   if (::setsockopt(listener_.fd(), IPPROTO_TCP, TCP_CONGESTION, cc.data(), static_cast<socklen_t>(cc.size())) != 0) {
     int err = errno;
     listener_.close();
-    return make_error(ErrorDomain::os, err, "cannot use TCP congestion control '" + cc + "': " + std::strerror(err) +
-                               " (available: see /proc/sys/net/ipv4/tcp_available_congestion_control)");
+    return make_error(ErrorDomain::os, err,
+                      "cannot use TCP congestion control '" + cc + "': " + std::strerror(err) +
+                          " (available: see /proc/sys/net/ipv4/tcp_available_congestion_control)");
   }
   log::info("h2: TCP congestion control {}", cc);
   return {};

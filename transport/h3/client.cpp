@@ -123,8 +123,8 @@ Result<StoredSession> load_session(const std::filesystem::path& file) {
   }
   auto version = j.find("version");
   if (version == j.end() || !version->is_number_integer() || *version != kSessionVersion) {
-    return session_file_error(file, "unsupported \"version\" (this quiclab writes " +
-                                        std::to_string(kSessionVersion) + ")");
+    return session_file_error(file,
+                              "unsupported \"version\" (this quiclab writes " + std::to_string(kSessionVersion) + ")");
   }
   // A hex field: required ones must be present and non-empty.
   auto bytes = [&](const char* key, bool required, Bytes& out) -> Status {
@@ -182,7 +182,9 @@ Status save_session(const std::filesystem::path& file, const StoredSession& sess
   }
   std::error_code ec;
   std::filesystem::rename(tmp, file, ec);
-  if (ec) return make_error(ErrorDomain::os, ec.value(), "cannot rename session file to " + file.string() + ": " + ec.message());
+  if (ec)
+    return make_error(ErrorDomain::os, ec.value(),
+                      "cannot rename session file to " + file.string() + ": " + ec.message());
   return {};
 }
 
@@ -428,7 +430,8 @@ Status ClientConnection::init(Timestamp now) {
   if (!config_.tuning.qlog_dir.empty()) {
     auto path = config_.tuning.qlog_dir / (to_hex(ByteView(scid.data, scid.datalen)) + ".sqlog");
     qlog_ = std::fopen(path.c_str(), "w");
-    if (!qlog_) return make_error(ErrorDomain::os, errno, "cannot open qlog file " + path.string() + ": " + std::strerror(errno));
+    if (!qlog_)
+      return make_error(ErrorDomain::os, errno, "cannot open qlog file " + path.string() + ": " + std::strerror(errno));
     settings.qlog.write = cb_qlog;
   }
 
@@ -475,7 +478,8 @@ Status ClientConnection::init(Timestamp now) {
 Status ClientConnection::setup_http() {
   if (http_) return {};
   if (ngtcp2_conn_get_max_local_streams_uni(conn_) < 3) {
-    return make_error(ErrorDomain::generic, EPROTO, "server allows fewer than 3 unidirectional streams (HTTP/3 needs 3)");
+    return make_error(ErrorDomain::generic, EPROTO,
+                      "server allows fewer than 3 unidirectional streams (HTTP/3 needs 3)");
   }
   nghttp3_callbacks cb{};
   cb.acked_stream_data = h3_acked_stream_data;
@@ -515,7 +519,8 @@ void ClientConnection::submit(http::ClientRequest request, http::BodyCallback on
   s->response.protocol = "h3";
   s->response.timing.start = start_;
   if (state_ == State::closed || closing_requested_) {
-    s->response.error = connection_error_.value_or(make_error(ErrorDomain::generic, ECANCELED, "HTTP/3 connection is closed"));
+    s->response.error =
+        connection_error_.value_or(make_error(ErrorDomain::generic, ECANCELED, "HTTP/3 connection is closed"));
     events_.completions.push_back({std::move(s->on_complete), std::move(s->response)});
     return;
   }
@@ -570,7 +575,8 @@ bool ClientConnection::open_stream(std::unique_ptr<Stream>& s) {
     if (int r = ngtcp2_conn_shutdown_stream(conn_, id, NGHTTP3_H3_INTERNAL_ERROR); r != 0) {
       log::warn("h3: cannot reset stream {}: {}", id, liberr_text(r));
     }
-    s->response.error = make_error(ErrorDomain::h3, rv, std::string("HTTP/3 request not sent: ") + nghttp3_strerror(rv));
+    s->response.error =
+        make_error(ErrorDomain::h3, rv, std::string("HTTP/3 request not sent: ") + nghttp3_strerror(rv));
     events_.completions.push_back({std::move(s->on_complete), std::move(s->response)});
     return true;
   }
@@ -625,15 +631,18 @@ void ClientConnection::handle_liberr(int rv, const char* where, Timestamp now) {
   if (rv == NGTCP2_ERR_IDLE_CLOSE) {
     enter_closed(outstanding() == 0 && closing_requested_
                      ? std::nullopt
-                     : std::optional<Error>(make_error(ErrorDomain::generic, ETIMEDOUT, "QUIC idle timeout: the server went silent")));
+                     : std::optional<Error>(
+                           make_error(ErrorDomain::generic, ETIMEDOUT, "QUIC idle timeout: the server went silent")));
     return;
   }
   if (rv == NGTCP2_ERR_HANDSHAKE_TIMEOUT) {
-    enter_closed(make_error(ErrorDomain::generic, ETIMEDOUT, "QUIC handshake timed out: no answer from " + config_.remote.to_string()));
+    enter_closed(make_error(ErrorDomain::generic, ETIMEDOUT,
+                            "QUIC handshake timed out: no answer from " + config_.remote.to_string()));
     return;
   }
   if (rv == NGTCP2_ERR_DROP_CONN) {
-    enter_closed(make_error(ErrorDomain::generic, ECONNRESET, "QUIC connection dropped (stateless reset or unrecoverable packet)"));
+    enter_closed(make_error(ErrorDomain::generic, ECONNRESET,
+                            "QUIC connection dropped (stateless reset or unrecoverable packet)"));
     return;
   }
   std::string text;
@@ -892,9 +901,11 @@ void ClientConnection::close(bool abort, Timestamp now) {
   now_ = now;
   closing_requested_ = true;
   if (abort) {
-    for (auto& s : pending_) finish(*s, make_error(ErrorDomain::generic, ECANCELED, "request cancelled: client closed"));
+    for (auto& s : pending_)
+      finish(*s, make_error(ErrorDomain::generic, ECANCELED, "request cancelled: client closed"));
     pending_.clear();
-    for (auto& [id, s] : streams_) finish(*s, make_error(ErrorDomain::generic, ECANCELED, "request cancelled: client closed"));
+    for (auto& [id, s] : streams_)
+      finish(*s, make_error(ErrorDomain::generic, ECANCELED, "request cancelled: client closed"));
     write_connection_close(now, NGHTTP3_H3_REQUEST_CANCELLED);
   }
   // Graceful: write() sends GOAWAY and CONNECTION_CLOSE once nothing is outstanding.
@@ -944,8 +955,8 @@ int ClientConnection::on_recv_stream_data(std::uint32_t flags, std::int64_t stre
   if (!http_) return 0;
   auto n = nghttp3_conn_read_stream(http_, stream_id, data, len, (flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0);
   if (n < 0) {
-    connection_error_ = make_error(ErrorDomain::h3, static_cast<int>(n), std::string("HTTP/3 error from server: ") +
-                                                            nghttp3_strerror(static_cast<int>(n)));
+    connection_error_ = make_error(ErrorDomain::h3, static_cast<int>(n),
+                                   std::string("HTTP/3 error from server: ") + nghttp3_strerror(static_cast<int>(n)));
     log::warn("h3: {}", connection_error_->message);
     return NGTCP2_ERR_CALLBACK_FAILURE;
   }
@@ -982,8 +993,9 @@ int ClientConnection::on_stream_close(std::uint32_t flags, std::int64_t stream_i
   // A request stream closed without nghttp3 knowing it (e.g. reset before any frame).
   if (auto it = streams_.find(stream_id); it != streams_.end()) {
     if (!it->second->finished) {
-      finish(*it->second, make_error(ErrorDomain::h3, ECONNRESET, fmt::format("stream {} closed by the server (error 0x{:x})",
-                                                             stream_id, app_error_code)));
+      finish(*it->second,
+             make_error(ErrorDomain::h3, ECONNRESET,
+                        fmt::format("stream {} closed by the server (error 0x{:x})", stream_id, app_error_code)));
     }
     streams_.erase(it);
   }
@@ -1124,8 +1136,9 @@ int ClientConnection::on_http_stream_close(std::int64_t stream_id, std::uint64_t
   auto it = streams_.find(stream_id);
   if (it == streams_.end()) return 0;
   if (!it->second->finished) {
-    finish(*it->second, make_error(ErrorDomain::h3, ECONNRESET, fmt::format("stream {} reset by the server (HTTP/3 error 0x{:x})",
-                                                           stream_id, app_error_code)));
+    finish(*it->second,
+           make_error(ErrorDomain::h3, ECONNRESET,
+                      fmt::format("stream {} reset by the server (HTTP/3 error 0x{:x})", stream_id, app_error_code)));
   }
   streams_.erase(it);
   return 0;
@@ -1145,7 +1158,8 @@ int ClientConnection::on_http_goaway(std::int64_t id) {
   // Streams at or above id will not be served: fail them now, open no more.
   goaway_received_ = true;
   for (auto& [sid, s] : streams_) {
-    if (sid >= id && !s->finished) finish(*s, make_error(ErrorDomain::generic, ECONNRESET, "server is shutting down (GOAWAY)"));
+    if (sid >= id && !s->finished)
+      finish(*s, make_error(ErrorDomain::generic, ECONNRESET, "server is shutting down (GOAWAY)"));
   }
   for (auto& s : pending_) finish(*s, make_error(ErrorDomain::generic, ECONNRESET, "server is shutting down (GOAWAY)"));
   pending_.clear();
@@ -1231,7 +1245,9 @@ void Client::connect(std::function<void(Status)> on_ready) {
     timer_->start(0, 0, [this] { after_core_call(); });
   };
   auto remote = SocketAddress::parse(origin_.host, origin_.port);
-  if (!remote) return fail_soon(make_error(ErrorDomain::generic, EHOSTUNREACH, "cannot resolve " + origin_.host + ": " + remote.error().message));
+  if (!remote)
+    return fail_soon(make_error(ErrorDomain::generic, EHOSTUNREACH,
+                                "cannot resolve " + origin_.host + ": " + remote.error().message));
   remote_ = *remote;
   remote_.set_port(origin_.port);
 
@@ -1241,7 +1257,8 @@ void Client::connect(std::function<void(Status)> on_ready) {
   // A connected socket learns its concrete local address (the QUIC path's
   // local end) and hears ICMP "port unreachable" as ECONNREFUSED.
   if (::connect(socket_->fd(), remote_.sa(), remote_.size()) != 0) {
-    return fail_soon(make_error(ErrorDomain::os, errno, "cannot reach " + remote_.to_string() + ": " + std::strerror(errno)));
+    return fail_soon(
+        make_error(ErrorDomain::os, errno, "cannot reach " + remote_.to_string() + ": " + std::strerror(errno)));
   }
   SocketAddress local;
   socklen_t len = SocketAddress::capacity();
@@ -1346,7 +1363,8 @@ void Client::note_refused() {
     log::debug("h3: ICMP port unreachable from {} after the handshake; ignored", remote_.to_string());
     return;
   }
-  socket_error_ = make_error(ErrorDomain::generic, ECONNREFUSED, "connection refused: no QUIC server at " + remote_.to_string());
+  socket_error_ =
+      make_error(ErrorDomain::generic, ECONNREFUSED, "connection refused: no QUIC server at " + remote_.to_string());
 }
 
 void Client::flush() {
@@ -1391,7 +1409,8 @@ void Client::after_core_call() {
   if (!conn_ && closing_) {
     // Closed before connect(): requests queued for it fail now.
     if (!early_submits_.empty()) {
-      setup_error_ = setup_error_.value_or(make_error(ErrorDomain::generic, ECANCELED, "client closed before it connected"));
+      setup_error_ =
+          setup_error_.value_or(make_error(ErrorDomain::generic, ECANCELED, "client closed before it connected"));
       deliver_events();
       if (!*alive) return;
     }

@@ -213,7 +213,8 @@ class H3Connection final : public quic::StreamApplication {
     s->request.protocol = http::Protocol::h3;
     s->request.peer = c->peer_;
     // nghttp3 calls us for a stream it just created, so it knows the stream.
-    if (int rv = nghttp3_conn_set_stream_user_data(h3, stream_id, s.get()); !c->lib_ok(rv, "nghttp3_conn_set_stream_user_data")) {
+    if (int rv = nghttp3_conn_set_stream_user_data(h3, stream_id, s.get());
+        !c->lib_ok(rv, "nghttp3_conn_set_stream_user_data")) {
       return NGHTTP3_ERR_CALLBACK_FAILURE;
     }
     c->streams_[stream_id] = std::move(s);
@@ -500,7 +501,9 @@ Status Server::start(const SocketAddress& addr) {
   if (!s.config.quic.qlog_dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(s.config.quic.qlog_dir, ec);
-    if (ec) return make_error(ErrorDomain::os, ec.value(), "h3: cannot create qlog dir " + s.config.quic.qlog_dir.string() + ": " + ec.message());
+    if (ec)
+      return make_error(ErrorDomain::os, ec.value(),
+                        "h3: cannot create qlog dir " + s.config.quic.qlog_dir.string() + ": " + ec.message());
   }
   const http::App& app = s.app;
   const ServerConfig& cfg = s.config;

@@ -1,12 +1,12 @@
 #include "transport/tls/tls.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -137,10 +137,10 @@ Result<CertificatePaths> generate_self_signed(const fs::path& dir, const std::ve
           X509_gmtime_adj(X509_getm_notBefore(x509.get()), -3600) != nullptr &&
           X509_gmtime_adj(X509_getm_notAfter(x509.get()), static_cast<long>(days) * 24 * 3600) != nullptr &&
           X509_set_pubkey(x509.get(), key.get()) == 1 &&
-          X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("quiclab"), -1,
-                                     -1, 0) == 1 &&
-          X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn), -1, -1,
+          X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("quiclab"), -1, -1,
                                      0) == 1 &&
+          X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn), -1, -1, 0) ==
+              1 &&
           X509_set_issuer_name(x509.get(), name) == 1;
   if (!built) return make_error(ErrorDomain::tls, -1, "building the certificate failed: " + openssl_errors());
 
@@ -166,7 +166,8 @@ Result<CertificatePaths> generate_self_signed(const fs::path& dir, const std::ve
     X509_EXTENSION_free(ext);
     if (!added) return make_error(ErrorDomain::tls, -1, "adding a certificate extension failed: " + openssl_errors());
   }
-  if (X509_sign(x509.get(), key.get(), EVP_sha256()) == 0) return make_error(ErrorDomain::tls, -1, "signing failed: " + openssl_errors());
+  if (X509_sign(x509.get(), key.get(), EVP_sha256()) == 0)
+    return make_error(ErrorDomain::tls, -1, "signing failed: " + openssl_errors());
 
   CertificatePaths paths{dir / "cert.pem", dir / "key.pem"};
   // The key is created 0600, and an existing file is narrowed to 0600 before a
@@ -187,7 +188,8 @@ Result<CertificatePaths> generate_self_signed(const fs::path& dir, const std::ve
   // fclose flushes: a full disk shows up here, not in the PEM write.
   ok = (std::fclose(kf) == 0) && ok;
   FILE* cf = std::fopen(paths.cert.c_str(), "w");
-  if (!cf) return make_error(ErrorDomain::os, errno, "cannot write " + paths.cert.string() + ": " + std::strerror(errno));
+  if (!cf)
+    return make_error(ErrorDomain::os, errno, "cannot write " + paths.cert.string() + ": " + std::strerror(errno));
   ok = ok && PEM_write_X509(cf, x509.get()) == 1;
   ok = (std::fclose(cf) == 0) && ok;
   if (!ok) return make_error(ErrorDomain::tls, -1, "writing PEM to " + dir.string() + " failed: " + openssl_errors());
@@ -212,13 +214,15 @@ Result<Context> Context::server(const ServerOptions& options) {
   SSL_CTX_set_options(raw, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   SSL_CTX_set_mode(raw, SSL_MODE_RELEASE_BUFFERS);
   if (SSL_CTX_use_certificate_chain_file(raw, options.cert.c_str()) != 1) {
-    return make_error(ErrorDomain::tls, -1, "cannot load certificate " + options.cert.string() + ": " + openssl_errors());
+    return make_error(ErrorDomain::tls, -1,
+                      "cannot load certificate " + options.cert.string() + ": " + openssl_errors());
   }
   if (SSL_CTX_use_PrivateKey_file(raw, options.key.c_str(), SSL_FILETYPE_PEM) != 1) {
     return make_error(ErrorDomain::tls, -1, "cannot load key " + options.key.string() + ": " + openssl_errors());
   }
   if (SSL_CTX_check_private_key(raw) != 1) {
-    return make_error(ErrorDomain::tls, -1, "key " + options.key.string() + " does not match certificate " + options.cert.string());
+    return make_error(ErrorDomain::tls, -1,
+                      "key " + options.key.string() + " does not match certificate " + options.cert.string());
   }
   SSL_CTX_set_alpn_select_cb(
       raw,
@@ -258,7 +262,9 @@ Result<Context> Context::client(const ClientOptions& options) {
     SSL_CTX_set_verify(raw, SSL_VERIFY_PEER, nullptr);
     int ok = options.ca_file.empty() ? SSL_CTX_set_default_verify_paths(raw)
                                      : SSL_CTX_load_verify_locations(raw, options.ca_file.c_str(), nullptr);
-    if (ok != 1) return make_error(ErrorDomain::tls, -1, "cannot load CA file " + options.ca_file.string() + ": " + openssl_errors());
+    if (ok != 1)
+      return make_error(ErrorDomain::tls, -1,
+                        "cannot load CA file " + options.ca_file.string() + ": " + openssl_errors());
   }
   maybe_enable_keylog(raw);
   return c;

@@ -115,7 +115,7 @@ class Session {
   BIO* wbio_ = nullptr;  // OpenSSL -> network: appends to out_
   Bytes out_;            // ciphertext not yet taken by take_output()
   bool established_ = false;
-  bool closed_ = false;           // close_notify received
+  bool closed_ = false;  // close_notify received
   std::optional<int> peer_alert_;
   std::optional<Error> failure_;  // the first error, reported again on later calls
 };

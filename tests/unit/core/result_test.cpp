@@ -1,11 +1,11 @@
 // Error as a typed value: a code is read in its domain, and a clean close is a
 // kind of its own that no library code can be mistaken for.
+#include "transport/core/result.hpp"
+
 #include <openssl/ssl.h>
 
 #include <catch2/catch.hpp>
 #include <cerrno>
-
-#include "transport/core/result.hpp"
 
 using namespace quiclab;
 

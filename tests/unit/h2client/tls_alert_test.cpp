@@ -57,7 +57,7 @@ class AlertingServer {
 
   std::uint16_t port() const { return port_; }
   const tls::CertificatePaths& cert() const { return cert_; }
-  std::string why;                     // set by the thread when it could not do its part
+  std::string why;  // set by the thread when it could not do its part
   std::atomic<bool> alert_sent{false};
 
  private:

@@ -1,12 +1,12 @@
+#include "transport/h3/alt_svc.hpp"
+
 #include <catch2/catch.hpp>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "transport/h3/alt_svc.hpp"
 #include "transport/h3/client.hpp"
-
-#include <cstdio>
-#include <filesystem>
 
 using quiclab::h3::parse_alt_svc_h3;
 
