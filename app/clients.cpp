@@ -33,7 +33,7 @@ Result<std::unique_ptr<http::Client>> make_client(http::Protocol protocol, uv::L
       };
       break;
     default:
-      return make_error(EINVAL, "unknown protocol");
+      return make_error(ErrorDomain::config, EINVAL, "unknown protocol");
   }
   return std::unique_ptr<http::Client>(
       std::make_unique<http::RacingClient>(loop, origin, socktype, options.attempt_delay_ms, std::move(factory)));

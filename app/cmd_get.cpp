@@ -257,7 +257,7 @@ int run(const GetOptions& o) {
   std::uint64_t total_bytes = 0;
   std::map<std::string, int> error_counts;
   for (auto& f : fetches) {
-    if (!f.done) f.response.error = make_error(EINTR, "request did not complete");
+    if (!f.done) f.response.error = make_error(ErrorDomain::generic, EINTR, "request did not complete");
     if (f.expected_bytes && !f.response.error && f.response.status == 200) {
       if (f.mismatch) {
         f.verify_error = "body differs from the generated /bytes pattern";
@@ -363,7 +363,10 @@ const Registration reg{
       sub.add_option("-X,--method", o->method, "Request method (default GET, or POST with a body)");
       sub.add_option("-d,--data", o->data, "Request body (sent with POST unless -X says otherwise)");
       sub.add_option("--data-file", o->data_file, "Request body from a file")->check(CLI::ExistingFile);
-      sub.add_option("-H,--header", o->headers, "Extra request header 'name: value' (repeatable)");
+      // One value per -H, as in curl: a vector option would otherwise take every
+      // following word (the URL too) until the next flag.
+      sub.add_option("-H,--header", o->headers, "Extra request header 'name: value' (repeat -H for more)")
+          ->allow_extra_args(false);
       sub.add_option("--timeout", o->timeout_ms, "Fail when the server sends nothing for this many ms")
           ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{3600000}))
           ->capture_default_str();

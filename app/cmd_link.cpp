@@ -69,10 +69,11 @@ class Fd {
 
 Result<int> open_tun(const std::string& name) {
   if (name.empty() || name.size() >= IFNAMSIZ) {
-    return make_error(EINVAL, "TUN name '" + name + "' must be 1.." + std::to_string(IFNAMSIZ - 1) + " characters");
+    return make_error(ErrorDomain::config, EINVAL,
+                      "TUN name '" + name + "' must be 1.." + std::to_string(IFNAMSIZ - 1) + " characters");
   }
   int fd = ::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return make_error(errno, std::string("open /dev/net/tun: ") + std::strerror(errno));
+  if (fd < 0) return make_error(ErrorDomain::os, errno, std::string("open /dev/net/tun: ") + std::strerror(errno));
   ifreq ifr{};
   // IFF_NO_PI: plain IP packets, no 4-byte packet-info prefix. Attaches to a
   // persistent device of that name (ip tuntap add ... mode tun) or creates one.
@@ -81,8 +82,9 @@ Result<int> open_tun(const std::string& name) {
   if (::ioctl(fd, TUNSETIFF, &ifr) < 0) {
     int e = errno;
     ::close(fd);
-    return make_error(e, "TUNSETIFF " + name + ": " + std::strerror(e) +
-                             " (needs CAP_NET_ADMIN; a persistent device must be 'mode tun' without 'pi')");
+    return make_error(ErrorDomain::os, e,
+                      "TUNSETIFF " + name + ": " + std::strerror(e) +
+                          " (needs CAP_NET_ADMIN; a persistent device must be 'mode tun' without 'pi')");
   }
   return fd;
 }

@@ -72,7 +72,7 @@ Result<PeerCandidates> candidates_of(const Message& m) {
   c.name = m.string(attr::kPeerName).value_or("");
   auto r = m.xor_address(attr::kReflexiveCandidate);
   if (!r) return r.error();
-  if (!*r) return make_error(EINVAL, "no REFLEXIVE-CANDIDATE");
+  if (!*r) return make_error(ErrorDomain::stun, EINVAL, "no REFLEXIVE-CANDIDATE");
   c.reflexive = **r;
   auto hosts = m.xor_addresses(attr::kHostCandidate);
   if (!hosts) return hosts.error();

@@ -20,7 +20,8 @@ Status Service::bind_all(const SocketAddress& listen, const std::optional<std::s
   if (!alt_ip) return {};
   auto alt = SocketAddress::from_ip(*alt_ip, local_[kPrimary].port());
   if (!alt) return alt.error();
-  if (alt->family() != listen.family()) return make_error(EINVAL, "--alt-address must be the same family as --listen");
+  if (alt->family() != listen.family())
+    return make_error(ErrorDomain::config, EINVAL, "--alt-address must be the same family as --listen");
   // P' = P + 1 like other RFC 5780 servers; when taken, any free port will do,
   // since clients learn it from OTHER-ADDRESS.
   SocketAddress alt_port_at = local_[kPrimary];

@@ -40,7 +40,9 @@ void push32(Bytes& b, std::uint32_t v) {
 }
 std::size_t padded(std::size_t n) { return (n + 3) & ~std::size_t{3}; }
 
-Error decode_error(DecodeError e, std::string message) { return make_error(static_cast<int>(e), std::move(message)); }
+Error decode_error(DecodeError e, std::string message) {
+  return make_error(ErrorDomain::stun, static_cast<int>(e), std::move(message));
+}
 Error bad_value(std::uint16_t type, std::string_view what) {
   return decode_error(DecodeError::BadAttributeValue, fmt::format("{}: {}", attr::name(type), what));
 }

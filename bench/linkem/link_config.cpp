@@ -23,7 +23,7 @@ bool OutageSchedule::is_down(Timestamp since_start) const {
 
 namespace {
 
-Error bad(std::string what) { return make_error(EINVAL, std::move(what)); }
+Error bad(std::string what) { return make_error(ErrorDomain::config, EINVAL, std::move(what)); }
 
 bool is_prob(double v) { return v >= 0.0 && v <= 1.0; }
 

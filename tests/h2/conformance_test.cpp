@@ -278,3 +278,48 @@ TEST_CASE("RFC 9113 6.8: SIGTERM mid-transfer: GOAWAY 2^31-1 + PING, then GOAWAY
   // The listener is gone.
   CHECK(RawClient::connect(srv.port(), false) == nullptr);
 }
+
+TEST_CASE("RFC 9113 5.1.1: HEADERS opening a stream below one already opened is a connection error PROTOCOL_ERROR",
+          "[h2][conformance][sanitize]") {
+  test::Server srv;
+  REQUIRE(srv.ok());
+  auto c = RawClient::connect(srv.port());
+  REQUIRE(c);
+  REQUIRE(c->send_preface());
+  REQUIRE(c->send_request(5, "GET", "/health"));
+  REQUIRE(c->send_request(3, "GET", "/health"));  // 3 < 5: not a legal new stream
+  auto g = c->read_until([](const Frame& f) { return f.type == NGHTTP2_GOAWAY; });
+  REQUIRE(g);
+  INFO(describe(*g));
+  CHECK(g->error_code() == NGHTTP2_PROTOCOL_ERROR);
+  CHECK(g->last_stream_id() == 5);
+  // No response for the illegal stream, and the connection ends.
+  CHECK(c->wait_closed(10000));
+  for (const auto& f : c->frames()) CHECK(f.stream != 3);
+  INFO(srv.log());
+  CHECK(srv.wait_for_log({"HEADERS on stream 3 after the client opened stream 5"}));
+}
+
+TEST_CASE("RFC 9113 5.1.1 without false alarms: trailers on an older open stream and in-order streams are served",
+          "[h2][conformance][sanitize]") {
+  test::Server srv;
+  REQUIRE(srv.ok());
+  auto c = RawClient::connect(srv.port());
+  REQUIRE(c);
+  REQUIRE(c->send_preface());
+  // Stream 1 stays open (a POST with a body to come), stream 3 opens after it.
+  REQUIRE(c->send_request(1, "POST", "/echo", /*end_stream=*/false));
+  REQUIRE(c->send_request(3, "GET", "/health"));
+  auto r3 = read_response(*c, 3);
+  CHECK(r3.complete);
+  const std::string body = "hello";
+  REQUIRE(c->send_frame(NGHTTP2_DATA, 0, 1, as_bytes(body)));
+  // Trailers: a HEADERS on stream 1 (< 3), which is legal because 1 is open.
+  REQUIRE(c->send_headers(1, {{"x-checksum", "none"}}, /*end_stream=*/true));
+  auto r1 = read_response(*c, 1);
+  CHECK(r1.complete);
+  CHECK(r1.data_bytes == body.size());
+  REQUIRE(c->send_request(5, "GET", "/health"));
+  CHECK(read_response(*c, 5).complete);
+  for (const auto& f : c->frames()) CHECK(f.type != NGHTTP2_GOAWAY);
+}

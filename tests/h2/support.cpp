@@ -342,6 +342,12 @@ RawClient::~RawClient() {
   if (inflater_) nghttp2_hd_inflate_del(inflater_);
 }
 
+bool RawClient::close_notify() {
+  if (!ssl_) return false;
+  bool sent = SSL_shutdown(ssl_) >= 0;
+  return ::shutdown(fd_, SHUT_WR) == 0 && sent;
+}
+
 std::string RawClient::local_address() const {
   sockaddr_in sa{};
   socklen_t len = sizeof sa;
@@ -392,6 +398,11 @@ bool RawClient::send_request(std::uint32_t stream, const std::string& method, co
   std::vector<std::pair<std::string, std::string>> h = {
       {":method", method}, {":scheme", "https"}, {":authority", "localhost"}, {":path", path}};
   h.insert(h.end(), extra.begin(), extra.end());
+  return send_headers(stream, h, end_stream);
+}
+
+bool RawClient::send_headers(std::uint32_t stream, std::vector<std::pair<std::string, std::string>> h,
+                             bool end_stream) {
   std::vector<nghttp2_nv> nva;
   for (auto& [n, v] : h) {
     nva.push_back({reinterpret_cast<std::uint8_t*>(n.data()), reinterpret_cast<std::uint8_t*>(v.data()), n.size(),

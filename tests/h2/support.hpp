@@ -111,6 +111,11 @@ class RawClient {
   bool send_request(std::uint32_t stream, const std::string& method, const std::string& path, bool end_stream = true,
                     const std::vector<std::pair<std::string, std::string>>& extra = {});
   bool send_window_update(std::uint32_t stream, std::uint32_t increment);
+  /// HEADERS (END_HEADERS, plus END_STREAM when end_stream) with exactly these fields (e.g. trailers).
+  bool send_headers(std::uint32_t stream, std::vector<std::pair<std::string, std::string>> fields,
+                    bool end_stream = true);
+  /// Sends TLS close_notify and half-closes TCP (the peer sees a clean close).
+  bool close_notify();
 
   /// Next frame, or nullopt when the connection closed or timeout_ms passed (see closed()).
   /// SETTINGS (non-ACK) are acknowledged and PINGs answered automatically when auto_ack.

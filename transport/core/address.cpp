@@ -33,20 +33,22 @@ Result<SocketAddress> SocketAddress::from_ip(std::string_view ip, uint16_t port)
     v6->sin6_port = htons(port);
     return a;
   }
-  return make_error(EINVAL, "not a numeric IP address: '" + host + "'");
+  return make_error(ErrorDomain::generic, EINVAL, "not a numeric IP address: '" + host + "'");
 }
 
 Result<SocketAddress> SocketAddress::parse(std::string_view text, std::optional<uint16_t> default_port) {
   std::string_view host;
   std::string_view port_text;
-  if (text.empty()) return make_error(EINVAL, "empty address");
+  if (text.empty()) return make_error(ErrorDomain::generic, EINVAL, "empty address");
   if (text.front() == '[') {
     auto close = text.find(']');
-    if (close == std::string_view::npos) return make_error(EINVAL, "missing ']' in '" + std::string(text) + "'");
+    if (close == std::string_view::npos)
+      return make_error(ErrorDomain::generic, EINVAL, "missing ']' in '" + std::string(text) + "'");
     host = text.substr(1, close - 1);
     auto rest = text.substr(close + 1);
     if (!rest.empty()) {
-      if (rest.front() != ':') return make_error(EINVAL, "expected ':PORT' after ']' in '" + std::string(text) + "'");
+      if (rest.front() != ':')
+        return make_error(ErrorDomain::generic, EINVAL, "expected ':PORT' after ']' in '" + std::string(text) + "'");
       port_text = rest.substr(1);
     }
   } else {
@@ -61,16 +63,18 @@ Result<SocketAddress> SocketAddress::parse(std::string_view text, std::optional<
       host = text;
     }
   }
-  if (host.empty()) return make_error(EINVAL, "missing host in '" + std::string(text) + "'");
+  if (host.empty()) return make_error(ErrorDomain::generic, EINVAL, "missing host in '" + std::string(text) + "'");
   uint16_t port = 0;
   if (port_text.empty()) {
-    if (!default_port) return make_error(EINVAL, "missing ':PORT' in '" + std::string(text) + "'");
+    if (!default_port)
+      return make_error(ErrorDomain::generic, EINVAL, "missing ':PORT' in '" + std::string(text) + "'");
     port = *default_port;
   } else {
     unsigned value = 0;
     auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), value);
     if (ec != std::errc() || ptr != port_text.data() + port_text.size() || value > 65535) {
-      return make_error(EINVAL, "bad port '" + std::string(port_text) + "' in '" + std::string(text) + "'");
+      return make_error(ErrorDomain::generic, EINVAL,
+                        "bad port '" + std::string(port_text) + "' in '" + std::string(text) + "'");
     }
     port = static_cast<uint16_t>(value);
   }
@@ -83,7 +87,7 @@ Result<SocketAddress> SocketAddress::parse(std::string_view text, std::optional<
   std::string host_str(host);
   int rc = getaddrinfo(host_str.c_str(), nullptr, &hints, &res);
   if (rc != 0 || res == nullptr) {
-    return make_error(EINVAL, "cannot resolve '" + host_str + "': " + gai_strerror(rc));
+    return make_error(ErrorDomain::generic, EINVAL, "cannot resolve '" + host_str + "': " + gai_strerror(rc));
   }
   SocketAddress a(res->ai_addr);
   freeaddrinfo(res);

@@ -9,8 +9,8 @@ namespace quiclab::log {
 Status init(std::string_view level) {
   auto lvl = spdlog::level::from_str(std::string(level));
   if (lvl == spdlog::level::off && level != "off") {
-    return make_error(EINVAL, "unknown log level '" + std::string(level) +
-                                  "' (use trace, debug, info, warn, error or off)");
+    return make_error(ErrorDomain::config, EINVAL,
+                      "unknown log level '" + std::string(level) + "' (use trace, debug, info, warn, error or off)");
   }
   auto logger = spdlog::stderr_color_st("quiclab");
   spdlog::drop("quiclab");

@@ -70,7 +70,7 @@ void Resolver::cancel() {
 }
 
 Status Resolver::resolve(const std::string& host, std::uint16_t port, int socktype, Callback cb) {
-  if (s_) return make_error(UV_EBUSY, "a resolution of " + s_->host + " is already pending");
+  if (s_) return make_error(ErrorDomain::uv, UV_EBUSY, "a resolution of " + s_->host + " is already pending");
   auto* s = new State;
   s->cb = std::move(cb);
   s->owner = this;
@@ -89,10 +89,10 @@ Status Resolver::resolve(const std::string& host, std::uint16_t port, int sockty
           st->owner->s_ = nullptr;
           done = std::move(st->cb);
         }
-        Result<std::vector<SocketAddress>> out = make_error(status, "");
+        Result<std::vector<SocketAddress>> out = make_error(ErrorDomain::uv, status, "");
         if (done) {
           if (status != 0) {
-            out = make_error(status, "cannot resolve '" + st->host + "': " + error_text(status));
+            out = make_error(ErrorDomain::uv, status, "cannot resolve '" + st->host + "': " + error_text(status));
           } else {
             std::vector<SocketAddress> addrs;
             for (auto* ai = res; ai != nullptr; ai = ai->ai_next) {
@@ -104,7 +104,7 @@ Status Resolver::resolve(const std::string& host, std::uint16_t port, int sockty
               if (std::find(addrs.begin(), addrs.end(), a) == addrs.end()) addrs.push_back(a);
             }
             if (addrs.empty()) {
-              out = make_error(UV_EAI_NODATA, "cannot resolve '" + st->host + "': no IPv4 or IPv6 address");
+              out = make_error(ErrorDomain::uv, UV_EAI_NODATA, "cannot resolve '" + st->host + "': no IPv4 or IPv6 address");
             } else {
               out = std::move(addrs);
             }
@@ -117,7 +117,7 @@ Status Resolver::resolve(const std::string& host, std::uint16_t port, int sockty
       host.c_str(), nullptr, &hints);
   if (rc != 0) {
     delete s;
-    return make_error(rc, "cannot resolve '" + host + "': " + error_text(rc));
+    return make_error(ErrorDomain::uv, rc, "cannot resolve '" + host + "': " + error_text(rc));
   }
   s_ = s;
   return {};
@@ -181,7 +181,7 @@ Signal& Signal::operator=(Signal&& o) noexcept {
   return *this;
 }
 Status Signal::start(int signum, Callback cb) {
-  if (!s_) return make_error(UV_EINVAL, "signal handle closed");
+  if (!s_) return make_error(ErrorDomain::uv, UV_EINVAL, "signal handle closed");
   s_->cb = std::move(cb);
   int rc = uv_signal_start(
       &s_->handle,
@@ -224,7 +224,7 @@ Poll& Poll::operator=(Poll&& o) noexcept {
   return *this;
 }
 Status Poll::start(int events, Callback cb) {
-  if (!s_) return make_error(UV_EINVAL, "poll handle closed");
+  if (!s_) return make_error(ErrorDomain::uv, UV_EINVAL, "poll handle closed");
   s_->cb = std::move(cb);
   int rc = uv_poll_start(&s_->handle, events, [](uv_poll_t* h, int status, int ev) {
     auto* s = static_cast<State*>(h->data);
@@ -263,7 +263,7 @@ TcpStream& TcpStream::operator=(TcpStream&& o) noexcept {
 uv_tcp_t* TcpStream::raw() { return s_ ? &s_->handle : nullptr; }
 
 Status TcpStream::connect(const SocketAddress& to, ConnectCallback cb) {
-  if (!s_) return make_error(UV_EINVAL, "stream closed");
+  if (!s_) return make_error(ErrorDomain::uv, UV_EINVAL, "stream closed");
   s_->on_connect = std::move(cb);
   auto* req = new uv_connect_t;
   req->data = s_;
@@ -287,7 +287,7 @@ Status TcpStream::connect(const SocketAddress& to, ConnectCallback cb) {
 }
 
 Status TcpStream::read_start(ReadCallback on_data, EndCallback on_end) {
-  if (!s_) return make_error(UV_EINVAL, "stream closed");
+  if (!s_) return make_error(ErrorDomain::uv, UV_EINVAL, "stream closed");
   s_->on_data = std::move(on_data);
   s_->on_end = std::move(on_end);
   int rc = uv_read_start(
@@ -327,7 +327,7 @@ struct WriteReq {
 }  // namespace
 
 Status TcpStream::write(Bytes data, WriteCallback cb) {
-  if (!s_) return make_error(UV_EINVAL, "stream closed");
+  if (!s_) return make_error(ErrorDomain::uv, UV_EINVAL, "stream closed");
   if (data.empty()) {
     if (cb) cb(Status{});
     return {};
@@ -444,7 +444,7 @@ TcpServer& TcpServer::operator=(TcpServer&& o) noexcept {
 }
 
 Status TcpServer::listen(const SocketAddress& addr, int backlog, AcceptCallback cb) {
-  if (!s_) return make_error(UV_EINVAL, "server closed");
+  if (!s_) return make_error(ErrorDomain::uv, UV_EINVAL, "server closed");
   s_->cb = std::move(cb);
   int rc = uv_tcp_bind(&s_->handle, addr.sa(), addr.is_v6() ? UV_TCP_IPV6ONLY : 0);
   if (rc != 0) return to_error(rc, "bind " + addr.to_string());
@@ -500,14 +500,14 @@ Udp& Udp::operator=(Udp&& o) noexcept {
 }
 
 Status Udp::bind(const SocketAddress& addr, unsigned flags) {
-  if (!s_) return make_error(UV_EINVAL, "udp handle closed");
+  if (!s_) return make_error(ErrorDomain::uv, UV_EINVAL, "udp handle closed");
   int rc = uv_udp_bind(&s_->handle, addr.sa(), flags | (addr.is_v6() ? UV_UDP_IPV6ONLY : 0));
   if (rc != 0) return to_error(rc, "bind udp " + addr.to_string());
   return {};
 }
 
 Status Udp::recv_start(RecvCallback cb) {
-  if (!s_) return make_error(UV_EINVAL, "udp handle closed");
+  if (!s_) return make_error(ErrorDomain::uv, UV_EINVAL, "udp handle closed");
   s_->cb = std::move(cb);
   int rc = uv_udp_recv_start(
       &s_->handle,
@@ -530,7 +530,7 @@ void Udp::recv_stop() {
 }
 
 Status Udp::send(const SocketAddress& to, ByteView data) {
-  if (!s_) return make_error(UV_EINVAL, "udp handle closed");
+  if (!s_) return make_error(ErrorDomain::uv, UV_EINVAL, "udp handle closed");
   uv_buf_t buf = uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(data.data())), static_cast<unsigned>(data.size()));
   int rc = uv_udp_try_send(&s_->handle, &buf, 1, to.sa());
   if (rc >= 0) return {};

@@ -28,7 +28,7 @@ namespace quiclab::uv {
 /// Error text for a libuv status code, e.g. "ECONNREFUSED (connection refused)".
 std::string error_text(int status);
 inline Error to_error(int status, const std::string& what) {
-  return make_error(status, what + ": " + error_text(status));
+  return make_error(ErrorDomain::uv, status, what + ": " + error_text(status));
 }
 
 class Loop {

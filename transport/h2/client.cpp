@@ -53,7 +53,7 @@ Result<SocketAddress> target_address(const http::Url& url, const http::ClientOpt
   if (options.remote) return *options.remote;
   auto numeric = SocketAddress::from_ip(url.host, url.port);
   if (!numeric) {
-    return make_error(EINVAL, "cannot connect to " + url.host + ": a host name needs http::RacingClient to resolve it");
+    return make_error(ErrorDomain::config, EINVAL, "cannot connect to " + url.host + ": a host name needs http::RacingClient to resolve it");
   }
   return numeric;
 }
@@ -108,7 +108,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   void connect(std::function<void(Status)> cb) {
     on_ready = std::move(cb);
     if (state != State::idle) {
-      defer_ready(make_error(EALREADY, "connect() called twice"));
+      defer_ready(make_error(ErrorDomain::generic, EALREADY, "connect() called twice"));
       kick();
       return;
     }
@@ -149,7 +149,8 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       // Already gone (failed, or closed by the server): only report it.
       defer_closed();
     } else if (abort || state == State::idle || state == State::connecting || state == State::handshaking) {
-      fail_connection(make_error(ECANCELED, "connection closed by the client"), /*graceful=*/false);
+      fail_connection(make_error(ErrorDomain::generic, ECANCELED, "connection closed by the client"),
+                      /*graceful=*/false);
     }
     kick();
   }
@@ -183,7 +184,9 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
 
   void on_connected(Status s, const std::string& target) {
     if (!s) {
-      fail_connection(make_error(s.error().code, "cannot connect to " + target + ": " + s.error().message), false);
+      fail_connection(
+          make_error(s.error().domain, s.error().code, "cannot connect to " + target + ": " + s.error().message),
+          false);
       return settle();
     }
     connected = last_activity = now();
@@ -227,9 +230,10 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       timer.close();
       if (closing_requested) defer_closed();
     } else {
-      fail_connection(make_error(status, clean ? "connection closed by the server"
-                                               : "connection error: " + uv::error_text(status)),
-                      false);
+      fail_connection(
+          make_error(ErrorDomain::uv, status,
+                     clean ? "connection closed by the server" : "connection error: " + uv::error_text(status)),
+          false);
     }
     settle();
   }
@@ -238,8 +242,9 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     if (state == State::closed) return;
     bool busy = state != State::open || !streams.empty() || !queue.empty();
     if (busy && now() - last_activity >= options.timeout_ms * kNanosPerMilli) {
-      fail_connection(make_error(ETIMEDOUT, "timeout: nothing received from " + origin.authority() + " for " +
-                                                std::to_string(options.timeout_ms) + " ms"),
+      fail_connection(make_error(ErrorDomain::generic, ETIMEDOUT,
+                                 "timeout: nothing received from " + origin.authority() + " for " +
+                                     std::to_string(options.timeout_ms) + " ms"),
                       false);
       settle();
     }
@@ -266,9 +271,10 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     flush_tls();
     if (!*r) return;
     if (tls->alpn() != "h2") {
-      fail_connection(make_error(EPROTO, "server at " + origin.authority() + " did not negotiate HTTP/2 (ALPN '" +
-                                             tls->alpn() + "')"),
-                      false);
+      fail_connection(
+          make_error(ErrorDomain::generic, EPROTO,
+                     "server at " + origin.authority() + " did not negotiate HTTP/2 (ALPN '" + tls->alpn() + "')"),
+          false);
       return;
     }
     handshake_done = now();
@@ -290,7 +296,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     while (state == State::open || state == State::closing) {
       auto n = tls->read(read_buf);
       if (!n) {
-        if (n.error().code == tls::Session::kClosed) {
+        if (n.error().is_clean_close()) {
           on_end(UV_EOF);
         } else {
           fail_connection(n.error(), false);
@@ -304,9 +310,10 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       if (rv < 0) {
         // nghttp2 has queued GOAWAY; send it before failing.
         flush();
-        fail_connection(make_error(static_cast<int>(rv), std::string("HTTP/2 protocol error from the server: ") +
-                                                             nghttp2_strerror(static_cast<int>(rv))),
-                        false);
+        fail_connection(
+            make_error(ErrorDomain::h2, static_cast<int>(rv),
+                       std::string("HTTP/2 protocol error from the server: ") + nghttp2_strerror(static_cast<int>(rv))),
+            false);
         return;
       }
     }
@@ -324,7 +331,9 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
 
   Status start_session() {
     nghttp2_session_callbacks* cbs = nullptr;
-    nghttp2_session_callbacks_new(&cbs);
+    if (int rv = nghttp2_session_callbacks_new(&cbs); rv != 0) {
+      return make_error(ErrorDomain::h2, rv, std::string("nghttp2_session_callbacks_new: ") + nghttp2_strerror(rv));
+    }
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, &Impl::cb_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, &Impl::cb_header);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, &Impl::cb_data_chunk);
@@ -332,24 +341,29 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     nghttp2_session_callbacks_set_on_frame_send_callback(cbs, &Impl::cb_frame_send);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, &Impl::cb_stream_close);
     nghttp2_option* opt = nullptr;
-    nghttp2_option_new(&opt);
+    if (int rv = nghttp2_option_new(&opt); rv != 0) {
+      nghttp2_session_callbacks_del(cbs);
+      return make_error(ErrorDomain::h2, rv, std::string("nghttp2_option_new: ") + nghttp2_strerror(rv));
+    }
     // Until the server's SETTINGS arrive, assume no more than we want anyway.
     // 100 is the floor RFC 9113 6.5.2 recommends servers allow.
     nghttp2_option_set_peer_max_concurrent_streams(opt, std::clamp<std::uint32_t>(options.max_concurrent_streams, 1, 100));
     int rv = nghttp2_session_client_new2(&session, cbs, this, opt);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
-    if (rv != 0) return make_error(rv, std::string("nghttp2_session_client_new2: ") + nghttp2_strerror(rv));
+    if (rv != 0)
+      return make_error(ErrorDomain::h2, rv, std::string("nghttp2_session_client_new2: ") + nghttp2_strerror(rv));
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, std::min<std::uint32_t>(options.stream_window, NGHTTP2_MAX_WINDOW_SIZE)},
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100},
     };
     rv = nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, iv, std::size(iv));
-    if (rv != 0) return make_error(rv, std::string("nghttp2_submit_settings: ") + nghttp2_strerror(rv));
+    if (rv != 0)
+      return make_error(ErrorDomain::h2, rv, std::string("nghttp2_submit_settings: ") + nghttp2_strerror(rv));
     auto conn_window = static_cast<std::int32_t>(std::min<std::uint32_t>(options.connection_window, NGHTTP2_MAX_WINDOW_SIZE));
     rv = nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, 0, conn_window);
-    if (rv != 0) return make_error(rv, std::string("connection window: ") + nghttp2_strerror(rv));
+    if (rv != 0) return make_error(ErrorDomain::h2, rv, std::string("connection window: ") + nghttp2_strerror(rv));
     return {};
   }
 
@@ -412,7 +426,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     std::int32_t id = nghttp2_submit_request(session, nullptr, nva.data(), nva.size(), s->body ? &provider : nullptr,
                                              s.get());
     if (id < 0) {
-      s->response.error = make_error(id, std::string("cannot start stream: ") + nghttp2_strerror(id));
+      s->response.error = make_error(ErrorDomain::h2, id, std::string("cannot start stream: ") + nghttp2_strerror(id));
       complete(std::move(s));
       return;
     }
@@ -430,8 +444,8 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       auto n = nghttp2_session_mem_send(session, &data);
       --depth;
       if (n < 0) {
-        fail_connection(make_error(static_cast<int>(n), std::string("nghttp2_session_mem_send: ") +
-                                                            nghttp2_strerror(static_cast<int>(n))),
+        fail_connection(make_error(ErrorDomain::h2, static_cast<int>(n),
+                                   std::string("nghttp2_session_mem_send: ") + nghttp2_strerror(static_cast<int>(n))),
                         false);
         return;
       }
@@ -486,8 +500,10 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   void fail_stranded() {
     if (queue.empty()) return;
     std::optional<Error> why;
-    if (state == State::closed) why = failure ? *failure : make_error(ENOTCONN, "connection is closed");
-    else if (goaway_received) why = make_error(ECONNRESET, "server sent GOAWAY; request not sent");
+    if (state == State::closed)
+      why = failure ? *failure : make_error(ErrorDomain::generic, ENOTCONN, "connection is closed");
+    else if (goaway_received)
+      why = make_error(ErrorDomain::generic, ECONNRESET, "server sent GOAWAY; request not sent");
     if (!why) return;
     while (!queue.empty()) {
       auto s = std::make_unique<Stream>();
@@ -507,7 +523,10 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     if (!closing_requested || state != State::open || !streams.empty() || !queue.empty()) return;
     // Graceful: GOAWAY(NO_ERROR), close_notify, then close TCP once written.
     state = State::closing;
-    nghttp2_session_terminate_session(session, NGHTTP2_NO_ERROR);
+    // Only fails when out of memory; the close then goes on without GOAWAY.
+    if (int rv = nghttp2_session_terminate_session(session, NGHTTP2_NO_ERROR); rv != 0) {
+      log::warn("h2 client: {}: cannot queue GOAWAY: {}", origin.authority(), nghttp2_strerror(rv));
+    }
     flush();
     if (state != State::closing) return;
     tls->shutdown();
@@ -551,7 +570,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   // Ends the connection: every open or queued request completes with `e`.
   void fail_connection(const Error& e, bool /*graceful*/) {
     if (state == State::closed) return;
-    bool requested = e.code == ECANCELED;
+    bool requested = e.is(ErrorDomain::generic, ECANCELED);
     // The caller reports the error (per request); this line is for debugging.
     if (!requested) log::debug("h2 client: {}: {}", origin.authority(), e.message);
     failure = e;
@@ -662,11 +681,11 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       return 0;
     }
     if (error_code != NGHTTP2_NO_ERROR) {
-      s->response.error = make_error(static_cast<int>(error_code),
+      s->response.error = make_error(ErrorDomain::h2, static_cast<int>(error_code),
                                      std::string("stream reset: ") + nghttp2_http2_strerror(error_code) +
                                          (self->goaway_received ? " (after GOAWAY)" : ""));
     } else if (s->response.status == 0) {
-      s->response.error = make_error(EPROTO, "stream closed without a response");
+      s->response.error = make_error(ErrorDomain::generic, EPROTO, "stream closed without a response");
     }
     auto owned = std::move(it->second);
     self->streams.erase(it);

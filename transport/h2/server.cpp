@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <deque>
+#include <new>
 #include <string_view>
 
 #include "transport/core/log.hpp"
@@ -26,6 +28,8 @@ constexpr std::size_t kBatch = 128 * 1024;
 // After we decided to close, how long queued bytes (GOAWAY, close_notify) may
 // take to leave before the socket is closed regardless.
 constexpr std::uint64_t kLingerMs = 2'000;
+// Streams we reset whose late frames from the client are still ignored, not errors.
+constexpr std::size_t kRecentResets = 64;
 
 // Opaque data of the PING that paces a graceful shutdown (RFC 9113 6.8).
 constexpr std::uint8_t kShutdownPing[8] = {'q', 'l', 'g', 'o', 'a', 'w', 'a', 'y'};
@@ -48,25 +52,9 @@ const char* frame_type_name(std::uint8_t type) {
   }
 }
 
-const char* error_code_name(std::uint32_t code) {
-  switch (code) {
-    case NGHTTP2_NO_ERROR: return "NO_ERROR";
-    case NGHTTP2_PROTOCOL_ERROR: return "PROTOCOL_ERROR";
-    case NGHTTP2_INTERNAL_ERROR: return "INTERNAL_ERROR";
-    case NGHTTP2_FLOW_CONTROL_ERROR: return "FLOW_CONTROL_ERROR";
-    case NGHTTP2_SETTINGS_TIMEOUT: return "SETTINGS_TIMEOUT";
-    case NGHTTP2_STREAM_CLOSED: return "STREAM_CLOSED";
-    case NGHTTP2_FRAME_SIZE_ERROR: return "FRAME_SIZE_ERROR";
-    case NGHTTP2_REFUSED_STREAM: return "REFUSED_STREAM";
-    case NGHTTP2_CANCEL: return "CANCEL";
-    case NGHTTP2_COMPRESSION_ERROR: return "COMPRESSION_ERROR";
-    case NGHTTP2_CONNECT_ERROR: return "CONNECT_ERROR";
-    case NGHTTP2_ENHANCE_YOUR_CALM: return "ENHANCE_YOUR_CALM";
-    case NGHTTP2_INADEQUATE_SECURITY: return "INADEQUATE_SECURITY";
-    case NGHTTP2_HTTP_1_1_REQUIRED: return "HTTP_1_1_REQUIRED";
-    default: return "unknown error code";
-  }
-}
+// HTTP/2 error code names ("PROTOCOL_ERROR", ...) come from nghttp2_http2_strerror.
+// (nghttp2 has no such function for frame types, hence the table above.)
+const char* error_code_name(std::uint32_t code) { return nghttp2_http2_strerror(code); }
 
 // Decrypted bytes are handed to nghttp2 at once, so one buffer serves every
 // connection on the loop's thread (no per-connection read memory).
@@ -119,6 +107,7 @@ class Connection {
   void close_now(const char* why);
 
   // nghttp2 callbacks (static trampolines live in Server::Callbacks).
+  int on_begin_frame(const nghttp2_frame_hd& hd);
   int on_begin_headers(const nghttp2_frame* frame);
   int on_header(const nghttp2_frame* frame, std::string_view name, std::string_view value);
   int on_frame_recv(const nghttp2_frame* frame);
@@ -151,6 +140,14 @@ class Connection {
   void maybe_stop_upload(Stream& stream);
   Stream* find(std::int32_t id);
   http::Metrics::Counters& counters() { return server_.app_.metrics().of(Protocol::h2); }
+  /// rv of an nghttp2 call that should not fail (out of memory, a state we did
+  /// not expect): a failure is logged and counted. Returns rv == 0.
+  bool lib_ok(int rv, const char* call) {
+    if (rv == 0) return true;
+    log::warn("h2 {}: {} failed: {}", peer_text_, call, nghttp2_strerror(rv));
+    counters().internal_errors++;
+    return false;
+  }
 
   Server& server_;
   uv::TcpStream tcp_;
@@ -163,6 +160,8 @@ class Connection {
   http::ConnectionBudget budget_;  // request bodies buffered on this connection
   std::unordered_map<std::int32_t, std::unique_ptr<Stream>> streams_;
   std::vector<std::int32_t> deferred_;  // streams whose DATA waits for the write queue to drain
+  std::int32_t highest_client_stream_ = 0;   // highest stream id the client opened with HEADERS
+  std::deque<std::int32_t> recently_reset_;  // streams we sent RST_STREAM on (last kRecentResets)
   std::uint64_t accepted_at_ = 0;
   std::uint64_t last_activity_ = 0;
   std::uint64_t closing_since_ = 0;
@@ -182,7 +181,8 @@ struct Server::Callbacks {
   static Connection* conn(void* user_data) { return static_cast<Connection*>(user_data); }
 
   Callbacks(const ServerConfig& config) {
-    nghttp2_session_callbacks_new(&callbacks);
+    // Both only fail when out of memory: treated like operator new.
+    if (nghttp2_session_callbacks_new(&callbacks) != 0) throw std::bad_alloc();
     nghttp2_session_callbacks_set_send_callback(
         callbacks, [](nghttp2_session*, const uint8_t* data, size_t length, int, void* u) -> ssize_t {
           return conn(u)->on_send(ByteView(data, length));
@@ -190,6 +190,8 @@ struct Server::Callbacks {
     nghttp2_session_callbacks_set_send_data_callback(
         callbacks, [](nghttp2_session*, nghttp2_frame* frame, const uint8_t* framehd, size_t length,
                       nghttp2_data_source*, void* u) { return conn(u)->on_send_data(frame, framehd, length); });
+    nghttp2_session_callbacks_set_on_begin_frame_callback(
+        callbacks, [](nghttp2_session*, const nghttp2_frame_hd* hd, void* u) { return conn(u)->on_begin_frame(*hd); });
     nghttp2_session_callbacks_set_on_begin_headers_callback(
         callbacks, [](nghttp2_session*, const nghttp2_frame* frame, void* u) { return conn(u)->on_begin_headers(frame); });
     nghttp2_session_callbacks_set_on_header_callback(
@@ -220,7 +222,7 @@ struct Server::Callbacks {
           return 0;
         });
 
-    nghttp2_option_new(&option);
+    if (nghttp2_option_new(&option) != 0) throw std::bad_alloc();
     // We advertise SETTINGS_MAX_HEADER_LIST_SIZE and answer oversize requests
     // ourselves (431); the HPACK decoder still has to see every field to keep
     // its table in sync, which nghttp2 does.
@@ -254,7 +256,12 @@ void Connection::start() {
   c.connections_total++;
   c.connections_active++;
   tcp_.set_nodelay(true);
-  nghttp2_session_server_new2(&session_, server_.callbacks_->callbacks, this, server_.callbacks_->option);
+  if (!lib_ok(nghttp2_session_server_new2(&session_, server_.callbacks_->callbacks, this, server_.callbacks_->option),
+              "nghttp2_session_server_new2")) {
+    session_ = nullptr;
+    close_now("no HTTP/2 session");
+    return;
+  }
   const auto& cfg = server_.config_;
   const nghttp2_settings_entry settings[] = {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg.max_concurrent_streams},
@@ -262,10 +269,17 @@ void Connection::start() {
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, cfg.max_header_list_size},
   };
   // The server preface (RFC 9113 3.4): our SETTINGS, sent right after the handshake.
-  nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings));
-  if (cfg.connection_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE) {
-    nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0,
-                                          static_cast<std::int32_t>(cfg.connection_window));
+  // (Server::start checked the values, so only memory can make these fail.)
+  bool ok = lib_ok(nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings)),
+                   "nghttp2_submit_settings");
+  if (ok && cfg.connection_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE) {
+    ok = lib_ok(nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0,
+                                                      static_cast<std::int32_t>(cfg.connection_window)),
+                "nghttp2_session_set_local_window_size");
+  }
+  if (!ok) {
+    close_now("cannot queue the server preface");
+    return;
   }
   auto st = tcp_.read_start([this](ByteView data) { on_read(data); }, [this](int status) { on_end(status); });
   if (!st) {
@@ -287,6 +301,7 @@ void Connection::on_read(ByteView data) {
     if (!hs) {
       log::warn("h2 {}: {}", peer_text_, hs.error().message);
       counters().protocol_errors++;
+      counters().tls_failure(http::TlsFailure::handshake)++;
       write_tls_output();  // the alert, if OpenSSL produced one
       close_gracefully();
       return;
@@ -309,13 +324,19 @@ void Connection::on_read(ByteView data) {
   while (!closed_) {
     auto n = tls_.read(buf);
     if (!n) {
-      if (n.error().code == tls::Session::kClosed) {
+      if (n.error().is_clean_close()) {
         log::debug("h2 {}: peer sent close_notify", peer_text_);
+        close_now("TLS closed");
       } else {
-        log::warn("h2 {}: {}", peer_text_, n.error().message);
+        auto reason = tls_.peer_alert() ? http::TlsFailure::peer_alert : http::TlsFailure::record;
+        log::warn("h2 {}: TLS failure ({}): {}", peer_text_, http::to_string(reason), n.error().message);
         counters().protocol_errors++;
+        counters().tls_failure(reason)++;
+        // The alert OpenSSL queued for a record it refused (none after the
+        // peer's own fatal alert) goes out before the connection closes.
+        write_tls_output();
+        close_gracefully();
       }
-      close_now("TLS closed");
       return;
     }
     if (*n == 0) break;
@@ -326,7 +347,7 @@ void Connection::on_read(ByteView data) {
       auto code = rv == NGHTTP2_ERR_FLOODED ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR;
       log::warn("h2 {}: {}; sending GOAWAY {}", peer_text_, nghttp2_strerror(static_cast<int>(rv)),
                 error_code_name(code));
-      nghttp2_session_terminate_session(session_, code);
+      (void)lib_ok(nghttp2_session_terminate_session(session_, code), "nghttp2_session_terminate_session");
       break;
     }
   }
@@ -355,7 +376,9 @@ void Connection::on_drain() {
 
 void Connection::resume_deferred() {
   if (deferred_.empty()) return;
-  for (auto id : deferred_) nghttp2_session_resume_data(session_, id);
+  // NGHTTP2_ERR_INVALID_ARGUMENT here only means the stream was closed (reset)
+  // while it waited: there is nothing to resume, so the result is ignored.
+  for (auto id : deferred_) (void)nghttp2_session_resume_data(session_, id);
   deferred_.clear();
 }
 
@@ -439,8 +462,11 @@ void Connection::start_drain() {
   // Two-step GOAWAY (RFC 9113 6.8): a notice with 2^31-1 now, the final GOAWAY
   // with the last stream we processed once the PING comes back, so requests
   // already in flight towards us are not lost.
-  nghttp2_submit_shutdown_notice(session_);
-  nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, kShutdownPing);
+  bool queued = lib_ok(nghttp2_submit_shutdown_notice(session_), "nghttp2_submit_shutdown_notice") &&
+                lib_ok(nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, kShutdownPing), "nghttp2_submit_ping");
+  // Without the PING there is no second step: end with GOAWAY NO_ERROR now.
+  if (!queued)
+    (void)lib_ok(nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR), "nghttp2_session_terminate_session");
   flush();
   maybe_close();
 }
@@ -475,7 +501,7 @@ void Connection::on_timer() {
     log::info("h2 {}: idle for {} ms with {} open streams; closing", peer_text_, now - last_activity_,
               streams_.size());
     if (tls_.established()) {
-      nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR);
+      (void)lib_ok(nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR), "nghttp2_session_terminate_session");
       flush();
       close_gracefully();
     } else {
@@ -489,6 +515,29 @@ void Connection::on_timer() {
 Stream* Connection::find(std::int32_t id) {
   auto it = streams_.find(id);
   return it == streams_.end() ? nullptr : it->second.get();
+}
+
+int Connection::on_begin_frame(const nghttp2_frame_hd& hd) {
+  // RFC 9113 5.1.1: a new stream's id must be greater than every id the client
+  // opened before; anything else is a connection error PROTOCOL_ERROR.
+  // libnghttp2 1.52 silently ignores a HEADERS frame whose id is not above the
+  // last one it received, so the check is ours. Even ids are nghttp2's to refuse.
+  if (hd.type != NGHTTP2_HEADERS || (hd.stream_id & 1) == 0 || closing_) return 0;
+  if (hd.stream_id > highest_client_stream_) {
+    highest_client_stream_ = hd.stream_id;
+    return 0;
+  }
+  // Trailers on a stream still open are fine, and so is a HEADERS that was
+  // already in flight when we reset the stream (RFC 9113 5.1, "closed": ignored).
+  if (nghttp2_session_find_stream(session_, hd.stream_id) != nullptr) return 0;
+  if (std::find(recently_reset_.begin(), recently_reset_.end(), hd.stream_id) != recently_reset_.end()) return 0;
+  log::warn(
+      "h2 {}: HEADERS on stream {} after the client opened stream {} (RFC 9113 5.1.1); sending GOAWAY "
+      "PROTOCOL_ERROR",
+      peer_text_, hd.stream_id, highest_client_stream_);
+  (void)lib_ok(nghttp2_session_terminate_session(session_, NGHTTP2_PROTOCOL_ERROR),
+               "nghttp2_session_terminate_session");
+  return 0;
 }
 
 int Connection::on_begin_headers(const nghttp2_frame* frame) {
@@ -536,7 +585,8 @@ int Connection::on_frame_recv(const nghttp2_frame* frame) {
       if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && draining_ &&
           std::memcmp(frame->ping.opaque_data, kShutdownPing, 8) == 0) {
         auto last = nghttp2_session_get_last_proc_stream_id(session_);
-        nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, nullptr, 0);
+        (void)lib_ok(nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, nullptr, 0),
+                     "nghttp2_submit_goaway");
       }
       break;
     case NGHTTP2_GOAWAY:
@@ -567,7 +617,8 @@ void Connection::maybe_stop_upload(Stream& s) {
   if (s.reset_sent || !s.response_complete || !s.pipe.body_unwanted()) return;
   if (s.pipe.discarded() <= server_.app_.config().max_request_body) return;
   s.reset_sent = true;
-  nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, s.id, NGHTTP2_NO_ERROR);
+  (void)lib_ok(nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, s.id, NGHTTP2_NO_ERROR),
+               "nghttp2_submit_rst_stream");
 }
 
 void Connection::respond_if_ready(Stream& s) {
@@ -596,7 +647,10 @@ void Connection::respond_if_ready(Stream& s) {
     return static_cast<Connection*>(u)->on_data_read(stream_id, max, flags);
   };
   int rv = nghttp2_submit_response(session_, s.id, nva.data(), nva.size(), r.body ? &provider : nullptr);
-  if (rv != 0) log::warn("h2 {}: stream {}: cannot submit response: {}", peer_text_, s.id, nghttp2_strerror(rv));
+  if (rv != 0) {
+    log::warn("h2 {}: stream {}: cannot submit response: {}", peer_text_, s.id, nghttp2_strerror(rv));
+    counters().internal_errors++;
+  }
 }
 
 ssize_t Connection::on_data_read(std::int32_t stream_id, std::size_t length, std::uint32_t* flags) {
@@ -681,6 +735,8 @@ int Connection::on_frame_send(const nghttp2_frame* frame) {
       }
       break;
     case NGHTTP2_RST_STREAM:
+      recently_reset_.push_back(frame->hd.stream_id);
+      if (recently_reset_.size() > kRecentResets) recently_reset_.pop_front();
       if (frame->rst_stream.error_code != NGHTTP2_NO_ERROR) {
         counters().protocol_errors++;
         log::warn("h2 {}: sent RST_STREAM {} on stream {}", peer_text_, error_code_name(frame->rst_stream.error_code),
@@ -730,6 +786,11 @@ Server::~Server() {
 }
 
 Status Server::start() {
+  // SETTINGS values nghttp2 would refuse per connection are refused once, here.
+  if (config_.stream_window > NGHTTP2_MAX_WINDOW_SIZE || config_.connection_window > NGHTTP2_MAX_WINDOW_SIZE) {
+    return make_error(ErrorDomain::config, EINVAL,
+                      "h2: stream and connection windows must be at most 2^31-1 bytes (RFC 9113 6.9.1)");
+  }
   auto ctx = tls::Context::server({config_.cert, config_.key, {"h2"}});
   if (!ctx) return ctx.error();
   tls_ = std::move(*ctx);
@@ -741,8 +802,9 @@ Status Server::start() {
   if (::setsockopt(listener_.fd(), IPPROTO_TCP, TCP_CONGESTION, cc.data(), static_cast<socklen_t>(cc.size())) != 0) {
     int err = errno;
     listener_.close();
-    return make_error(err, "cannot use TCP congestion control '" + cc + "': " + std::strerror(err) +
-                               " (available: see /proc/sys/net/ipv4/tcp_available_congestion_control)");
+    return make_error(ErrorDomain::os, err,
+                      "cannot use TCP congestion control '" + cc + "': " + std::strerror(err) +
+                          " (available: see /proc/sys/net/ipv4/tcp_available_congestion_control)");
   }
   log::info("h2: TCP congestion control {}", cc);
   return {};

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "transport/core/log.hpp"
@@ -27,7 +28,8 @@ namespace quiclab::h3 {
 
 namespace {
 
-constexpr std::string_view kSessionMagic = "quiclab-h3-session 1";
+constexpr std::string_view kSessionFormat = "quiclab-h3-session";
+constexpr int kSessionVersion = 2;
 constexpr std::size_t kMaxSegments = 64;  // UDP_MAX_SEGMENTS
 // A GSO send is one UDP datagram to the kernel: at most 65507 bytes in all.
 constexpr std::size_t kMaxBurstBytes = 65507;
@@ -59,29 +61,6 @@ nghttp3_nv make_nv(std::string_view name, std::string_view value) {
                     NGHTTP3_NV_FLAG_NONE};
 }
 
-// TLS alert names (RFC 8446 section 6) for error messages.
-std::string alert_name(unsigned alert) {
-  switch (alert) {
-    case 40: return "handshake_failure";
-    case 42: return "bad_certificate";
-    case 43: return "unsupported_certificate";
-    case 44: return "certificate_revoked";
-    case 45: return "certificate_expired";
-    case 46: return "certificate_unknown";
-    case 47: return "illegal_parameter";
-    case 48: return "unknown_ca";
-    case 49: return "access_denied";
-    case 50: return "decode_error";
-    case 51: return "decrypt_error";
-    case 70: return "protocol_version";
-    case 80: return "internal_error";
-    case 109: return "missing_extension";
-    case 112: return "unrecognized_name";
-    case 116: return "certificate_required";
-    case 120: return "no_application_protocol";
-    default: return "alert " + std::to_string(alert);
-  }
-}
 
 // Text for a QUIC CONNECTION_CLOSE we received.
 std::string describe_close(const ngtcp2_connection_close_error& e) {
@@ -89,7 +68,7 @@ std::string describe_close(const ngtcp2_connection_close_error& e) {
   std::string kind = e.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_APPLICATION ? "application" : "transport";
   std::string text = fmt::format("server closed the connection ({} error 0x{:x}", kind, e.error_code);
   if (e.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_TRANSPORT && (e.error_code & 0xff00) == 0x0100) {
-    text += ", TLS " + alert_name(static_cast<unsigned>(e.error_code & 0xff));
+    text += ", TLS " + quic::tls::alert_text(static_cast<unsigned>(e.error_code & 0xff));
   }
   if (!reason.empty()) text += ": " + reason;
   return text + ")";
@@ -98,48 +77,82 @@ std::string describe_close(const ngtcp2_connection_close_error& e) {
 }  // namespace
 
 // ---------------------------------------------------------------------------
-// Session file: a small text file, "quiclab-h3-session 1", then "tls <hex>"
-// and "tp <hex>" lines. Text keeps it inspectable; it is a few KB at most.
+// Session file: one JSON object,
+//   {"format": "quiclab-h3-session", "version": 2,
+//    "tls": HEX, "transport_params": HEX, "token": HEX (may be absent)}
+// JSON keeps it inspectable and lets fields be added; it is a few KB at most.
+// (Version 1, a private line format, is not read: such a file is refused
+// with an error and the next connection simply does a full handshake.)
+
+namespace {
+
+Error session_file_error(const std::filesystem::path& file, const std::string& what) {
+  return make_error(ErrorDomain::config, EINVAL, "session file " + file.string() + ": " + what);
+}
+
+}  // namespace
 
 Result<StoredSession> load_session(const std::filesystem::path& file) {
-  std::ifstream in(file);
-  if (!in) return make_error(ENOENT, "no session file " + file.string());
-  std::string line;
-  if (!std::getline(in, line) || line != kSessionMagic) {
-    return make_error(EINVAL, "session file " + file.string() + " has no '" + std::string(kSessionMagic) + "' header");
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return make_error(ErrorDomain::config, ENOENT, "no session file " + file.string());
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return make_error(ErrorDomain::os, EIO, "cannot read session file " + file.string());
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text.str());
+  } catch (const nlohmann::json::parse_error& e) {
+    return session_file_error(file, std::string("not valid JSON (") + e.what() + ")");
   }
-  StoredSession s;
-  bool have_tls = false, have_tp = false;
-  while (std::getline(in, line)) {
-    auto sp = line.find(' ');
-    if (sp == std::string::npos) continue;
-    auto key = line.substr(0, sp);
-    auto bytes = from_hex(std::string_view(line).substr(sp + 1));
-    if (!bytes) return make_error(EINVAL, "session file " + file.string() + ": bad hex in '" + key + "' line");
-    if (key == "tls") {
-      s.tls_session = std::move(*bytes);
-      have_tls = true;
-    } else if (key == "tp") {
-      s.transport_params = std::move(*bytes);
-      have_tp = true;
-    } else if (key == "token") {
-      s.token = std::move(*bytes);
+  if (!j.is_object()) return session_file_error(file, "not a JSON object");
+  auto format = j.find("format");
+  if (format == j.end() || !format->is_string() || *format != kSessionFormat) {
+    return session_file_error(file, "\"format\" is not \"" + std::string(kSessionFormat) + "\"");
+  }
+  auto version = j.find("version");
+  if (version == j.end() || !version->is_number_integer() || *version != kSessionVersion) {
+    return session_file_error(file,
+                              "unsupported \"version\" (this quiclab writes " + std::to_string(kSessionVersion) + ")");
+  }
+  // A hex field: required ones must be present and non-empty.
+  auto bytes = [&](const char* key, bool required, Bytes& out) -> Status {
+    auto it = j.find(key);
+    if (it == j.end()) {
+      if (required) return session_file_error(file, std::string("\"") + key + "\" is missing");
+      return {};
     }
-  }
-  if (!have_tls || !have_tp || s.tls_session.empty() || s.transport_params.empty()) {
-    return make_error(EINVAL, "session file " + file.string() + " lacks the TLS session or transport parameters");
-  }
+    if (!it->is_string()) return session_file_error(file, std::string("\"") + key + "\" is not a string");
+    auto b = from_hex(it->get_ref<const std::string&>());
+    if (!b) return session_file_error(file, std::string("\"") + key + "\" is not hex");
+    if (required && b->empty()) return session_file_error(file, std::string("\"") + key + "\" is empty");
+    out = std::move(*b);
+    return {};
+  };
+  StoredSession s;
+  if (auto st = bytes("tls", true, s.tls_session); !st) return st.error();
+  if (auto st = bytes("transport_params", true, s.transport_params); !st) return st.error();
+  if (auto st = bytes("token", false, s.token); !st) return st.error();
   return s;
 }
 
 Status save_session(const std::filesystem::path& file, const StoredSession& session) {
+  nlohmann::json j = {{"format", kSessionFormat},
+                      {"version", kSessionVersion},
+                      {"tls", to_hex(session.tls_session)},
+                      {"transport_params", to_hex(session.transport_params)}};
+  if (!session.token.empty()) j["token"] = to_hex(session.token);
+  std::string text = j.dump(2) + "\n";
+
   auto tmp = file;
   tmp += ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  if (fd < 0) return make_error(errno, "cannot write session file " + tmp.string() + ": " + std::strerror(errno));
-  std::string text = std::string(kSessionMagic) + "\ntls " + to_hex(session.tls_session) + "\ntp " +
-                     to_hex(session.transport_params) + "\n";
-  if (!session.token.empty()) text += "token " + to_hex(session.token) + "\n";
+  // The ticket resumes our TLS session: the file is the user's alone (0600),
+  // also when an older temp file with a wider mode is in the way.
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || ::fchmod(fd, 0600) != 0) {
+    int err = errno;
+    if (fd >= 0) ::close(fd);
+    return make_error(ErrorDomain::os, err, "cannot write session file " + tmp.string() + ": " + std::strerror(err));
+  }
   std::size_t off = 0;
   while (off < text.size()) {
     auto n = ::write(fd, text.data() + off, text.size() - off);
@@ -147,14 +160,19 @@ Status save_session(const std::filesystem::path& file, const StoredSession& sess
       if (errno == EINTR) continue;
       int err = errno;
       ::close(fd);
-      return make_error(err, "cannot write session file " + tmp.string() + ": " + std::strerror(err));
+      return make_error(ErrorDomain::os, err, "cannot write session file " + tmp.string() + ": " + std::strerror(err));
     }
     off += static_cast<std::size_t>(n);
   }
-  ::close(fd);
+  if (::close(fd) != 0) {
+    int err = errno;
+    return make_error(ErrorDomain::os, err, "cannot write session file " + tmp.string() + ": " + std::strerror(err));
+  }
   std::error_code ec;
   std::filesystem::rename(tmp, file, ec);
-  if (ec) return make_error(ec.value(), "cannot rename session file to " + file.string() + ": " + ec.message());
+  if (ec)
+    return make_error(ErrorDomain::os, ec.value(),
+                      "cannot rename session file to " + file.string() + ": " + ec.message());
   return {};
 }
 
@@ -333,7 +351,7 @@ Status ClientConnection::init(Timestamp now) {
     auto s = load_session(opt.session_file);
     if (s) {
       stored = std::move(*s);
-    } else if (s.error().code != ENOENT) {
+    } else if (!s.error().is(ErrorDomain::config, ENOENT)) {
       log::warn("h3: ignoring session file: {}", s.error().message);
     }
   }
@@ -401,7 +419,8 @@ Status ClientConnection::init(Timestamp now) {
   if (!config_.tuning.qlog_dir.empty()) {
     auto path = config_.tuning.qlog_dir / (to_hex(ByteView(scid.data, scid.datalen)) + ".sqlog");
     qlog_ = std::fopen(path.c_str(), "w");
-    if (!qlog_) return make_error(errno, "cannot open qlog file " + path.string() + ": " + std::strerror(errno));
+    if (!qlog_)
+      return make_error(ErrorDomain::os, errno, "cannot open qlog file " + path.string() + ": " + std::strerror(errno));
     settings.qlog.write = cb_qlog;
   }
 
@@ -424,7 +443,7 @@ Status ClientConnection::init(Timestamp now) {
   if (int rv = ngtcp2_conn_client_new(&conn_, &dcid, &scid, &path, NGTCP2_PROTO_VER_V1, &cb, &settings, &params,
                                       nullptr, this);
       rv != 0) {
-    return make_error(rv, "ngtcp2_conn_client_new: " + liberr_text(rv));
+    return make_error(ErrorDomain::quic, rv, "ngtcp2_conn_client_new: " + liberr_text(rv));
   }
   ngtcp2_conn_set_tls_native_handle(conn_, tls_->native_handle());
 
@@ -448,7 +467,8 @@ Status ClientConnection::init(Timestamp now) {
 Status ClientConnection::setup_http() {
   if (http_) return {};
   if (ngtcp2_conn_get_max_local_streams_uni(conn_) < 3) {
-    return make_error(EPROTO, "server allows fewer than 3 unidirectional streams (HTTP/3 needs 3)");
+    return make_error(ErrorDomain::generic, EPROTO,
+                      "server allows fewer than 3 unidirectional streams (HTTP/3 needs 3)");
   }
   nghttp3_callbacks cb{};
   cb.acked_stream_data = h3_acked_stream_data;
@@ -466,7 +486,7 @@ Status ClientConnection::setup_http() {
   settings.qpack_max_dtable_capacity = 4096;
   settings.qpack_blocked_streams = 100;
   if (int rv = nghttp3_conn_client_new(&http_, &cb, &settings, nghttp3_mem_default(), this); rv != 0) {
-    return make_error(rv, std::string("nghttp3_conn_client_new: ") + nghttp3_strerror(rv));
+    return make_error(ErrorDomain::h3, rv, std::string("nghttp3_conn_client_new: ") + nghttp3_strerror(rv));
   }
   // The QPACK decoder stream's unsent bytes are bounded by 20 x this (at
   // least 100 streams); size it for the streams we keep open (see the server).
@@ -477,7 +497,7 @@ Status ClientConnection::setup_http() {
   if (rv == 0) rv = ngtcp2_conn_open_uni_stream(conn_, &qenc, nullptr);
   if (rv == 0) rv = ngtcp2_conn_open_uni_stream(conn_, &qdec, nullptr);
   if (rv == 0) rv = nghttp3_conn_bind_qpack_streams(http_, qenc, qdec);
-  if (rv != 0) return make_error(rv, "cannot open HTTP/3 control and QPACK streams");
+  if (rv != 0) return make_error(ErrorDomain::h3, rv, "cannot open HTTP/3 control and QPACK streams");
   return {};
 }
 
@@ -491,7 +511,8 @@ void ClientConnection::submit(http::ClientRequest request, http::BodyCallback on
   s->response.protocol = "h3";
   s->response.timing.start = start_;
   if (state_ == State::closed || closing_requested_) {
-    s->response.error = connection_error_.value_or(make_error(ECANCELED, "HTTP/3 connection is closed"));
+    s->response.error =
+        connection_error_.value_or(make_error(ErrorDomain::generic, ECANCELED, "HTTP/3 connection is closed"));
     events_.completions.push_back({std::move(s->on_complete), std::move(s->response)});
     return;
   }
@@ -509,7 +530,7 @@ void ClientConnection::submit(http::ClientRequest request, http::BodyCallback on
         off += static_cast<std::uint64_t>(n);
       }
       if (off != s->body_copy.size()) {
-        s->response.error = make_error(EIO, "cannot read the request body");
+        s->response.error = make_error(ErrorDomain::generic, EIO, "cannot read the request body");
         events_.completions.push_back({std::move(s->on_complete), std::move(s->response)});
         return;
       }
@@ -547,8 +568,12 @@ bool ClientConnection::open_stream(std::unique_ptr<Stream>& s) {
   int rv = nghttp3_conn_submit_request(http_, id, nva.data(), nva.size(), s->body.empty() ? nullptr : &dr, s.get());
   if (rv != 0) {
     log::warn("h3: cannot submit request on stream {}: {}", id, nghttp3_strerror(rv));
-    ngtcp2_conn_shutdown_stream(conn_, id, NGHTTP3_H3_INTERNAL_ERROR);
-    s->response.error = make_error(rv, std::string("HTTP/3 request not sent: ") + nghttp3_strerror(rv));
+    // The stream was never used; a failure here (out of memory) leaves it idle.
+    if (int r = ngtcp2_conn_shutdown_stream(conn_, id, NGHTTP3_H3_INTERNAL_ERROR); r != 0) {
+      log::warn("h3: cannot reset stream {}: {}", id, liberr_text(r));
+    }
+    s->response.error =
+        make_error(ErrorDomain::h3, rv, std::string("HTTP/3 request not sent: ") + nghttp3_strerror(rv));
     events_.completions.push_back({std::move(s->on_complete), std::move(s->response)});
     return true;
   }
@@ -596,22 +621,25 @@ void ClientConnection::handle_liberr(int rv, const char* where, Timestamp now) {
     if (clean && outstanding() == 0) {
       enter_closed(std::nullopt);
     } else {
-      enter_closed(make_error(ECONNRESET, describe_close(ccerr)));
+      enter_closed(make_error(ErrorDomain::generic, ECONNRESET, describe_close(ccerr)));
     }
     return;
   }
   if (rv == NGTCP2_ERR_IDLE_CLOSE) {
     enter_closed(outstanding() == 0 && closing_requested_
                      ? std::nullopt
-                     : std::optional<Error>(make_error(ETIMEDOUT, "QUIC idle timeout: the server went silent")));
+                     : std::optional<Error>(
+                           make_error(ErrorDomain::generic, ETIMEDOUT, "QUIC idle timeout: the server went silent")));
     return;
   }
   if (rv == NGTCP2_ERR_HANDSHAKE_TIMEOUT) {
-    enter_closed(make_error(ETIMEDOUT, "QUIC handshake timed out: no answer from " + config_.remote.to_string()));
+    enter_closed(make_error(ErrorDomain::generic, ETIMEDOUT,
+                            "QUIC handshake timed out: no answer from " + config_.remote.to_string()));
     return;
   }
   if (rv == NGTCP2_ERR_DROP_CONN) {
-    enter_closed(make_error(ECONNRESET, "QUIC connection dropped (stateless reset or unrecoverable packet)"));
+    enter_closed(make_error(ErrorDomain::generic, ECONNRESET,
+                            "QUIC connection dropped (stateless reset or unrecoverable packet)"));
     return;
   }
   std::string text;
@@ -619,7 +647,7 @@ void ClientConnection::handle_liberr(int rv, const char* where, Timestamp now) {
   ngtcp2_connection_close_error_default(&ccerr);
   if (rv == NGTCP2_ERR_CRYPTO) {
     auto alert = ngtcp2_conn_get_tls_alert(conn_);
-    text = "QUIC TLS handshake failed (" + alert_name(alert) + ")";
+    text = "QUIC TLS handshake failed (" + quic::tls::alert_text(alert) + ")";
     if (!config_.options.insecure) text += "; is the certificate trusted? (--insecure or --ca-file)";
     ngtcp2_connection_close_error_set_transport_error_tls_alert(&ccerr, alert, nullptr, 0);
   } else if (rv == NGTCP2_ERR_CALLBACK_FAILURE && connection_error_) {
@@ -639,14 +667,14 @@ void ClientConnection::handle_liberr(int rv, const char* where, Timestamp now) {
                                                 &ccerr, now);
     close_packet_.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
   }
-  enter_closed(make_error(rv == NGTCP2_ERR_CRYPTO ? EPROTO : ECONNABORTED, text));
+  enter_closed(make_error(ErrorDomain::generic, rv == NGTCP2_ERR_CRYPTO ? EPROTO : ECONNABORTED, text));
 }
 
 void ClientConnection::enter_closed(std::optional<Error> error) {
   if (state_ == State::closed) return;
   state_ = State::closed;
   if (error && !connection_error_) connection_error_ = error;
-  Error e = connection_error_.value_or(make_error(ECANCELED, "HTTP/3 connection closed"));
+  Error e = connection_error_.value_or(make_error(ErrorDomain::generic, ECANCELED, "HTTP/3 connection closed"));
   if (!handshake_reported_) {
     handshake_reported_ = true;
     events_.ready = Status(e);
@@ -684,8 +712,10 @@ void ClientConnection::write(Timestamp now, const BurstSink& sink) {
     if (state_ == State::established && http_) {
       // GOAWAY on the control stream first, then CONNECTION_CLOSE below once
       // the loop has written it out.
-      nghttp3_conn_submit_shutdown_notice(http_);
-      nghttp3_conn_shutdown(http_);
+      // Both only fail when out of memory: then CONNECTION_CLOSE ends it without GOAWAY.
+      int rv = nghttp3_conn_submit_shutdown_notice(http_);
+      if (rv == 0) rv = nghttp3_conn_shutdown(http_);
+      if (rv != 0) log::warn("h3: cannot queue GOAWAY: {}", nghttp3_strerror(rv));
       state_ = State::closing;
     } else if (state_ == State::handshake) {
       write_connection_close(now, NGHTTP3_H3_NO_ERROR);
@@ -735,7 +765,7 @@ void ClientConnection::write(Timestamp now, const BurstSink& sink) {
       veccnt = nghttp3_conn_writev_stream(http_, &stream_id, &fin, vec.data(), vec.size());
       if (veccnt < 0) {
         send(off);
-        connection_error_ = make_error(static_cast<int>(veccnt),
+        connection_error_ = make_error(ErrorDomain::h3, static_cast<int>(veccnt),
                                        std::string("nghttp3 write: ") + nghttp3_strerror(static_cast<int>(veccnt)));
         handle_liberr(NGTCP2_ERR_CALLBACK_FAILURE, "write", now);
         return;
@@ -825,7 +855,7 @@ void ClientConnection::write(Timestamp now, const BurstSink& sink) {
 bool ClientConnection::wrote_stream_data(std::int64_t stream_id, ngtcp2_ssize ndatalen, bool fin_sent) {
   if (ndatalen < 0) return true;
   if (int rv = nghttp3_conn_add_write_offset(http_, stream_id, static_cast<std::size_t>(ndatalen)); rv != 0) {
-    connection_error_ = make_error(rv, std::string("nghttp3: ") + nghttp3_strerror(rv));
+    connection_error_ = make_error(ErrorDomain::h3, rv, std::string("nghttp3: ") + nghttp3_strerror(rv));
     handle_liberr(NGTCP2_ERR_CALLBACK_FAILURE, "write", now_);
     return false;
   }
@@ -868,9 +898,11 @@ void ClientConnection::close(bool abort, Timestamp now) {
   now_ = now;
   closing_requested_ = true;
   if (abort) {
-    for (auto& s : pending_) finish(*s, make_error(ECANCELED, "request cancelled: client closed"));
+    for (auto& s : pending_)
+      finish(*s, make_error(ErrorDomain::generic, ECANCELED, "request cancelled: client closed"));
     pending_.clear();
-    for (auto& [id, s] : streams_) finish(*s, make_error(ECANCELED, "request cancelled: client closed"));
+    for (auto& [id, s] : streams_)
+      finish(*s, make_error(ErrorDomain::generic, ECANCELED, "request cancelled: client closed"));
     write_connection_close(now, NGHTTP3_H3_REQUEST_CANCELLED);
   }
   // Graceful: write() sends GOAWAY and CONNECTION_CLOSE once nothing is outstanding.
@@ -920,14 +952,15 @@ int ClientConnection::on_recv_stream_data(std::uint32_t flags, std::int64_t stre
   if (!http_) return 0;
   auto n = nghttp3_conn_read_stream(http_, stream_id, data, len, (flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0);
   if (n < 0) {
-    connection_error_ = make_error(static_cast<int>(n), std::string("HTTP/3 error from server: ") +
-                                                            nghttp3_strerror(static_cast<int>(n)));
+    connection_error_ = make_error(ErrorDomain::h3, static_cast<int>(n),
+                                   std::string("HTTP/3 error from server: ") + nghttp3_strerror(static_cast<int>(n)));
     log::warn("h3: {}", connection_error_->message);
     return NGTCP2_ERR_CALLBACK_FAILURE;
   }
   // Bytes nghttp3 consumed itself (frame headers, control streams); DATA
   // payload is credited in on_http_recv_data.
-  ngtcp2_conn_extend_max_stream_offset(conn_, stream_id, static_cast<std::uint64_t>(n));
+  // Fails only when out of memory: the server then sees less credit, not an error.
+  (void)ngtcp2_conn_extend_max_stream_offset(conn_, stream_id, static_cast<std::uint64_t>(n));
   ngtcp2_conn_extend_max_offset(conn_, static_cast<std::uint64_t>(n));
   return 0;
 }
@@ -957,8 +990,9 @@ int ClientConnection::on_stream_close(std::uint32_t flags, std::int64_t stream_i
   // A request stream closed without nghttp3 knowing it (e.g. reset before any frame).
   if (auto it = streams_.find(stream_id); it != streams_.end()) {
     if (!it->second->finished) {
-      finish(*it->second, make_error(ECONNRESET, fmt::format("stream {} closed by the server (error 0x{:x})",
-                                                             stream_id, app_error_code)));
+      finish(*it->second,
+             make_error(ErrorDomain::h3, ECONNRESET,
+                        fmt::format("stream {} closed by the server (error 0x{:x})", stream_id, app_error_code)));
     }
     streams_.erase(it);
   }
@@ -1050,7 +1084,7 @@ int ClientConnection::on_http_recv_data(std::int64_t stream_id, const std::uint8
 }
 
 void ClientConnection::on_http_consume(std::int64_t stream_id, std::size_t n) {
-  ngtcp2_conn_extend_max_stream_offset(conn_, stream_id, n);
+  (void)ngtcp2_conn_extend_max_stream_offset(conn_, stream_id, n);  // as above: only out of memory
   ngtcp2_conn_extend_max_offset(conn_, n);
 }
 
@@ -1084,7 +1118,7 @@ int ClientConnection::on_http_end_stream(std::int64_t stream_id) {
   auto& s = *it->second;
   s.response.timing.complete = now_;
   if (s.response.status == 0) {
-    finish(s, make_error(EPROTO, "response ended without a status"));
+    finish(s, make_error(ErrorDomain::generic, EPROTO, "response ended without a status"));
   } else {
     finish(s, std::nullopt);
   }
@@ -1099,8 +1133,9 @@ int ClientConnection::on_http_stream_close(std::int64_t stream_id, std::uint64_t
   auto it = streams_.find(stream_id);
   if (it == streams_.end()) return 0;
   if (!it->second->finished) {
-    finish(*it->second, make_error(ECONNRESET, fmt::format("stream {} reset by the server (HTTP/3 error 0x{:x})",
-                                                           stream_id, app_error_code)));
+    finish(*it->second,
+           make_error(ErrorDomain::h3, ECONNRESET,
+                      fmt::format("stream {} reset by the server (HTTP/3 error 0x{:x})", stream_id, app_error_code)));
   }
   streams_.erase(it);
   return 0;
@@ -1120,9 +1155,10 @@ int ClientConnection::on_http_goaway(std::int64_t id) {
   // Streams at or above id will not be served: fail them now, open no more.
   goaway_received_ = true;
   for (auto& [sid, s] : streams_) {
-    if (sid >= id && !s->finished) finish(*s, make_error(ECONNRESET, "server is shutting down (GOAWAY)"));
+    if (sid >= id && !s->finished)
+      finish(*s, make_error(ErrorDomain::generic, ECONNRESET, "server is shutting down (GOAWAY)"));
   }
-  for (auto& s : pending_) finish(*s, make_error(ECONNRESET, "server is shutting down (GOAWAY)"));
+  for (auto& s : pending_) finish(*s, make_error(ErrorDomain::generic, ECONNRESET, "server is shutting down (GOAWAY)"));
   pending_.clear();
   return 0;
 }
@@ -1212,8 +1248,8 @@ void Client::connect(std::function<void(Status)> on_ready) {
   } else if (auto numeric = SocketAddress::from_ip(origin_.host, origin_.port); numeric.ok()) {
     remote_ = *numeric;
   } else {
-    return fail_soon(make_error(EINVAL, "cannot connect to " + origin_.host +
-                                            ": a host name needs http::RacingClient to resolve it"));
+    return fail_soon(make_error(ErrorDomain::config, EINVAL,
+                                "cannot connect to " + origin_.host + ": a host name needs http::RacingClient to resolve it"));
   }
 
   socket_ = std::make_unique<quic::UdpSocket>(loop_);
@@ -1222,12 +1258,13 @@ void Client::connect(std::function<void(Status)> on_ready) {
   // A connected socket learns its concrete local address (the QUIC path's
   // local end) and hears ICMP "port unreachable" as ECONNREFUSED.
   if (::connect(socket_->fd(), remote_.sa(), remote_.size()) != 0) {
-    return fail_soon(make_error(errno, "cannot reach " + remote_.to_string() + ": " + std::strerror(errno)));
+    return fail_soon(
+        make_error(ErrorDomain::os, errno, "cannot reach " + remote_.to_string() + ": " + std::strerror(errno)));
   }
   SocketAddress local;
   socklen_t len = SocketAddress::capacity();
   if (::getsockname(socket_->fd(), local.sa(), &len) != 0) {
-    return fail_soon(make_error(errno, std::string("getsockname: ") + std::strerror(errno)));
+    return fail_soon(make_error(ErrorDomain::os, errno, std::string("getsockname: ") + std::strerror(errno)));
   }
   local_ = local;
 
@@ -1264,7 +1301,7 @@ void Client::submit(http::ClientRequest request, http::BodyCallback on_body, htt
     if (setup_error_ || closing_) {
       http::ClientResponse r;
       r.url = request.url.to_string();
-      r.error = setup_error_.value_or(make_error(ECANCELED, "client is closed"));
+      r.error = setup_error_.value_or(make_error(ErrorDomain::generic, ECANCELED, "client is closed"));
       // Deliver from the loop, never from inside submit().
       failed_submits_.push_back({std::move(on_complete), std::move(r)});
       if (timer_) timer_->start(0, 0, [this] { after_core_call(); });
@@ -1327,7 +1364,8 @@ void Client::note_refused() {
     log::debug("h3: ICMP port unreachable from {} after the handshake; ignored", remote_.to_string());
     return;
   }
-  socket_error_ = make_error(ECONNREFUSED, "connection refused: no QUIC server at " + remote_.to_string());
+  socket_error_ =
+      make_error(ErrorDomain::generic, ECONNREFUSED, "connection refused: no QUIC server at " + remote_.to_string());
 }
 
 void Client::flush() {
@@ -1372,7 +1410,8 @@ void Client::after_core_call() {
   if (!conn_ && closing_) {
     // Closed before connect(): requests queued for it fail now.
     if (!early_submits_.empty()) {
-      setup_error_ = setup_error_.value_or(make_error(ECANCELED, "client closed before it connected"));
+      setup_error_ =
+          setup_error_.value_or(make_error(ErrorDomain::generic, ECANCELED, "client closed before it connected"));
       deliver_events();
       if (!*alive) return;
     }

@@ -59,8 +59,9 @@ struct StoredSession {
   Bytes token;             ///< The server's last NEW_TOKEN token (may be empty): skips Retry next time.
 };
 
-/// Reads a session file written by save_session(). Errors: missing file
-/// (code ENOENT), unreadable or malformed content (EINVAL, says what was wrong).
+/// Reads a session file written by save_session() (JSON, see client.cpp).
+/// Errors (domain config): missing file (code ENOENT); content that is not our
+/// JSON, or lacks or garbles a field (EINVAL, the message says which).
 Result<StoredSession> load_session(const std::filesystem::path& file);
 /// Writes the session file atomically (temp file + rename), mode 0600.
 Status save_session(const std::filesystem::path& file, const StoredSession& session);

@@ -158,7 +158,7 @@ class H3Connection final : public quic::StreamApplication {
     if (rv != 0 && rv != NGHTTP3_ERR_STREAM_NOT_FOUND) return fail(rv);
     // Client request streams: let the client open one more (RFC 9000 4.6).
     if (ngtcp2_is_bidi_stream(stream_id) && !ngtcp2_conn_is_local_stream(conn_, stream_id))
-      ngtcp2_conn_extend_max_streams_bidi(conn_, 1);
+      ngtcp2_conn_extend_max_streams_bidi(conn_, 1);  // (void: cannot fail)
     return 0;
   }
 
@@ -210,7 +210,7 @@ class H3Connection final : public quic::StreamApplication {
 
   void begin_shutdown() override {
     // The final GOAWAY: requests already received complete, later ones are refused.
-    if (h3_ != nullptr) nghttp3_conn_shutdown(h3_);
+    if (h3_ != nullptr) (void)lib_ok(nghttp3_conn_shutdown(h3_), "nghttp3_conn_shutdown");
   }
   bool idle() const override { return streams_.empty(); }
   std::uint64_t error_code() const override { return error_code_; }
@@ -218,6 +218,15 @@ class H3Connection final : public quic::StreamApplication {
 
  private:
   static H3Connection* self(void* p) { return static_cast<H3Connection*>(p); }
+
+  /// rv of a library call that should not fail (out of memory, a state we did
+  /// not expect): logged and counted. Returns rv == 0.
+  bool lib_ok(int rv, const char* call) {
+    if (rv == 0) return true;
+    log::warn("h3 {}: {} failed: {}", peer_.to_string(), call, rv);
+    ++app_.metrics().of(http::Protocol::h3).internal_errors;
+    return false;
+  }
 
   int fail(int nghttp3_rv) {
     error_code_ = nghttp3_err_infer_quic_app_error_code(nghttp3_rv);
@@ -227,14 +236,19 @@ class H3Connection final : public quic::StreamApplication {
   // Bytes the HTTP/3 layer is done with return to the peer as flow-control credit.
   void consume(std::int64_t stream_id, std::size_t n) {
     if (n == 0) return;
-    ngtcp2_conn_extend_max_stream_offset(conn_, stream_id, n);
+    // Fails only when out of memory; the peer then sees less credit, not an error.
+    (void)lib_ok(ngtcp2_conn_extend_max_stream_offset(conn_, stream_id, n), "ngtcp2_conn_extend_max_stream_offset");
     ngtcp2_conn_extend_max_offset(conn_, n);
   }
 
   static int cb_begin_headers(nghttp3_conn* h3, std::int64_t stream_id, void* ud, void*) {
     auto* c = self(ud);
     auto s = std::make_unique<Stream>(stream_id, c->app_, c->policy_, c->budget_, c->peer_);
-    nghttp3_conn_set_stream_user_data(h3, stream_id, s.get());
+    // nghttp3 calls us for a stream it just created, so it knows the stream.
+    if (int rv = nghttp3_conn_set_stream_user_data(h3, stream_id, s.get());
+        !c->lib_ok(rv, "nghttp3_conn_set_stream_user_data")) {
+      return NGHTTP3_ERR_CALLBACK_FAILURE;
+    }
     c->streams_[stream_id] = std::move(s);
     ++c->app_.metrics().of(http::Protocol::h3).streams_total;
     return 0;
@@ -286,11 +300,13 @@ class H3Connection final : public quic::StreamApplication {
   }
 
   static int cb_stop_sending(nghttp3_conn*, std::int64_t stream_id, std::uint64_t code, void* ud, void*) {
-    ngtcp2_conn_shutdown_stream_read(self(ud)->conn_, stream_id, code);
+    auto* c = self(ud);
+    (void)c->lib_ok(ngtcp2_conn_shutdown_stream_read(c->conn_, stream_id, code), "ngtcp2_conn_shutdown_stream_read");
     return 0;
   }
   static int cb_reset_stream(nghttp3_conn*, std::int64_t stream_id, std::uint64_t code, void* ud, void*) {
-    ngtcp2_conn_shutdown_stream_write(self(ud)->conn_, stream_id, code);
+    auto* c = self(ud);
+    (void)c->lib_ok(ngtcp2_conn_shutdown_stream_write(c->conn_, stream_id, code), "ngtcp2_conn_shutdown_stream_write");
     return 0;
   }
 
@@ -299,7 +315,7 @@ class H3Connection final : public quic::StreamApplication {
     return 0;
   }
 
-  static int cb_acked_stream_data(nghttp3_conn* h3, std::int64_t stream_id, std::uint64_t datalen, void*,
+  static int cb_acked_stream_data(nghttp3_conn* h3, std::int64_t stream_id, std::uint64_t datalen, void* ud,
                                   void* sud) {
     auto* s = static_cast<Stream*>(sud);
     if (s == nullptr) return 0;
@@ -320,7 +336,9 @@ class H3Connection final : public quic::StreamApplication {
     }
     if (s->blocked_on_ack) {
       s->blocked_on_ack = false;
-      nghttp3_conn_resume_stream(h3, stream_id);
+      if (int rv = nghttp3_conn_resume_stream(h3, stream_id); !self(ud)->lib_ok(rv, "nghttp3_conn_resume_stream")) {
+        return NGHTTP3_ERR_CALLBACK_FAILURE;
+      }
     }
     return 0;
   }
@@ -353,7 +371,8 @@ class H3Connection final : public quic::StreamApplication {
         auto got = s->body->read(s->offset, chunk);
         if (got <= 0) {
           log::warn("h3: stream {}: body read failed at offset {} ({}); resetting", stream_id, s->offset, got);
-          ngtcp2_conn_shutdown_stream(c->conn_, stream_id, NGHTTP3_H3_INTERNAL_ERROR);
+          (void)c->lib_ok(ngtcp2_conn_shutdown_stream(c->conn_, stream_id, NGHTTP3_H3_INTERNAL_ERROR),
+                          "ngtcp2_conn_shutdown_stream");
           return NGHTTP3_ERR_WOULDBLOCK;
         }
         chunk.resize(static_cast<std::size_t>(got));
@@ -537,7 +556,9 @@ Status Server::start(const SocketAddress& addr) {
   if (!s.config.quic.qlog_dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(s.config.quic.qlog_dir, ec);
-    if (ec) return make_error(ec.value(), "h3: cannot create qlog dir " + s.config.quic.qlog_dir.string() + ": " + ec.message());
+    if (ec)
+      return make_error(ErrorDomain::os, ec.value(),
+                        "h3: cannot create qlog dir " + s.config.quic.qlog_dir.string() + ": " + ec.message());
   }
   // Through s.policy, which set_alt_svc() may change after start().
   s.core = std::make_unique<quic::ServerCore>(s.config.quic, *s.tls, s, application_factory(s.app, s.config, s.policy));

@@ -21,6 +21,15 @@ namespace quiclab::http {
 
 namespace fs = std::filesystem;
 
+std::string_view to_string(TlsFailure reason) {
+  switch (reason) {
+    case TlsFailure::handshake: return "handshake";
+    case TlsFailure::peer_alert: return "peer_alert";
+    case TlsFailure::record: return "record";
+  }
+  return "unknown";
+}
+
 void Metrics::count_response(Protocol p, int status) {
   auto& c = of(p);
   c.requests_total++;
@@ -54,6 +63,17 @@ std::string Metrics::render() const {
   family("request_body_bytes_total", "counter", "Request body bytes received.", [](const Counters& c) { return c.request_body_bytes; });
   family("response_body_bytes_total", "counter", "Response body bytes sent.", [](const Counters& c) { return c.response_body_bytes; });
   family("protocol_errors_total", "counter", "Connections or streams ended for a peer's protocol error.", [](const Counters& c) { return c.protocol_errors; });
+  family("internal_errors_total", "counter",
+         "Library calls that failed where they should not (out of memory, unexpected state).",
+         [](const Counters& c) { return c.internal_errors; });
+  // TLS over TCP is HTTP/2's alone (QUIC's TLS failures are QUIC connection errors).
+  out +=
+      "# HELP quiclab_tls_failures_total TLS sessions that ended in a failure, not a clean close.\n"
+      "# TYPE quiclab_tls_failures_total counter\n";
+  for (std::size_t r = 0; r < kTlsFailureReasons; ++r) {
+    out += fmt::format("quiclab_tls_failures_total{{protocol=\"h2\",reason=\"{}\"}} {}\n",
+                       to_string(static_cast<TlsFailure>(r)), of(Protocol::h2).tls_failures[r]);
+  }
   return out;
 }
 

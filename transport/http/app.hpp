@@ -57,6 +57,15 @@ struct StaticCacheStats {
   std::uint64_t bytes = 0;          ///< File contents held in memory.
 };
 
+/// Why a TLS session of a server failed (the reason label of quiclab_tls_failures_total).
+enum class TlsFailure : std::uint8_t {
+  handshake,   ///< the handshake failed (either side's alert, bad certificate, no common ALPN, ...)
+  peer_alert,  ///< after the handshake, the peer sent a fatal alert
+  record,      ///< after the handshake, a record we could not accept (bad MAC, bad record type, ...)
+};
+inline constexpr std::size_t kTlsFailureReasons = 3;
+std::string_view to_string(TlsFailure reason);
+
 /// Counters per protocol, updated by the servers and rendered at /metrics.
 class Metrics {
  public:
@@ -69,6 +78,10 @@ class Metrics {
     std::uint64_t request_body_bytes = 0;
     std::uint64_t response_body_bytes = 0;
     std::uint64_t protocol_errors = 0;
+    std::uint64_t internal_errors = 0;  ///< Library calls that failed where they should not (e.g. out of memory).
+    /// By TlsFailure. A TLS failure is never a clean close: those are not counted here.
+    std::array<std::uint64_t, kTlsFailureReasons> tls_failures{};
+    std::uint64_t& tls_failure(TlsFailure r) { return tls_failures[static_cast<std::size_t>(r)]; }
   };
   Counters& of(Protocol p) { return by_protocol_[static_cast<int>(p)]; }
   const Counters& of(Protocol p) const { return by_protocol_[static_cast<int>(p)]; }

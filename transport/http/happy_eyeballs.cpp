@@ -136,7 +136,7 @@ void RacingClient::connect(std::function<void(Status)> on_ready) {
 void RacingClient::connect(std::vector<SocketAddress> candidates, std::function<void(Status)> on_ready) {
   on_ready_ = std::move(on_ready);
   if (candidates.empty()) {
-    later([this] { fail_everything(make_error(EINVAL, "no address to connect to for " + origin_.host)); });
+    later([this] { fail_everything(make_error(ErrorDomain::config, EINVAL, "no address to connect to for " + origin_.host)); });
     return;
   }
   begin(order_for_racing(candidates));
@@ -248,14 +248,16 @@ void RacingClient::settle_lost() {
   // Every address failed: say what each one answered.
   std::string detail;
   int code = EHOSTUNREACH;
+  ErrorDomain domain = ErrorDomain::os;
   for (const auto& a : attempts_) {
     if (!a.error) continue;
     code = a.error->code;
+    domain = a.error->domain;
     detail += (detail.empty() ? "" : "; ") + a.error->message;
   }
   for (std::size_t j = 0; j < attempts_.size(); ++j) retire(j);
   // Last: the user's callback may destroy this client.
-  fail_everything(make_error(code, "cannot reach " + origin_.host + " at any of its " +
+  fail_everything(make_error(domain, code, "cannot reach " + origin_.host + " at any of its " +
                                        std::to_string(attempts_.size()) + " addresses: " + detail));
 }
 
@@ -301,7 +303,7 @@ void RacingClient::submit(ClientRequest request, BodyCallback on_body, CompleteC
   if (failure_ || closing_) {
     ClientResponse r;
     r.url = request.url.to_string();
-    r.error = failure_.value_or(make_error(ECANCELED, "client is closed"));
+    r.error = failure_.value_or(make_error(ErrorDomain::generic, ECANCELED, "client is closed"));
     later([done = std::move(on_complete), r = std::move(r)]() mutable {
       if (done) done(std::move(r));
     });
@@ -360,7 +362,7 @@ void RacingClient::close(std::function<void()> on_closed, bool abort) {
   }
   if (!w || on_ready_) {
     // Nothing connected yet: what waits fails now, from the loop.
-    later([this] { fail_everything(make_error(ECANCELED, "client closed before it connected")); });
+    later([this] { fail_everything(make_error(ErrorDomain::generic, ECANCELED, "client closed before it connected")); });
   } else {
     later([this] { maybe_closed(); });
   }

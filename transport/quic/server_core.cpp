@@ -389,7 +389,7 @@ void ServerCore::on_datagram(const Path& path, ByteView data, Ecn ecn, Timestamp
         retire(c);
         break;
       case NGTCP2_ERR_CRYPTO:
-        log::info("quic {}: TLS handshake failed (alert {})", c.id, ngtcp2_conn_get_tls_alert(c.conn));
+        log::info("quic {}: TLS handshake failed ({})", c.id, tls::alert_text(ngtcp2_conn_get_tls_alert(c.conn)));
         if (c.last_error.error_code == 0)
           ngtcp2_connection_close_error_set_transport_error_tls_alert(&c.last_error, ngtcp2_conn_get_tls_alert(c.conn),
                                                                       nullptr, 0);
@@ -514,8 +514,12 @@ void ServerCore::accept(const Path& path, ByteView data, Ecn ecn, Timestamp now)
   params.active_connection_id_limit = 7;
   params.stateless_reset_token_present = 1;
   advertise_udp_payload(params, config_.udp_payload);
-  ngtcp2_crypto_generate_stateless_reset_token(params.stateless_reset_token, static_secret_.data(),
-                                               static_secret_.size(), &scid);
+  // A failed HKDF would advertise a token of zeros that anyone could forge.
+  if (ngtcp2_crypto_generate_stateless_reset_token(params.stateless_reset_token, static_secret_.data(),
+                                                   static_secret_.size(), &scid) != 0) {
+    log::warn("quic: cannot derive a stateless reset token; dropping the Initial from {}", path.remote.to_string());
+    return;
+  }
   if (have_ocid) {
     params.original_dcid = ocid;
     params.retry_scid = hd.dcid;

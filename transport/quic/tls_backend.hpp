@@ -103,4 +103,8 @@ class ClientContext {
 
 Result<std::unique_ptr<ClientContext>> make_client_context(const ClientConfig& config);
 
+/// "alert 42 (Certificate is bad)": a TLS AlertDescription with the backend's
+/// name for it (the number alone when it has none).
+std::string alert_text(unsigned alert);
+
 }  // namespace quiclab::quic::tls

@@ -23,7 +23,7 @@ namespace {
 constexpr const char* kPriority = "NORMAL:-VERS-ALL:+VERS-TLS1.3:%DISABLE_TLS13_COMPAT_MODE";
 
 Error gnutls_error(int rv, const std::string& what) {
-  return make_error(rv, "tls: " + what + ": " + gnutls_strerror(rv));
+  return make_error(ErrorDomain::gnutls, rv, "tls: " + what + ": " + gnutls_strerror(rv));
 }
 
 // An explicit key log file is process-wide: GnuTLS's keylog hook has no user
@@ -98,10 +98,10 @@ int server_client_hello_hook(gnutls_session_t session, unsigned, unsigned, unsig
   return 0;
 }
 
-void set_alpn_h3(gnutls_session_t s, unsigned flags) {
+int set_alpn_h3(gnutls_session_t s, unsigned flags) {
   gnutls_datum_t alpn{reinterpret_cast<unsigned char*>(const_cast<char*>(kAlpnH3.data())),
                       static_cast<unsigned>(kAlpnH3.size())};
-  gnutls_alpn_set_protocols(s, &alpn, 1, flags);
+  return gnutls_alpn_set_protocols(s, &alpn, 1, flags);
 }
 
 class GnutlsServerContext final : public ServerContext {
@@ -143,16 +143,19 @@ class GnutlsServerContext final : public ServerContext {
       return gnutls_error(rv, "enable session tickets");
     gnutls_handshake_set_hook_function(s, GNUTLS_HANDSHAKE_CLIENT_HELLO, GNUTLS_HOOK_POST, server_client_hello_hook);
     if (ngtcp2_crypto_gnutls_configure_server_session(s) != 0)
-      return make_error(-1, "tls: ngtcp2_crypto_gnutls_configure_server_session failed");
+      return make_error(ErrorDomain::gnutls, -1, "tls: ngtcp2_crypto_gnutls_configure_server_session failed");
     if (config_.early_data) {
       gnutls_anti_replay_enable(s, anti_replay_);
       // QUIC limits 0-RTT by flow control; TLS must not add a smaller limit.
-      gnutls_record_set_max_early_data_size(s, 0xffffffffu);
+      if (int rv = gnutls_record_set_max_early_data_size(s, 0xffffffffu); rv != 0)
+        return gnutls_error(rv, "set the maximum early data size");
     }
     gnutls_session_set_ptr(s, conn_ref);
     if (int rv = gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, cred_); rv != 0)
       return gnutls_error(rv, "set credentials");
-    set_alpn_h3(s, GNUTLS_ALPN_MANDATORY | GNUTLS_ALPN_SERVER_PRECEDENCE);
+    // Without ALPN the handshake would go on and fail later with a vaguer error.
+    if (int rv = set_alpn_h3(s, GNUTLS_ALPN_MANDATORY | GNUTLS_ALPN_SERVER_PRECEDENCE); rv != 0)
+      return gnutls_error(rv, "set ALPN h3");
     if (g_keylog != nullptr) gnutls_session_set_keylog_function(s, keylog_hook);
     return std::unique_ptr<Session>(std::move(session));
   }
@@ -243,7 +246,7 @@ class GnutlsClientContext final : public ClientContext {
     gnutls_db_set_ptr(s, session.get());
     gnutls_handshake_set_hook_function(s, GNUTLS_HANDSHAKE_NEW_SESSION_TICKET, GNUTLS_HOOK_POST, client_ticket_hook);
     if (ngtcp2_crypto_gnutls_configure_client_session(s) != 0)
-      return make_error(-1, "tls: ngtcp2_crypto_gnutls_configure_client_session failed");
+      return make_error(ErrorDomain::gnutls, -1, "tls: ngtcp2_crypto_gnutls_configure_client_session failed");
     if (!options.resumption_data.empty()) {
       int rv = gnutls_session_set_data(s, options.resumption_data.data(), options.resumption_data.size());
       if (rv == 0)
@@ -254,7 +257,7 @@ class GnutlsClientContext final : public ClientContext {
     gnutls_session_set_ptr(s, conn_ref);
     if (int rv = gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, cred_); rv != 0)
       return gnutls_error(rv, "set credentials");
-    set_alpn_h3(s, GNUTLS_ALPN_MANDATORY);
+    if (int rv = set_alpn_h3(s, GNUTLS_ALPN_MANDATORY); rv != 0) return gnutls_error(rv, "set ALPN h3");
     if (!options.server_name.empty()) {
       // SNI carries DNS names only (RFC 6066 section 3; servers refuse an IPv6
       // literal there); certificate checks cover IP addresses too.
@@ -282,6 +285,11 @@ Result<std::unique_ptr<ServerContext>> make_server_context(const ServerConfig& c
   auto ctx = std::make_unique<GnutlsServerContext>();
   if (auto st = ctx->init(config); !st) return st.error();
   return std::unique_ptr<ServerContext>(std::move(ctx));
+}
+
+std::string alert_text(unsigned alert) {
+  const char* name = alert <= 255 ? gnutls_alert_get_name(static_cast<gnutls_alert_description_t>(alert)) : nullptr;
+  return name ? "alert " + std::to_string(alert) + " (" + name + ")" : "alert " + std::to_string(alert);
 }
 
 Result<std::unique_ptr<ClientContext>> make_client_context(const ClientConfig& config) {

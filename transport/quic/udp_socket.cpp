@@ -374,11 +374,11 @@ UdpSocket::~UdpSocket() {
 
 Status UdpSocket::bind(const SocketAddress& addr, const UdpSocketOptions& options) {
   auto& s = *impl_;
-  if (s.fd >= 0) return make_error(EINVAL, "udp: socket already bound");
-  if (addr.empty()) return make_error(EINVAL, "udp: bind address is empty");
+  if (s.fd >= 0) return make_error(ErrorDomain::os, EINVAL, "udp: socket already bound");
+  if (addr.empty()) return make_error(ErrorDomain::os, EINVAL, "udp: bind address is empty");
   s.options = options;
   int fd = ::socket(addr.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return make_error(errno, "udp: socket(): " + errno_text(errno));
+  if (fd < 0) return make_error(ErrorDomain::os, errno, "udp: socket(): " + errno_text(errno));
   const bool v6 = addr.is_v6();
   if (v6) set_int_opt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0);
   if (options.rcvbuf > 0) set_int_opt(fd, SOL_SOCKET, SO_RCVBUF, options.rcvbuf);
@@ -386,7 +386,7 @@ Status UdpSocket::bind(const SocketAddress& addr, const UdpSocketOptions& option
   if (::bind(fd, addr.sa(), addr.size()) != 0) {
     int err = errno;
     ::close(fd);
-    return make_error(err, "udp: bind " + addr.to_string() + ": " + errno_text(err));
+    return make_error(ErrorDomain::os, err, "udp: bind " + addr.to_string() + ": " + errno_text(err));
   }
   s.fd = fd;
   sockaddr_storage ss{};
@@ -440,7 +440,7 @@ Status UdpSocket::bind(const SocketAddress& addr, const UdpSocketOptions& option
 
 Status UdpSocket::start(DatagramCallback on_datagram, BatchEndCallback on_batch_end) {
   auto& s = *impl_;
-  if (s.fd < 0 || s.closed) return make_error(EBADF, "udp: socket not bound");
+  if (s.fd < 0 || s.closed) return make_error(ErrorDomain::os, EBADF, "udp: socket not bound");
   s.on_datagram = std::move(on_datagram);
   s.on_batch_end = std::move(on_batch_end);
   s.reading = true;

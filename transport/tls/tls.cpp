@@ -1,12 +1,14 @@
 #include "transport/tls/tls.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -56,9 +58,12 @@ long out_bio_ctrl(BIO* b, int cmd, long, void*) {
   }
 }
 
+// The setters only fail on a null method. Out of memory, the method stays
+// null and Session's constructor reports that (BIO_new must not see null).
 BIO_METHOD* out_bio_method() {
   static BIO_METHOD* method = [] {
     BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "quiclab tls output");
+    if (!m) return m;
     BIO_meth_set_write_ex(m, out_bio_write);
     BIO_meth_set_ctrl(m, out_bio_ctrl);
     BIO_meth_set_create(m, [](BIO* b) {
@@ -113,30 +118,34 @@ Result<CertificatePaths> generate_self_signed(const fs::path& dir, const std::ve
                                               KeyType key_type) {
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec) return make_error(ec.value(), "cannot create " + dir.string() + ": " + ec.message());
+  if (ec) return make_error(ErrorDomain::os, ec.value(), "cannot create " + dir.string() + ": " + ec.message());
 
   const bool ed25519 = key_type == KeyType::ed25519;
   std::unique_ptr<EVP_PKEY, PkeyFree> key(ed25519 ? EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519")
                                                   : EVP_EC_gen("P-256"));
-  if (!key) return make_error(-1, "key generation failed: " + openssl_errors());
+  if (!key) return make_error(ErrorDomain::tls, -1, "key generation failed: " + openssl_errors());
   std::unique_ptr<X509, X509Free> x509(X509_new());
-  X509_set_version(x509.get(), 2);
+  if (!x509) return make_error(ErrorDomain::tls, -1, "X509_new failed: " + openssl_errors());
   // A random serial, so browsers and tools never see two certificates with the same one.
   unsigned char serial[16];
-  if (RAND_bytes(serial, sizeof serial) != 1) return make_error(-1, "RAND_bytes failed");
+  if (RAND_bytes(serial, sizeof serial) != 1) return make_error(ErrorDomain::tls, -1, "RAND_bytes failed");
   serial[0] &= 0x7f;
   BIGNUM* bn = BN_bin2bn(serial, sizeof serial, nullptr);
-  BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x509.get()));
+  bool built = bn && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x509.get())) != nullptr;
   BN_free(bn);
-  X509_gmtime_adj(X509_getm_notBefore(x509.get()), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(x509.get()), static_cast<long>(days) * 24 * 3600);
-  X509_set_pubkey(x509.get(), key.get());
+  // Each of these only fails when OpenSSL cannot allocate; one check covers them.
   X509_NAME* name = X509_get_subject_name(x509.get());
-  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("quiclab"), -1, -1, 0);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                             reinterpret_cast<const unsigned char*>(names.empty() ? "localhost" : names[0].c_str()), -1,
-                             -1, 0);
-  X509_set_issuer_name(x509.get(), name);
+  const char* cn = names.empty() ? "localhost" : names[0].c_str();
+  built = built && X509_set_version(x509.get(), 2) == 1 &&
+          X509_gmtime_adj(X509_getm_notBefore(x509.get()), -3600) != nullptr &&
+          X509_gmtime_adj(X509_getm_notAfter(x509.get()), static_cast<long>(days) * 24 * 3600) != nullptr &&
+          X509_set_pubkey(x509.get(), key.get()) == 1 &&
+          X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("quiclab"), -1, -1,
+                                     0) == 1 &&
+          X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn), -1, -1, 0) ==
+              1 &&
+          X509_set_issuer_name(x509.get(), name) == 1;
+  if (!built) return make_error(ErrorDomain::tls, -1, "building the certificate failed: " + openssl_errors());
 
   std::string san;
   for (const auto& n : names) {
@@ -155,32 +164,46 @@ Result<CertificatePaths> generate_self_signed(const fs::path& dir, const std::ve
   for (const auto& [nid, value] : exts) {
     if (value.empty()) continue;
     X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &v3, nid, value.c_str());
-    if (!ext) return make_error(-1, "certificate extension failed: " + openssl_errors());
-    X509_add_ext(x509.get(), ext, -1);
+    if (!ext) return make_error(ErrorDomain::tls, -1, "certificate extension failed: " + openssl_errors());
+    bool added = X509_add_ext(x509.get(), ext, -1) == 1;
     X509_EXTENSION_free(ext);
+    if (!added) return make_error(ErrorDomain::tls, -1, "adding a certificate extension failed: " + openssl_errors());
   }
   // Ed25519 hashes inside the signature scheme: no separate digest.
   if (X509_sign(x509.get(), key.get(), ed25519 ? nullptr : EVP_sha256()) == 0) {
-    return make_error(-1, "signing failed: " + openssl_errors());
+    return make_error(ErrorDomain::tls, -1, "signing failed: " + openssl_errors());
   }
 
   CertificatePaths paths{dir / "cert.pem", dir / "key.pem"};
-  FILE* kf = std::fopen(paths.key.c_str(), "w");
-  if (!kf) return make_error(errno, "cannot write " + paths.key.string() + ": " + std::strerror(errno));
-  ::chmod(paths.key.c_str(), 0600);
+  // The key is created 0600, and an existing file is narrowed to 0600 before a
+  // byte is written: it is never readable by others, not even for a moment.
+  int kfd = ::open(paths.key.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (kfd < 0 || ::fchmod(kfd, 0600) != 0) {
+    int err = errno;
+    if (kfd >= 0) ::close(kfd);
+    return make_error(ErrorDomain::os, err, "cannot write " + paths.key.string() + ": " + std::strerror(err));
+  }
+  FILE* kf = ::fdopen(kfd, "w");
+  if (!kf) {
+    int err = errno;
+    ::close(kfd);
+    return make_error(ErrorDomain::os, err, "cannot write " + paths.key.string() + ": " + std::strerror(err));
+  }
   bool ok = PEM_write_PrivateKey(kf, key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1;
-  std::fclose(kf);
+  // fclose flushes: a full disk shows up here, not in the PEM write.
+  ok = (std::fclose(kf) == 0) && ok;
   FILE* cf = std::fopen(paths.cert.c_str(), "w");
-  if (!cf) return make_error(errno, "cannot write " + paths.cert.string() + ": " + std::strerror(errno));
+  if (!cf)
+    return make_error(ErrorDomain::os, errno, "cannot write " + paths.cert.string() + ": " + std::strerror(errno));
   ok = ok && PEM_write_X509(cf, x509.get()) == 1;
-  std::fclose(cf);
-  if (!ok) return make_error(-1, "writing PEM failed: " + openssl_errors());
+  ok = (std::fclose(cf) == 0) && ok;
+  if (!ok) return make_error(ErrorDomain::tls, -1, "writing PEM to " + dir.string() + " failed: " + openssl_errors());
   return paths;
 }
 
 Result<Context> Context::server(const ServerOptions& options) {
   SSL_CTX* raw = SSL_CTX_new(TLS_server_method());
-  if (!raw) return make_error(-1, "SSL_CTX_new: " + openssl_errors());
+  if (!raw) return make_error(ErrorDomain::tls, -1, "SSL_CTX_new: " + openssl_errors());
   Context c;
   // The ALPN list must live as long as the context: the deleter owns it.
   auto* wire = new std::vector<unsigned char>(alpn_wire(options.alpn));
@@ -189,18 +212,22 @@ Result<Context> Context::server(const ServerOptions& options) {
     delete wire;
   });
   c.server_ = true;
-  SSL_CTX_set_min_proto_version(raw, TLS1_2_VERSION);
+  if (SSL_CTX_set_min_proto_version(raw, TLS1_2_VERSION) != 1) {
+    return make_error(ErrorDomain::tls, -1, "cannot set the minimum TLS version: " + openssl_errors());
+  }
   // HTTP/2 forbids renegotiation and compression (RFC 9113 9.2).
   SSL_CTX_set_options(raw, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   SSL_CTX_set_mode(raw, SSL_MODE_RELEASE_BUFFERS);
   if (SSL_CTX_use_certificate_chain_file(raw, options.cert.c_str()) != 1) {
-    return make_error(-1, "cannot load certificate " + options.cert.string() + ": " + openssl_errors());
+    return make_error(ErrorDomain::tls, -1,
+                      "cannot load certificate " + options.cert.string() + ": " + openssl_errors());
   }
   if (SSL_CTX_use_PrivateKey_file(raw, options.key.c_str(), SSL_FILETYPE_PEM) != 1) {
-    return make_error(-1, "cannot load key " + options.key.string() + ": " + openssl_errors());
+    return make_error(ErrorDomain::tls, -1, "cannot load key " + options.key.string() + ": " + openssl_errors());
   }
   if (SSL_CTX_check_private_key(raw) != 1) {
-    return make_error(-1, "key " + options.key.string() + " does not match certificate " + options.cert.string());
+    return make_error(ErrorDomain::tls, -1,
+                      "key " + options.key.string() + " does not match certificate " + options.cert.string());
   }
   SSL_CTX_set_alpn_select_cb(
       raw,
@@ -222,15 +249,17 @@ Result<Context> Context::server(const ServerOptions& options) {
 
 Result<Context> Context::client(const ClientOptions& options) {
   SSL_CTX* raw = SSL_CTX_new(TLS_client_method());
-  if (!raw) return make_error(-1, "SSL_CTX_new: " + openssl_errors());
+  if (!raw) return make_error(ErrorDomain::tls, -1, "SSL_CTX_new: " + openssl_errors());
   Context c;
   c.ctx_.reset(raw, Free{});
-  SSL_CTX_set_min_proto_version(raw, TLS1_2_VERSION);
+  if (SSL_CTX_set_min_proto_version(raw, TLS1_2_VERSION) != 1) {
+    return make_error(ErrorDomain::tls, -1, "cannot set the minimum TLS version: " + openssl_errors());
+  }
   SSL_CTX_set_options(raw, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
   SSL_CTX_set_mode(raw, SSL_MODE_RELEASE_BUFFERS);
   auto wire = alpn_wire(options.alpn);
   if (SSL_CTX_set_alpn_protos(raw, wire.data(), static_cast<unsigned>(wire.size())) != 0) {
-    return make_error(-1, "cannot set ALPN: " + openssl_errors());
+    return make_error(ErrorDomain::tls, -1, "cannot set ALPN: " + openssl_errors());
   }
   if (options.insecure) {
     SSL_CTX_set_verify(raw, SSL_VERIFY_NONE, nullptr);
@@ -238,7 +267,9 @@ Result<Context> Context::client(const ClientOptions& options) {
     SSL_CTX_set_verify(raw, SSL_VERIFY_PEER, nullptr);
     int ok = options.ca_file.empty() ? SSL_CTX_set_default_verify_paths(raw)
                                      : SSL_CTX_load_verify_locations(raw, options.ca_file.c_str(), nullptr);
-    if (ok != 1) return make_error(-1, "cannot load CA file " + options.ca_file.string() + ": " + openssl_errors());
+    if (ok != 1)
+      return make_error(ErrorDomain::tls, -1,
+                        "cannot load CA file " + options.ca_file.string() + ": " + openssl_errors());
   }
   maybe_enable_keylog(raw);
   return c;
@@ -247,7 +278,18 @@ Result<Context> Context::client(const ClientOptions& options) {
 Session::Session(const Context& ctx, const std::string& server_name) {
   ssl_ = SSL_new(ctx.get());
   rbio_ = BIO_new(BIO_s_mem());
-  wbio_ = BIO_new(out_bio_method());
+  BIO_METHOD* out_method = out_bio_method();
+  wbio_ = out_method ? BIO_new(out_method) : nullptr;
+  if (!ssl_ || !rbio_ || !wbio_) {
+    // Out of memory: the session exists but fails at its first use.
+    failure_ = make_error(ErrorDomain::tls, SSL_ERROR_SSL, "cannot create a TLS session: " + openssl_errors());
+    BIO_free(rbio_);
+    BIO_free(wbio_);
+    SSL_free(ssl_);
+    ssl_ = nullptr;
+    rbio_ = wbio_ = nullptr;
+    return;
+  }
   BIO_set_data(wbio_, &out_);
   // A drained memory BIO reports "retry" rather than EOF.
   BIO_set_mem_eof_return(rbio_, -1);
@@ -259,11 +301,13 @@ Session::Session(const Context& ctx, const std::string& server_name) {
     if (!server_name.empty()) {
       unsigned char buf[16];
       bool ip = inet_pton(AF_INET, server_name.c_str(), buf) == 1 || inet_pton(AF_INET6, server_name.c_str(), buf) == 1;
-      if (ip) {
-        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), server_name.c_str());
-      } else {
-        SSL_set_tlsext_host_name(ssl_, server_name.c_str());
-        SSL_set1_host(ssl_, server_name.c_str());
+      // A name we cannot set would silently disable the name check: fail instead.
+      bool set = ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), server_name.c_str()) == 1
+                    : SSL_set_tlsext_host_name(ssl_, server_name.c_str()) == 1 &&
+                          SSL_set1_host(ssl_, server_name.c_str()) == 1;
+      if (!set) {
+        failure_ = make_error(ErrorDomain::tls, SSL_ERROR_SSL,
+                              "cannot use '" + server_name + "' as the TLS server name: " + openssl_errors());
       }
     }
   }
@@ -272,7 +316,26 @@ Session::Session(const Context& ctx, const std::string& server_name) {
 Session::~Session() { SSL_free(ssl_); }  // frees both BIOs
 
 void Session::feed(ByteView ciphertext) {
-  if (!ciphertext.empty()) BIO_write(rbio_, ciphertext.data(), static_cast<int>(ciphertext.size()));
+  if (ciphertext.empty() || !rbio_ || failure_) return;
+  // A memory BIO only refuses a write when it cannot grow.
+  if (BIO_write(rbio_, ciphertext.data(), static_cast<int>(ciphertext.size())) != static_cast<int>(ciphertext.size())) {
+    failure_ = make_error(ErrorDomain::tls, SSL_ERROR_SSL, "cannot buffer received TLS data: " + openssl_errors());
+  }
+}
+
+Error Session::fail(int ssl_error, const char* what) {
+  // The error queue says why; a reason in OpenSSL's alert range means the peer
+  // sent us that alert (SSL_R_..._ALERT_... = SSL_AD_REASON_OFFSET + description).
+  unsigned long e = ERR_peek_last_error();
+  int reason = e ? ERR_GET_REASON(e) : 0;
+  if (e && ERR_GET_LIB(e) == ERR_LIB_SSL && reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256) {
+    peer_alert_ = reason - SSL_AD_REASON_OFFSET;
+  }
+  std::string why = openssl_errors();
+  if (peer_alert_) why += std::string(" (the peer sent a fatal alert: ") + alert_name(*peer_alert_) + ")";
+  long verify = ssl_ ? SSL_get_verify_result(ssl_) : X509_V_OK;
+  if (verify != X509_V_OK) why += " (" + std::string(X509_verify_cert_error_string(verify)) + ")";
+  return make_error(ErrorDomain::tls, ssl_error, std::string(what) + ": " + why);
 }
 
 Result<bool> Session::handshake() {
@@ -286,25 +349,29 @@ Result<bool> Session::handshake() {
   }
   int err = SSL_get_error(ssl_, rc);
   if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return false;
-  std::string why = openssl_errors();
-  long verify = SSL_get_verify_result(ssl_);
-  if (verify != X509_V_OK) why += " (" + std::string(X509_verify_cert_error_string(verify)) + ")";
-  failure_ = make_error(err, "TLS handshake failed: " + why);
+  failure_ = fail(err, "TLS handshake failed");
   return *failure_;
 }
 
 Result<std::size_t> Session::read(MutableByteView dst) {
+  if (failure_) return *failure_;
+  if (closed_) return Error::closed(ErrorDomain::tls, "peer closed the TLS session");
   ERR_clear_error();
   std::size_t n = 0;
   int rc = SSL_read_ex(ssl_, dst.data(), dst.size(), &n);
   if (rc == 1) return n;
   int err = SSL_get_error(ssl_, rc);
   if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return std::size_t{0};
-  if (err == SSL_ERROR_ZERO_RETURN) return make_error(kClosed, "peer closed the TLS session");
-  return make_error(err, "TLS read failed: " + openssl_errors());
+  if (err == SSL_ERROR_ZERO_RETURN) {
+    closed_ = true;
+    return Error::closed(ErrorDomain::tls, "peer closed the TLS session");
+  }
+  failure_ = fail(err, "TLS read failed");
+  return *failure_;
 }
 
 Status Session::write(ByteView data) {
+  if (failure_) return *failure_;
   ERR_clear_error();
   // Room for the records: the payload plus at most 22 bytes of TLS 1.3
   // overhead per 16 KiB record (more than enough for TLS 1.2's as well).
@@ -314,8 +381,10 @@ Status Session::write(ByteView data) {
   std::size_t done = 0;
   while (done < data.size()) {
     std::size_t n = 0;
-    if (SSL_write_ex(ssl_, data.data() + done, data.size() - done, &n) != 1) {
-      return make_error(SSL_get_error(ssl_, 0), "TLS write failed: " + openssl_errors());
+    int rc = SSL_write_ex(ssl_, data.data() + done, data.size() - done, &n);
+    if (rc != 1) {
+      failure_ = fail(SSL_get_error(ssl_, rc), "TLS write failed");
+      return *failure_;
     }
     done += n;
   }
@@ -323,21 +392,29 @@ Status Session::write(ByteView data) {
 }
 
 void Session::shutdown() {
-  if (established_) SSL_shutdown(ssl_);
+  if (!established_ || failure_) return;
+  // 0 (close_notify sent, the peer's not yet received) is the expected answer;
+  // < 0 means the session is already broken, and we are closing anyway.
+  if (SSL_shutdown(ssl_) < 0) ERR_clear_error();
 }
 
 Bytes Session::take_output() { return std::exchange(out_, Bytes{}); }
 
 std::size_t Session::pending_output() const { return out_.size(); }
 
+const char* alert_name(int description) { return SSL_alert_desc_string_long(description); }
+
 std::string Session::alpn() const {
   const unsigned char* p = nullptr;
   unsigned int len = 0;
-  SSL_get0_alpn_selected(ssl_, &p, &len);
+  if (ssl_) SSL_get0_alpn_selected(ssl_, &p, &len);
   return p ? std::string(reinterpret_cast<const char*>(p), len) : std::string();
 }
 
-std::string Session::version() const { return SSL_get_version(ssl_); }
-std::string Session::cipher() const { return SSL_get_cipher_name(ssl_); }
+std::string Session::version() const { return ssl_ ? SSL_get_version(ssl_) : ""; }
+std::string Session::cipher() const {
+  const char* c = ssl_ ? SSL_get_cipher_name(ssl_) : nullptr;
+  return c ? c : "";
+}
 
 }  // namespace quiclab::tls

@@ -19,6 +19,9 @@ namespace quiclab::tls {
 /// Text of the OpenSSL error queue (emptied), e.g. "error:0A000086:SSL routines::certificate verify failed".
 std::string openssl_errors();
 
+/// The name of a TLS AlertDescription, e.g. 40 -> "handshake failure".
+const char* alert_name(int description);
+
 struct CertificatePaths {
   std::filesystem::path cert;  ///< PEM certificate (chain)
   std::filesystem::path key;   ///< PEM private key
@@ -85,11 +88,13 @@ class Session {
   Result<bool> handshake();
   bool established() const { return established_; }
   /// Decrypts into dst. Returns bytes read; 0 when nothing is available now; an
-  /// Error on a TLS failure or when the peer sent close_notify (code kClosed).
+  /// Error when the peer sent close_notify (Error::is_clean_close()), or an
+  /// Error of domain tls on a TLS failure (a fatal alert from the peer, a bad
+  /// record): then peer_alert() tells which alert, if the peer sent one.
   Result<std::size_t> read(MutableByteView dst);
   /// Encrypts data; the ciphertext appears in the output buffer.
   Status write(ByteView data);
-  /// Sends close_notify.
+  /// Sends close_notify (nothing once the session failed).
   void shutdown();
   /// Ciphertext waiting to be sent (moves it out).
   Bytes take_output();
@@ -100,16 +105,22 @@ class Session {
   std::string version() const;
   std::string cipher() const;
   SSL* ssl() const { return ssl_; }
-
-  static constexpr int kClosed = 1;  ///< Error code: the peer closed the TLS session.
+  /// The fatal alert the peer sent (its TLS AlertDescription), once handshake(),
+  /// read() or write() failed because of one.
+  std::optional<int> peer_alert() const { return peer_alert_; }
 
  private:
+  /// Turns the OpenSSL error queue (emptied) into an Error; notes a received alert.
+  Error fail(int ssl_error, const char* what);
+
   SSL* ssl_ = nullptr;
   BIO* rbio_ = nullptr;  // network -> OpenSSL
   BIO* wbio_ = nullptr;  // OpenSSL -> network: appends to out_
   Bytes out_;            // ciphertext not yet taken by take_output()
   bool established_ = false;
-  std::optional<Error> failure_;  // the first handshake error, reported again on later calls
+  bool closed_ = false;  // close_notify received
+  std::optional<int> peer_alert_;
+  std::optional<Error> failure_;  // the first error, reported again on later calls
 };
 
 }  // namespace quiclab::tls

@@ -124,7 +124,7 @@ class ScriptedClient final : public http::Client {
     auto ready = std::move(on_ready_);
     on_ready_ = nullptr;
     done_timer_.start(0, 0, [this, ready, on_closed] {
-      if (ready) ready(Status(make_error(ECANCELED, "connection closed by the client")));
+      if (ready) ready(Status(make_error(ErrorDomain::generic, ECANCELED, "connection closed by the client")));
       if (on_closed) on_closed();
     });
   }
@@ -204,7 +204,7 @@ struct Race {
 }  // namespace
 
 TEST_CASE("happy eyeballs: refused IPv6, IPv4 at once; requests go to the winner", "[http][happy_eyeballs]") {
-  Race race({{"::1", {1, make_error(ECONNREFUSED, "refused")}}, {"127.0.0.1", {5, std::nullopt}}}, 10'000);
+  Race race({{"::1", {1, make_error(ErrorDomain::os, ECONNREFUSED, "refused")}}, {"127.0.0.1", {5, std::nullopt}}}, 10'000);
   auto t0 = uv::Loop::hrtime();
   race.run({ip("127.0.0.1"), ip("::1")}, 3);
   REQUIRE(race.ready);
@@ -237,8 +237,8 @@ TEST_CASE("happy eyeballs: a silent IPv6 loses to IPv4 after the delay and is cl
 }
 
 TEST_CASE("happy eyeballs: every address fails: one error naming each", "[http][happy_eyeballs]") {
-  Race race({{"::1", {1, make_error(ECONNREFUSED, "cannot connect to [::1]:443: refused")}},
-             {"127.0.0.1", {2, make_error(ECONNREFUSED, "cannot connect to 127.0.0.1:443: refused")}}});
+  Race race({{"::1", {1, make_error(ErrorDomain::os, ECONNREFUSED, "cannot connect to [::1]:443: refused")}},
+             {"127.0.0.1", {2, make_error(ErrorDomain::os, ECONNREFUSED, "cannot connect to 127.0.0.1:443: refused")}}});
   race.run({ip("::1"), ip("127.0.0.1")}, 1);
   REQUIRE(race.ready);
   REQUIRE_FALSE(race.ready->ok());

@@ -85,3 +85,50 @@ TEST_CASE("a missing certificate file is a clear error", "[tls]") {
   REQUIRE_FALSE(ctx.ok());
   CHECK(ctx.error().message.find("/nonexistent/cert.pem") != std::string::npos);
 }
+
+TEST_CASE("read: close_notify is a clean close, a corrupted record a TLS failure", "[tls][error]") {
+  TempDir dir;
+  auto paths = tls::generate_self_signed(dir.path);
+  REQUIRE(paths.ok());
+  auto server_ctx = tls::Context::server({paths->cert, paths->key, {"h2"}});
+  REQUIRE(server_ctx.ok());
+  auto client_ctx = tls::Context::client({{"h2"}, false, paths->cert});
+  REQUIRE(client_ctx.ok());
+  Bytes buf(100);
+
+  SECTION("close_notify") {
+    tls::Session server(*server_ctx);
+    tls::Session client(*client_ctx, "localhost");
+    pump(client, server);
+    REQUIRE(server.established());
+    client.shutdown();
+    server.feed(client.take_output());
+    auto n = server.read(buf);
+    REQUIRE_FALSE(n.ok());
+    CHECK(n.error().is_clean_close());
+    CHECK(n.error().domain == ErrorDomain::tls);
+    CHECK_FALSE(server.peer_alert());
+  }
+  SECTION("a record whose authentication tag does not verify") {
+    tls::Session server(*server_ctx);
+    tls::Session client(*client_ctx, "localhost");
+    pump(client, server);
+    REQUIRE(server.established());
+    REQUIRE(client.write(as_bytes("hello")).ok());
+    auto record = client.take_output();
+    REQUIRE(record.size() > 10);
+    record.back() ^= 0x01;
+    server.feed(record);
+    auto n = server.read(buf);
+    REQUIRE_FALSE(n.ok());
+    INFO(n.error().message);
+    CHECK_FALSE(n.error().is_clean_close());
+    CHECK(n.error().domain == ErrorDomain::tls);
+    CHECK(n.error().code == SSL_ERROR_SSL);  // the very value that once meant "closed"
+    CHECK_FALSE(server.peer_alert());        // we raised it; the peer sent nothing
+    // The failure sticks: later reads report it again.
+    auto again = server.read(buf);
+    REQUIRE_FALSE(again.ok());
+    CHECK_FALSE(again.error().is_clean_close());
+  }
+}
