@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <chrono>
 #include <thread>
 
 #include "tests/gnutls_peer.hpp"
@@ -126,6 +127,9 @@ TEST_CASE("h2 client: a fatal TLS alert mid-request is a TLS error, not a clean 
   loop.run();
   INFO(server.why);
   CHECK(server.why.empty());
+  // The thread records the send after the bytes left, so the client can have
+  // read the alert first: wait (bounded) for the thread to get there.
+  for (int i = 0; i < 1000 && !server.alert_sent; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   CHECK(server.alert_sent);
   REQUIRE(ready);
   CHECK(ready->ok());
@@ -151,6 +155,9 @@ TEST_CASE("h2 client: a fatal TLS alert on an idle connection is the failure lat
   loop.run();
   REQUIRE(ready);
   CHECK(ready->ok());
+  // The thread records the send after the bytes left, so the client can have
+  // read the alert first: wait (bounded) for the thread to get there.
+  for (int i = 0; i < 1000 && !server.alert_sent; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   CHECK(server.alert_sent);
   std::optional<http::ClientResponse> resp;
   http::ClientRequest req;
