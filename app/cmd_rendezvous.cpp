@@ -31,7 +31,12 @@ int run(const Options& o) {
   rendezvous::Service service(loop, o.limits);
   std::optional<std::string> alt;
   if (!o.alt_address.empty()) alt = o.alt_address;
-  if (auto st = service.start(*listen, alt); !st) {
+  auto sockets = rendezvous::bind_sockets(loop, *listen, alt);
+  if (!sockets) {
+    std::cerr << "quiclab rendezvous: " << sockets.error().message << "\n";
+    return sockets.error().domain == ErrorDomain::config ? cli::kExitUsage : cli::kExitTransport;
+  }
+  if (auto st = service.start(std::move(*sockets)); !st) {
     std::cerr << "quiclab rendezvous: " << st.error().message << "\n";
     return cli::kExitTransport;
   }

@@ -126,6 +126,7 @@ int run(const ServeOptions& o) {
   // got, and the H2 responses can advertise it (Alt-Svc).
   SocketAddress tcp_listen = *listen;
   std::string alt_svc = o.alt_svc;
+  std::unique_ptr<quic::UdpSocket> h3_socket;
   std::unique_ptr<h3::Server> h3_server;
   if (!o.no_h3) {
     h3::ServerConfig h3_config;
@@ -143,8 +144,14 @@ int run(const ServeOptions& o) {
     // (the same on both protocols) must be known before: pick the port first.
     if (alt_svc.empty() && listen->port() != 0) alt_svc = "h3=\":" + std::to_string(listen->port()) + "\"";
     h3_config.alt_svc = alt_svc;
-    h3_server = std::make_unique<h3::Server>(loop, app, h3_config);
-    if (auto st = h3_server->start(*listen); !st) {
+    auto socket = quic::open_udp(loop, *listen, h3_config.udp);
+    if (!socket) {
+      log::error("serve: HTTP/3: {}", socket.error().message);
+      return kExitTransport;
+    }
+    h3_socket = std::move(*socket);
+    h3_server = std::make_unique<h3::Server>(loop, app, h3_config, *h3_socket);
+    if (auto st = h3_server->start(); !st) {
       log::error("serve: HTTP/3: {}", st.error().message);
       return kExitTransport;
     }

@@ -1,8 +1,6 @@
 // quiclab stun: a STUN client. Prints the mapped (server-reflexive) address and,
 // with --nat-behavior, the RFC 5780 mapping and filtering behaviour.
-#include <sys/socket.h>
-#include <unistd.h>
-
+#include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -10,6 +8,7 @@
 #include "p2p/nat_behavior.hpp"
 #include "transport/core/log.hpp"
 #include "transport/core/uv.hpp"
+#include "transport/quic/udp_socket.hpp"
 
 namespace {
 
@@ -25,21 +24,16 @@ struct Options {
   unsigned rm = 8;
 };
 
-// The IP the kernel would use to reach `server`: connect() a throw-away UDP
-// socket (no packet is sent) and read its name. With a wildcard bind this is
-// the only way to compare our address with the mapped one.
-std::optional<std::string> route_source_ip(const SocketAddress& server) {
-  int fd = ::socket(server.family(), SOCK_DGRAM, 0);
-  if (fd < 0) return std::nullopt;
-  std::optional<std::string> ip;
-  if (::connect(fd, server.sa(), server.size()) == 0) {
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) ip = SocketAddress(reinterpret_cast<sockaddr*>(&ss)).ip();
+// The STUN client is the socket's only consumer: datagrams go to the discovery
+// core, ICMP errors (a server that is not there) are logged.
+struct Reader final : quic::DatagramHandler {
+  explicit Reader(std::function<void(const quic::ReceivedDatagram&)> f) : on_datagram(std::move(f)) {}
+  void handle_datagram(const quic::ReceivedDatagram& d) override { on_datagram(d); }
+  void handle_socket_error(int err, const SocketAddress& to) override {
+    log::info("stun: {} from {}", std::strerror(err), to.empty() ? std::string("?") : to.to_string());
   }
-  ::close(fd);
-  return ip;
-}
+  std::function<void(const quic::ReceivedDatagram&)> on_datagram;
+};
 
 int run(const Options& o) {
   auto server = SocketAddress::parse(o.server, 3478);
@@ -53,14 +47,24 @@ int run(const Options& o) {
     return cli::kExitUsage;
   }
   uv::Loop loop;
-  uv::Udp udp(loop);
-  if (auto st = udp.bind(*bind_at); !st) {
-    std::cerr << "quiclab stun: " << st.error().message << "\n";
+  quic::UdpSocketOptions socket_options;
+  socket_options.gro = false;
+  socket_options.gso = false;
+  socket_options.rcvbuf = socket_options.sndbuf = 0;  // a few small datagrams
+  socket_options.recv_batch = 4;
+  auto opened = quic::open_udp(loop, *bind_at, socket_options);
+  if (!opened) {
+    std::cerr << "quiclab stun: " << opened.error().message << "\n";
     return cli::kExitTransport;
   }
+  quic::UdpSocket& udp = **opened;
   SocketAddress local = udp.local_address();
-  if (auto ip = route_source_ip(*server); ip && (o.bind.empty() || bind_at->ip() == "0.0.0.0" || bind_at->ip() == "::")) {
-    local = SocketAddress::from_ip(*ip, local.port()).value();
+  // With a wildcard bind, the address to compare with the mapped one is the
+  // one the route to the server uses.
+  if (auto src = quic::route_source(*server); src && (o.bind.empty() || bind_at->ip() == "0.0.0.0" || bind_at->ip() == "::")) {
+    auto port = local.port();
+    local = *src;
+    local.set_port(port);
   }
   stun::TransactionConfig tc;
   tc.rto = Timestamp{o.rto_ms} * kNanosPerMilli;
@@ -71,7 +75,9 @@ int run(const Options& o) {
 
   std::function<void()> flush = [&] {
     for (auto& d : discovery.take_datagrams()) {
-      if (auto st = udp.send(d.to, d.data); !st) log::warn("stun: {}", st.error().message);
+      if (auto r = udp.send(d.to, d.data); r.status != quic::SendStatus::sent)
+        log::warn("stun: cannot send to {}: {}", d.to.to_string(),
+                  r.status == quic::SendStatus::blocked ? "socket buffer full" : std::strerror(r.error));
     }
     if (discovery.done()) {
       udp.close();
@@ -87,10 +93,14 @@ int run(const Options& o) {
       });
     }
   };
-  (void)udp.recv_start([&](ByteView data, const SocketAddress& from) {
-    discovery.handle_datagram(from, data, uv::Loop::hrtime());
+  Reader reader([&](const quic::ReceivedDatagram& d) {
+    discovery.handle_datagram(d.peer, d.data, uv::Loop::hrtime());
     flush();
   });
+  if (auto st = quic::attach(udp, reader); !st) {
+    std::cerr << "quiclab stun: " << st.error().message << "\n";
+    return cli::kExitTransport;
+  }
   discovery.start(uv::Loop::hrtime());
   flush();
   loop.run();

@@ -4,68 +4,117 @@
 
 namespace quiclab::rendezvous {
 
-Service::Service(uv::Loop& loop, ServerConfig config) : loop_(loop), config_(std::move(config)) {}
+namespace {
 
-Status Service::bind_all(const SocketAddress& listen, const std::optional<std::string>& alt_ip) {
-  for (auto& s : sockets_) s.reset();
-  local_ = {};
+// STUN answers are small and few per request: a modest buffer, no batching
+// tricks beyond recvmmsg (which UdpSocket always uses).
+quic::UdpSocketOptions stun_socket_options() {
+  quic::UdpSocketOptions o;
+  o.gro = false;
+  o.gso = false;
+  o.rcvbuf = 2 * 1024 * 1024;
+  o.sndbuf = 1024 * 1024;
+  return o;
+}
+
+Result<Sockets> bind_once(uv::Loop& loop, const SocketAddress& listen, const std::optional<std::string>& alt_ip) {
+  Sockets sockets;
   auto bind_one = [&](int index, const SocketAddress& at) -> Status {
-    auto udp = std::make_unique<uv::Udp>(loop_, /*batch_receive=*/true);
-    if (auto st = udp->bind(at); !st) return st;
-    local_[static_cast<std::size_t>(index)] = udp->local_address();
-    sockets_[static_cast<std::size_t>(index)] = std::move(udp);
+    auto udp = quic::open_udp(loop, at, stun_socket_options());
+    if (!udp) return udp.error();
+    sockets[static_cast<std::size_t>(index)] = std::move(*udp);
     return {};
   };
-  if (auto st = bind_one(kPrimary, listen); !st) return st;
-  if (!alt_ip) return {};
-  auto alt = SocketAddress::from_ip(*alt_ip, local_[kPrimary].port());
+  if (auto st = bind_one(kPrimary, listen); !st) return st.error();
+  if (!alt_ip) return sockets;
+  const SocketAddress primary = sockets[kPrimary]->local_address();
+  auto alt = SocketAddress::from_ip(*alt_ip, primary.port());
   if (!alt) return alt.error();
   if (alt->family() != listen.family())
     return make_error(ErrorDomain::config, EINVAL, "--alt-address must be the same family as --listen");
   // P' = P + 1 like other RFC 5780 servers; when taken, any free port will do,
   // since clients learn it from OTHER-ADDRESS.
-  SocketAddress alt_port_at = local_[kPrimary];
-  std::uint16_t p = local_[kPrimary].port();
+  SocketAddress alt_port_at = primary;
+  std::uint16_t p = primary.port();
   alt_port_at.set_port(p < 65535 ? static_cast<std::uint16_t>(p + 1) : 0);
   if (auto st = bind_one(kAltPort, alt_port_at); !st) {
     alt_port_at.set_port(0);
-    if (auto st2 = bind_one(kAltPort, alt_port_at); !st2) return st2;
+    if (auto st2 = bind_one(kAltPort, alt_port_at); !st2) return st2.error();
   }
-  if (auto st = bind_one(kAltIp, *alt); !st) return st;
+  if (auto st = bind_one(kAltIp, *alt); !st) return st.error();
   SocketAddress both = *alt;
-  both.set_port(local_[kAltPort].port());
-  return bind_one(kAltBoth, both);
+  both.set_port(sockets[kAltPort]->local_address().port());
+  if (auto st = bind_one(kAltBoth, both); !st) return st.error();
+  return sockets;
 }
 
-Status Service::start(const SocketAddress& listen, const std::optional<std::string>& alt_ip) {
-  Status st = bind_all(listen, alt_ip);
+}  // namespace
+
+Result<Sockets> bind_sockets(uv::Loop& loop, const SocketAddress& listen, const std::optional<std::string>& alt_ip) {
+  auto sockets = bind_once(loop, listen, alt_ip);
   // With an ephemeral port the matching ports on the alternate address may be
   // taken by chance; try a few fresh picks before giving up.
-  for (int attempt = 0; !st && listen.port() == 0 && attempt < 10; ++attempt) st = bind_all(listen, alt_ip);
-  if (!st) return st;
+  for (int attempt = 0; !sockets && listen.port() == 0 && attempt < 10; ++attempt)
+    sockets = bind_once(loop, listen, alt_ip);
+  return sockets;
+}
+
+// Routes one exclusive socket's datagrams to the service with its index.
+struct Service::Reader final : quic::DatagramHandler {
+  Reader(Service& s, int i) : service(s), index(i) {}
+  void handle_datagram(const quic::ReceivedDatagram& d) override { service.handle_datagram(index, d); }
+  Service& service;
+  int index;
+};
+
+Service::Service(uv::Loop& loop, ServerConfig config) : loop_(loop), config_(std::move(config)) {
+  for (int i = 0; i < 4; ++i) readers_[static_cast<std::size_t>(i)] = std::make_unique<Reader>(*this, i);
+}
+
+quic::DatagramHandler& Service::handler(int index) { return *readers_.at(static_cast<std::size_t>(index)); }
+
+Service::~Service() { stop(); }
+
+Status Service::start(Sockets sockets, quic::Attach attach) {
+  if (!sockets[kPrimary]) return make_error(ErrorDomain::config, EINVAL, "rendezvous: no primary socket");
+  sockets_ = std::move(sockets);
+  local_ = {};
+  for (std::size_t i = 0; i < sockets_.size(); ++i)
+    if (sockets_[i]) local_[i] = sockets_[i]->local_address();
   config_.local = local_;
   server_ = std::make_unique<Server>(config_);
-  for (int i = 0; i < 4; ++i) {
-    auto& sock = sockets_[static_cast<std::size_t>(i)];
-    if (!sock) continue;
-    auto rc = sock->recv_start([this, i](ByteView data, const SocketAddress& from) {
-      out_.clear();
-      server_->handle_datagram(i, from, data, uv::Loop::hrtime(), out_);
-      for (const auto& d : out_) {
-        auto& via = sockets_[static_cast<std::size_t>(d.socket)];
-        if (!via) continue;
-        if (auto sent = via->send(d.to, d.data); !sent) log::debug("rendezvous: {}", sent.error().message);
-      }
-    });
-    if (!rc) return rc;
+  if (attach == quic::Attach::exclusive) {
+    for (int i = 0; i < 4; ++i) {
+      auto& sock = sockets_[static_cast<std::size_t>(i)];
+      if (!sock) continue;
+      attached_[static_cast<std::size_t>(i)] = true;
+      if (auto st = quic::attach(*sock, *readers_[static_cast<std::size_t>(i)]); !st) return st;
+    }
   }
   timer_ = std::make_unique<uv::Timer>(loop_);
   timer_->start(1000, 1000, [this] { server_->handle_timers(uv::Loop::hrtime()); });
   return {};
 }
 
+void Service::handle_datagram(int index, const quic::ReceivedDatagram& d) {
+  if (!server_) return;
+  out_.clear();
+  server_->handle_datagram(index, d.peer, d.data, uv::Loop::hrtime(), out_);
+  for (const auto& o : out_) {
+    auto& via = sockets_[static_cast<std::size_t>(o.socket)];
+    if (!via) continue;
+    // From the address the request came to when the socket is a wildcard bind.
+    auto r = via->send(o.to, o.data, 0, quic::Ecn::not_ect, o.socket == index ? &d.local : nullptr);
+    if (r.status != quic::SendStatus::sent) ++send_failures_;
+  }
+}
+
 void Service::stop() {
-  for (auto& s : sockets_) s.reset();
+  for (std::size_t i = 0; i < sockets_.size(); ++i) {
+    if (attached_[i] && sockets_[i]) sockets_[i]->stop();
+    attached_[i] = false;
+  }
+  sockets_ = {};
   timer_.reset();
 }
 

@@ -107,12 +107,14 @@ H3ServerHarness::H3ServerHarness(h3::ServerConfig config, std::string ip, http::
   thread_ = std::thread([this, config, app_config, &started]() mutable {
     uv::Loop loop;
     http::App app(app_config, metrics_);
-    auto server = std::make_unique<h3::Server>(loop, app, config);
     auto addr = SocketAddress::from_ip(ip_, 0);
-    auto st = addr ? server->start(*addr) : Status(addr.error());
+    auto socket = addr ? quic::open_udp(loop, *addr, config.udp) : Result<std::unique_ptr<quic::UdpSocket>>(addr.error());
+    auto server = socket ? std::make_unique<h3::Server>(loop, app, config, **socket) : nullptr;
+    auto st = !socket ? Status(socket.error()) : server->start();
     if (!st) {
       error_ = st.error().message;
       server.reset();
+      if (socket) (*socket)->close();
       loop.close();
       started.set_value();
       return;
@@ -134,6 +136,7 @@ H3ServerHarness::H3ServerHarness(h3::ServerConfig config, std::string ip, http::
     udp_stats_ = server->udp_stats();
     sampler.close();
     server.reset();
+    (*socket)->close();
     leaked_ = loop.close();
   });
   fut.wait();

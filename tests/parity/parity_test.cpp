@@ -299,8 +299,10 @@ TEST_CASE("parity h2 and h3: the server sees one user-agent and the URL's :schem
   c3.cert_file = certs->cert;
   c3.key_file = certs->key;
   c3.quic.shutdown_timeout = kNanosPerSecond;
-  h3::Server s3(loop, app, c3);
-  REQUIRE(s3.start(*SocketAddress::from_ip("127.0.0.1", 0)).ok());
+  auto u3 = quic::open_udp(loop, *SocketAddress::from_ip("127.0.0.1", 0));
+  REQUIRE(u3);
+  h3::Server s3(loop, app, c3, **u3);
+  REQUIRE(s3.start().ok());
   h2::ServerConfig c2;
   c2.cert = certs->cert;
   c2.key = certs->key;

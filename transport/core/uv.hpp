@@ -241,33 +241,4 @@ class Resolver {
   State* s_ = nullptr;
 };
 
-class Udp {
- public:
-  using RecvCallback = std::function<void(ByteView data, const SocketAddress& from)>;
-  /// batch_receive: read up to 32 datagrams per system call (recvmmsg) for
-  /// servers that answer many small requests; costs a 2 MiB receive buffer.
-  explicit Udp(Loop& loop, bool batch_receive = false);
-  ~Udp();
-  Udp(Udp&&) noexcept;
-  Udp& operator=(Udp&&) noexcept;
-
-  /// Binds (SO_REUSEADDR off); port 0 picks a free port.
-  Status bind(const SocketAddress& addr, unsigned flags = 0);
-  Status recv_start(RecvCallback cb);
-  void recv_stop();
-  /// Sends synchronously when the kernel accepts it, else queues a copy.
-  Status send(const SocketAddress& to, ByteView data);
-  SocketAddress local_address() const;
-  int fd() const;
-  void close();
-
- private:
-  struct State {
-    uv_udp_t handle{};
-    RecvCallback cb;
-    std::vector<char> buf;
-  };
-  State* s_ = nullptr;
-};
-
 }  // namespace quiclab::uv

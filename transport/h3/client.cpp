@@ -1213,11 +1213,14 @@ namespace {
 Timestamp loop_now() { return uv::Loop::hrtime(); }
 }  // namespace
 
-Client::Client(uv::Loop& loop, http::Url origin, http::ClientOptions options, QuicTuning tuning)
+Client::Client(uv::Loop& loop, http::Url origin, http::ClientOptions options, QuicTuning tuning,
+               ClientEndpoint endpoint)
     : loop_(loop),
       origin_(std::move(origin)),
       options_(std::move(options)),
       tuning_(std::move(tuning)),
+      socket_(std::move(endpoint.socket)),
+      attach_(endpoint.attach),
       alive_(std::make_shared<bool>(true)) {
   if (tuning_.qlog_dir.empty()) tuning_.qlog_dir = options_.qlog_dir;
   // Experiment knobs for benchmarks (not part of the CLI contract).
@@ -1229,7 +1232,7 @@ Client::Client(uv::Loop& loop, http::Url origin, http::ClientOptions options, Qu
 
 Client::~Client() {
   *alive_ = false;
-  if (socket_) socket_->close();
+  release_socket();
   if (timer_) timer_->close();
 }
 
@@ -1252,48 +1255,81 @@ void Client::connect(std::function<void(Status)> on_ready) {
                                 "cannot connect to " + origin_.host + ": a host name needs http::RacingClient to resolve it"));
   }
 
-  socket_ = std::make_unique<quic::UdpSocket>(loop_);
-  auto any = SocketAddress::from_ip(remote_.is_v6() ? "::" : "0.0.0.0", 0);
-  if (auto st = socket_->bind(*any); !st) return fail_soon(st.error());
-  // A connected socket learns its concrete local address (the QUIC path's
-  // local end) and hears ICMP "port unreachable" as ECONNREFUSED.
-  if (::connect(socket_->fd(), remote_.sa(), remote_.size()) != 0) {
-    return fail_soon(
-        make_error(ErrorDomain::os, errno, "cannot reach " + remote_.to_string() + ": " + std::strerror(errno)));
+  if (!socket_) {
+    // Our own socket, bound to the source address of the route to the remote
+    // so the QUIC path has a concrete local end from the first packet.
+    auto source = quic::route_source(remote_);
+    if (!source) return fail_soon(source.error());
+    auto opened = quic::open_udp(loop_, *source);
+    if (!opened) return fail_soon(opened.error());
+    socket_ = std::move(*opened);
+    own_socket_ = true;
+    attach_ = quic::Attach::exclusive;
   }
-  SocketAddress local;
-  socklen_t len = SocketAddress::capacity();
-  if (::getsockname(socket_->fd(), local.sa(), &len) != 0) {
-    return fail_soon(make_error(ErrorDomain::os, errno, std::string("getsockname: ") + std::strerror(errno)));
+  local_ = socket_->local_address();
+  if (local_.empty()) return fail_soon(make_error(ErrorDomain::os, EBADF, "h3: the client's socket is not bound"));
+  if (local_.family() != remote_.family()) {
+    return fail_soon(make_error(ErrorDomain::config, EINVAL,
+                                "h3: socket " + local_.to_string() + " cannot reach " + remote_.to_string() +
+                                    " (another address family)"));
   }
-  local_ = local;
+  if (local_.ip() == "0.0.0.0" || local_.ip() == "::") {
+    // A wildcard-bound shared socket: the path's local end is the address the
+    // route uses (the socket learns it per datagram from PKTINFO and sends
+    // from it).
+    auto source = quic::route_source(remote_);
+    if (!source) return fail_soon(source.error());
+    auto port = local_.port();
+    local_ = *source;
+    local_.set_port(port);
+  }
 
-  auto conn = ClientConnection::create({origin_, options_, tuning_, local_, remote_, nullptr}, loop_now());
+  auto conn = ClientConnection::create({origin_, options_, tuning_, local_, remote_, nullptr, tuning_.random}, loop_now());
   if (!conn) return fail_soon(conn.error());
   conn_ = std::move(*conn);
   for (auto& [rq, body, done] : early_submits_) conn_->submit(std::move(rq), std::move(body), std::move(done));
   early_submits_.clear();
 
-  socket_->on_socket_error([this](int err) {
-    if (err == ECONNREFUSED) note_refused();
-    else log::debug("h3: socket error from {}: {}", remote_.to_string(), std::strerror(err));
-    after_core_call();
-  });
-  auto st = socket_->start(
-      [this](const quic::ReceivedDatagram& d) {
-        if (!conn_) return;
-        conn_->read(local_, d.peer, d.data, d.ecn, loop_now());
-        // One GRO batch can hold thousands of packets: ACK as we go (every
-        // few packets, as ack_thresh intends) rather than once per batch, or
-        // the sender stalls on a starved congestion window.
-        if (++reads_since_flush_ >= flush_every_) {
-          reads_since_flush_ = 0;
-          flush();
-        }
-      },
-      [this] { after_core_call(); });
-  if (!st) return fail_soon(st.error());
+  if (attach_ == quic::Attach::exclusive) {
+    if (auto st = quic::attach(*socket_, *this); !st) return fail_soon(st.error());
+  }
   after_core_call();
+}
+
+void Client::handle_datagram(const quic::ReceivedDatagram& d) {
+  if (!conn_ || conn_->closed()) return;
+  if (d.peer != remote_) {
+    // The socket is not connected: anyone can send to it. Only the remote
+    // speaks QUIC to this connection.
+    ++ignored_datagrams_;
+    return;
+  }
+  conn_->read(local_, d.peer, d.data, d.ecn, loop_now());
+  // One GRO batch can hold thousands of packets: ACK as we go (every
+  // few packets, as ack_thresh intends) rather than once per batch, or
+  // the sender stalls on a starved congestion window.
+  if (++reads_since_flush_ >= flush_every_) {
+    reads_since_flush_ = 0;
+    flush();
+  }
+}
+
+void Client::handle_batch_end() {
+  if (!conn_) return;
+  after_core_call();
+}
+
+void Client::handle_socket_error(int err, const SocketAddress& to) {
+  if (!to.empty() && to != remote_) return;  // about another peer of a shared socket
+  if (err == ECONNREFUSED) note_refused();
+  else log::debug("h3: socket error from {}: {}", remote_.to_string(), std::strerror(err));
+  after_core_call();
+}
+
+void Client::release_socket() {
+  if (!socket_) return;
+  if (own_socket_) socket_->close();
+  else if (attach_ == quic::Attach::exclusive) socket_->stop();
 }
 
 void Client::submit(http::ClientRequest request, http::BodyCallback on_body, http::CompleteCallback on_complete) {
@@ -1339,7 +1375,7 @@ http::ConnectionInfo Client::info() const {
 
 std::size_t Client::send_burst(const ClientConnection::Burst& b) {
   std::size_t seg = b.data.size() > b.segment_size ? b.segment_size : 0;
-  auto r = socket_->send(remote_, b.data, seg, static_cast<quic::Ecn>(b.ecn & 3));
+  auto r = socket_->send(remote_, b.data, seg, static_cast<quic::Ecn>(b.ecn & 3), &local_);
   switch (r.status) {
     case quic::SendStatus::sent:
       return b.data.size();
@@ -1352,8 +1388,8 @@ std::size_t Client::send_burst(const ClientConnection::Burst& b) {
   return b.data.size();
 }
 
-// ICMP port unreachable, seen as ECONNREFUSED on our connected socket (by a
-// send, or as a pending error that stopped the poll). Before the handshake it
+// ICMP port unreachable from the remote, seen as ECONNREFUSED (through
+// IP_RECVERR's error queue, or returned by a send). Before the handshake it
 // means nobody serves QUIC there: fail now rather than after the handshake
 // timeout. Afterwards it is ignored (RFC 9000 leaves ICMP to PMTU purposes;
 // a stray or forged ICMP must not end a working connection): the idle timeout
@@ -1385,7 +1421,7 @@ void Client::flush() {
   if (conn_->closed() && !close_sent_) {
     close_sent_ = true;
     auto pkt = conn_->close_packet();
-    if (!pkt.empty()) socket_->send(remote_, pkt);
+    if (!pkt.empty()) (void)socket_->send(remote_, pkt, 0, quic::Ecn::not_ect, &local_);
   }
 }
 
@@ -1403,7 +1439,7 @@ void Client::after_core_call() {
   in_delivery_ = false;
   if (conn_ && conn_->closed()) {
     if (closing_) finish_close();
-    else if (socket_) socket_->stop();
+    else if (socket_ && attach_ == quic::Attach::exclusive) socket_->stop();
     if (timer_) timer_->stop();
     return;
   }
@@ -1478,7 +1514,7 @@ void Client::arm_timer() {
 void Client::finish_close() {
   if (closed_reported_) return;
   closed_reported_ = true;
-  if (socket_) socket_->close();
+  release_socket();
   if (timer_) timer_->stop();
   auto cb = std::move(on_closed_);
   on_closed_ = nullptr;

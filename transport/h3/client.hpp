@@ -5,9 +5,11 @@
 //   - ClientConnection is sans-IO: datagrams and a timestamp in, datagrams and
 //     the next deadline out. It never touches a socket or the loop, so it can be
 //     driven on simulated time.
-//   - Client is the libuv adapter that implements http::Client: it owns one
-//     quic::UdpSocket (recvmmsg/GRO in, GSO out) and one uv::Timer, and feeds
-//     the connection.
+//   - Client is the libuv adapter that implements http::Client: it runs on a
+//     quic::UdpSocket it is given (ClientEndpoint; recvmmsg/GRO in, GSO out,
+//     never connect()ed, so the same socket can carry STUN and other peers'
+//     traffic) or binds one of its own, and one uv::Timer, and feeds the
+//     connection.
 //
 // Session resumption and 0-RTT: with ClientOptions::session_file set, the
 // client stores the server's session ticket together with the server's
@@ -45,9 +47,7 @@ class Loop;
 class Timer;
 }  // namespace quiclab::uv
 
-namespace quiclab::quic {
-class UdpSocket;
-}
+#include "transport/quic/udp_socket.hpp"
 
 namespace quiclab::h3 {
 
@@ -74,6 +74,9 @@ struct QuicTuning {
   std::uint64_t handshake_timeout_ms = 10000;
   std::size_t flush_every = 16;           ///< Received datagrams between two writes (ACKs) within one batch.
   std::filesystem::path qlog_dir;         ///< Write <scid>.sqlog here when set.
+  /// Connection IDs and ngtcp2's draws (greasing ...); null: the system's.
+  /// Seeded in tests that need a given draw; must outlive the client.
+  Random* random = nullptr;
 };
 
 /// One sans-IO HTTP/3 client connection.
@@ -231,17 +234,40 @@ class ClientConnection {
   std::FILE* qlog_ = nullptr;
 };
 
+/// The socket an h3::Client runs on.
+struct ClientEndpoint {
+  /// A bound socket of the remote's family. Null: connect() binds one of its
+  /// own, on the source address the route to the remote uses, any port.
+  std::shared_ptr<quic::UdpSocket> socket;
+  /// exclusive: the client reads the socket itself (and stops reading when the
+  /// connection is gone); shared: the owner routes the remote's QUIC
+  /// datagrams to the client's DatagramHandler methods.
+  quic::Attach attach = quic::Attach::exclusive;
+};
+
 /// The libuv adapter: http::Client over one UDP socket and one timer.
-class Client final : public http::Client {
+///
+/// The socket is not connected: datagrams from any address but the remote
+/// are ignored (counted in ignored_datagrams()), and ICMP errors arrive
+/// through IP_RECVERR with their destination, so "port unreachable" from the
+/// remote still ends a handshake at once (Happy Eyeballs needs that).
+class Client final : public http::Client, public quic::DatagramHandler {
  public:
   /// Nothing happens until connect(); errors surface through on_ready.
-  Client(uv::Loop& loop, http::Url origin, http::ClientOptions options, QuicTuning tuning = {});
+  Client(uv::Loop& loop, http::Url origin, http::ClientOptions options, QuicTuning tuning = {},
+         ClientEndpoint endpoint = {});
   ~Client() override;
 
   void connect(std::function<void(Status)> on_ready) override;
   void submit(http::ClientRequest request, http::BodyCallback on_body, http::CompleteCallback on_complete) override;
   void close(std::function<void()> on_closed, bool abort = false) override;
   http::ConnectionInfo info() const override;
+
+  void handle_datagram(const quic::ReceivedDatagram& d) override;
+  void handle_batch_end() override;
+  void handle_socket_error(int err, const SocketAddress& to) override;
+  /// Datagrams that came from an address other than the remote's, dropped.
+  std::uint64_t ignored_datagrams() const { return ignored_datagrams_; }
 
  private:
   void after_core_call();
@@ -250,13 +276,17 @@ class Client final : public http::Client {
   bool deliver_events();
   void arm_timer();
   void finish_close();
+  void release_socket();
   std::size_t send_burst(const ClientConnection::Burst& burst);
 
   uv::Loop& loop_;
   http::Url origin_;
   http::ClientOptions options_;
   QuicTuning tuning_;
-  std::unique_ptr<quic::UdpSocket> socket_;
+  std::shared_ptr<quic::UdpSocket> socket_;
+  quic::Attach attach_ = quic::Attach::exclusive;
+  bool own_socket_ = false;  // bound by connect(): closed with the client
+  std::uint64_t ignored_datagrams_ = 0;
   std::unique_ptr<uv::Timer> timer_;
   std::unique_ptr<ClientConnection> conn_;
   SocketAddress remote_;

@@ -473,20 +473,21 @@ quic::ApplicationFactory application_factory(const http::App& app, const ServerC
 }
 
 struct Server::Impl final : quic::PacketSink {
-  Impl(uv::Loop& l, const http::App& a, const ServerConfig& c)
-      : loop(l), app(a), config(c), policy{c.max_header_list_size, c.alt_svc}, socket(l), timer(l) {}
+  Impl(uv::Loop& l, const http::App& a, const ServerConfig& c, quic::UdpSocket& endpoint)
+      : loop(l), app(a), config(c), policy{c.max_header_list_size, c.alt_svc}, socket(endpoint), timer(l) {}
 
   uv::Loop& loop;
   const http::App& app;
   ServerConfig config;
   http::StreamPolicy policy;
   std::unique_ptr<quic::tls::ServerContext> tls;
-  quic::UdpSocket socket;
+  quic::UdpSocket& socket;  // not ours: the owner closes it
   uv::Timer timer;
   std::unique_ptr<quic::ServerCore> core;
   std::function<void()> on_shutdown_done;
   bool waiting_writable = false;
   bool stopped = false;
+  bool exclusive = true;
   Timestamp armed_for = 0;
 
   static Timestamp now() { return uv::Loop::hrtime(); }
@@ -504,14 +505,18 @@ struct Server::Impl final : quic::PacketSink {
     return r;
   }
 
+  void stop_serving() {
+    stopped = true;
+    timer.stop();
+    if (exclusive) socket.stop();
+  }
+
   // After every burst of work: re-arm the timer for the core's next deadline,
   // and finish a graceful shutdown once the last connection is gone.
   void after_work() {
     if (stopped) return;
     if (core->finished()) {
-      stopped = true;
-      timer.stop();
-      socket.close();
+      stop_serving();
       if (on_shutdown_done) {
         auto done = std::move(on_shutdown_done);
         on_shutdown_done = nullptr;
@@ -539,13 +544,14 @@ struct Server::Impl final : quic::PacketSink {
   }
 };
 
-Server::Server(uv::Loop& loop, const http::App& app, const ServerConfig& config)
-    : impl_(std::make_unique<Impl>(loop, app, config)) {}
+Server::Server(uv::Loop& loop, const http::App& app, const ServerConfig& config, quic::UdpSocket& endpoint)
+    : impl_(std::make_unique<Impl>(loop, app, config, endpoint)) {}
 
 Server::~Server() = default;
 
-Status Server::start(const SocketAddress& addr) {
+Status Server::start(quic::Attach attach) {
   auto& s = *impl_;
+  if (s.socket.fd() < 0) return make_error(ErrorDomain::os, EBADF, "h3: the server's socket is not bound");
   quic::tls::ServerConfig tc;
   tc.cert_file = s.config.cert_file;
   tc.key_file = s.config.key_file;
@@ -561,17 +567,12 @@ Status Server::start(const SocketAddress& addr) {
                         "h3: cannot create qlog dir " + s.config.quic.qlog_dir.string() + ": " + ec.message());
   }
   // Through s.policy, which set_alt_svc() may change after start().
-  s.core = std::make_unique<quic::ServerCore>(s.config.quic, *s.tls, s, application_factory(s.app, s.config, s.policy));
-  if (auto st = s.socket.bind(addr, s.config.udp); !st) return st;
-  auto started = s.socket.start(
-      [&s](const quic::ReceivedDatagram& d) {
-        s.core->on_datagram(quic::Path{d.local, d.peer}, d.data, static_cast<quic::Ecn>(d.ecn), Impl::now());
-      },
-      [&s] {
-        s.core->flush(Impl::now());
-        s.after_work();
-      });
-  if (!started) return started;
+  s.core = std::make_unique<quic::ServerCore>(s.config.quic, *s.tls, s, application_factory(s.app, s.config, s.policy),
+                                              s.config.random ? *s.config.random : Random::system());
+  s.exclusive = attach == quic::Attach::exclusive;
+  if (s.exclusive) {
+    if (auto started = quic::attach(s.socket, *this); !started) return started;
+  }
   log::info("h3: listening on udp {} (gso {}, gro {}, congestion control {})", s.socket.local_address().to_string(),
             s.socket.stats().gso_enabled, s.socket.stats().gro_enabled,
             quic::cc_algo_name(s.config.quic.cc_algo));
@@ -580,14 +581,25 @@ Status Server::start(const SocketAddress& addr) {
 
 SocketAddress Server::local_address() const { return impl_->socket.local_address(); }
 
+void Server::handle_datagram(const quic::ReceivedDatagram& d) {
+  auto& s = *impl_;
+  if (!s.core || s.stopped) return;
+  s.core->on_datagram(quic::Path{d.local, d.peer}, d.data, static_cast<quic::Ecn>(d.ecn), Impl::now());
+}
+
+void Server::handle_batch_end() {
+  auto& s = *impl_;
+  if (!s.core || s.stopped) return;
+  s.core->flush(Impl::now());
+  s.after_work();
+}
+
 void Server::set_alt_svc(std::string value) { impl_->policy.alt_svc = std::move(value); }
 
 void Server::shutdown(std::function<void()> done) {
   auto& s = *impl_;
   if (!s.core || s.stopped) {
-    s.stopped = true;
-    s.timer.stop();
-    s.socket.close();
+    s.stop_serving();
     if (done) done();
     return;
   }

@@ -6,7 +6,8 @@
 //   quic::ServerCore  sans-IO ngtcp2 connections, demultiplexed by connection ID
 //   H3 application    per connection: nghttp3 server session, request
 //                     assembly, responses pulled from http::BodySource
-//   h3::Server        this adapter: socket + timer + core, one loop
+//   h3::Server        this adapter: timer + core over a socket it is given
+//                     (it does not own it: a peer's socket also carries STUN)
 //
 // Requests go through the shared pipeline (http::ServerStream): bodies are
 // buffered up to AppConfig::max_request_body and within the body budgets
@@ -38,7 +39,7 @@ struct ServerConfig {
   std::filesystem::path key_file;    ///< PEM private key.
   std::filesystem::path keylog_file; ///< NSS key log; empty: $SSLKEYLOGFILE when set.
   quic::ServerCoreConfig quic;       ///< retry, qlog_dir, limits, windows.
-  quic::UdpSocketOptions udp;        ///< GSO/GRO/ECN switches and batch sizes.
+  quic::UdpSocketOptions udp;        ///< GSO/GRO/ECN switches and batch sizes, for whoever binds the socket.
   /// Per stream, at most this many response bytes handed to QUIC and not yet
   /// acknowledged (zero-copy sources); bounds the pointers nghttp3 holds.
   std::size_t max_unacked_per_stream = 16 * 1024 * 1024;
@@ -50,6 +51,9 @@ struct ServerConfig {
   std::uint64_t max_header_list_size = 64 * 1024;
   /// When not empty, an Alt-Svc header with this value on every response, as on HTTP/2.
   std::string alt_svc;
+  /// Connection IDs, tokens, the reset secret and ngtcp2's draws; null: the
+  /// system's. Seeded in tests that need a given draw; must outlive the server.
+  Random* random = nullptr;
 };
 
 /// The HTTP/3 application for a quic::ServerCore: one nghttp3 server
@@ -62,29 +66,37 @@ quic::ApplicationFactory application_factory(const http::App& app, const ServerC
                                              const http::StreamPolicy& policy);
 quic::ApplicationFactory application_factory(const http::App& app, const ServerConfig& config);
 
-class Server {
+class Server final : public quic::DatagramHandler {
  public:
-  /// app (and its Metrics) and loop must outlive the server.
-  Server(uv::Loop& loop, const http::App& app, const ServerConfig& config);
-  ~Server();
+  /// app (and its Metrics), loop and endpoint (a bound socket, see
+  /// quic::open_udp) must outlive the server.
+  Server(uv::Loop& loop, const http::App& app, const ServerConfig& config, quic::UdpSocket& endpoint);
+  ~Server() override;
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  /// Loads the certificate and binds UDP on addr (port 0: any free port).
-  /// Errors: unreadable certificate/key, bind failure.
-  Status start(const SocketAddress& addr);
-  /// The bound address (with the real port once started).
+  /// Loads the certificate and starts serving on the endpoint. Attach::exclusive
+  /// (the usual case) takes the endpoint's receive callbacks; with
+  /// Attach::shared the owner routes QUIC datagrams to handle_datagram() and
+  /// calls handle_batch_end() after each batch (a socket that also carries
+  /// STUN, see p2p::SharedEndpoint). Errors: unreadable certificate/key.
+  Status start(quic::Attach attach = quic::Attach::exclusive);
+  /// The endpoint's bound address.
   SocketAddress local_address() const;
   /// Sets the Alt-Svc value of later responses (when it depends on the bound port).
   void set_alt_svc(std::string value);
   /// Graceful shutdown: GOAWAY on every connection, CONNECTION_CLOSE once its
   /// requests are done (or after ServerCoreConfig::shutdown_timeout); then the
-  /// socket closes and done runs (once, on the loop).
+  /// server stops reading an exclusive endpoint (the owner closes it) and done
+  /// runs (once, on the loop).
   void shutdown(std::function<void()> done);
 
   /// Closes every connection now (CONNECTION_CLOSE, no draining); a pending
   /// shutdown() completes.
   void close_now();
+
+  void handle_datagram(const quic::ReceivedDatagram& d) override;
+  void handle_batch_end() override;
 
   const quic::ServerCoreStats& quic_stats() const;
   const quic::UdpSocketStats& udp_stats() const;

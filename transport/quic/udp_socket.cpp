@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
+#include <linux/errqueue.h>
 #include <netinet/udp.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -34,6 +35,12 @@ int set_int_opt(int fd, int level, int name, int value) {
 
 std::string errno_text(int err) { return std::string(std::strerror(err)); }
 
+// The errno values an ICMP error leaves pending on a socket.
+bool is_icmp_errno(int err) {
+  return err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH || err == EMSGSIZE || err == EHOSTDOWN ||
+         err == ENONET || err == EPROTO;
+}
+
 }  // namespace
 
 struct UdpSocket::Impl : std::enable_shared_from_this<UdpSocket::Impl> {
@@ -50,8 +57,8 @@ struct UdpSocket::Impl : std::enable_shared_from_this<UdpSocket::Impl> {
   bool reading = false;
   DatagramCallback on_datagram;
   BatchEndCallback on_batch_end;
-  std::function<void()> on_writable;
-  std::function<void(int)> on_socket_error;
+  std::vector<std::function<void()>> on_writable;  // one per waiting consumer
+  ErrorCallback on_socket_error;
   UdpSocketStats stats;
   bool logged_send_error = false;
 
@@ -69,7 +76,7 @@ struct UdpSocket::Impl : std::enable_shared_from_this<UdpSocket::Impl> {
     if (!poll) return;
     int events = 0;
     if (reading) events |= UV_READABLE;
-    if (on_writable) events |= UV_WRITABLE;
+    if (!on_writable.empty()) events |= UV_WRITABLE;
     if (events == 0) {
       poll->stop();
       return;
@@ -87,9 +94,12 @@ struct UdpSocket::Impl : std::enable_shared_from_this<UdpSocket::Impl> {
     auto keep = shared_from_this();
     if (status < 0) {
       // libuv stops the poll on POLLERR (reported as UV_EBADF). On a UDP
-      // socket that is a pending error, typically an ICMP error on a connected
-      // socket: read it (which clears it), tell the owner, and poll again, or
-      // the socket would never be read again.
+      // socket that is an ICMP error: read the error queue (IP_RECVERR: each
+      // entry names the destination) and the pending error (SO_ERROR, which
+      // clears it), tell the owner, and poll again, or the socket would never
+      // be read again.
+      std::size_t queued = drain_errors();
+      if (closed) return;
       int err = 0;
       socklen_t len = sizeof err;
       if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
@@ -99,18 +109,18 @@ struct UdpSocket::Impl : std::enable_shared_from_this<UdpSocket::Impl> {
       ++stats.socket_errors;
       log::debug("udp: socket error {} ({}); reading on", err, err ? errno_text(err) : "none");
       update_poll();
-      if (err != 0 && on_socket_error) {
-        auto cb = on_socket_error;  // copy: may close the socket
-        cb(err);
-      }
+      // With IP_RECVERR the queue entries already reported this error.
+      if (err != 0 && queued == 0) report_error(err, SocketAddress{});
       return;
     }
-    if ((ev & UV_WRITABLE) && on_writable) {
-      auto cb = std::move(on_writable);
-      on_writable = nullptr;
+    if ((ev & UV_WRITABLE) && !on_writable.empty()) {
+      auto waiting = std::move(on_writable);
+      on_writable.clear();
       update_poll();
-      cb();
-      if (closed) return;
+      for (auto& cb : waiting) {
+        cb();
+        if (closed) return;
+      }
     }
     if ((ev & UV_READABLE) && reading) receive();
   }
@@ -126,8 +136,17 @@ struct UdpSocket::Impl : std::enable_shared_from_this<UdpSocket::Impl> {
       }
       int got = ::recvmmsg(fd, msgs.data(), static_cast<unsigned>(n), MSG_DONTWAIT, nullptr);
       if (got < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-          log::warn("udp: recvmmsg failed: {}", errno_text(errno));
+        int err = errno;
+        if (err == EAGAIN || err == EWOULDBLOCK) return;
+        if (err == EINTR) continue;
+        if (is_icmp_errno(err)) {
+          // A pending ICMP error, returned once instead of data: report it
+          // (with its destination when the error queue has it), read on.
+          ++stats.socket_errors;
+          if (drain_errors() == 0 && !closed) report_error(err, SocketAddress{});
+          continue;
+        }
+        log::warn("udp: recvmmsg failed: {}", errno_text(err));
         return;
       }
       if (got == 0) return;
@@ -141,6 +160,51 @@ struct UdpSocket::Impl : std::enable_shared_from_this<UdpSocket::Impl> {
       }
       if (static_cast<std::size_t>(got) < n) return;  // drained
     }
+  }
+
+  void report_error(int err, const SocketAddress& to) {
+    if (!on_socket_error) return;
+    auto cb = on_socket_error;  // copy: may close the socket
+    cb(err, to);
+  }
+
+  // Reads the error queue (IP_RECVERR / IPV6_RECVERR) and reports each entry
+  // with the destination of the datagram that caused it. Bounded per call;
+  // what is left raises POLLERR again on the next loop turn.
+  std::size_t drain_errors() {
+    std::size_t n = 0;
+    for (int i = 0; i < 64 && !closed && fd >= 0; ++i) {
+      sockaddr_storage name{};
+      alignas(cmsghdr) std::uint8_t control[256];
+      std::uint8_t payload[64];  // the start of the offending datagram; unused
+      iovec iov{payload, sizeof payload};
+      msghdr h{};
+      h.msg_name = &name;
+      h.msg_namelen = sizeof name;
+      h.msg_iov = &iov;
+      h.msg_iovlen = 1;
+      h.msg_control = control;
+      h.msg_controllen = sizeof control;
+      if (::recvmsg(fd, &h, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) {
+        if (errno == EINTR) continue;
+        break;  // EAGAIN: the queue is empty
+      }
+      ++n;
+      ++stats.icmp_errors;
+      int err = 0;
+      for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c)) {
+        if ((c->cmsg_level == SOL_IP && c->cmsg_type == IP_RECVERR) ||
+            (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_RECVERR)) {
+          sock_extended_err ee{};
+          std::memcpy(&ee, CMSG_DATA(c), sizeof ee);
+          err = static_cast<int>(ee.ee_errno);
+        }
+      }
+      SocketAddress to = h.msg_namelen > 0 ? SocketAddress(reinterpret_cast<const sockaddr*>(&name)) : SocketAddress{};
+      log::debug("udp: ICMP error {} for {}", err ? errno_text(err) : "?", to.empty() ? "?" : to.to_string());
+      if (err != 0) report_error(err, to);
+    }
+    return n;
   }
 
   void deliver(mmsghdr& m) {
@@ -340,6 +404,7 @@ struct UdpSocket::Impl : std::enable_shared_from_this<UdpSocket::Impl> {
     }
     h.msg_controllen = used;
     if (used == 0) h.msg_control = nullptr;
+    bool retried = false;
     for (;;) {
       ++stats.send_syscalls;
       auto n = ::sendmsg(fd, &h, MSG_DONTWAIT);
@@ -348,6 +413,14 @@ struct UdpSocket::Impl : std::enable_shared_from_this<UdpSocket::Impl> {
         return 0;
       }
       if (errno == EINTR) continue;
+      // A pending ICMP error (sk_err) fails the next send, whoever it goes
+      // to, and is cleared by it: on a socket that talks to many peers that
+      // would drop a datagram to a healthy one. The error queue still holds
+      // the entry with its destination (reported on POLLERR), so send again.
+      if (!retried && is_icmp_errno(errno)) {
+        retried = true;
+        continue;
+      }
       return errno;
     }
   }
@@ -358,7 +431,7 @@ struct UdpSocket::Impl : std::enable_shared_from_this<UdpSocket::Impl> {
     reading = false;
     on_datagram = nullptr;
     on_batch_end = nullptr;
-    on_writable = nullptr;
+    on_writable.clear();
     // uv_close() on the poll handle removes the fd from epoll at once, so the
     // fd can be closed right after.
     poll.reset();
@@ -408,6 +481,10 @@ Status UdpSocket::bind(const SocketAddress& addr, const UdpSocketOptions& option
     set_int_opt(fd, IPPROTO_IP, IP_PKTINFO, 1);
     if (v6) set_int_opt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
   }
+  if (options.recverr) {
+    set_int_opt(fd, SOL_IP, IP_RECVERR, 1);
+    if (v6) set_int_opt(fd, SOL_IPV6, IPV6_RECVERR, 1);
+  }
   // Path MTU discovery is QUIC's job (DPLPMTUD); the kernel must not fragment.
   if (v6) set_int_opt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_PROBE);
   set_int_opt(fd, IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE);
@@ -448,7 +525,7 @@ Status UdpSocket::start(DatagramCallback on_datagram, BatchEndCallback on_batch_
   return {};
 }
 
-void UdpSocket::on_socket_error(std::function<void(int err)> cb) { impl_->on_socket_error = std::move(cb); }
+void UdpSocket::on_socket_error(ErrorCallback cb) { impl_->on_socket_error = std::move(cb); }
 
 void UdpSocket::stop() {
   impl_->reading = false;
@@ -462,7 +539,7 @@ SendResult UdpSocket::send(const SocketAddress& to, ByteView data, std::size_t s
 
 void UdpSocket::wait_writable(std::function<void()> cb) {
   if (impl_->closed) return;
-  impl_->on_writable = std::move(cb);
+  impl_->on_writable.push_back(std::move(cb));
   impl_->update_poll();
 }
 
@@ -471,5 +548,33 @@ SocketAddress UdpSocket::local_address() const { return impl_->bound; }
 int UdpSocket::fd() const { return impl_->fd; }
 const UdpSocketStats& UdpSocket::stats() const { return impl_->stats; }
 void UdpSocket::close() { impl_->close(); }
+
+Status attach(UdpSocket& socket, DatagramHandler& handler) {
+  socket.on_socket_error([&handler](int err, const SocketAddress& to) { handler.handle_socket_error(err, to); });
+  return socket.start([&handler](const ReceivedDatagram& d) { handler.handle_datagram(d); },
+                      [&handler] { handler.handle_batch_end(); });
+}
+
+Result<std::unique_ptr<UdpSocket>> open_udp(uv::Loop& loop, const SocketAddress& addr,
+                                            const UdpSocketOptions& options) {
+  auto socket = std::make_unique<UdpSocket>(loop);
+  if (auto st = socket->bind(addr, options); !st) return st.error();
+  return socket;
+}
+
+Result<SocketAddress> route_source(const SocketAddress& remote) {
+  if (remote.empty()) return make_error(ErrorDomain::os, EINVAL, "udp: no remote address to route to");
+  int fd = ::socket(remote.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return make_error(ErrorDomain::os, errno, "udp: socket(): " + errno_text(errno));
+  SocketAddress local;
+  int err = 0;
+  socklen_t len = SocketAddress::capacity();
+  if (::connect(fd, remote.sa(), remote.size()) != 0 || ::getsockname(fd, local.sa(), &len) != 0) err = errno;
+  ::close(fd);
+  if (err != 0)
+    return make_error(ErrorDomain::os, err, "cannot reach " + remote.to_string() + ": " + errno_text(err));
+  local.set_port(0);
+  return local;
+}
 
 }  // namespace quiclab::quic

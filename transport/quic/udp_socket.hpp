@@ -18,6 +18,18 @@
 // No heap allocation or copy per datagram: the callback gets views into the
 // batch buffers, valid only during the callback.
 //
+//   - errors: IP_RECVERR / IPV6_RECVERR, so an unconnected socket hears ICMP
+//     errors too (port unreachable, ...), each with the destination of the
+//     datagram that caused it, read from the error queue (MSG_ERRQUEUE). One
+//     socket can talk to many peers (a server; a peer whose one socket
+//     carries STUN, checks and QUIC) and still tell which peer refused.
+//
+// One socket, several consumers: a consumer (h3::Server, h3::Client, the
+// rendezvous service, the STUN client) implements DatagramHandler and is
+// handed a socket it does not own. attach() gives it the socket's callbacks
+// when it is the only consumer; a socket shared by several goes through a
+// dispatcher (p2p::SharedEndpoint) that routes each datagram to one of them.
+//
 // Callback rules: callbacks run on the loop thread. The socket may be closed
 // (close() or destruction) from inside any callback; no further callback runs
 // after that.
@@ -56,6 +68,7 @@ struct UdpSocketOptions {
   bool pktinfo = true;             ///< Learn the local address per datagram (IP_PKTINFO).
   std::size_t recv_batch = 32;     ///< Messages per recvmmsg() call.
   std::size_t max_batches_per_wakeup = 8;  ///< Bounds work per readable event (fairness with other handles).
+  bool recverr = true;             ///< IP_RECVERR: ICMP errors with their destination, also when unconnected.
   int rcvbuf = 4 * 1024 * 1024;    ///< SO_RCVBUF request (0: kernel default).
   int sndbuf = 4 * 1024 * 1024;    ///< SO_SNDBUF request (0: kernel default).
 };
@@ -85,6 +98,7 @@ struct UdpSocketStats {
   std::uint64_t send_blocked = 0;       ///< EAGAIN count.
   std::uint64_t send_errors = 0;
   std::uint64_t socket_errors = 0;      ///< Pending socket errors (ICMP) cleared after POLLERR; reading went on.
+  std::uint64_t icmp_errors = 0;        ///< Error-queue entries read (IP_RECVERR), each reported with its destination.
   bool gro_enabled = false;
   bool gso_enabled = false;
 };
@@ -111,10 +125,13 @@ class UdpSocket {
   Status start(DatagramCallback on_datagram, BatchEndCallback on_batch_end = nullptr);
   /// Stops reading (sends still work).
   void stop();
-  /// Called with the errno of a pending socket error (an ICMP error such as
-  /// ECONNREFUSED on a connected socket). The socket clears the error and
-  /// keeps reading; the owner decides whether the error matters.
-  void on_socket_error(std::function<void(int err)> cb);
+  /// Called with the errno of each socket error (an ICMP error such as
+  /// ECONNREFUSED for port unreachable) and the destination of the datagram
+  /// that caused it (empty when the kernel did not say: a connected socket
+  /// without IP_RECVERR). The socket clears the error and keeps reading; the
+  /// owner decides whether the error matters.
+  using ErrorCallback = std::function<void(int err, const SocketAddress& to)>;
+  void on_socket_error(ErrorCallback cb);
 
   /// Sends `data` to `to`. When segment_size > 0 and smaller than data.size(),
   /// data holds several packets of segment_size bytes (the last may be shorter)
@@ -126,6 +143,7 @@ class UdpSocket {
                   const SocketAddress* from = nullptr);
 
   /// Calls cb once, when the socket becomes writable again (after SendStatus::blocked).
+  /// Each consumer of a shared socket may wait; all waiting callbacks run.
   void wait_writable(std::function<void()> cb);
 
   /// Largest segment count per GSO send (kernel limit UDP_MAX_SEGMENTS = 64).
@@ -143,5 +161,42 @@ class UdpSocket {
   // destroys the socket from inside that callback.
   std::shared_ptr<Impl> impl_;
 };
+
+/// A consumer of datagrams that does not own its socket (see the top of this
+/// file). All calls come from the loop thread, from inside the socket's
+/// callbacks; the handler may close or replace the socket from inside them.
+class DatagramHandler {
+ public:
+  virtual ~DatagramHandler() = default;
+  /// One datagram (views valid only during the call).
+  virtual void handle_datagram(const ReceivedDatagram& d) = 0;
+  /// After each receive batch: the place to send what the batch produced.
+  virtual void handle_batch_end() {}
+  /// An ICMP error for a datagram the socket sent to `to` (see on_socket_error()).
+  virtual void handle_socket_error(int err, const SocketAddress& to) {
+    (void)err;
+    (void)to;
+  }
+};
+
+/// How an adapter given a socket uses it: as its only consumer (it calls
+/// attach() and stops reading when it is done), or as one of several, with
+/// the owner routing datagrams to its DatagramHandler methods.
+enum class Attach : std::uint8_t { exclusive, shared };
+
+/// Makes `handler` the socket's only consumer: starts reading and routes
+/// datagrams, batch ends and errors to it. handler must outlive the
+/// socket's reading (call socket.stop() or close() first).
+Status attach(UdpSocket& socket, DatagramHandler& handler);
+
+/// Creates and binds a socket (the adapters' common first step).
+Result<std::unique_ptr<UdpSocket>> open_udp(uv::Loop& loop, const SocketAddress& addr,
+                                            const UdpSocketOptions& options = {});
+
+/// The local address the kernel's routing table would use to reach `remote`
+/// (connect() on a throw-away UDP socket, which sends nothing). A consumer
+/// of a wildcard-bound socket needs it as the local end of a QUIC path
+/// before the first datagram arrives. Errors: no route (ENETUNREACH ...).
+Result<SocketAddress> route_source(const SocketAddress& remote);
 
 }  // namespace quiclab::quic

@@ -153,7 +153,7 @@ TEST_CASE("udp socket: an ICMP error on a connected socket is reported and readi
   REQUIRE(::connect(a.fd(), there.sa(), there.size()) == 0);
   std::vector<int> errors;
   Bytes got;
-  a.on_socket_error([&](int err) { errors.push_back(err); });
+  a.on_socket_error([&](int err, const SocketAddress&) { errors.push_back(err); });
   REQUIRE(a.start([&](const quic::ReceivedDatagram& d) {
     got.assign(d.data.begin(), d.data.end());
     loop.stop();
@@ -177,5 +177,86 @@ TEST_CASE("udp socket: an ICMP error on a connected socket is reported and readi
   if (b) b->close();
   guard.close();
   step.close();
+  CHECK(loop.close().empty());
+}
+
+namespace {
+// A port nobody listens on: bind it, then close it again.
+SocketAddress closed_port(const char* ip) {
+  uv::Loop tmp;
+  quic::UdpSocket probe(tmp);
+  REQUIRE(probe.bind(*SocketAddress::from_ip(ip, 0)));
+  auto there = probe.local_address();
+  probe.close();
+  tmp.run(UV_RUN_NOWAIT);
+  CHECK(tmp.close().empty());
+  return there;
+}
+
+// One unconnected socket talks to two peers: one is gone (ICMP port
+// unreachable), one answers. The error must name the peer that is gone, and
+// the answer from the other must still arrive: what a client sharing its
+// socket (or racing addresses) needs to tell "refused" from "slow".
+void unconnected_error(const char* ip) {
+  const SocketAddress gone = closed_port(ip);
+  uv::Loop loop;
+  quic::UdpSocket a(loop), live(loop);
+  REQUIRE(a.bind(*SocketAddress::from_ip(ip, 0)));
+  REQUIRE(live.bind(*SocketAddress::from_ip(ip, 0)));
+  std::vector<std::pair<int, SocketAddress>> errors;
+  std::vector<Bytes> got;
+  auto maybe_done = [&] {
+    if (!errors.empty() && !got.empty()) loop.stop();
+  };
+  a.on_socket_error([&](int err, const SocketAddress& to) {
+    errors.emplace_back(err, to);
+    maybe_done();
+  });
+  REQUIRE(a.start([&](const quic::ReceivedDatagram& d) {
+    got.emplace_back(d.data.begin(), d.data.end());
+    maybe_done();
+  }));
+  REQUIRE(live.start([&](const quic::ReceivedDatagram& d) {
+    REQUIRE(live.send(d.peer, Bytes{7, 7, 7}).status == quic::SendStatus::sent);
+  }));
+  REQUIRE(a.send(gone, Bytes{1, 2, 3}).status == quic::SendStatus::sent);
+  REQUIRE(a.send(live.local_address(), Bytes{9}).status == quic::SendStatus::sent);
+  uv::Timer guard(loop);
+  guard.start(10000, 0, [&] { loop.stop(); });  // a bound, never the expected path
+  loop.run();
+  REQUIRE(errors.size() == 1);
+  CHECK(errors[0].first == ECONNREFUSED);
+  CHECK(errors[0].second == gone);
+  CHECK(a.stats().icmp_errors == 1);
+  CHECK(got == std::vector<Bytes>{Bytes{7, 7, 7}});
+  a.close();
+  live.close();
+  guard.close();
+  CHECK(loop.close().empty());
+}
+}  // namespace
+
+TEST_CASE("udp socket: unconnected, an ICMP error names the peer that caused it (IPv4)", "[quic][udp]") {
+  unconnected_error("127.0.0.1");
+}
+
+TEST_CASE("udp socket: unconnected, an ICMP error names the peer that caused it (IPv6)", "[quic][udp]") {
+  unconnected_error("::1");
+}
+
+TEST_CASE("udp socket: several consumers can wait for writability on one socket", "[quic][udp]") {
+  uv::Loop loop;
+  quic::UdpSocket a(loop);
+  REQUIRE(a.bind(*SocketAddress::from_ip("127.0.0.1", 0)));
+  int woke = 0;
+  a.wait_writable([&] { ++woke; });
+  a.wait_writable([&] { ++woke; });
+  uv::Timer guard(loop);
+  guard.start(10000, 0, [&] { loop.stop(); });
+  while (woke < 2 && loop.run(UV_RUN_ONCE)) {
+  }
+  CHECK(woke == 2);
+  a.close();
+  guard.close();
   CHECK(loop.close().empty());
 }
