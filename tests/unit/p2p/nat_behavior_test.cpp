@@ -2,11 +2,9 @@
 // all in memory on simulated time, for each mapping and filtering behaviour.
 #include <catch2/catch.hpp>
 
-#include <map>
-#include <set>
-
 #include "p2p/nat_behavior.hpp"
 #include "p2p/rendezvous_server.hpp"
+#include "tests/unit/sim/nat_sim.hpp"
 
 using namespace quiclab;
 using namespace quiclab::stun;
@@ -16,31 +14,13 @@ namespace {
 
 SocketAddress addr(const char* ip, std::uint16_t port) { return SocketAddress::from_ip(ip, port).value(); }
 
-// A NAT with one inside host: outbound packets get a public port chosen by the
-// mapping behaviour; inbound packets pass if the filtering behaviour allows them.
-struct SimulatedNat {
-  NatBehavior mapping = NatBehavior::EndpointIndependent;
-  NatBehavior filtering = NatBehavior::EndpointIndependent;
-  SocketAddress inside = addr("10.0.0.1", 1000);
-  std::map<std::string, std::uint16_t> ports;  // mapping key -> public port
-  std::set<std::string> contacted;             // filtering keys of destinations we sent to
-  std::uint16_t next_port = 20000;
-
-  std::string key(const SocketAddress& dst, NatBehavior b) const {
-    if (b == NatBehavior::EndpointIndependent) return "*";
-    if (b == NatBehavior::AddressDependent) return dst.ip();
-    return dst.to_string();
+sim::Dependence dependence(NatBehavior b) {
+  switch (b) {
+    case NatBehavior::AddressDependent: return sim::Dependence::address_dependent;
+    case NatBehavior::AddressAndPortDependent: return sim::Dependence::address_and_port_dependent;
+    default: return sim::Dependence::endpoint_independent;
   }
-  SocketAddress outbound(const SocketAddress& dst) {
-    auto k = key(dst, mapping);
-    if (!ports.count(k)) ports[k] = next_port++;
-    contacted.insert(key(dst, filtering));
-    return addr("203.0.113.5", ports[k]);
-  }
-  bool inbound_allowed(const SocketAddress& src) const {
-    return filtering == NatBehavior::EndpointIndependent || contacted.count(key(src, filtering)) > 0;
-  }
-};
+}
 
 NatBehaviorResult run(NatBehavior mapping, NatBehavior filtering) {
   ServerConfig cfg;
@@ -49,11 +29,15 @@ NatBehaviorResult run(NatBehavior mapping, NatBehavior filtering) {
   cfg.local[kAltIp] = addr("192.0.2.2", 3478);
   cfg.local[kAltBoth] = addr("192.0.2.2", 3479);
   Server server(cfg);
-  SimulatedNat nat;
-  nat.mapping = mapping;
-  nat.filtering = filtering;
+  sim::NatConfig nc;
+  nc.mapping = dependence(mapping);
+  nc.filtering = dependence(filtering);
+  nc.port_preservation = false;  // so "behind NAT" is visible in the port too
+  nc.udp_timeout = 3600 * kNanosPerSecond;
+  sim::Nat nat(nc);
+  const SocketAddress inside = addr("10.0.0.1", 1000);
   ManualClock clock(kNanosPerSecond);
-  NatBehaviorDiscovery d(cfg.local[kPrimary], nat.inside, true);
+  NatBehaviorDiscovery d(cfg.local[kPrimary], inside, true);
   d.start(clock.now());
   for (int steps = 0; steps < 1000 && !d.done(); ++steps) {
     auto datagrams = d.take_datagrams();
@@ -64,10 +48,10 @@ NatBehaviorResult run(NatBehavior mapping, NatBehavior filtering) {
       }
       REQUIRE(socket >= 0);
       std::vector<OutgoingDatagram> out;
-      server.handle_datagram(socket, nat.outbound(dg.to), dg.data, clock.now(), out);
+      server.handle_datagram(socket, nat.outbound(inside, dg.to, clock.now()), dg.data, clock.now(), out);
       for (auto& o : out) {
         auto from = cfg.local[static_cast<std::size_t>(o.socket)];
-        if (nat.inbound_allowed(from)) d.handle_datagram(from, o.data, clock.now());
+        if (nat.inbound(from, o.to, clock.now())) d.handle_datagram(from, o.data, clock.now());
       }
     }
     if (datagrams.empty() && !d.done()) {
