@@ -178,6 +178,10 @@ std::string attr::name(std::uint16_t type) {
     case kPasswordAlgorithm: return "PASSWORD-ALGORITHM";
     case kUserhash: return "USERHASH";
     case kXorMappedAddress: return "XOR-MAPPED-ADDRESS";
+    case kPriority: return "PRIORITY";
+    case kUseCandidate: return "USE-CANDIDATE";
+    case kIceControlled: return "ICE-CONTROLLED";
+    case kIceControlling: return "ICE-CONTROLLING";
     case kPadding: return "PADDING";
     case kResponsePort: return "RESPONSE-PORT";
     case kPasswordAlgorithms: return "PASSWORD-ALGORITHMS";
@@ -215,6 +219,13 @@ void Message::add(std::uint16_t type, ByteView value) {
 void Message::add_u32(std::uint16_t type, std::uint32_t value) {
   Bytes v;
   push32(v, value);
+  add(type, v);
+}
+
+void Message::add_u64(std::uint16_t type, std::uint64_t value) {
+  Bytes v;
+  push32(v, static_cast<std::uint32_t>(value >> 32));
+  push32(v, static_cast<std::uint32_t>(value));
   add(type, v);
 }
 
@@ -279,6 +290,13 @@ Result<std::optional<std::uint32_t>> Message::u32(std::uint16_t type) const {
   if (!a) return std::optional<std::uint32_t>{};
   if (a->value.size() != 4) return bad_value(type, fmt::format("{} bytes, not 4", a->value.size()));
   return std::optional<std::uint32_t>{load32(a->value.data())};
+}
+
+Result<std::optional<std::uint64_t>> Message::u64(std::uint16_t type) const {
+  const auto* a = find(type);
+  if (!a) return std::optional<std::uint64_t>{};
+  if (a->value.size() != 8) return bad_value(type, fmt::format("{} bytes, not 8", a->value.size()));
+  return std::optional<std::uint64_t>{(std::uint64_t{load32(a->value.data())} << 32) | load32(a->value.data() + 4)};
 }
 
 Result<std::optional<ErrorCodeValue>> Message::error() const {

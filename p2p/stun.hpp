@@ -67,6 +67,8 @@ inline constexpr std::uint16_t kMessageIntegritySha256 = 0x001C;
 inline constexpr std::uint16_t kPasswordAlgorithm = 0x001D;
 inline constexpr std::uint16_t kUserhash = 0x001E;
 inline constexpr std::uint16_t kXorMappedAddress = 0x0020;
+inline constexpr std::uint16_t kPriority = 0x0024;      // RFC 8445 (ICE)
+inline constexpr std::uint16_t kUseCandidate = 0x0025;  // RFC 8445
 inline constexpr std::uint16_t kPadding = 0x0026;       // RFC 5780
 inline constexpr std::uint16_t kResponsePort = 0x0027;  // RFC 5780
 inline constexpr std::uint16_t kPasswordAlgorithms = 0x8002;
@@ -76,6 +78,8 @@ inline constexpr std::uint16_t kAlternateServer = 0x8023;
 inline constexpr std::uint16_t kFingerprint = 0x8028;
 inline constexpr std::uint16_t kResponseOrigin = 0x802B;  // RFC 5780
 inline constexpr std::uint16_t kOtherAddress = 0x802C;    // RFC 5780
+inline constexpr std::uint16_t kIceControlled = 0x8029;   // RFC 8445, u64 tie-breaker
+inline constexpr std::uint16_t kIceControlling = 0x802A;  // RFC 8445, u64 tie-breaker
 
 // quiclab rendezvous attributes (Designated-Expert ranges; docs/rendezvous-protocol.md).
 inline constexpr std::uint16_t kPeerName = 0x4A01;             ///< UTF-8 name of another peer
@@ -99,6 +103,7 @@ inline constexpr int kForbidden = 403;
 inline constexpr int kNotFound = 404;
 inline constexpr int kUnknownAttribute = 420;
 inline constexpr int kQuotaReached = 486;
+inline constexpr int kRoleConflict = 487;  ///< RFC 8445 section 7.3.1.1
 inline constexpr int kServerError = 500;
 }  // namespace error_code
 
@@ -155,6 +160,7 @@ struct Message {
   void add(std::uint16_t type, ByteView value);
   void add_string(std::uint16_t type, std::string_view value) { add(type, as_bytes(value)); }
   void add_u32(std::uint16_t type, std::uint32_t value);
+  void add_u64(std::uint16_t type, std::uint64_t value);
   /// MAPPED-ADDRESS-style (plain) address attribute.
   void add_address(std::uint16_t type, const SocketAddress& address);
   /// XOR-MAPPED-ADDRESS-style address attribute (XOR with cookie and transaction ID).
@@ -172,6 +178,7 @@ struct Message {
   Result<std::vector<SocketAddress>> xor_addresses(std::uint16_t type) const;
   std::optional<std::string> string(std::uint16_t type) const;
   Result<std::optional<std::uint32_t>> u32(std::uint16_t type) const;
+  Result<std::optional<std::uint64_t>> u64(std::uint16_t type) const;
   Result<std::optional<ErrorCodeValue>> error() const;
   Result<std::vector<std::uint16_t>> unknown_attributes() const;
   struct ChangeRequest {

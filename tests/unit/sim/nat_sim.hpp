@@ -23,7 +23,10 @@
 //
 // sim::Network routes datagrams between hosts on private prefixes (behind a
 // NAT each) and public hosts, with a fixed one-way delay and seeded loss, in
-// the order they were sent. Every delivery and every drop goes into an event
+// the order they were sent. A NAT translates outbound datagrams when they are
+// sent and filters inbound ones when they arrive, so two first packets that
+// cross on the wire meet each NAT's state of that moment (a packet arriving
+// after the inside host has sent outward gets in). Every delivery and every drop goes into an event
 // log, so a test can assert the same sequence for the same seed.
 #pragma once
 
@@ -227,9 +230,9 @@ class Network {
     for (auto& n : nats_) {
       if (!n.nat->is_public(to)) continue;
       if (&n == src_nat && !n.nat->config().hairpin) return drop(now, src, to, "no hairpin");
-      auto inside = n.nat->inbound(src, to, now);
-      if (!inside) return drop(now, src, to, "filtered or unmapped");
-      queue(now, src, *inside, data, "via nat");
+      // The destination NAT decides when the datagram gets there (take_due):
+      // packets that cross on the wire meet the state of that moment.
+      queue(now, src, to, data, "to nat", n.nat.get());
       return;
     }
     queue(now, src, to, data, "internet");
@@ -243,8 +246,17 @@ class Network {
   std::vector<Delivery> take_due(Timestamp now) {
     std::vector<Delivery> out;
     while (!in_flight_.empty() && in_flight_.begin()->first.first <= now) {
-      out.push_back(std::move(in_flight_.begin()->second));
+      auto f = std::move(in_flight_.begin()->second);
       in_flight_.erase(in_flight_.begin());
+      if (f.nat != nullptr) {
+        auto inside = f.nat->inbound(f.d.from, f.d.to, f.d.at);
+        if (!inside) {
+          drop(f.d.at, f.d.from, f.d.to, "filtered or unmapped");
+          continue;
+        }
+        f.d.to = *inside;
+      }
+      out.push_back(std::move(f.d));
     }
     return out;
   }
@@ -264,11 +276,16 @@ class Network {
       if (ip.rfind(n.prefix, 0) == 0) return &n;
     return nullptr;
   }
-  void queue(Timestamp now, const SocketAddress& from, const SocketAddress& to, ByteView data, const char* how) {
+  struct InFlight {
+    Delivery d;
+    Nat* nat = nullptr;  // translate (and filter) on arrival
+  };
+  void queue(Timestamp now, const SocketAddress& from, const SocketAddress& to, ByteView data, const char* how,
+             Nat* nat = nullptr) {
     Delivery d{now + one_way_, from, to, Bytes(data.begin(), data.end())};
     log_.push_back(std::to_string(now) + " " + from.to_string() + " -> " + to.to_string() + " " + how + " " +
                    std::to_string(data.size()));
-    in_flight_.emplace(std::make_pair(d.at, seq_++), std::move(d));
+    in_flight_.emplace(std::make_pair(d.at, seq_++), InFlight{std::move(d), nat});
   }
   void drop(Timestamp now, const SocketAddress& from, const SocketAddress& to, const char* why) {
     ++dropped_;
@@ -279,7 +296,7 @@ class Network {
   Timestamp one_way_;
   double loss_ = 0;
   std::vector<Entry> nats_;
-  std::map<std::pair<Timestamp, std::uint64_t>, Delivery> in_flight_;
+  std::map<std::pair<Timestamp, std::uint64_t>, InFlight> in_flight_;
   std::uint64_t seq_ = 0;
   std::vector<std::string> log_;
   std::uint64_t dropped_ = 0;

@@ -1,0 +1,523 @@
+#include "p2p/ice_agent.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace quiclab::ice {
+
+namespace {
+
+std::uint32_t type_preference(CandidateType t) {
+  switch (t) {
+    case CandidateType::host: return 126;
+    case CandidateType::prflx: return 110;
+    case CandidateType::srflx: return 100;
+    case CandidateType::relay: return 0;
+  }
+  return 0;
+}
+
+stun::TransactionId new_transaction_id(Random& random) {
+  stun::TransactionId id{};
+  random.fill(id.data(), id.size());
+  return id;
+}
+
+}  // namespace
+
+std::string_view to_string(CandidateType t) {
+  switch (t) {
+    case CandidateType::host: return "host";
+    case CandidateType::srflx: return "srflx";
+    case CandidateType::prflx: return "prflx";
+    case CandidateType::relay: return "relay";
+  }
+  return "?";
+}
+
+std::string_view to_string(PairState s) {
+  switch (s) {
+    case PairState::waiting: return "waiting";
+    case PairState::in_progress: return "in-progress";
+    case PairState::succeeded: return "succeeded";
+    case PairState::failed: return "failed";
+  }
+  return "?";
+}
+
+std::uint32_t candidate_priority(CandidateType type, std::uint16_t local_preference) {
+  return (type_preference(type) << 24) | (std::uint32_t{local_preference} << 8) | (256u - 1u);
+}
+
+std::uint64_t pair_priority(std::uint32_t g, std::uint32_t d) {
+  return (std::uint64_t{1} << 32) * std::min(g, d) + 2 * std::uint64_t{std::max(g, d)} + (g > d ? 1 : 0);
+}
+
+Credentials random_credentials(Random& random) {
+  // ice-char = ALPHA / DIGIT / "+" / "/" (RFC 8839): 64 symbols, 6 bits each.
+  static constexpr std::string_view kChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  auto draw = [&](std::size_t n) {
+    std::string s(n, 'A');
+    std::vector<std::uint8_t> bytes(n);
+    random.fill(bytes.data(), n);
+    for (std::size_t i = 0; i < n; ++i) s[i] = kChars[bytes[i] & 63];
+    return s;
+  };
+  return {draw(8), draw(24)};
+}
+
+Agent::Agent(AgentConfig config, Random& random, Timestamp now)
+    : config_(std::move(config)), random_(random), start_(now) {}
+
+void Agent::add_local_candidate(Candidate c) {
+  if (c.priority == 0) {
+    // Local preference: IPv6 above IPv4 (RFC 8421's spirit), then order of arrival.
+    std::uint16_t pref = static_cast<std::uint16_t>((c.address.is_v6() ? 65535 : 65000) - local_.size());
+    c.priority = candidate_priority(c.type, pref);
+  }
+  for (const auto& l : local_)
+    if (l.address == c.address) return;
+  local_.push_back(c);
+  reprioritize();
+}
+
+Candidate Agent::local_for(const SocketAddress& remote) const {
+  for (const auto& l : local_)
+    if (l.type == CandidateType::host && l.address.family() == remote.family()) return l;
+  for (const auto& l : local_)
+    if (l.address.family() == remote.family()) return l;
+  Candidate none;
+  none.priority = candidate_priority(CandidateType::host, 0);
+  return none;
+}
+
+std::uint32_t Agent::local_priority_for(const SocketAddress& remote) const { return local_for(remote).priority; }
+
+void Agent::reprioritize() {
+  for (auto& p : pairs_) {
+    const std::uint32_t l = p.local.priority ? p.local.priority : local_priority_for(p.remote.address);
+    p.priority = config_.controlling ? pair_priority(l, p.remote.priority) : pair_priority(p.remote.priority, l);
+  }
+}
+
+std::optional<std::size_t> Agent::find_pair(const SocketAddress& remote) const {
+  for (std::size_t i = 0; i < pairs_.size(); ++i)
+    if (pairs_[i].remote.address == remote) return i;
+  return std::nullopt;
+}
+
+std::optional<std::size_t> Agent::add_pair(const Candidate& remote) {
+  if (auto i = find_pair(remote.address)) return i;
+  if (pairs_.size() >= config_.max_pairs) {
+    ++stats_.pairs_refused;
+    return std::nullopt;
+  }
+  Pair p;
+  p.local = local_for(remote.address);
+  p.remote = remote;
+  pairs_.push_back(p);
+  reprioritize();
+  return pairs_.size() - 1;
+}
+
+void Agent::set_remote(Credentials remote, std::vector<Candidate> candidates, Timestamp now) {
+  if (remote_credentials_ || state_ != State::checking) return;
+  remote_credentials_ = std::move(remote);
+  for (auto& c : candidates) {
+    bool family_ok = false;
+    for (const auto& l : local_) family_ok = family_ok || l.address.family() == c.address.family();
+    if (!family_ok || c.address.empty()) continue;
+    if (auto i = find_pair(c.address)) {
+      // Known already as peer-reflexive (its check came first): now we know its real type.
+      pairs_[*i].remote.type = c.type;
+      pairs_[*i].remote.priority = c.priority;
+      continue;
+    }
+    (void)add_pair(c);
+  }
+  reprioritize();
+  schedule_next_check(now);
+}
+
+const Pair* Agent::selected() const { return selected_ ? &pairs_[*selected_] : nullptr; }
+
+std::optional<Timestamp> Agent::expiry() const {
+  std::optional<Timestamp> e;
+  auto take = [&](Timestamp t) {
+    if (!e || t < *e) e = t;
+  };
+  if (state_ == State::failed) return std::nullopt;
+  if (state_ == State::checking) take(start_ + config_.timeout);
+  if (next_check_at_) take(*next_check_at_);
+  for (const auto& [id, t] : transactions_) take(t.next_at);
+  if (next_consent_at_) take(*next_consent_at_);
+  if (state_ == State::connected) take(consent_expires_);
+  return e;
+}
+
+void Agent::handle_expiry(Timestamp now) {
+  if (state_ == State::failed) return;
+  // Retransmissions and give-ups.
+  for (auto it = transactions_.begin(); it != transactions_.end();) {
+    auto& t = it->second;
+    if (t.next_at > now) {
+      ++it;
+      continue;
+    }
+    if (t.transmissions >= config_.max_transmissions || t.cancelled) {
+      auto& p = pairs_[t.pair];
+      if (!t.consent && !t.cancelled && p.state == PairState::in_progress) {
+        p.state = PairState::failed;
+        events_.push_back(CheckResult{p.remote.address, false, std::nullopt,
+                                      fmt::format("no answer after {} transmissions", t.transmissions)});
+      }
+      if (nominating_ && *nominating_ == t.pair && t.use_candidate) nominating_.reset();
+      it = transactions_.erase(it);
+      continue;
+    }
+    ++t.transmissions;
+    ++stats_.retransmissions;
+    t.last_sent = now;
+    t.rto *= 2;
+    // The last transmission waits one more RTO for its answer (like STUN's Rm).
+    t.next_at = now + t.rto;
+    out_.push_back({pairs_[t.pair].remote.address, t.request});
+    ++it;
+  }
+  if (state_ == State::checking && now >= start_ + config_.timeout) {
+    fail(failure_reason());
+    return;
+  }
+  if (state_ == State::connected && now >= consent_expires_) {
+    fail(fmt::format("consent lost: no answer from {} for {} s", pairs_[*selected_].remote.address.to_string(),
+                     config_.consent_timeout / kNanosPerSecond));
+    return;
+  }
+  if (next_consent_at_ && now >= *next_consent_at_ && selected_) {
+    ++stats_.consent_checks;
+    send_check(*selected_, false, true, now);
+    // 5 s +- 20 % (RFC 7675 section 5.1), from our seeded randomness.
+    std::uint8_t b[2];
+    random_.fill(b, 2);
+    const double jitter = 0.8 + 0.4 * ((b[0] << 8 | b[1]) / 65535.0);
+    next_consent_at_ = now + static_cast<Timestamp>(static_cast<double>(config_.consent_interval) * jitter);
+  }
+  if (next_check_at_ && now >= *next_check_at_) {
+    next_check_at_.reset();
+    if (state_ == State::checking && can_send_checks()) {
+      // Triggered checks first, then the best waiting pair.
+      std::optional<std::pair<std::size_t, bool>> pick;
+      while (!triggered_.empty() && !pick) {
+        auto [i, use] = triggered_.front();
+        triggered_.pop_front();
+        const auto& p = pairs_[i];
+        if (use || (p.state != PairState::in_progress && p.state != PairState::succeeded)) pick = {{i, use}};
+      }
+      if (!pick) {
+        std::optional<std::size_t> best;
+        for (std::size_t i = 0; i < pairs_.size(); ++i) {
+          if (pairs_[i].state != PairState::waiting) continue;
+          if (!best || pairs_[i].priority > pairs_[*best].priority) best = i;
+        }
+        if (best) pick = {{*best, false}};
+      }
+      if (pick) {
+        send_check(pick->first, pick->second, false, now);
+        last_check_ = now;
+        any_check_sent_ = true;
+      }
+    }
+    schedule_next_check(now);
+  }
+}
+
+void Agent::schedule_next_check(Timestamp now) {
+  if (state_ != State::checking || !can_send_checks() || next_check_at_) return;
+  bool work = !triggered_.empty();
+  for (const auto& p : pairs_) work = work || p.state == PairState::waiting;
+  if (!work) return;
+  next_check_at_ = any_check_sent_ ? std::max(now, last_check_ + config_.ta) : now;
+}
+
+void Agent::enqueue_triggered(std::size_t pair, bool use_candidate) {
+  for (const auto& [i, use] : triggered_)
+    if (i == pair && use == use_candidate) return;
+  triggered_.emplace_back(pair, use_candidate);
+}
+
+void Agent::send_check(std::size_t pair, bool use_candidate, bool consent, Timestamp now) {
+  auto& p = pairs_[pair];
+  stun::Message m;
+  m.message_class = stun::MessageClass::Request;
+  m.method = stun::method::kBinding;
+  m.transaction_id = new_transaction_id(random_);
+  m.add_string(stun::attr::kUsername, remote_credentials_->ufrag + ":" + config_.local.ufrag);
+  // The priority a peer-reflexive candidate learned from this check would have.
+  m.add_u32(stun::attr::kPriority,
+            candidate_priority(CandidateType::prflx, static_cast<std::uint16_t>((local_for(p.remote.address).priority >> 8) & 0xFFFF)));
+  m.add_u64(config_.controlling ? stun::attr::kIceControlling : stun::attr::kIceControlled, config_.tie_breaker);
+  if (use_candidate) m.add(stun::attr::kUseCandidate, {});
+  stun::EncodeOptions eo;
+  eo.integrity_key = Bytes(remote_credentials_->password.begin(), remote_credentials_->password.end());
+  eo.fingerprint = true;
+  Transaction t;
+  t.pair = pair;
+  t.request = stun::encode(m, eo);
+  t.first_sent = t.last_sent = now;
+  t.rto = config_.initial_rto;
+  t.next_at = now + t.rto;
+  t.transmissions = 1;
+  t.use_candidate = use_candidate;
+  t.consent = consent;
+  t.controlling = config_.controlling;
+  if (!consent && p.state != PairState::succeeded) p.state = PairState::in_progress;
+  out_.push_back({p.remote.address, t.request});
+  ++stats_.checks_sent;
+  transactions_.emplace(m.transaction_id, std::move(t));
+}
+
+void Agent::send_answer(const stun::Message& request, const SocketAddress& to, std::optional<int> error) {
+  auto r = stun::make_response(request, error ? stun::MessageClass::ErrorResponse : stun::MessageClass::SuccessResponse);
+  if (error) r.add_error_code(*error, "Role Conflict");
+  else r.add_xor_address(stun::attr::kXorMappedAddress, to);
+  stun::EncodeOptions eo;
+  eo.integrity_key = Bytes(config_.local.password.begin(), config_.local.password.end());
+  eo.fingerprint = true;
+  out_.push_back({to, stun::encode(r, eo)});
+}
+
+void Agent::handle_datagram(const SocketAddress& from, ByteView data, Timestamp now) {
+  if (state_ == State::failed) return;
+  auto m = stun::decode(data);
+  if (!m || m->method != stun::method::kBinding) {
+    ++stats_.bad_messages;
+    return;
+  }
+  switch (m->message_class) {
+    case stun::MessageClass::Request: handle_request(*m, from, now); break;
+    case stun::MessageClass::SuccessResponse:
+    case stun::MessageClass::ErrorResponse: handle_response(*m, from, now); break;
+    case stun::MessageClass::Indication: break;  // keepalive (RFC 8445 11): nothing to do
+  }
+  schedule_next_check(now);
+}
+
+void Agent::handle_request(const stun::Message& m, const SocketAddress& from, Timestamp now) {
+  auto user = m.string(stun::attr::kUsername);
+  const std::string prefix = config_.local.ufrag + ":";
+  if (!user || user->rfind(prefix, 0) != 0 ||
+      stun::check_integrity(m, as_bytes(config_.local.password)) != stun::IntegrityCheck::Ok) {
+    ++stats_.bad_credentials;
+    return;
+  }
+  ++stats_.requests_received;
+  // Role conflict (RFC 8445 7.3.1.1).
+  auto their_controlling = m.u64(stun::attr::kIceControlling);
+  auto their_controlled = m.u64(stun::attr::kIceControlled);
+  if (!their_controlling || !their_controlled) {
+    ++stats_.bad_messages;
+    return;
+  }
+  if (config_.controlling && their_controlling->has_value()) {
+    ++stats_.role_conflicts;
+    if (config_.tie_breaker >= **their_controlling) {
+      send_answer(m, from, stun::error_code::kRoleConflict);
+      return;
+    }
+    switch_role(now);
+  } else if (!config_.controlling && their_controlled->has_value()) {
+    ++stats_.role_conflicts;
+    if (config_.tie_breaker >= **their_controlled) {
+      switch_role(now);
+    } else {
+      send_answer(m, from, stun::error_code::kRoleConflict);
+      return;
+    }
+  }
+  send_answer(m, from, std::nullopt);
+  if (state_ != State::checking) return;  // consent checks of a connected peer: answered, nothing else
+  // The source is a peer-reflexive candidate when we did not know it.
+  auto idx = find_pair(from);
+  if (!idx) {
+    Candidate c;
+    c.type = CandidateType::prflx;
+    auto prio = m.u32(stun::attr::kPriority);
+    c.priority = prio && prio->has_value() ? **prio : candidate_priority(CandidateType::prflx);
+    c.address = from;
+    idx = add_pair(c);
+    if (!idx) return;
+    ++stats_.prflx_remote;
+  }
+  auto& p = pairs_[*idx];
+  const bool use_candidate = m.find(stun::attr::kUseCandidate) != nullptr;
+  if (use_candidate && !config_.controlling) {
+    if (p.state == PairState::succeeded) {
+      select(*idx, now);
+      return;
+    }
+    p.nominate_on_success = true;
+  }
+  if (p.state != PairState::succeeded) {
+    if (p.state == PairState::in_progress) {
+      // RFC 8445 7.3.1.4: the check in flight was probably dropped on the way
+      // in by the peer's NAT (which has just let the peer's packet out): stop
+      // retransmitting it (its answer is still accepted) and check again now.
+      for (auto& [id, t] : transactions_)
+        if (t.pair == *idx && !t.consent && !t.use_candidate) t.cancelled = true;
+    }
+    p.state = PairState::waiting;
+    enqueue_triggered(*idx, false);
+  }
+}
+
+void Agent::handle_response(const stun::Message& m, const SocketAddress& from, Timestamp now) {
+  auto it = transactions_.find(m.transaction_id);
+  if (it == transactions_.end()) return;  // late or foreign: nothing to match
+  if (!remote_credentials_ ||
+      stun::check_integrity(m, as_bytes(remote_credentials_->password)) != stun::IntegrityCheck::Ok) {
+    ++stats_.bad_credentials;
+    return;
+  }
+  Transaction t = std::move(it->second);
+  transactions_.erase(it);
+  ++stats_.responses_received;
+  auto& p = pairs_[t.pair];
+  if (!(from == p.remote.address)) {
+    // RFC 8445 7.2.5.2.1: the answer must come from where the check went.
+    if (!t.consent) p.state = PairState::failed;
+    events_.push_back(CheckResult{p.remote.address, false, std::nullopt, "answer from " + from.to_string()});
+    return;
+  }
+  if (m.message_class == stun::MessageClass::ErrorResponse) {
+    auto e = m.error();
+    const int code = e && e->has_value() ? (*e)->code : 0;
+    if (code == stun::error_code::kRoleConflict) {
+      ++stats_.role_conflicts;
+      // Switch only if the check was sent in the role we still have.
+      if (t.controlling == config_.controlling) switch_role(now);
+      if (state_ == State::checking) {
+        p.state = PairState::waiting;
+        enqueue_triggered(t.pair, false);
+      }
+      events_.push_back(CheckResult{p.remote.address, false, std::nullopt, "487 role conflict"});
+      return;
+    }
+    if (!t.consent) p.state = PairState::failed;
+    events_.push_back(CheckResult{p.remote.address, false, std::nullopt, fmt::format("error {}", code)});
+    return;
+  }
+  auto mapped = m.xor_address(stun::attr::kXorMappedAddress);
+  pair_succeeded(t.pair, t, mapped && mapped->has_value() ? **mapped : SocketAddress{}, now);
+}
+
+void Agent::pair_succeeded(std::size_t pair, const Transaction& t, const SocketAddress& mapped, Timestamp now) {
+  auto& p = pairs_[pair];
+  const Timestamp rtt = now - t.last_sent;
+  if (t.consent) {
+    consent_expires_ = now + config_.consent_timeout;
+    return;
+  }
+  p.rtt = rtt;
+  p.state = PairState::succeeded;
+  // The mapped address names the pair's local end: one of our candidates
+  // (host without NAT, srflx behind an endpoint-independent one), or a new,
+  // peer-reflexive one. Checks still leave from the base, the one socket.
+  if (!mapped.empty()) {
+    auto known = std::find_if(local_.begin(), local_.end(), [&](const Candidate& c) { return c.address == mapped; });
+    if (known != local_.end()) {
+      p.local = *known;
+    } else {
+      Candidate c;
+      c.type = CandidateType::prflx;
+      c.address = mapped;
+      c.priority = candidate_priority(CandidateType::prflx, static_cast<std::uint16_t>((p.local.priority >> 8) & 0xFFFF));
+      local_.push_back(c);
+      ++stats_.prflx_local;
+      p.local = c;
+    }
+  }
+  events_.push_back(CheckResult{p.remote.address, true, rtt, t.use_candidate ? "nominated" : ""});
+  if (state_ != State::checking) return;
+  if (t.use_candidate) {
+    select(pair, now);
+    return;
+  }
+  if (config_.controlling) {
+    if (!nominating_) {
+      nominating_ = pair;
+      enqueue_triggered(pair, true);
+      schedule_next_check(now);
+    }
+  } else if (p.nominate_on_success) {
+    select(pair, now);
+  }
+}
+
+void Agent::select(std::size_t pair, Timestamp now) {
+  if (state_ != State::checking) return;
+  auto& p = pairs_[pair];
+  p.nominated = true;
+  selected_ = pair;
+  state_ = State::connected;
+  next_check_at_.reset();
+  triggered_.clear();
+  // Checks still in flight on other pairs are no longer needed.
+  for (auto it = transactions_.begin(); it != transactions_.end();) {
+    if (it->second.pair != pair) it = transactions_.erase(it);
+    else ++it;
+  }
+  consent_expires_ = now + config_.consent_timeout;
+  next_consent_at_ = now + config_.consent_interval;
+  events_.push_back(Connected{p.local, p.remote, now - start_, p.rtt});
+}
+
+void Agent::switch_role(Timestamp now) {
+  config_.controlling = !config_.controlling;
+  nominating_.reset();
+  reprioritize();
+  events_.push_back(RoleChanged{config_.controlling});
+  // A new controlling side nominates what already works.
+  if (config_.controlling && state_ == State::checking) {
+    for (std::size_t i = 0; i < pairs_.size(); ++i) {
+      if (pairs_[i].state == PairState::succeeded) {
+        nominating_ = i;
+        enqueue_triggered(i, true);
+        break;
+      }
+    }
+  }
+  schedule_next_check(now);
+}
+
+void Agent::fail(std::string reason) {
+  state_ = State::failed;
+  next_check_at_.reset();
+  next_consent_at_.reset();
+  transactions_.clear();
+  triggered_.clear();
+  events_.push_back(Failed{std::move(reason)});
+}
+
+std::string Agent::failure_reason() const {
+  const auto secs = fmt::format("{} s", config_.timeout / kNanosPerSecond);
+  if (!remote_credentials_)
+    return "no introduction within " + secs + ": the peer's candidates never arrived";
+  if (pairs_.empty()) return "no candidate of the peer is reachable from here (no common address family)";
+  bool any_success = false;
+  for (const auto& p : pairs_) any_success = any_success || p.state == PairState::succeeded;
+  if (any_success) return "checks succeeded but no pair was nominated within " + secs;
+  if (stats_.requests_received > 0)
+    return fmt::format(
+        "no direct path: {} checks from the peer arrived, but none of our {} checks ({} datagrams) to {} addresses "
+        "was answered (the peer's NAT keeps our packets out: it maps per destination or filters by port); a relay "
+        "is needed",
+        stats_.requests_received, stats_.checks_sent, stats_.checks_sent + stats_.retransmissions, pairs_.size());
+  return fmt::format(
+      "no direct path: none of our {} checks ({} datagrams) to {} addresses was answered and no check from the "
+      "peer arrived (both NATs keep the other's packets out, e.g. one maps per destination (symmetric NAT) and "
+      "the other filters by port); a relay is needed",
+      stats_.checks_sent, stats_.checks_sent + stats_.retransmissions, pairs_.size());
+}
+
+}  // namespace quiclab::ice
