@@ -432,7 +432,8 @@ void Agent::pair_succeeded(std::size_t pair, const Transaction& t, const SocketA
       c.type = CandidateType::prflx;
       c.address = mapped;
       c.priority = candidate_priority(CandidateType::prflx, static_cast<std::uint16_t>((p.local.priority >> 8) & 0xFFFF));
-      local_.push_back(c);
+      // Bounded: a peer answering with ever new addresses must not grow our list.
+      if (local_.size() < config_.max_pairs) local_.push_back(c);
       ++stats_.prflx_local;
       p.local = c;
     }
