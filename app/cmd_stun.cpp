@@ -4,11 +4,13 @@
 #include <unistd.h>
 
 #include <iostream>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "app/commands.hpp"
 #include "p2p/nat_behavior.hpp"
 #include "transport/core/log.hpp"
+#include "transport/core/deadline_timer.hpp"
 #include "transport/core/uv.hpp"
 
 namespace {
@@ -67,25 +69,20 @@ int run(const Options& o) {
   tc.rc = o.rc;
   tc.rm = o.rm;
   stun::NatBehaviorDiscovery discovery(*server, local, o.behavior, tc);
-  uv::Timer timer(loop);
+  std::optional<uv::DeadlineTimer> timer(std::in_place, loop);
+  std::function<void()> flush;
+  timer->add(discovery, [&] { flush(); });
 
-  std::function<void()> flush = [&] {
+  flush = [&] {
     for (auto& d : discovery.take_datagrams()) {
       if (auto st = udp.send(d.to, d.data); !st) log::warn("stun: {}", st.error().message);
     }
     if (discovery.done()) {
       udp.close();
-      timer.close();
+      timer.reset();
       return;
     }
-    if (auto e = discovery.expiry()) {
-      auto now = uv::Loop::hrtime();
-      std::uint64_t ms = *e > now ? (*e - now + kNanosPerMilli - 1) / kNanosPerMilli : 0;
-      timer.start(ms, 0, [&] {
-        discovery.handle_expiry(uv::Loop::hrtime());
-        flush();
-      });
-    }
+    timer->rearm();
   };
   (void)udp.recv_start([&](ByteView data, const SocketAddress& from) {
     discovery.handle_datagram(from, data, uv::Loop::hrtime());

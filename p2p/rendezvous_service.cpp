@@ -56,11 +56,13 @@ Status Service::start(const SocketAddress& listen, const std::optional<std::stri
         if (!via) continue;
         if (auto sent = via->send(d.to, d.data); !sent) log::debug("rendezvous: {}", sent.error().message);
       }
+      timer_->rearm();
     });
     if (!rc) return rc;
   }
-  timer_ = std::make_unique<uv::Timer>(loop_);
-  timer_->start(1000, 1000, [this] { server_->handle_timers(uv::Loop::hrtime()); });
+  // Housekeeping: armed while the core tracks something (Server::expiry()).
+  timer_ = std::make_unique<uv::DeadlineTimer>(loop_);
+  timer_->add(*server_);
   return {};
 }
 

@@ -1,6 +1,6 @@
 // libuv adapter for the rendezvous server core: owns the UDP sockets (one, or
-// four for RFC 5780 with an alternate address), feeds datagrams and a 1 s
-// housekeeping tick into rendezvous::Server, and sends what it returns.
+// four for RFC 5780 with an alternate address), feeds datagrams and its
+// housekeeping deadline (one uv::DeadlineTimer) into rendezvous::Server, and sends what it returns.
 #pragma once
 
 #include <array>
@@ -9,6 +9,7 @@
 #include <string>
 
 #include "p2p/rendezvous_server.hpp"
+#include "transport/core/deadline_timer.hpp"
 #include "transport/core/uv.hpp"
 
 namespace quiclab::rendezvous {
@@ -37,7 +38,7 @@ class Service {
   std::array<SocketAddress, 4> local_;
   std::array<std::unique_ptr<uv::Udp>, 4> sockets_;
   std::unique_ptr<Server> server_;
-  std::unique_ptr<uv::Timer> timer_;
+  std::unique_ptr<uv::DeadlineTimer> timer_;
   std::vector<OutgoingDatagram> out_;
 };
 

@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "transport/core/log.hpp"
+#include "transport/core/deadline_timer.hpp"
 #include "transport/core/uv.hpp"
 #include "transport/quic/path_mtu.hpp"
 #include "transport/quic/tls_backend.hpp"
@@ -882,9 +883,11 @@ bool ClientConnection::flush_blocked(const BurstSink& sink) {
   return blocked_len_ == 0;
 }
 
-Timestamp ClientConnection::expiry() const {
-  if (state_ == State::closed || !conn_) return UINT64_MAX;
-  return ngtcp2_conn_get_expiry(conn_);
+std::optional<Timestamp> ClientConnection::expiry() const {
+  if (state_ == State::closed || !conn_) return std::nullopt;
+  const Timestamp t = ngtcp2_conn_get_expiry(conn_);
+  if (t == UINT64_MAX) return std::nullopt;  // ngtcp2's "no timer"
+  return t;
 }
 
 void ClientConnection::handle_expiry(Timestamp now) {
@@ -1460,16 +1463,14 @@ bool Client::deliver_events() {
 
 void Client::arm_timer() {
   if (!conn_ || !timer_) return;
+  // One core, and the timer doubles as the adapter's "next loop turn"
+  // deferral, so no uv::DeadlineTimer here; the rounding is its rule.
   auto expiry = conn_->expiry();
-  if (expiry == UINT64_MAX) {
+  if (!expiry) {
     timer_->stop();
     return;
   }
-  auto now = loop_now();
-  // Millisecond timers: round down so pacing deadlines are never overslept
-  // by a whole millisecond; an early wake-up just re-arms.
-  std::uint64_t ms = expiry > now ? (expiry - now) / kNanosPerMilli : 0;
-  timer_->start(ms, 0, [this] {
+  timer_->start(uv::timer_delay_ms(*expiry, loop_now()), 0, [this] {
     if (conn_) conn_->handle_expiry(loop_now());
     after_core_call();
   });

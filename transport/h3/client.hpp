@@ -132,8 +132,9 @@ class ClientConnection {
   bool flush_blocked(const BurstSink& sink);
   /// True when no refused bytes wait for the socket.
   bool nothing_blocked() const { return blocked_len_ == 0; }
-  /// Next deadline (ns, same clock as now) for handle_expiry(); UINT64_MAX for none.
-  Timestamp expiry() const;
+  /// Next deadline (ns, same clock as now) for handle_expiry(); nullopt once
+  /// closed (the TimedCore convention, transport/core/clock.hpp).
+  std::optional<Timestamp> expiry() const;
   void handle_expiry(Timestamp now);
 
   /// Graceful shutdown: fail queued (unsent) requests, let in-flight ones finish,

@@ -519,7 +519,7 @@ struct Server::Impl final : quic::PacketSink {
       }
       return;
     }
-    auto next = core->next_expiry();
+    auto next = core->expiry();
     if (!next) {
       if (timer.active()) timer.stop();
       armed_for = 0;
@@ -533,7 +533,7 @@ struct Server::Impl final : quic::PacketSink {
     std::uint64_t delay_ms = *next <= t ? 0 : (*next - t < kNanosPerMilli ? 0 : (*next - t + kNanosPerMilli - 1) / kNanosPerMilli);
     timer.start(delay_ms, 0, [this] {
       armed_for = 0;
-      core->on_expiry(now());
+      core->handle_expiry(now());
       after_work();
     });
   }

@@ -961,14 +961,14 @@ void ServerCore::on_writable(Timestamp now) {
   flush(now);
 }
 
-std::optional<Timestamp> ServerCore::next_expiry() const {
+std::optional<Timestamp> ServerCore::expiry() const {
   std::optional<Timestamp> t;
   if (!timers_.empty()) t = timers_.begin()->first;
   if (shutting_down_ && !connections_.empty()) t = t ? std::min(*t, shutdown_deadline_) : shutdown_deadline_;
   return t;
 }
 
-void ServerCore::on_expiry(Timestamp now) {
+void ServerCore::handle_expiry(Timestamp now) {
   now_hint_ = now;
   std::vector<Connection*> due;
   while (!timers_.empty() && timers_.begin()->first <= now) {

@@ -1,8 +1,8 @@
 // The QUIC server connection core: many ngtcp2 server connections behind one
 // UDP socket, demultiplexed by connection ID.
 //
-// Sans-IO: datagrams and timestamps go in (on_datagram, on_expiry), packets go
-// out through a PacketSink, and next_expiry() says when to call back. A thin
+// Sans-IO: datagrams and timestamps go in (on_datagram, handle_expiry), packets go
+// out through a PacketSink, and expiry() says when to call back. A thin
 // libuv adapter (h3::Server) owns the UdpSocket and the timer; unit tests drive
 // the core on simulated time with a capturing sink.
 //
@@ -209,10 +209,10 @@ class ServerCore {
   void flush(Timestamp now);
   /// The sink can take packets again (after SendStatus::blocked).
   void on_writable(Timestamp now);
-  /// Earliest time on_expiry() must run; nullopt when nothing is scheduled.
-  std::optional<Timestamp> next_expiry() const;
+  /// Earliest time handle_expiry() must run; nullopt when nothing is scheduled.
+  std::optional<Timestamp> expiry() const;
   /// Runs the timers that are due (loss recovery, idle, draining, pacing) and flushes.
-  void on_expiry(Timestamp now);
+  void handle_expiry(Timestamp now);
   /// Graceful shutdown: no new connections; GOAWAY on each, close each when
   /// idle, everything closed after shutdown_timeout.
   void shutdown(Timestamp now);

@@ -59,17 +59,19 @@ TEST_CASE("h3 client core: first flight is a padded Initial, then the handshake 
   // and carry a long header of type Initial.
   CHECK(out.datagrams[0].size() >= 1200);
   CHECK((out.datagrams[0][0] & 0xf0) == 0xc0);
-  CHECK(c.expiry() > clock.now());
-  CHECK(c.expiry() != UINT64_MAX);
+  REQUIRE(c.expiry().has_value());
+  CHECK(*c.expiry() > clock.now());
 
   // No answer: timers (PTO) resend, until the handshake timeout ends it.
   std::size_t rounds = 0;
   while (!c.closed() && rounds++ < 1000) {
-    clock.set(std::max(clock.now() + 1, c.expiry()));
+    REQUIRE(c.expiry().has_value());
+    clock.set(std::max(clock.now() + 1, *c.expiry()));
     c.handle_expiry(clock.now());
     c.write(clock.now(), out.sink());
   }
   REQUIRE(c.closed());
+  CHECK_FALSE(c.expiry().has_value());  // closed: nothing scheduled (nullopt, not a sentinel)
   CHECK(out.datagrams.size() > 1);  // probes were sent
   auto ev = c.take_events();
   REQUIRE(ev.ready.has_value());

@@ -169,8 +169,8 @@ TEST_CASE("quic server core: a flood of Initials from many ports stays bounded",
   // The handshakes never complete: the handshake timeout frees everything.
   for (int i = 0; i < 100 && core->connection_count() > 0; ++i) {
     now += 100 * kNanosPerMilli;
-    if (auto next = core->next_expiry(); next && *next > now) now = *next;
-    core->on_expiry(now);
+    if (auto next = core->expiry(); next && *next > now) now = *next;
+    core->handle_expiry(now);
   }
   CHECK(core->connection_count() == 0);
   CHECK(core->half_open_count() == 0);

@@ -210,8 +210,8 @@ class QuicSim {
       stun_.erase(stun_.begin());
     }
     for (auto& d : due) route_to_client(server_addr_, d.packet);
-    if (auto e = core_->next_expiry(); e && *e <= now) core_->on_expiry(now);
-    if (client_ && client_->expiry() <= now) client_->handle_expiry(now);
+    if (auto e = core_->expiry(); e && *e <= now) core_->handle_expiry(now);
+    if (auto e = client_ ? client_->expiry() : std::nullopt; e && *e <= now) client_->handle_expiry(now);
     client_write();
   }
 
@@ -240,8 +240,8 @@ class QuicSim {
     };
     take(c2s_.next_delivery());
     take(s2c_.next_delivery());
-    take(core_->next_expiry());
-    if (client_ && client_->expiry() != UINT64_MAX) take(client_->expiry());
+    take(core_->expiry());
+    if (client_) take(client_->expiry());
     if (!stun_.empty()) take(stun_.front().at);
     return t;
   }
