@@ -553,15 +553,19 @@ Status Server::start(const SocketAddress& addr) {
   auto tls = quic::tls::make_server_context(tc);
   if (!tls) return tls.error();
   s.tls = std::move(*tls);
-  if (!s.config.quic.qlog_dir.empty()) {
+  quic::ServerCoreConfig core_config = s.config.quic;
+  if (!s.config.qlog_dir.empty() && !core_config.qlog) {
     std::error_code ec;
-    std::filesystem::create_directories(s.config.quic.qlog_dir, ec);
+    std::filesystem::create_directories(s.config.qlog_dir, ec);
     if (ec)
       return make_error(ErrorDomain::os, ec.value(),
-                        "h3: cannot create qlog dir " + s.config.quic.qlog_dir.string() + ": " + ec.message());
+                        "h3: cannot create qlog dir " + s.config.qlog_dir.string() + ": " + ec.message());
+    core_config.qlog = quic::qlog_to_directory(s.config.qlog_dir);
   }
+  // The core asks the kernel nothing: the loopback MTU is measured here.
+  if (core_config.udp_payload.forced == 0) core_config.loopback_udp_payload = quic::probe_loopback_udp_payload(addr);
   // Through s.policy, which set_alt_svc() may change after start().
-  s.core = std::make_unique<quic::ServerCore>(s.config.quic, *s.tls, s, application_factory(s.app, s.config, s.policy));
+  s.core = std::make_unique<quic::ServerCore>(core_config, *s.tls, s, application_factory(s.app, s.config, s.policy));
   if (auto st = s.socket.bind(addr, s.config.udp); !st) return st;
   auto started = s.socket.start(
       [&s](const quic::ReceivedDatagram& d) {
