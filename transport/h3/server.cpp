@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "transport/core/log.hpp"
+#include "transport/core/deadline_timer.hpp"
 #include "transport/core/uv.hpp"
 
 namespace quiclab::h3 {
@@ -482,12 +483,12 @@ struct Server::Impl final : quic::PacketSink {
   http::StreamPolicy policy;
   std::unique_ptr<quic::tls::ServerContext> tls;
   quic::UdpSocket socket;
-  uv::Timer timer;
+  uv::DeadlineTimer timer;  // for the core's deadlines
   std::unique_ptr<quic::ServerCore> core;
+  uv::DeadlineTimer::Id core_timer = 0;
   std::function<void()> on_shutdown_done;
   bool waiting_writable = false;
   bool stopped = false;
-  Timestamp armed_for = 0;
 
   static Timestamp now() { return uv::Loop::hrtime(); }
 
@@ -510,7 +511,8 @@ struct Server::Impl final : quic::PacketSink {
     if (stopped) return;
     if (core->finished()) {
       stopped = true;
-      timer.stop();
+      timer.remove(core_timer);
+      timer.rearm();  // nothing registered: stops it
       socket.close();
       if (on_shutdown_done) {
         auto done = std::move(on_shutdown_done);
@@ -519,23 +521,9 @@ struct Server::Impl final : quic::PacketSink {
       }
       return;
     }
-    auto next = core->expiry();
-    if (!next) {
-      if (timer.active()) timer.stop();
-      armed_for = 0;
-      return;
-    }
-    if (*next == armed_for && timer.active()) return;
-    armed_for = *next;
-    auto t = now();
     // Sub-millisecond deadlines (pacing) run on the next loop turn; others
     // are rounded up so the timer never fires before ngtcp2's deadline.
-    std::uint64_t delay_ms = *next <= t ? 0 : (*next - t < kNanosPerMilli ? 0 : (*next - t + kNanosPerMilli - 1) / kNanosPerMilli);
-    timer.start(delay_ms, 0, [this] {
-      armed_for = 0;
-      core->handle_expiry(now());
-      after_work();
-    });
+    timer.rearm();
   }
 };
 
@@ -566,6 +554,7 @@ Status Server::start(const SocketAddress& addr) {
   if (core_config.udp_payload.forced == 0) core_config.loopback_udp_payload = quic::probe_loopback_udp_payload(addr);
   // Through s.policy, which set_alt_svc() may change after start().
   s.core = std::make_unique<quic::ServerCore>(core_config, *s.tls, s, application_factory(s.app, s.config, s.policy));
+  s.core_timer = s.timer.add(*s.core, [&s] { s.after_work(); });
   if (auto st = s.socket.bind(addr, s.config.udp); !st) return st;
   auto started = s.socket.start(
       [&s](const quic::ReceivedDatagram& d) {
@@ -590,7 +579,8 @@ void Server::shutdown(std::function<void()> done) {
   auto& s = *impl_;
   if (!s.core || s.stopped) {
     s.stopped = true;
-    s.timer.stop();
+    s.timer.remove(s.core_timer);
+    s.timer.rearm();
     s.socket.close();
     if (done) done();
     return;
