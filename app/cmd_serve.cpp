@@ -133,7 +133,7 @@ int run(const ServeOptions& o) {
     h3_config.cert_file = cert.cert;
     h3_config.key_file = cert.key;
     h3_config.quic.retry = o.retry;
-    h3_config.quic.qlog_dir = o.qlog_dir;
+    h3_config.qlog_dir = o.qlog_dir;
     h3_config.quic.cc_algo = *quic::cc_algo_from_name(o.cc);  // --cc admits only known names
     h3_config.quic.udp_payload = o.udp_payload;
     h3_config.quic.idle_timeout = o.idle_timeout_ms * kNanosPerMilli;

@@ -2,11 +2,13 @@
 // with --nat-behavior, the RFC 5780 mapping and filtering behaviour.
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "app/commands.hpp"
 #include "p2p/nat_behavior.hpp"
 #include "transport/core/log.hpp"
+#include "transport/core/deadline_timer.hpp"
 #include "transport/core/uv.hpp"
 #include "transport/quic/udp_socket.hpp"
 
@@ -71,9 +73,11 @@ int run(const Options& o) {
   tc.rc = o.rc;
   tc.rm = o.rm;
   stun::NatBehaviorDiscovery discovery(*server, local, o.behavior, tc);
-  uv::Timer timer(loop);
+  std::optional<uv::DeadlineTimer> timer(std::in_place, loop);
+  std::function<void()> flush;
+  timer->add(discovery, [&] { flush(); });
 
-  std::function<void()> flush = [&] {
+  flush = [&] {
     for (auto& d : discovery.take_datagrams()) {
       if (auto r = udp.send(d.to, d.data); r.status != quic::SendStatus::sent)
         log::warn("stun: cannot send to {}: {}", d.to.to_string(),
@@ -81,17 +85,10 @@ int run(const Options& o) {
     }
     if (discovery.done()) {
       udp.close();
-      timer.close();
+      timer.reset();
       return;
     }
-    if (auto e = discovery.expiry()) {
-      auto now = uv::Loop::hrtime();
-      std::uint64_t ms = *e > now ? (*e - now + kNanosPerMilli - 1) / kNanosPerMilli : 0;
-      timer.start(ms, 0, [&] {
-        discovery.handle_expiry(uv::Loop::hrtime());
-        flush();
-      });
-    }
+    timer->rearm();
   };
   Reader reader([&](const quic::ReceivedDatagram& d) {
     discovery.handle_datagram(d.peer, d.data, uv::Loop::hrtime());

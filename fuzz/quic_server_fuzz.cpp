@@ -73,9 +73,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     now += (sel >> 4) * 10 * kNanosPerMilli;
   }
   w.core->flush(now);
-  if (auto e = w.core->next_expiry(); e && *e <= now + kNanosPerSecond) {
+  if (auto e = w.core->expiry(); e && *e <= now + kNanosPerSecond) {
     now = std::max(now, *e);
-    w.core->on_expiry(now);
+    w.core->handle_expiry(now);
   }
   if (w.core->half_open_count() > w.config.max_half_open) __builtin_trap();
   if (w.core->connection_count() > w.config.max_connections) __builtin_trap();

@@ -51,7 +51,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   now += (sel & 0x0f) * kNanosPerMilli * 50;
   std::vector<OutgoingDatagram> out;
   server.handle_datagram(sel & 3, sources[(sel >> 2) & 3], datagram, now, out);
-  if ((sel & 0xf0) == 0xf0) server.handle_timers(now);
+  if ((sel & 0xf0) == 0xf0) server.handle_expiry(now);
   if (server.registrations() > server.config().max_registrations) __builtin_trap();
   if (server.tracked_sources() > server.config().max_tracked_sources) __builtin_trap();
 

@@ -79,7 +79,7 @@ Server::Source* Server::source_for(const SocketAddress& from, Timestamp now) {
   auto it = sources_.find(key);
   if (it == sources_.end()) {
     // The table is bounded; while it is full, unknown sources are refused until
-    // handle_timers() forgets idle ones. Memory stays bounded under a flood.
+    // handle_expiry() forgets idle ones. Memory stays bounded under a flood.
     if (sources_.size() >= config_.max_tracked_sources) return nullptr;
     it = sources_.emplace(key, Source{}).first;
   }
@@ -112,6 +112,7 @@ void Server::send_error(int socket, const SocketAddress& to, const Message& req,
 void Server::handle_datagram(int socket, const SocketAddress& from, ByteView data, Timestamp now,
                              std::vector<OutgoingDatagram>& out) {
   counters_.datagrams_received++;
+  if (!housekeeping_due_) housekeeping_due_ = now + kHousekeepingInterval;
   if (socket < 0 || socket > 3 || config_.local[static_cast<std::size_t>(socket)].empty()) socket = kPrimary;
   auto* source = source_for(from, now);
   if (source == nullptr) {
@@ -406,7 +407,8 @@ void Server::handle_rendezvous(int socket, const SocketAddress& from, const Mess
   }
 }
 
-void Server::handle_timers(Timestamp now) {
+void Server::handle_expiry(Timestamp now) {
+  if (!housekeeping_due_ || now < *housekeeping_due_) return;
   for (auto it = registrations_.begin(); it != registrations_.end();) {
     if (it->second.expires <= now) {
       log::info("rendezvous: registration of '{}' expired", it->first);
@@ -424,6 +426,8 @@ void Server::handle_timers(Timestamp now) {
       ++it;
     }
   }
+  housekeeping_due_.reset();
+  if (!registrations_.empty() || !sources_.empty()) housekeeping_due_ = now + kHousekeepingInterval;
 }
 
 std::string Server::metrics_text() const {

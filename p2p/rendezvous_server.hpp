@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -79,8 +80,14 @@ class Server {
   void handle_datagram(int socket, const SocketAddress& from, ByteView data, Timestamp now,
                        std::vector<OutgoingDatagram>& out);
 
-  /// Expires registrations and forgets idle sources. Call about once a second.
-  void handle_timers(Timestamp now);
+  /// Housekeeping (expiring registrations, forgetting idle sources) runs
+  /// about once a second while anything is tracked: expiry() is nullopt on an
+  /// idle server and kHousekeepingInterval after the last sweep (or the first
+  /// datagram) otherwise. The TimedCore convention (transport/core/clock.hpp).
+  std::optional<Timestamp> expiry() const { return housekeeping_due_; }
+  /// Sweeps when the housekeeping deadline has come; earlier calls do nothing.
+  void handle_expiry(Timestamp now);
+  static constexpr Timestamp kHousekeepingInterval = kNanosPerSecond;
 
   const Counters& counters() const { return counters_; }
   std::size_t registrations() const { return registrations_.size(); }
@@ -127,6 +134,7 @@ class Server {
   std::unordered_map<SocketAddress, Source> sources_;  // keyed by IP with port 0
   Timestamp log_window_ = 0;
   unsigned log_lines_in_window_ = 0;
+  std::optional<Timestamp> housekeeping_due_;
 };
 
 /// True when `name` is acceptable as a rendezvous name: 1..64 bytes of

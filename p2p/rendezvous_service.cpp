@@ -91,8 +91,9 @@ Status Service::start(Sockets sockets, quic::Attach attach) {
       if (auto st = quic::attach(*sock, *readers_[static_cast<std::size_t>(i)]); !st) return st;
     }
   }
-  timer_ = std::make_unique<uv::Timer>(loop_);
-  timer_->start(1000, 1000, [this] { server_->handle_timers(uv::Loop::hrtime()); });
+  // Housekeeping: armed while the core tracks something (Server::expiry()).
+  timer_ = std::make_unique<uv::DeadlineTimer>(loop_);
+  timer_->add(*server_);
   return {};
 }
 
@@ -107,6 +108,7 @@ void Service::handle_datagram(int index, const quic::ReceivedDatagram& d) {
     auto r = via->send(o.to, o.data, 0, quic::Ecn::not_ect, o.socket == index ? &d.local : nullptr);
     if (r.status != quic::SendStatus::sent) ++send_failures_;
   }
+  if (timer_) timer_->rearm();
 }
 
 void Service::stop() {

@@ -1,9 +1,9 @@
 // libuv adapter for the rendezvous server core: serves on UDP sockets it is
 // given (one, or four for RFC 5780 with an alternate address; bind_sockets()
-// binds them), feeds datagrams and a 1 s housekeeping tick into
-// rendezvous::Server, and sends what it returns. The primary socket may be
-// shared with other consumers (QUIC): then the owner routes STUN to
-// handle_datagram().
+// binds them), feeds datagrams and its housekeeping deadline (one
+// uv::DeadlineTimer) into rendezvous::Server, and sends what it returns. The
+// primary socket may be shared with other consumers (QUIC): then the owner
+// routes STUN to handle_datagram().
 #pragma once
 
 #include <array>
@@ -12,6 +12,7 @@
 #include <string>
 
 #include "p2p/rendezvous_server.hpp"
+#include "transport/core/deadline_timer.hpp"
 #include "transport/core/uv.hpp"
 #include "transport/quic/udp_socket.hpp"
 
@@ -65,7 +66,7 @@ class Service {
   std::array<std::unique_ptr<Reader>, 4> readers_;
   std::array<bool, 4> attached_{};
   std::unique_ptr<Server> server_;
-  std::unique_ptr<uv::Timer> timer_;
+  std::unique_ptr<uv::DeadlineTimer> timer_;
   std::vector<OutgoingDatagram> out_;
   std::uint64_t send_failures_ = 0;
 };

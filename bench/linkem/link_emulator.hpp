@@ -109,6 +109,12 @@ class LinkDirection {
   Fate offer(Timestamp now, Bytes packet);
 
   /// Earliest scheduled delivery time, if any packet is in flight.
+  ///
+  /// The deadline convention of transport/core/clock.hpp (optional, nullopt:
+  /// nothing scheduled) under this scheduler's own names: what is due here
+  /// is not work the link does but its output (the packets take_due() hands
+  /// back), so a void handle_expiry() would only hide them, and "delivery"
+  /// says what the time means. Adapters arm for it as for any expiry().
   std::optional<Timestamp> next_delivery() const;
 
   /// Appends to `out`, in delivery order, every packet whose delivery time is

@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "transport/core/log.hpp"
+#include "transport/core/deadline_timer.hpp"
 #include "transport/core/uv.hpp"
 #include "transport/quic/path_mtu.hpp"
 #include "transport/quic/tls_backend.hpp"
@@ -321,7 +322,6 @@ ClientConnection::ClientConnection(Config config) : config_(std::move(config)) {
 ClientConnection::~ClientConnection() {
   if (http_) nghttp3_conn_del(http_);
   if (conn_) ngtcp2_conn_del(conn_);
-  if (qlog_) std::fclose(qlog_);
 }
 
 Result<std::unique_ptr<ClientConnection>> ClientConnection::create(Config config, Timestamp now) {
@@ -346,19 +346,11 @@ Status ClientConnection::init(Timestamp now) {
     if (!ctx) return ctx.error();
     config_.tls = std::shared_ptr<quic::tls::ClientContext>(std::move(*ctx));
   }
-  std::optional<StoredSession> stored;
-  if (!opt.session_file.empty()) {
-    auto s = load_session(opt.session_file);
-    if (s) {
-      stored = std::move(*s);
-    } else if (!s.error().is(ErrorDomain::config, ENOENT)) {
-      log::warn("h3: ignoring session file: {}", s.error().message);
-    }
-  }
+  std::optional<StoredSession> stored = config_.resume;
   quic::tls::ClientSessionOptions so;
   so.server_name = config_.origin.host;
   if (stored) so.resumption_data = stored->tls_session;
-  if (!opt.session_file.empty()) so.on_new_session = [this](Bytes data) { on_session_ticket(std::move(data)); };
+  if (config_.on_session) so.on_new_session = [this](Bytes data) { on_session_ticket(std::move(data)); };
   auto session = config_.tls->new_session(&conn_ref_, so);
   if (!session) return session.error();
   tls_ = std::move(*session);
@@ -398,7 +390,7 @@ Status ClientConnection::init(Timestamp now) {
   cb.version_negotiation = ngtcp2_crypto_version_negotiation_cb;
   cb.recv_rx_key = cb_recv_rx_key;
   cb.early_data_rejected = cb_early_data_rejected;
-  if (!opt.session_file.empty()) cb.recv_new_token = cb_recv_new_token;
+  if (config_.on_session) cb.recv_new_token = cb_recv_new_token;
 
   ngtcp2_settings settings;
   ngtcp2_settings_default(&settings);
@@ -408,7 +400,7 @@ Status ClientConnection::init(Timestamp now) {
   settings.max_stream_window = opt.stream_window;
   settings.ack_thresh = config_.tuning.ack_thresh;
   const quic::UdpPayloadPolicy udp_payload{opt.max_udp_payload};
-  quic::apply_udp_payload(settings, quic::max_udp_payload_for(config_.remote, udp_payload));
+  quic::apply_udp_payload(settings, quic::udp_payload_for(config_.remote, udp_payload, config_.loopback_udp_payload));
   if (!token.empty()) {
     settings.token.base = token.data();  // ngtcp2_conn_client_new copies it
     settings.token.len = token.size();
@@ -416,12 +408,11 @@ Status ClientConnection::init(Timestamp now) {
   }
   if (spdlog::should_log(spdlog::level::trace)) settings.log_printf = cb_log_printf;
   settings.handshake_timeout = config_.tuning.handshake_timeout_ms * NGTCP2_MILLISECONDS;
-  if (!config_.tuning.qlog_dir.empty()) {
-    auto path = config_.tuning.qlog_dir / (to_hex(ByteView(scid.data, scid.datalen)) + ".sqlog");
-    qlog_ = std::fopen(path.c_str(), "w");
-    if (!qlog_)
-      return make_error(ErrorDomain::os, errno, "cannot open qlog file " + path.string() + ": " + std::strerror(errno));
-    settings.qlog.write = cb_qlog;
+  if (config_.qlog) {
+    auto writer = config_.qlog(to_hex(ByteView(scid.data, scid.datalen)));
+    if (!writer) return writer.error();
+    qlog_ = std::move(*writer);
+    if (qlog_) settings.qlog.write = cb_qlog;
   }
 
   ngtcp2_transport_params params;
@@ -454,7 +445,7 @@ Status ClientConnection::init(Timestamp now) {
     int rv = ngtcp2_decode_transport_params(&early, NGTCP2_TRANSPORT_PARAMS_TYPE_ENCRYPTED_EXTENSIONS,
                                             stored->transport_params.data(), stored->transport_params.size());
     if (rv != 0) {
-      log::warn("h3: session file has bad transport parameters ({}); no 0-RTT", liberr_text(rv));
+      log::warn("h3: stored session has bad transport parameters ({}); no 0-RTT", liberr_text(rv));
     } else {
       ngtcp2_conn_set_early_remote_transport_params(conn_, &early);
       if (auto st = setup_http(); !st) return st;
@@ -882,9 +873,11 @@ bool ClientConnection::flush_blocked(const BurstSink& sink) {
   return blocked_len_ == 0;
 }
 
-Timestamp ClientConnection::expiry() const {
-  if (state_ == State::closed || !conn_) return UINT64_MAX;
-  return ngtcp2_conn_get_expiry(conn_);
+std::optional<Timestamp> ClientConnection::expiry() const {
+  if (state_ == State::closed || !conn_) return std::nullopt;
+  const Timestamp t = ngtcp2_conn_get_expiry(conn_);
+  if (t == UINT64_MAX) return std::nullopt;  // ngtcp2's "no timer"
+  return t;
 }
 
 void ClientConnection::handle_expiry(Timestamp now) {
@@ -1166,17 +1159,13 @@ int ClientConnection::on_http_goaway(std::int64_t id) {
 void ClientConnection::on_new_token(ByteView token) {
   saved_.token.assign(token.begin(), token.end());
   log::debug("h3: received a NEW_TOKEN token ({} bytes)", token.size());
-  // Stored with the ticket; a token after the ticket rewrites the file.
-  store_session();
+  // Reported with the ticket; a token after the ticket reports it again.
+  report_session();
 }
 
-void ClientConnection::store_session() {
-  if (saved_.tls_session.empty() || saved_.transport_params.empty()) return;
-  if (auto st = save_session(config_.options.session_file, saved_); !st) {
-    log::warn("h3: {}", st.error().message);
-  } else {
-    log::debug("h3: stored the session in {}", config_.options.session_file.string());
-  }
+void ClientConnection::report_session() {
+  if (saved_.tls_session.empty() || saved_.transport_params.empty() || !config_.on_session) return;
+  config_.on_session(saved_);
 }
 
 void ClientConnection::on_session_ticket(Bytes tls_session) {
@@ -1193,15 +1182,15 @@ void ClientConnection::on_session_ticket(Bytes tls_session) {
   }
   params.resize(static_cast<std::size_t>(n));
   saved_.transport_params = std::move(params);
-  store_session();
+  report_session();
 }
 
 void ClientConnection::on_qlog(const void* data, std::size_t len, bool fin) {
   if (!qlog_) return;
-  std::fwrite(data, 1, len, qlog_);
+  qlog_->write(ByteView(static_cast<const std::uint8_t*>(data), len));
   if (fin) {
-    std::fclose(qlog_);
-    qlog_ = nullptr;
+    qlog_->finish();
+    qlog_.reset();
   }
 }
 
@@ -1211,6 +1200,36 @@ void ClientConnection::on_qlog(const void* data, std::size_t len, bool fin) {
 
 namespace {
 Timestamp loop_now() { return uv::Loop::hrtime(); }
+
+// What the core gets from the adapter's side of the world: the session file
+// (loaded now, saved on every reported session), the qlog directory as a
+// sink, and the loopback MTU probe as a number.
+ClientConnection::Config connection_config(const http::Url& origin, const http::ClientOptions& options,
+                                           const QuicTuning& tuning, const SocketAddress& local,
+                                           const SocketAddress& remote) {
+  ClientConnection::Config c;
+  c.origin = origin;
+  c.options = options;
+  c.tuning = tuning;
+  c.local = local;
+  c.remote = remote;
+  c.random = tuning.random;
+  if (const auto& file = options.session_file; !file.empty()) {
+    if (auto s = load_session(file)) {
+      c.resume = std::move(*s);
+    } else if (!s.error().is(ErrorDomain::config, ENOENT)) {
+      log::warn("h3: ignoring session file: {}", s.error().message);
+    }
+    c.on_session = [file](const StoredSession& session) {
+      if (auto st = save_session(file, session); !st) log::warn("h3: {}", st.error().message);
+      else log::debug("h3: stored the session in {}", file.string());
+    };
+  }
+  c.qlog = quic::qlog_to_directory(tuning.qlog_dir);
+  if (options.max_udp_payload == 0 && quic::is_loopback(remote))
+    c.loopback_udp_payload = quic::probe_loopback_udp_payload(remote);
+  return c;
+}
 }  // namespace
 
 Client::Client(uv::Loop& loop, http::Url origin, http::ClientOptions options, QuicTuning tuning,
@@ -1284,7 +1303,7 @@ void Client::connect(std::function<void(Status)> on_ready) {
     local_.set_port(port);
   }
 
-  auto conn = ClientConnection::create({origin_, options_, tuning_, local_, remote_, nullptr, tuning_.random}, loop_now());
+  auto conn = ClientConnection::create(connection_config(origin_, options_, tuning_, local_, remote_), loop_now());
   if (!conn) return fail_soon(conn.error());
   conn_ = std::move(*conn);
   for (auto& [rq, body, done] : early_submits_) conn_->submit(std::move(rq), std::move(body), std::move(done));
@@ -1496,16 +1515,14 @@ bool Client::deliver_events() {
 
 void Client::arm_timer() {
   if (!conn_ || !timer_) return;
+  // One core, and the timer doubles as the adapter's "next loop turn"
+  // deferral, so no uv::DeadlineTimer here; the rounding is its rule.
   auto expiry = conn_->expiry();
-  if (expiry == UINT64_MAX) {
+  if (!expiry) {
     timer_->stop();
     return;
   }
-  auto now = loop_now();
-  // Millisecond timers: round down so pacing deadlines are never overslept
-  // by a whole millisecond; an early wake-up just re-arms.
-  std::uint64_t ms = expiry > now ? (expiry - now) / kNanosPerMilli : 0;
-  timer_->start(ms, 0, [this] {
+  timer_->start(uv::timer_delay_ms(*expiry, loop_now()), 0, [this] {
     if (conn_) conn_->handle_expiry(loop_now());
     after_core_call();
   });

@@ -11,11 +11,12 @@
 //     traffic) or binds one of its own, and one uv::Timer, and feeds the
 //     connection.
 //
-// Session resumption and 0-RTT: with ClientOptions::session_file set, the
-// client stores the server's session ticket together with the server's
-// transport parameters (both are needed for 0-RTT) and, when the file exists on
-// the next run, resumes that session and sends the first requests as early
-// data. ConnectionInfo says whether the server accepted them; when it refuses,
+// Session resumption and 0-RTT: the connection reports the server's session
+// ticket together with the server's transport parameters (both are needed for
+// 0-RTT) through Config::on_session and resumes a Config::resume session,
+// sending the first requests as early data. It touches no file: with
+// ClientOptions::session_file set, Client loads the file before connecting
+// and saves each reported session to it. ConnectionInfo says whether the server accepted them; when it refuses,
 // the requests are sent again after the handshake (nothing is lost).
 #pragma once
 
@@ -37,6 +38,7 @@
 #include "transport/core/random.hpp"
 #include "transport/core/result.hpp"
 #include "transport/http/client.hpp"
+#include "transport/quic/qlog.hpp"
 #include "transport/quic/tls_backend.hpp"
 
 struct ngtcp2_conn;
@@ -73,7 +75,7 @@ struct QuicTuning {
   std::uint64_t max_ack_delay_ms = 25;    ///< Our max_ack_delay transport parameter.
   std::uint64_t handshake_timeout_ms = 10000;
   std::size_t flush_every = 16;           ///< Received datagrams between two writes (ACKs) within one batch.
-  std::filesystem::path qlog_dir;         ///< Write <scid>.sqlog here when set.
+  std::filesystem::path qlog_dir;         ///< h3::Client writes <scid>.sqlog here when set (through Config::qlog).
   /// Connection IDs and ngtcp2's draws (greasing ...); null: the system's.
   /// Seeded in tests that need a given draw; must outlive the client.
   Random* random = nullptr;
@@ -99,6 +101,22 @@ class ClientConnection {
     /// Connection IDs, reset tokens and ngtcp2's draws (greasing, padding);
     /// null: the system's. Seed it to replay a simulation; must outlive the connection.
     Random* random = nullptr;
+    /// A session from an earlier connection: resume it and send the first
+    /// requests as 0-RTT. The core reads no session file (h3::Client loads
+    /// options.session_file with load_session()).
+    std::optional<StoredSession> resume;
+    /// Receives each new session worth storing (a ticket with the server's
+    /// transport parameters, again when a NEW_TOKEN token arrives). Runs
+    /// synchronously from inside read() and must not call into this object.
+    /// Empty: no session is kept (and tokens are not asked for).
+    std::function<void(const StoredSession&)> on_session;
+    /// Where the qlog trace goes (named by our hex source CID); empty: none.
+    /// h3::Client makes it from tuning.qlog_dir with quic::qlog_to_directory.
+    quic::QlogSink qlog;
+    /// Largest UDP payload to a loopback remote (quic::udp_payload_for),
+    /// measured by the adapter (quic::probe_loopback_udp_payload); 0: ngtcp2's
+    /// default with path MTU discovery. A forced options.max_udp_payload wins.
+    std::size_t loopback_udp_payload = 0;
   };
 
   /// A burst of packets ready to send: `data` holds packets of `segment_size`
@@ -113,8 +131,8 @@ class ClientConnection {
   using BurstSink = std::function<std::size_t(const Burst&)>;
 
   /// Builds the connection (TLS session, ngtcp2 and, when resuming, nghttp3 for 0-RTT).
-  /// Errors: TLS set-up (bad CA file ...), ngtcp2 failures. A bad session file is
-  /// logged and ignored (full handshake).
+  /// Errors: TLS set-up (bad CA file ...), ngtcp2 failures, the qlog sink's
+  /// error. A resume session the TLS layer cannot use means a full handshake.
   static Result<std::unique_ptr<ClientConnection>> create(Config config, Timestamp now);
   ~ClientConnection();
   ClientConnection(const ClientConnection&) = delete;
@@ -135,8 +153,9 @@ class ClientConnection {
   bool flush_blocked(const BurstSink& sink);
   /// True when no refused bytes wait for the socket.
   bool nothing_blocked() const { return blocked_len_ == 0; }
-  /// Next deadline (ns, same clock as now) for handle_expiry(); UINT64_MAX for none.
-  Timestamp expiry() const;
+  /// Next deadline (ns, same clock as now) for handle_expiry(); nullopt once
+  /// closed (the TimedCore convention, transport/core/clock.hpp).
+  std::optional<Timestamp> expiry() const;
   void handle_expiry(Timestamp now);
 
   /// Graceful shutdown: fail queued (unsent) requests, let in-flight ones finish,
@@ -186,7 +205,7 @@ class ClientConnection {
   int on_http_goaway(std::int64_t id);
   void on_session_ticket(Bytes tls_session);
   void on_new_token(ByteView token);
-  void store_session();  // writes saved_ to the session file once it has a ticket and parameters
+  void report_session();  // hands saved_ to Config::on_session once it has a ticket and parameters
   void on_qlog(const void* data, std::size_t len, bool fin);
   ngtcp2_conn* conn() const { return conn_; }
   Random& random() const { return config_.random ? *config_.random : Random::system(); }
@@ -231,7 +250,7 @@ class ClientConnection {
   Bytes tx_buf_;
   std::size_t blocked_off_ = 0, blocked_len_ = 0, blocked_seg_ = 0;
   std::uint8_t blocked_ecn_ = 0;
-  std::FILE* qlog_ = nullptr;
+  std::unique_ptr<quic::QlogWriter> qlog_;
 };
 
 /// The socket an h3::Client runs on.

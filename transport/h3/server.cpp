@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "transport/core/log.hpp"
+#include "transport/core/deadline_timer.hpp"
 #include "transport/core/uv.hpp"
 
 namespace quiclab::h3 {
@@ -482,13 +483,13 @@ struct Server::Impl final : quic::PacketSink {
   http::StreamPolicy policy;
   std::unique_ptr<quic::tls::ServerContext> tls;
   quic::UdpSocket& socket;  // not ours: the owner closes it
-  uv::Timer timer;
+  uv::DeadlineTimer timer;  // for the core's deadlines
   std::unique_ptr<quic::ServerCore> core;
+  uv::DeadlineTimer::Id core_timer = 0;
   std::function<void()> on_shutdown_done;
   bool waiting_writable = false;
   bool stopped = false;
   bool exclusive = true;
-  Timestamp armed_for = 0;
 
   static Timestamp now() { return uv::Loop::hrtime(); }
 
@@ -507,7 +508,8 @@ struct Server::Impl final : quic::PacketSink {
 
   void stop_serving() {
     stopped = true;
-    timer.stop();
+    if (core_timer != 0) timer.remove(core_timer);
+    timer.rearm();  // nothing registered: stops it
     if (exclusive) socket.stop();
   }
 
@@ -524,23 +526,9 @@ struct Server::Impl final : quic::PacketSink {
       }
       return;
     }
-    auto next = core->next_expiry();
-    if (!next) {
-      if (timer.active()) timer.stop();
-      armed_for = 0;
-      return;
-    }
-    if (*next == armed_for && timer.active()) return;
-    armed_for = *next;
-    auto t = now();
     // Sub-millisecond deadlines (pacing) run on the next loop turn; others
     // are rounded up so the timer never fires before ngtcp2's deadline.
-    std::uint64_t delay_ms = *next <= t ? 0 : (*next - t < kNanosPerMilli ? 0 : (*next - t + kNanosPerMilli - 1) / kNanosPerMilli);
-    timer.start(delay_ms, 0, [this] {
-      armed_for = 0;
-      core->on_expiry(now());
-      after_work();
-    });
+    timer.rearm();
   }
 };
 
@@ -559,16 +547,21 @@ Status Server::start(quic::Attach attach) {
   auto tls = quic::tls::make_server_context(tc);
   if (!tls) return tls.error();
   s.tls = std::move(*tls);
-  if (!s.config.quic.qlog_dir.empty()) {
+  quic::ServerCoreConfig core_config = s.config.quic;
+  if (!s.config.qlog_dir.empty() && !core_config.qlog) {
     std::error_code ec;
-    std::filesystem::create_directories(s.config.quic.qlog_dir, ec);
+    std::filesystem::create_directories(s.config.qlog_dir, ec);
     if (ec)
       return make_error(ErrorDomain::os, ec.value(),
-                        "h3: cannot create qlog dir " + s.config.quic.qlog_dir.string() + ": " + ec.message());
+                        "h3: cannot create qlog dir " + s.config.qlog_dir.string() + ": " + ec.message());
+    core_config.qlog = quic::qlog_to_directory(s.config.qlog_dir);
   }
+  // The core asks the kernel nothing: the loopback MTU is measured here.
+  if (core_config.udp_payload.forced == 0) core_config.loopback_udp_payload = quic::probe_loopback_udp_payload(s.socket.local_address());
   // Through s.policy, which set_alt_svc() may change after start().
-  s.core = std::make_unique<quic::ServerCore>(s.config.quic, *s.tls, s, application_factory(s.app, s.config, s.policy),
+  s.core = std::make_unique<quic::ServerCore>(core_config, *s.tls, s, application_factory(s.app, s.config, s.policy),
                                               s.config.random ? *s.config.random : Random::system());
+  s.core_timer = s.timer.add(*s.core, [&s] { s.after_work(); });
   s.exclusive = attach == quic::Attach::exclusive;
   if (s.exclusive) {
     if (auto started = quic::attach(s.socket, *this); !started) return started;

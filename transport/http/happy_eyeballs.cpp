@@ -43,7 +43,7 @@ std::vector<std::size_t> AttemptSchedule::start(Timestamp now) {
 }
 
 std::vector<std::size_t> AttemptSchedule::due(Timestamp now) {
-  auto deadline = next_deadline();
+  auto deadline = expiry();
   if (!deadline || now < *deadline) return {};
   return launch(now);
 }
@@ -65,7 +65,7 @@ bool AttemptSchedule::succeeded(std::size_t i) {
   return true;
 }
 
-std::optional<Timestamp> AttemptSchedule::next_deadline() const {
+std::optional<Timestamp> AttemptSchedule::expiry() const {
   if (!begun_ || winner_ || next_ >= state_.size()) return std::nullopt;
   return last_start_ + delay_;
 }
@@ -229,7 +229,7 @@ void RacingClient::on_attempt_ready(std::size_t i, Status st) {
 }
 
 void RacingClient::arm() {
-  auto deadline = schedule_ ? schedule_->next_deadline() : std::nullopt;
+  auto deadline = schedule_ ? schedule_->expiry() : std::nullopt;
   if (!deadline) {
     timer_.stop();
     return;

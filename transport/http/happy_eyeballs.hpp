@@ -43,7 +43,9 @@ class AttemptSchedule {
 
   /// Begins the race at `now`; returns the attempts to start (attempt 0).
   std::vector<std::size_t> start(Timestamp now);
-  /// The attempts due at `now` (call at next_deadline()).
+  /// The attempts due at `now` (call at expiry()). This is the schedule's
+  /// handle_expiry (transport/core/clock.hpp) under another name: what is due
+  /// is its result (attempts for the adapter to start), not an internal step.
   std::vector<std::size_t> due(Timestamp now);
   /// Attempt `i` failed at `now`: returns the attempts to start now (the next
   /// one, if nothing else is still trying and one is left).
@@ -53,7 +55,7 @@ class AttemptSchedule {
   bool succeeded(std::size_t i);
 
   /// When the next attempt is due; nullopt once decided, exhausted or all started.
-  std::optional<Timestamp> next_deadline() const;
+  std::optional<Timestamp> expiry() const;
   std::optional<std::size_t> winner() const { return winner_; }
   /// Every attempt started and failed: the race is lost.
   bool exhausted() const;

@@ -71,17 +71,26 @@ std::optional<UdpPayloadPolicy> parse_udp_payload_policy(std::string_view text, 
   return UdpPayloadPolicy{n};
 }
 
-std::size_t max_udp_payload_for(const SocketAddress& peer, const UdpPayloadPolicy& policy) {
+std::size_t udp_payload_for(const SocketAddress& peer, const UdpPayloadPolicy& policy, std::size_t loopback_payload) {
   if (policy.forced != 0) return policy.forced;
-  if (!is_loopback(peer)) return 0;
+  return is_loopback(peer) ? loopback_payload : 0;
+}
+
+std::size_t probe_loopback_udp_payload(const SocketAddress& peer) {
   // The loopback MTU does not change while we run: ask the kernel once per
   // family (thread-safe static initialisation), not once per connection.
+  // The route to a loopback address of the family is the loopback device.
   if (peer.is_v6()) {
-    static const std::size_t v6 = loopback_payload(peer);
+    static const std::size_t v6 = loopback_payload(*SocketAddress::from_ip("::1", 443));
     return v6;
   }
-  static const std::size_t v4 = loopback_payload(peer);
+  static const std::size_t v4 = loopback_payload(*SocketAddress::from_ip("127.0.0.1", 443));
   return v4;
+}
+
+std::size_t max_udp_payload_for(const SocketAddress& peer, const UdpPayloadPolicy& policy) {
+  if (policy.forced != 0 || !is_loopback(peer)) return udp_payload_for(peer, policy, 0);
+  return udp_payload_for(peer, policy, probe_loopback_udp_payload(peer));
 }
 
 void apply_udp_payload(ngtcp2_settings& settings, std::size_t payload) {

@@ -42,9 +42,18 @@ constexpr std::size_t kMaxUdpPayload = 65507;
 /// [kMinUdpPayload, kMaxUdpPayload]. On error, `error` says what was wrong.
 std::optional<UdpPayloadPolicy> parse_udp_payload_policy(std::string_view text, std::string* error = nullptr);
 
-/// Largest UDP payload for `peer` under `policy`; 0 means "ngtcp2's default
-/// with path MTU discovery". For loopback peers it is the loopback device's
-/// MTU less the IP and UDP headers, at most kMaxLocalUdpPayload.
+/// Largest UDP payload for `peer` under `policy`, for the sans-IO cores: a
+/// forced size; else `loopback_payload` for a loopback peer (what the adapter
+/// measured with probe_loopback_udp_payload); else 0, meaning "ngtcp2's
+/// default with path MTU discovery". Asks the kernel nothing.
+std::size_t udp_payload_for(const SocketAddress& peer, const UdpPayloadPolicy& policy, std::size_t loopback_payload);
+
+/// The adapters' probe: the loopback device's MTU (asked of the kernel once
+/// per address family of `peer`) less the IP and UDP headers, at most
+/// kMaxLocalUdpPayload; 0 when that is no more than ngtcp2's default.
+std::size_t probe_loopback_udp_payload(const SocketAddress& peer);
+
+/// udp_payload_for with the probe done here (for code that is an adapter).
 std::size_t max_udp_payload_for(const SocketAddress& peer, const UdpPayloadPolicy& policy);
 
 /// True for 127.0.0.0/8, ::1 and IPv4-mapped 127.0.0.0/8.

@@ -80,14 +80,13 @@ struct ServerCore::Connection {
   Path pending_path;
   std::size_t pending_gso = 0;
   Ecn pending_ecn = Ecn::not_ect;
-  std::FILE* qlog = nullptr;
+  std::unique_ptr<QlogWriter> qlog;
   ngtcp2_connection_close_error last_error{};
 
   ~Connection() {
     app.reset();  // the application holds nghttp3 state that refers to streams of conn
     if (conn != nullptr) ngtcp2_conn_del(conn);
     tls.reset();
-    if (qlog != nullptr) std::fclose(qlog);
   }
 
   static Connection* of(void* user_data) { return static_cast<Connection*>(user_data); }
@@ -188,9 +187,14 @@ int cb_path_validation(ngtcp2_conn*, std::uint32_t, const ngtcp2_path* path, ngt
   }
   return 0;
 }
-void cb_qlog(void* user_data, std::uint32_t, const void* data, std::size_t datalen) {
+void cb_qlog(void* user_data, std::uint32_t flags, const void* data, std::size_t datalen) {
   auto* c = Conn::of(user_data);
-  if (c->qlog != nullptr) std::fwrite(data, 1, datalen, c->qlog);
+  if (!c->qlog) return;
+  c->qlog->write(ByteView(static_cast<const std::uint8_t*>(data), datalen));
+  if ((flags & NGTCP2_QLOG_WRITE_FLAG_FIN) != 0) {
+    c->qlog->finish();
+    c->qlog.reset();
+  }
 }
 
 }  // namespace
@@ -488,15 +492,14 @@ void ServerCore::accept(const Path& path, ByteView data, Ecn ecn, Timestamp now)
   settings.max_stream_window = config_.max_stream_data;
   settings.handshake_timeout = config_.handshake_timeout;
   settings.initial_rtt = config_.initial_rtt;
-  apply_udp_payload(settings, max_udp_payload_for(path.remote, config_.udp_payload));
+  apply_udp_payload(settings, udp_payload_for(path.remote, config_.udp_payload, config_.loopback_udp_payload));
   settings.rand_ctx.native_handle = &random_;
   if (token_ok) settings.token = hd.token;  // a valid token: the address counts as validated
-  if (!config_.qlog_dir.empty()) {
-    auto file = config_.qlog_dir / (c.id + ".sqlog");
-    c.qlog = std::fopen(file.c_str(), "w");
-    if (c.qlog == nullptr) {
-      log::warn("quic: cannot write qlog {}", file.string());
-    } else {
+  if (config_.qlog) {
+    if (auto writer = config_.qlog(c.id); !writer) {
+      log::warn("quic {}: no qlog: {}", c.id, writer.error().message);
+    } else if (*writer) {
+      c.qlog = std::move(*writer);
       settings.qlog.write = cb_qlog;
       settings.qlog.odcid = have_ocid ? ocid : hd.dcid;
     }
@@ -961,14 +964,14 @@ void ServerCore::on_writable(Timestamp now) {
   flush(now);
 }
 
-std::optional<Timestamp> ServerCore::next_expiry() const {
+std::optional<Timestamp> ServerCore::expiry() const {
   std::optional<Timestamp> t;
   if (!timers_.empty()) t = timers_.begin()->first;
   if (shutting_down_ && !connections_.empty()) t = t ? std::min(*t, shutdown_deadline_) : shutdown_deadline_;
   return t;
 }
 
-void ServerCore::on_expiry(Timestamp now) {
+void ServerCore::handle_expiry(Timestamp now) {
   now_hint_ = now;
   std::vector<Connection*> due;
   while (!timers_.empty() && timers_.begin()->first <= now) {

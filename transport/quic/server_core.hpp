@@ -1,8 +1,8 @@
 // The QUIC server connection core: many ngtcp2 server connections behind one
 // UDP socket, demultiplexed by connection ID.
 //
-// Sans-IO: datagrams and timestamps go in (on_datagram, on_expiry), packets go
-// out through a PacketSink, and next_expiry() says when to call back. A thin
+// Sans-IO: datagrams and timestamps go in (on_datagram, handle_expiry), packets go
+// out through a PacketSink, and expiry() says when to call back. A thin
 // libuv adapter (h3::Server) owns the UdpSocket and the timer; unit tests drive
 // the core on simulated time with a capturing sink.
 //
@@ -23,7 +23,7 @@
 //   - idle timeout, closing and draining periods, graceful shutdown (the
 //     application sends GOAWAY, then each connection closes when idle);
 //   - GSO batching: a connection's packets of one size go out in one send;
-//   - qlog per connection when qlog_dir is set.
+//   - qlog per connection through a QlogSink (the core writes no file).
 //
 // The application protocol (HTTP/3) plugs in per connection through
 // StreamApplication. Callback rules: StreamApplication methods are called from
@@ -52,6 +52,7 @@
 #include "transport/core/clock.hpp"
 #include "transport/core/random.hpp"
 #include "transport/quic/path_mtu.hpp"
+#include "transport/quic/qlog.hpp"
 #include "transport/quic/tls_backend.hpp"
 #include "transport/quic/udp_socket.hpp"
 
@@ -146,7 +147,10 @@ struct ServerCoreConfig {
   /// backoff leaves room for more retransmissions within their timeouts.
   Timestamp initial_rtt = NGTCP2_DEFAULT_INITIAL_RTT;
   Timestamp shutdown_timeout = 5 * kNanosPerSecond;  ///< Graceful shutdown closes everything after this.
-  std::filesystem::path qlog_dir;              ///< One .sqlog file per connection when set.
+  /// One qlog trace per connection, named by ConnectionInfo::id; empty: none.
+  /// The core opens no file: h3::Server makes this from its qlog_dir with
+  /// qlog_to_directory (qlog.hpp).
+  QlogSink qlog;
   std::uint64_t max_data = 64ULL * 1024 * 1024;        ///< Connection receive window (initial and max).
   std::uint64_t max_stream_data = 16ULL * 1024 * 1024; ///< Stream receive window.
   std::uint64_t max_streams_bidi = 1000;       ///< Concurrent request streams per connection.
@@ -154,6 +158,9 @@ struct ServerCoreConfig {
   bool new_token = true;                       ///< Send NEW_TOKEN after the handshake.
   std::size_t stateless_resets_per_second = 200;
   UdpPayloadPolicy udp_payload;                ///< Datagram size (path_mtu.hpp).
+  /// Datagram size for loopback peers under the automatic policy, measured by
+  /// the adapter (probe_loopback_udp_payload); 0: ngtcp2's default with PMTUD.
+  std::size_t loopback_udp_payload = 0;
   /// Who may start a connection: called with the remote address of a
   /// datagram that would open one (an Initial, or a packet that would get
   /// Version Negotiation); false drops it silently. Empty: anyone. The
@@ -209,10 +216,10 @@ class ServerCore {
   void flush(Timestamp now);
   /// The sink can take packets again (after SendStatus::blocked).
   void on_writable(Timestamp now);
-  /// Earliest time on_expiry() must run; nullopt when nothing is scheduled.
-  std::optional<Timestamp> next_expiry() const;
+  /// Earliest time handle_expiry() must run; nullopt when nothing is scheduled.
+  std::optional<Timestamp> expiry() const;
   /// Runs the timers that are due (loss recovery, idle, draining, pacing) and flushes.
-  void on_expiry(Timestamp now);
+  void handle_expiry(Timestamp now);
   /// Graceful shutdown: no new connections; GOAWAY on each, close each when
   /// idle, everything closed after shutdown_timeout.
   void shutdown(Timestamp now);

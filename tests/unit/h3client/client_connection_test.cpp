@@ -1,5 +1,6 @@
 // The sans-IO HTTP/3 client core on simulated time: no sockets, no loop.
 #include <catch2/catch.hpp>
+#include <ngtcp2/ngtcp2.h>
 
 #include <cerrno>
 
@@ -59,17 +60,19 @@ TEST_CASE("h3 client core: first flight is a padded Initial, then the handshake 
   // and carry a long header of type Initial.
   CHECK(out.datagrams[0].size() >= 1200);
   CHECK((out.datagrams[0][0] & 0xf0) == 0xc0);
-  CHECK(c.expiry() > clock.now());
-  CHECK(c.expiry() != UINT64_MAX);
+  REQUIRE(c.expiry().has_value());
+  CHECK(*c.expiry() > clock.now());
 
   // No answer: timers (PTO) resend, until the handshake timeout ends it.
   std::size_t rounds = 0;
   while (!c.closed() && rounds++ < 1000) {
-    clock.set(std::max(clock.now() + 1, c.expiry()));
+    REQUIRE(c.expiry().has_value());
+    clock.set(std::max(clock.now() + 1, *c.expiry()));
     c.handle_expiry(clock.now());
     c.write(clock.now(), out.sink());
   }
   REQUIRE(c.closed());
+  CHECK_FALSE(c.expiry().has_value());  // closed: nothing scheduled (nullopt, not a sentinel)
   CHECK(out.datagrams.size() > 1);  // probes were sent
   auto ev = c.take_events();
   REQUIRE(ev.ready.has_value());
@@ -138,4 +141,51 @@ TEST_CASE("h3 client core: abort fails queued requests and writes CONNECTION_CLO
     REQUIRE(d.response.error.has_value());
     CHECK(d.response.error->code == ECANCELED);
   }
+}
+
+TEST_CASE("h3 client core: the loopback datagram size is the config's number, the core asks the kernel nothing",
+          "[h3client]") {
+  ManualClock clock(9 * kNanosPerSecond);
+  auto payload = [&](std::size_t loopback, const char* remote, std::size_t forced = 0) {
+    auto cfg = config();
+    cfg.remote = *SocketAddress::from_ip(remote, 4433);
+    cfg.loopback_udp_payload = loopback;
+    cfg.options.max_udp_payload = forced;
+    auto conn = h3::ClientConnection::create(cfg, clock.now());
+    REQUIRE(conn.ok());
+    return ngtcp2_conn_get_max_tx_udp_payload_size((*conn)->conn());
+  };
+  // No number from the adapter: ngtcp2's default, even to loopback (the
+  // core used to measure the loopback MTU itself and take 16 KiB).
+  CHECK(payload(0, "127.0.0.1") == NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE);
+  CHECK(payload(9000, "127.0.0.1") == 9000);
+  CHECK(payload(9000, "192.0.2.1") == NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE);  // not loopback
+  CHECK(payload(9000, "127.0.0.1", 1300) == 1300);                          // forced wins
+}
+
+TEST_CASE("h3 client core: a failing qlog sink fails create(); a resume session that cannot be used is ignored",
+          "[h3client][qlog]") {
+  ManualClock clock(11 * kNanosPerSecond);
+  auto cfg = config();
+  cfg.qlog = [](std::string_view) -> Result<std::unique_ptr<quic::QlogWriter>> {
+    return make_error(ErrorDomain::os, EACCES, "cannot open qlog file x.sqlog: Permission denied");
+  };
+  auto failed = h3::ClientConnection::create(cfg, clock.now());
+  REQUIRE_FALSE(failed.ok());
+  CHECK(failed.error().code == EACCES);
+
+  auto cfg2 = config();
+  h3::StoredSession junk;
+  junk.tls_session = {1, 2, 3};
+  junk.transport_params = {4, 5, 6};
+  cfg2.resume = junk;
+  std::size_t reported = 0;
+  cfg2.on_session = [&](const h3::StoredSession&) { ++reported; };
+  auto conn = h3::ClientConnection::create(cfg2, clock.now());
+  REQUIRE(conn.ok());
+  CHECK_FALSE((*conn)->info().resumed);
+  Captured out;
+  (*conn)->write(clock.now(), out.sink());
+  CHECK_FALSE(out.datagrams.empty());
+  CHECK(reported == 0);  // nothing from the server yet
 }

@@ -36,21 +36,21 @@ TEST_CASE("happy eyeballs: IPv6 first, families interleaved, duplicates dropped"
 TEST_CASE("happy eyeballs: the next attempt starts after the delay", "[http][happy_eyeballs]") {
   ManualClock clock(ms(1000));
   AttemptSchedule s(3, ms(250));
-  CHECK_FALSE(s.next_deadline());
+  CHECK_FALSE(s.expiry());
   CHECK(s.start(clock.now()) == std::vector<std::size_t>{0});
   CHECK(s.start(clock.now()).empty());  // once only
-  REQUIRE(s.next_deadline() == ms(1250));
+  REQUIRE(s.expiry() == ms(1250));
   clock.advance(ms(249));
   CHECK(s.due(clock.now()).empty());
   clock.advance(ms(1));
   CHECK(s.due(clock.now()) == std::vector<std::size_t>{1});
-  REQUIRE(s.next_deadline() == ms(1500));
+  REQUIRE(s.expiry() == ms(1500));
   CHECK(s.in_progress() == std::vector<std::size_t>{0, 1});
   // The second attempt wins: the schedule ends; the first must be closed.
   clock.advance(ms(10));
   CHECK(s.succeeded(1));
   CHECK(s.winner() == std::size_t{1});
-  CHECK_FALSE(s.next_deadline());
+  CHECK_FALSE(s.expiry());
   CHECK(s.in_progress() == std::vector<std::size_t>{0});
   CHECK(s.due(clock.now() + ms(1000)).empty());
   // A late success is not a second winner.
@@ -65,7 +65,7 @@ TEST_CASE("happy eyeballs: a failure starts the next attempt at once", "[http][h
   clock.advance(ms(3));
   // Refused after 3 ms: nothing else is trying, so the next starts now.
   CHECK(s.failed(0, clock.now()) == std::vector<std::size_t>{1});
-  REQUIRE(s.next_deadline() == ms(253));
+  REQUIRE(s.expiry() == ms(253));
   clock.advance(ms(250));
   CHECK(s.due(clock.now()) == std::vector<std::size_t>{2});
   // One of two running attempts fails: the other keeps its chance, nothing starts.

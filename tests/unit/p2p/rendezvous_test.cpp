@@ -179,13 +179,39 @@ TEST_CASE("registrations expire and per-source quotas hold", "[p2p][rendezvous]"
   CHECK(ok == 3);
   CHECK(quota == 2);
   h.clock.advance(301 * kNanosPerSecond);
-  h.server.handle_timers(h.clock.now());
+  REQUIRE(h.server.expiry().has_value());
+  CHECK(*h.server.expiry() <= h.clock.now());
+  h.server.handle_expiry(h.clock.now());
   CHECK(h.server.registrations() == 0);
   CHECK(h.server.counters().registrations_expired == 3);
   // The quota is free again.
   clients[4]->register_name(h.clock.now());
   h.deliver(h.exchange(*clients[4], src), *clients[4], src);
   CHECK(only_event(*clients[4]).kind == Event::Kind::Registered);
+}
+
+TEST_CASE("the server schedules housekeeping only while it tracks something", "[p2p][rendezvous]") {
+  Harness h;
+  CHECK_FALSE(h.server.expiry().has_value());  // idle: no timer at all
+  Client a(client_config("alice", 1));
+  a.register_name(h.clock.now());
+  auto at = addr("198.51.100.10", 40000);
+  h.deliver(h.exchange(a, at), a, at);
+  REQUIRE(h.server.registrations() == 1);
+  REQUIRE(h.server.expiry() == h.clock.now() + Server::kHousekeepingInterval);
+  // Early calls change nothing; at the deadline it sweeps and schedules the next.
+  h.server.handle_expiry(h.clock.now());
+  CHECK(h.server.expiry() == h.clock.now() + Server::kHousekeepingInterval);
+  h.clock.set(*h.server.expiry());
+  h.server.handle_expiry(h.clock.now());
+  CHECK(h.server.registrations() == 1);
+  CHECK(h.server.expiry() == h.clock.now() + Server::kHousekeepingInterval);
+  // Once the registration has expired and the source is idle, nothing is left to schedule.
+  h.clock.advance(400 * kNanosPerSecond);
+  h.server.handle_expiry(h.clock.now());
+  CHECK(h.server.registrations() == 0);
+  CHECK(h.server.tracked_sources() == 0);
+  CHECK_FALSE(h.server.expiry().has_value());
 }
 
 TEST_CASE("the client refreshes before expiry and retransmits lost requests", "[p2p][rendezvous]") {

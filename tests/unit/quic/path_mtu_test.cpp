@@ -54,6 +54,21 @@ TEST_CASE("automatic size: the loopback route's MTU for loopback peers, ngtcp2's
   CHECK(max_udp_payload_for(*SocketAddress::from_ip("127.0.0.1", 4433), UdpPayloadPolicy{1452}) == 1452);
 }
 
+TEST_CASE("the cores' rule is pure: the adapter's probe result for loopback peers, forced sizes win", "[quic][mtu]") {
+  const UdpPayloadPolicy automatic;
+  // The number is whatever the adapter measured; nothing is asked of the kernel.
+  CHECK(udp_payload_for(*SocketAddress::from_ip("127.0.0.1", 4433), automatic, 4321) == 4321);
+  CHECK(udp_payload_for(*SocketAddress::from_ip("::1", 4433), automatic, 4321) == 4321);
+  CHECK(udp_payload_for(*SocketAddress::from_ip("::ffff:127.0.0.2", 4433), automatic, 4321) == 4321);
+  CHECK(udp_payload_for(*SocketAddress::from_ip("127.0.0.1", 4433), automatic, 0) == 0);
+  CHECK(udp_payload_for(*SocketAddress::from_ip("10.0.0.1", 4433), automatic, 4321) == 0);
+  CHECK(udp_payload_for(*SocketAddress::from_ip("10.0.0.1", 4433), UdpPayloadPolicy{1300}, 4321) == 1300);
+  CHECK(udp_payload_for(*SocketAddress::from_ip("127.0.0.1", 4433), UdpPayloadPolicy{1300}, 4321) == 1300);
+  // The adapters' probe agrees with the convenience wrapper.
+  const auto lo = *SocketAddress::from_ip("127.0.0.1", 4433);
+  CHECK(probe_loopback_udp_payload(lo) == max_udp_payload_for(lo, automatic));
+}
+
 TEST_CASE("payload sizes reach ngtcp2's settings and transport parameters", "[quic][mtu]") {
   ngtcp2_settings s;
   ngtcp2_settings_default(&s);

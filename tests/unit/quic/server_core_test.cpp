@@ -3,6 +3,8 @@
 // flood defences do what they say.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <map>
 #include <random>
 
 #include "tests/unit/quic/client_initial.hpp"
@@ -169,8 +171,8 @@ TEST_CASE("quic server core: a flood of Initials from many ports stays bounded",
   // The handshakes never complete: the handshake timeout frees everything.
   for (int i = 0; i < 100 && core->connection_count() > 0; ++i) {
     now += 100 * kNanosPerMilli;
-    if (auto next = core->next_expiry(); next && *next > now) now = *next;
-    core->on_expiry(now);
+    if (auto next = core->expiry(); next && *next > now) now = *next;
+    core->handle_expiry(now);
   }
   CHECK(core->connection_count() == 0);
   CHECK(core->half_open_count() == 0);
@@ -281,4 +283,77 @@ TEST_CASE("quic server core: the accept hook chooses who may open a connection",
   CHECK(core->connection_count() == 1);
   CHECK(f.sink.bytes_to(allowed) > 0);
   CHECK(asked == std::vector<std::string>{"127.0.0.1:20011", "127.0.0.1:20011", "127.0.0.1:20010"});
+}
+
+TEST_CASE("quic server core: the loopback datagram size is the config's number, the qlog goes to the sink",
+          "[quic][core][qlog]") {
+  Fixture f;
+  struct Writer final : quic::QlogWriter {
+    Bytes* out;
+    explicit Writer(Bytes* o) : out(o) {}
+    void write(ByteView data) override { out->insert(out->end(), data.begin(), data.end()); }
+  };
+  std::map<std::string, Bytes> traces;
+  std::map<std::string, std::size_t> payload;  // max_tx_udp_payload_size per connection
+  quic::ServerCoreConfig config;
+  config.loopback_udp_payload = 9000;  // what the adapter measured, not what the kernel says
+  config.qlog = [&](std::string_view id) -> Result<std::unique_ptr<quic::QlogWriter>> {
+    return std::unique_ptr<quic::QlogWriter>(std::make_unique<Writer>(&traces[std::string(id)]));
+  };
+  auto core = std::make_unique<quic::ServerCore>(config, *f.tls, f.sink,
+                                                 [&](ngtcp2_conn* conn, const quic::ConnectionInfo& info) {
+                                                   payload[info.id] = ngtcp2_conn_get_max_tx_udp_payload_size(conn);
+                                                   return std::unique_ptr<quic::StreamApplication>();
+                                                 });
+  test::ClientInitialBuilder builder;
+  auto loopback = *SocketAddress::from_ip("127.0.0.1", 20020);
+  core->on_datagram(f.path_from(20020), builder.build(loopback, f.server), quic::Ecn::not_ect, kStart);
+  // A peer that is not on loopback gets ngtcp2's default, whatever the number.
+  auto remote = *SocketAddress::from_ip("192.0.2.7", 20021);
+  core->on_datagram(quic::Path{f.server, remote}, builder.build(remote, f.server), quic::Ecn::not_ect, kStart);
+  core->flush(kStart);
+  REQUIRE(core->connection_count() == 2);
+  REQUIRE(payload.size() == 2);
+  std::vector<std::size_t> sizes;
+  for (const auto& [id, n] : payload) sizes.push_back(n);
+  std::sort(sizes.begin(), sizes.end());
+  CHECK(sizes == std::vector<std::size_t>{NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE, 9000});
+  // One trace per connection, by the same ID, and no file anywhere.
+  REQUIRE(traces.size() == 2);
+  for (const auto& [id, bytes] : traces) {
+    CHECK(payload.count(id) == 1);
+    REQUIRE_FALSE(bytes.empty());
+    CHECK(bytes[0] == 0x1e);  // JSON-SEQ record separator
+  }
+  // A sink that fails costs the trace, not the connection.
+  quic::ServerCoreConfig failing;
+  failing.qlog = [](std::string_view) -> Result<std::unique_ptr<quic::QlogWriter>> {
+    return make_error(ErrorDomain::os, EACCES, "no room");
+  };
+  auto core2 = f.make_core(failing);
+  auto other = *SocketAddress::from_ip("127.0.0.1", 20022);
+  core2->on_datagram(f.path_from(20022), builder.build(other, f.server), quic::Ecn::not_ect, kStart);
+  CHECK(core2->connection_count() == 1);
+}
+
+TEST_CASE("qlog_to_directory writes <id>.sqlog, an empty directory means no sink", "[quic][qlog]") {
+  Fixture f;
+  CHECK_FALSE(quic::qlog_to_directory({}));
+  auto sink = quic::qlog_to_directory(f.dir);
+  REQUIRE(sink);
+  {
+    auto w = sink("00aabb");
+    REQUIRE(w);
+    REQUIRE(*w);
+    const std::uint8_t chunk[] = {0x1e, '{', '}', '\n'};
+    (*w)->write(ByteView(chunk, sizeof chunk));
+    (*w)->finish();
+    (*w)->write(ByteView(chunk, sizeof chunk));  // after finish: ignored
+  }
+  CHECK(std::filesystem::file_size(f.dir / "00aabb.sqlog") == 4);
+  auto missing = quic::qlog_to_directory(f.dir / "no" / "such")("01");
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().domain == ErrorDomain::os);
+  CHECK(missing.error().message.find("00aabb") == std::string::npos);
+  CHECK(missing.error().message.find("01.sqlog") != std::string::npos);
 }

@@ -16,6 +16,11 @@
 // "rendezvous server" onto the same path, so a test can show STUN and a
 // (greased) QUIC connection sharing one socket's worth of traffic.
 //
+// Nothing touches the filesystem but the certificate: the client's sessions
+// (tickets for 0-RTT) are kept in memory through ClientConnection's
+// on_session and fed back on the next connect(), and with QuicSimConfig::qlog
+// both cores write their qlog traces into in-memory sinks.
+//
 // This is the harness the hole-punching simulations build on.
 #pragma once
 
@@ -25,6 +30,7 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fmt/format.h>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -46,7 +52,28 @@ struct QuicSimConfig {
   std::uint64_t seed = 1;
   linkem::LinkConfig c2s;  ///< client -> server direction (its seed is derived from `seed`)
   linkem::LinkConfig s2c;
-  std::filesystem::path session_file;  ///< client session file (0-RTT); empty: none
+  bool qlog = false;  ///< both cores write qlog traces into memory (qlog_traces())
+};
+
+/// A qlog sink that keeps every connection's trace in memory.
+struct MemoryQlog {
+  struct Trace {
+    Bytes bytes;
+    bool finished = false;
+  };
+  std::map<std::string, Trace, std::less<>> traces;  // by connection ID
+
+  quic::QlogSink sink() {
+    return [this](std::string_view id) -> Result<std::unique_ptr<quic::QlogWriter>> {
+      struct Writer final : quic::QlogWriter {
+        Trace* trace;
+        explicit Writer(Trace* t) : trace(t) {}
+        void write(ByteView data) override { trace->bytes.insert(trace->bytes.end(), data.begin(), data.end()); }
+        void finish() override { trace->finished = true; }
+      };
+      return std::unique_ptr<quic::QlogWriter>(std::make_unique<Writer>(&traces[std::string(id)]));
+    };
+  }
 };
 
 class QuicSim {
@@ -75,6 +102,7 @@ class QuicSim {
     // Loopback-sized datagrams would make the sizes depend on this machine's
     // loopback MTU; the simulated path is an ordinary 1500-byte one.
     qc.udp_payload.forced = 1452;
+    if (cfg.qlog) qc.qlog = server_qlog_.sink();
     server_config_.quic = qc;
     sink_.sim = this;
     core_ = std::make_unique<quic::ServerCore>(qc, *server_tls_, sink_, h3::application_factory(app_, server_config_),
@@ -88,12 +116,17 @@ class QuicSim {
     c.origin = *http::Url::parse("https://127.0.0.1:4433/");
     options.insecure = true;
     options.keep_body = true;
-    options.session_file = cfg_.session_file;
     options.max_udp_payload = 1452;
     c.options = options;
     c.local = client_addr_;
     c.remote = server_addr_;
     c.random = &client_random_;
+    c.resume = session_;
+    c.on_session = [this](const h3::StoredSession& s) {
+      session_ = s;
+      ++sessions_reported_;
+    };
+    if (cfg_.qlog) c.qlog = client_qlog_.sink();
     auto conn = h3::ClientConnection::create(c, clock_.now());
     REQUIRE(conn.ok());
     client_ = std::move(*conn);
@@ -125,7 +158,7 @@ class QuicSim {
     return false;
   }
 
-  /// Drops the client (its session file stays) and lets the server time it out.
+  /// Drops the client (its last reported session stays) and lets the server time it out.
   void close_client() {
     client_->close(false, clock_.now());
     step();
@@ -143,6 +176,12 @@ class QuicSim {
   std::size_t quic_routed() const { return quic_routed_; }
   /// QUIC datagrams to the client whose first byte was 0x00-0x3F (fixed bit greased away).
   std::size_t greased_to_client() const { return greased_to_client_; }
+  /// The client's last reported session (resumed by the next connect()), and how many were reported.
+  const std::optional<h3::StoredSession>& session() const { return session_; }
+  std::size_t sessions_reported() const { return sessions_reported_; }
+  /// qlog traces by connection ID (with QuicSimConfig::qlog).
+  const MemoryQlog& client_qlog() const { return client_qlog_; }
+  const MemoryQlog& server_qlog() const { return server_qlog_; }
   const linkem::LinkDirection& c2s() const { return c2s_; }
   const linkem::LinkDirection& s2c() const { return s2c_; }
   Timestamp elapsed() const { return clock_.now() - kStart; }
@@ -210,8 +249,8 @@ class QuicSim {
       stun_.erase(stun_.begin());
     }
     for (auto& d : due) route_to_client(server_addr_, d.packet);
-    if (auto e = core_->next_expiry(); e && *e <= now) core_->on_expiry(now);
-    if (client_ && client_->expiry() <= now) client_->handle_expiry(now);
+    if (auto e = core_->expiry(); e && *e <= now) core_->handle_expiry(now);
+    if (auto e = client_ ? client_->expiry() : std::nullopt; e && *e <= now) client_->handle_expiry(now);
     client_write();
   }
 
@@ -240,8 +279,8 @@ class QuicSim {
     };
     take(c2s_.next_delivery());
     take(s2c_.next_delivery());
-    take(core_->next_expiry());
-    if (client_ && client_->expiry() != UINT64_MAX) take(client_->expiry());
+    take(core_->expiry());
+    if (client_) take(client_->expiry());
     if (!stun_.empty()) take(stun_.front().at);
     return t;
   }
@@ -255,6 +294,7 @@ class QuicSim {
   ManualClock clock_;
   SeededRandom client_random_, server_random_;
   linkem::LinkDirection c2s_, s2c_;
+  MemoryQlog client_qlog_, server_qlog_;  // before the cores, whose writers point into them
   http::Metrics metrics_;
   http::App app_;
   h3::ServerConfig server_config_;
@@ -271,6 +311,8 @@ class QuicSim {
   std::optional<Status> ready_;
   std::vector<std::string> events_;
   std::size_t stun_routed_ = 0, quic_routed_ = 0, greased_to_client_ = 0;
+  std::optional<h3::StoredSession> session_;
+  std::size_t sessions_reported_ = 0;
   int connections_ = 0;
 };
 

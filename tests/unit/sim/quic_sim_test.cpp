@@ -114,20 +114,25 @@ TEST_CASE("quic sim: 1 MB byte-exact through 5 % seeded loss, replayed exactly",
   CHECK(c.events != a.events);
 }
 
-TEST_CASE("quic sim: 0-RTT resumption from the session file", "[sim][quic]") {
+TEST_CASE("quic sim: 0-RTT resumption from a session reported in memory, qlog in memory on both sides",
+          "[sim][quic][qlog]") {
   TempDir dir;
   sim::QuicSimConfig cfg;
   cfg.seed = 3;
   cfg.c2s = link(25);
   cfg.s2c = link(25);
-  cfg.session_file = dir.path / "session.json";
+  cfg.qlog = true;
   sim::QuicSim world(cfg, dir.path / "certs");
   world.connect();
   world.get("/bytes/1k");
   REQUIRE(world.run_until([&] { return world.responses().size() == 1; }, 10 * kNanosPerSecond));
-  // Let the session ticket and NEW_TOKEN arrive and be stored.
+  // Let the session ticket and NEW_TOKEN arrive and be reported.
   world.run_until([] { return false; }, 200 * kNanosPerMilli);
-  REQUIRE(fs::exists(cfg.session_file));
+  REQUIRE(world.session().has_value());
+  CHECK(world.sessions_reported() >= 1);
+  CHECK_FALSE(world.session()->tls_session.empty());
+  CHECK_FALSE(world.session()->transport_params.empty());
+  CHECK_FALSE(world.session()->token.empty());  // NEW_TOKEN arrived too
   world.close_client();
   auto before = world.clock().now();
   world.connect();
@@ -147,6 +152,33 @@ TEST_CASE("quic sim: 0-RTT resumption from the session file", "[sim][quic]") {
   world.run_until([] { return false; }, 100 * kNanosPerMilli);
   CHECK(world.server().stats().early_data_accepted == 1);
   CHECK(world.server().stats().resumed == 1);
+
+  // qlog: one trace per connection on each side, JSON-SEQ (RFC 7464: each
+  // record starts with RS) naming the vantage point; the first client trace
+  // was finished when its connection closed.
+  auto check_traces = [](const sim::MemoryQlog& q, const char* vantage) {
+    REQUIRE(q.traces.size() == 2);
+    for (const auto& [id, t] : q.traces) {
+      INFO(vantage << " trace " << id);
+      CHECK(id.size() >= 16);  // hex of a connection ID
+      REQUIRE(t.bytes.size() > 100);
+      CHECK(t.bytes[0] == 0x1e);
+      std::string text(t.bytes.begin(), t.bytes.end());
+      CHECK(text.find("\"qlog_format\"") != std::string::npos);
+      CHECK(text.find(vantage) != std::string::npos);
+    }
+  };
+  check_traces(world.client_qlog(), "\"type\":\"client\"");
+  check_traces(world.server_qlog(), "\"type\":\"server\"");
+  std::size_t finished = 0;
+  for (const auto& [id, t] : world.client_qlog().traces) finished += t.finished ? 1 : 0;
+  CHECK(finished >= 1);
+  // Nothing but the certificate went to the filesystem: no session, no qlog file.
+  std::size_t files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir.path)) files += e.is_regular_file() ? 1 : 0;
+  std::size_t cert_files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir.path / "certs")) cert_files += e.is_regular_file() ? 1 : 0;
+  CHECK(files == cert_files);
 }
 
 TEST_CASE("quic sim: a key update mid-transfer, the body still byte-exact", "[sim][quic]") {
