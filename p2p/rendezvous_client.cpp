@@ -6,7 +6,25 @@ namespace quiclab::rendezvous {
 
 using namespace quiclab::stun;
 
+std::string_view event_name(const Event& e) {
+  struct V {
+    std::string_view operator()(const Registered&) const { return "registered"; }
+    std::string_view operator()(const LookupResult&) const { return "lookup"; }
+    std::string_view operator()(const Introduced&) const { return "introduced"; }
+    std::string_view operator()(const IntroductionReceived&) const { return "introduction_received"; }
+    std::string_view operator()(const RequestFailed&) const { return "request_failed"; }
+    std::string_view operator()(const RequestTimedOut&) const { return "request_timed_out"; }
+  };
+  return std::visit(V{}, e);
+}
+
 Client::Client(ClientConfig config) : config_(std::move(config)) {}
+
+void Client::sent_at(Timestamp now) {
+  // Any datagram to the server refreshes the NAT mapping; the keepalive
+  // waits a full interval after the last one.
+  if (registered_ && config_.keepalive > 0) keepalive_due_ = now + config_.keepalive;
+}
 
 void Client::start(Message m, std::string peer, Timestamp now) {
   m.add_string(attr::kUsername, config_.name);
@@ -22,7 +40,10 @@ void Client::start(Message m, std::string peer, Timestamp now) {
 
 void Client::pump(Timestamp now) {
   for (auto& [id, p] : pending_) {
-    if (auto bytes = p.tx.poll_transmit(now)) outgoing_.push_back(std::move(*bytes));
+    if (auto bytes = p.tx.poll_transmit(now)) {
+      outgoing_.push_back(std::move(*bytes));
+      sent_at(now);
+    }
   }
 }
 
@@ -46,6 +67,7 @@ void Client::refresh(Timestamp now, std::optional<std::uint32_t> lifetime_s) {
   if (lifetime_s && *lifetime_s == 0) {
     registered_ = false;
     refresh_due_.reset();
+    keepalive_due_.reset();
   }
   start(std::move(m), {}, now);
 }
@@ -98,12 +120,7 @@ bool Client::handle_datagram(ByteView data, Timestamp now) {
       log::info("rendezvous client: dropping malformed PeerIntroduction");
       return false;
     }
-    Event e;
-    e.kind = Event::Kind::IntroductionReceived;
-    e.method = m->method;
-    e.peer = c->name;
-    e.candidates = std::move(*c);
-    events_.push_back(std::move(e));
+    events_.push_back(IntroductionReceived{std::move(*c)});
     return true;
   }
   auto it = pending_.find(m->transaction_id);
@@ -117,60 +134,58 @@ bool Client::handle_datagram(ByteView data, Timestamp now) {
     return false;
   }
   if (!p.tx.handle_response(*m)) return false;
-  Event e;
-  e.method = p.method;
-  e.peer = p.peer;
+  const std::uint16_t method = p.method;
+  const std::string peer = p.peer;
+  pending_.erase(it);
+  auto lifetime_of = [&] {
+    auto lifetime = m->u32(attr::kLifetime);
+    return lifetime && *lifetime ? **lifetime : 0u;
+  };
   if (m->message_class == MessageClass::ErrorResponse) {
-    e.kind = Event::Kind::RequestFailed;
+    RequestFailed f{method, peer, 0, {}};
     if (auto err = m->error(); err && *err) {
-      e.error_code = (*err)->code;
-      e.reason = (*err)->reason;
+      f.error_code = (*err)->code;
+      f.reason = (*err)->reason;
     }
-    if (p.method == method::kRefresh && e.error_code == error_code::kNotFound) {
+    if (method == method::kRefresh && f.error_code == error_code::kNotFound) {
       // The registration expired on the server: take the name again.
       registered_ = false;
-      pending_.erase(it);
+      keepalive_due_.reset();
       register_name(now);
-      events_.push_back(std::move(e));
-      return true;
     }
-  } else if (p.method == method::kRegister || p.method == method::kRefresh) {
-    e.kind = Event::Kind::Registered;
-    auto lifetime = m->u32(attr::kLifetime);
-    e.lifetime_s = lifetime && *lifetime ? **lifetime : 0;
-    if (auto mapped = m->xor_address(attr::kXorMappedAddress); mapped && *mapped) e.mapped = **mapped;
-    registered_ = e.lifetime_s > 0;
+    if (method == method::kLookup && f.error_code == error_code::kNotFound) {
+      events_.push_back(LookupResult{peer, false, 0});
+    } else {
+      events_.push_back(std::move(f));
+    }
+    return true;
+  }
+  if (method == method::kRegister || method == method::kRefresh) {
+    Registered r;
+    r.lifetime_s = lifetime_of();
+    if (auto mapped = m->xor_address(attr::kXorMappedAddress); mapped && *mapped) r.mapped = **mapped;
+    registered_ = r.lifetime_s > 0;
     if (registered_) {
-      refresh_due_ = now + static_cast<Timestamp>(config_.refresh_at * static_cast<double>(e.lifetime_s) * 1e9);
+      refresh_due_ = now + static_cast<Timestamp>(config_.refresh_at * static_cast<double>(r.lifetime_s) * 1e9);
+      if (config_.keepalive > 0 && !keepalive_due_) keepalive_due_ = now + config_.keepalive;
     } else {
       refresh_due_.reset();
+      keepalive_due_.reset();
     }
-  } else if (p.method == method::kLookup) {
-    e.kind = Event::Kind::LookupResult;
-    e.found = true;
-    auto lifetime = m->u32(attr::kLifetime);
-    e.lifetime_s = lifetime && *lifetime ? **lifetime : 0;
+    events_.push_back(std::move(r));
+  } else if (method == method::kLookup) {
+    events_.push_back(LookupResult{peer, true, lifetime_of()});
+  } else if (auto c = candidates_of(*m)) {
+    events_.push_back(Introduced{std::move(*c)});
   } else {
-    auto c = candidates_of(*m);
-    if (!c) {
-      e.kind = Event::Kind::RequestFailed;
-      e.reason = c.error().message;
-    } else {
-      e.kind = Event::Kind::Introduced;
-      e.candidates = std::move(*c);
-    }
+    events_.push_back(RequestFailed{method, peer, 0, c.error().message});
   }
-  if (e.kind == Event::Kind::RequestFailed && p.method == method::kLookup && e.error_code == error_code::kNotFound) {
-    e.kind = Event::Kind::LookupResult;
-    e.found = false;
-  }
-  pending_.erase(it);
-  events_.push_back(std::move(e));
   return true;
 }
 
 std::optional<Timestamp> Client::expiry() const {
   std::optional<Timestamp> next = refresh_due_;
+  if (keepalive_due_ && (!next || *keepalive_due_ < *next)) next = keepalive_due_;
   for (const auto& [id, p] : pending_) {
     if (auto e = p.tx.expiry(); e && (!next || *e < *next)) next = e;
   }
@@ -181,11 +196,7 @@ void Client::handle_expiry(Timestamp now) {
   for (auto it = pending_.begin(); it != pending_.end();) {
     it->second.tx.handle_expiry(now);
     if (it->second.tx.state() == ClientTransaction::State::TimedOut) {
-      Event e;
-      e.kind = Event::Kind::RequestTimedOut;
-      e.method = it->second.method;
-      e.peer = it->second.peer;
-      events_.push_back(std::move(e));
+      events_.push_back(RequestTimedOut{it->second.method, it->second.peer});
       it = pending_.erase(it);
     } else {
       ++it;
@@ -196,6 +207,20 @@ void Client::handle_expiry(Timestamp now) {
     refresh(now);
   }
   pump(now);
+  if (keepalive_due_ && now >= *keepalive_due_) {
+    // RFC 8489 Binding indication: no answer, no transaction; FINGERPRINT so
+    // the server (and any demultiplexer) can tell it is STUN.
+    Message k;
+    k.message_class = MessageClass::Indication;
+    k.method = method::kBinding;
+    k.transaction_id = random_transaction_id();
+    EncodeOptions opts;
+    opts.fingerprint = true;
+    outgoing_.push_back(encode(k, opts));
+    ++keepalives_sent_;
+    keepalive_due_.reset();
+    sent_at(now);
+  }
 }
 
 std::vector<Bytes> Client::take_datagrams() { return std::exchange(outgoing_, {}); }

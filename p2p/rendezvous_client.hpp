@@ -4,7 +4,7 @@
 // names up and asks to be introduced. It produces datagrams for the server and
 // consumes the server's datagrams; time is injected. It does not own a socket:
 // the hole-punching peer shares one UDP socket between STUN, probes and QUIC and
-// hands the client only the datagrams that look like STUN (stun::looks_like_stun).
+// hands the client the STUN datagrams from the server (p2p::Demultiplexer).
 //
 // Usage: call register_name(now); then after every input (handle_datagram,
 // handle_expiry, a new request) drain take_datagrams() to the server and
@@ -14,6 +14,8 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <variant>
 #include <vector>
 
 #include "p2p/stun.hpp"
@@ -29,25 +31,35 @@ struct PeerCandidates {
   std::vector<SocketAddress> hosts;    ///< the addresses the peer reported for itself
 };
 
-struct Event {
-  enum class Kind {
-    Registered,            ///< Register/Refresh succeeded: `mapped`, `lifetime_s`
-    LookupResult,          ///< `peer`, `found`, `lifetime_s`
-    Introduced,            ///< our Introduce succeeded: `candidates` of the peer
-    IntroductionReceived,  ///< another peer asked for us: `candidates` of that peer
-    RequestFailed,         ///< error response: `method`, `error_code`, `reason`, `peer`
-    RequestTimedOut,       ///< no answer after all retransmissions: `method`, `peer`
-  };
-  Kind kind = Kind::Registered;
-  std::uint16_t method = 0;
+// Events, one type each (std::visit or std::get_if on Event).
+struct Registered {  ///< Register/Refresh succeeded (lifetime 0: removed)
+  SocketAddress mapped;
+  std::uint32_t lifetime_s = 0;
+};
+struct LookupResult {
   std::string peer;
   bool found = false;
   std::uint32_t lifetime_s = 0;
-  SocketAddress mapped;
+};
+struct Introduced {  ///< our Introduce succeeded: the peer's candidates
   PeerCandidates candidates;
+};
+struct IntroductionReceived {  ///< another peer asked for us: its candidates
+  PeerCandidates candidates;
+};
+struct RequestFailed {  ///< an error response
+  std::uint16_t method = 0;
+  std::string peer;
   int error_code = 0;
   std::string reason;
 };
+struct RequestTimedOut {  ///< no answer after all retransmissions
+  std::uint16_t method = 0;
+  std::string peer;
+};
+using Event = std::variant<Registered, LookupResult, Introduced, IntroductionReceived, RequestFailed, RequestTimedOut>;
+/// Short name for logs and tests ("registered", "lookup", ...).
+std::string_view event_name(const Event& e);
 
 struct ClientConfig {
   std::string name;
@@ -57,6 +69,11 @@ struct ClientConfig {
   std::uint32_t lifetime_s = 300;
   /// Refresh when this fraction of the granted lifetime has passed.
   double refresh_at = 0.5;
+  /// While registered, a STUN Binding indication goes to the server when
+  /// nothing else was sent to it for this long, so the NAT keeps our mapping
+  /// (common NATs drop idle UDP mappings after 30-120 s, far sooner than a
+  /// refresh at half of 300 s). 0: no keepalives.
+  Timestamp keepalive = 15 * kNanosPerSecond;
   stun::TransactionConfig transaction;
 };
 
@@ -84,6 +101,7 @@ class Client {
   std::vector<Event> take_events();
 
   bool registered() const { return registered_; }
+  std::uint64_t keepalives_sent() const { return keepalives_sent_; }
   const ClientConfig& config() const { return config_; }
 
  private:
@@ -94,6 +112,7 @@ class Client {
   };
   void start(stun::Message m, std::string peer, Timestamp now);
   void pump(Timestamp now);
+  void sent_at(Timestamp now);
 
   ClientConfig config_;
   std::map<stun::TransactionId, Pending> pending_;
@@ -101,6 +120,8 @@ class Client {
   std::vector<Event> events_;
   bool registered_ = false;
   std::optional<Timestamp> refresh_due_;
+  std::optional<Timestamp> keepalive_due_;
+  std::uint64_t keepalives_sent_ = 0;
 };
 
 }  // namespace quiclab::rendezvous

@@ -137,6 +137,10 @@ void Server::handle_datagram(int socket, const SocketAddress& from, ByteView dat
   const Message& req = *decoded;
   if (req.message_class != MessageClass::Request || (req.is_legacy() && req.method != method::kBinding)) {
     // Indications (keep-alives) and stray responses get no answer by design.
+    if (req.message_class == MessageClass::Indication && req.method == method::kBinding) {
+      counters_.binding_indications++;
+      return;
+    }
     counters_.not_a_request++;
     if (log_allowed(now) && req.message_class != MessageClass::Indication) {
       log::info("rendezvous: dropping {} method 0x{:03x} from {}", to_string(req.message_class), req.method,
@@ -220,7 +224,22 @@ void Server::handle_binding(int socket, const SocketAddress& from, const Message
     resp.add_address(attr::kResponseOrigin, origin);
     resp.add_address(attr::kOtherAddress, config_.local[static_cast<std::size_t>(socket ^ kAltBoth)]);
   }
-  send(out_socket, to, resp, EncodeOptions{std::nullopt, std::nullopt, req.find(attr::kFingerprint) != nullptr}, out);
+  const EncodeOptions opts{std::nullopt, std::nullopt, req.find(attr::kFingerprint) != nullptr};
+  if (req.find(attr::kPadding) != nullptr) {
+    // RFC 5780 section 7.6: PADDING brings a message to the MTU of the
+    // outgoing interface, so the fragmentation test sends fragments both ways.
+    // Never above the request's own size: a small padded request must not
+    // buy a large answer (no amplification).
+    const std::size_t headers = to.is_v6() ? 48 : 28;  // IP + UDP
+    const std::size_t mtu_payload = config_.padding_mtu > headers ? config_.padding_mtu - headers : 0;
+    const std::size_t target = std::min(mtu_payload, req.raw.size()) & ~std::size_t{3};
+    const std::size_t plain = encode(resp, opts).size();
+    if (target >= plain + 8) {
+      resp.add(attr::kPadding, Bytes(target - plain - 4, 0));
+      counters_.padded_responses++;
+    }
+  }
+  send(out_socket, to, resp, opts, out);
 }
 
 void Server::handle_rendezvous(int socket, const SocketAddress& from, const Message& req, Timestamp now,
@@ -450,6 +469,8 @@ std::string Server::metrics_text() const {
   counter("binding_requests_total", c.binding_requests, "Binding requests answered.");
   counter("legacy_binding_requests_total", c.legacy_binding_requests, "RFC 3489 Binding requests.");
   counter("change_requests_total", c.change_requests, "Binding requests with CHANGE-REQUEST.");
+  counter("padded_responses_total", c.padded_responses, "Binding responses padded to the MTU (RFC 5780 PADDING).");
+  counter("binding_indications_total", c.binding_indications, "Binding indications (keepalives) received.");
   counter("error_responses_total", c.error_responses, "Error responses sent.");
   counter("unknown_attribute_errors_total", c.unknown_attribute_errors, "420 responses sent.");
   counter("auth_failures_total", c.auth_failures, "Requests whose MESSAGE-INTEGRITY-SHA256 did not verify.");

@@ -35,6 +35,9 @@ struct ServerConfig {
   std::size_t max_host_candidates = 8;
   double introductions_per_second = 2;  ///< per registration
   double introduction_burst = 5;
+  /// RFC 5780 PADDING: a padded Binding request gets a response padded to
+  /// this interface MTU (never above the request's size).
+  std::size_t padding_mtu = 1500;
 };
 
 /// One datagram for the adapter to send.
@@ -55,6 +58,8 @@ struct Counters {
   std::uint64_t binding_requests = 0;
   std::uint64_t legacy_binding_requests = 0;  ///< RFC 3489 (no magic cookie)
   std::uint64_t change_requests = 0;
+  std::uint64_t padded_responses = 0;
+  std::uint64_t binding_indications = 0;  ///< keepalives: counted, never answered
   std::uint64_t error_responses = 0;
   std::uint64_t unknown_attribute_errors = 0;
   std::uint64_t auth_failures = 0;

@@ -18,6 +18,25 @@ using namespace quiclab::stun;
 using quiclab::rendezvous::Client;
 using quiclab::rendezvous::ClientConfig;
 using quiclab::rendezvous::Event;
+using quiclab::rendezvous::Introduced;
+using quiclab::rendezvous::IntroductionReceived;
+using quiclab::rendezvous::LookupResult;
+using quiclab::rendezvous::Registered;
+using quiclab::rendezvous::RequestFailed;
+
+namespace {
+template <class T>
+bool is(const Event& e) {
+  return std::holds_alternative<T>(e);
+}
+// The event as a T; the test stops when it is something else.
+template <class T>
+const T& as(const Event& e) {
+  INFO("event: " << quiclab::rendezvous::event_name(e));
+  REQUIRE(is<T>(e));
+  return std::get<T>(e);
+}
+}  // namespace
 
 namespace {
 
@@ -162,29 +181,29 @@ TEST_CASE("two peers register and are introduced with each other's candidates", 
   Client alice(config("alice", 1, SocketAddress::from_ip("10.1.1.1", 1111).value()));
   Client bob(config("bob", 2, SocketAddress::from_ip("10.2.2.2", 2222).value()));
   auto ra = register_client(alice, sa, server.primary);
-  REQUIRE(ra.kind == Event::Kind::Registered);
-  CHECK(ra.mapped == sa.local());
-  REQUIRE(register_client(bob, sb, server.primary).kind == Event::Kind::Registered);
+  REQUIRE(is<Registered>(ra));
+  CHECK(as<Registered>(ra).mapped == sa.local());
+  REQUIRE(is<Registered>(register_client(bob, sb, server.primary)));
 
   alice.lookup("bob", now_ns());
   auto lk = drive(alice, sa, server.primary, [](const auto& e) { return !e.empty(); });
   REQUIRE(lk.size() == 1);
-  CHECK(lk[0].found);
+  CHECK(as<LookupResult>(lk[0]).found);
 
   alice.introduce("bob", now_ns());
   auto ia = drive(alice, sa, server.primary, [](const auto& e) { return !e.empty(); });
   REQUIRE(ia.size() == 1);
-  REQUIRE(ia[0].kind == Event::Kind::Introduced);
-  CHECK(ia[0].candidates.reflexive == sb.local());
-  REQUIRE(ia[0].candidates.hosts.size() == 1);
-  CHECK(ia[0].candidates.hosts[0].to_string() == "10.2.2.2:2222");
+  REQUIRE(is<Introduced>(ia[0]));
+  CHECK(as<Introduced>(ia[0]).candidates.reflexive == sb.local());
+  REQUIRE(as<Introduced>(ia[0]).candidates.hosts.size() == 1);
+  CHECK(as<Introduced>(ia[0]).candidates.hosts[0].to_string() == "10.2.2.2:2222");
   // Bob hears about alice on his registered socket without asking.
   auto ib = drive(bob, sb, server.primary, [](const auto& e) { return !e.empty(); });
   REQUIRE(ib.size() == 1);
-  REQUIRE(ib[0].kind == Event::Kind::IntroductionReceived);
-  CHECK(ib[0].candidates.name == "alice");
-  CHECK(ib[0].candidates.reflexive == sa.local());
-  CHECK(ib[0].candidates.hosts[0].to_string() == "10.1.1.1:1111");
+  REQUIRE(is<IntroductionReceived>(ib[0]));
+  CHECK(as<IntroductionReceived>(ib[0]).candidates.name == "alice");
+  CHECK(as<IntroductionReceived>(ib[0]).candidates.reflexive == sa.local());
+  CHECK(as<IntroductionReceived>(ib[0]).candidates.hosts[0].to_string() == "10.1.1.1:1111");
   CHECK(server.metric("introductions_total") == 1);
   CHECK(server.process->alive());
 }
@@ -194,29 +213,29 @@ TEST_CASE("a third party can neither take a name, nor read candidates, nor intro
   UdpSocket sa, sb, sm;
   Client alice(config("alice", 1, SocketAddress::from_ip("10.1.1.1", 1111).value()));
   Client bob(config("bob", 2, SocketAddress::from_ip("10.2.2.2", 2222).value()));
-  REQUIRE(register_client(alice, sa, server.primary).kind == Event::Kind::Registered);
-  REQUIRE(register_client(bob, sb, server.primary).kind == Event::Kind::Registered);
+  REQUIRE(is<Registered>(register_client(alice, sa, server.primary)));
+  REQUIRE(is<Registered>(register_client(bob, sb, server.primary)));
 
   Client fake_alice(config("alice", 66, SocketAddress::from_ip("10.6.6.6", 6666).value()));
   auto taken = register_client(fake_alice, sm, server.primary);
-  CHECK(taken.kind == Event::Kind::RequestFailed);
-  CHECK(taken.error_code == 403);
+  CHECK(is<RequestFailed>(taken));
+  CHECK(as<RequestFailed>(taken).error_code == 403);
 
   fake_alice.introduce("bob", now_ns());
   auto intro = drive(fake_alice, sm, server.primary, [](const auto& e) { return !e.empty(); });
   REQUIRE(intro.size() == 1);
-  CHECK(intro[0].kind == Event::Kind::RequestFailed);
-  CHECK(intro[0].error_code == 401);
+  CHECK(is<RequestFailed>(intro[0]));
+  CHECK(as<RequestFailed>(intro[0]).error_code == 401);
   fake_alice.lookup("bob", now_ns());
   auto look = drive(fake_alice, sm, server.primary, [](const auto& e) { return !e.empty(); });
   REQUIRE(look.size() == 1);
-  CHECK(look[0].error_code == 401);
+  CHECK(as<RequestFailed>(look[0]).error_code == 401);
   // Nothing reached bob: no introduction was made on mallory's word.
   CHECK_FALSE(sb.recv(500));
 
   // Registered under her own name, mallory learns by Lookup only that alice exists.
   Client mallory(config("mallory", 66, SocketAddress::from_ip("10.6.6.6", 6666).value()));
-  REQUIRE(register_client(mallory, sm, server.primary).kind == Event::Kind::Registered);
+  REQUIRE(is<Registered>(register_client(mallory, sm, server.primary)));
   Message lookup;
   lookup.method = method::kLookup;
   lookup.transaction_id = random_transaction_id();
@@ -232,10 +251,10 @@ TEST_CASE("a third party can neither take a name, nor read candidates, nor intro
   bob.introduce("alice", now_ns());
   auto bi = drive(bob, sb, server.primary, [](const auto& e) { return !e.empty(); });
   REQUIRE(bi.size() == 1);
-  CHECK(bi[0].candidates.reflexive == sa.local());
+  CHECK(as<Introduced>(bi[0]).candidates.reflexive == sa.local());
   auto ai = drive(alice, sa, server.primary, [](const auto& e) { return !e.empty(); });
   REQUIRE(ai.size() == 1);
-  CHECK(ai[0].candidates.name == "bob");
+  CHECK(as<IntroductionReceived>(ai[0]).candidates.name == "bob");
   CHECK(server.metric("name_conflicts_total") == 1);
 }
 
@@ -360,8 +379,8 @@ TEST_CASE("a bounded flood from many ports leaves the limits intact and the serv
   for (int i = 0; i < 10; ++i) {
     Client c(config("flood" + std::to_string(i), static_cast<std::uint8_t>(i + 1), SocketAddress::from_ip("10.0.0.1", 1).value()));
     auto e = register_client(c, *sockets[static_cast<std::size_t>(i)], server.primary);
-    if (e.kind == Event::Kind::Registered) registered++;
-    if (e.kind == Event::Kind::RequestFailed && e.error_code == 486) refused++;
+    if (is<Registered>(e)) registered++;
+    if (is<RequestFailed>(e) && as<RequestFailed>(e).error_code == 486) refused++;
   }
   CHECK(registered == 4);
   CHECK(refused == 6);

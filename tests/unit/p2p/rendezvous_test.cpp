@@ -3,6 +3,7 @@
 
 #include "p2p/rendezvous_client.hpp"
 #include "p2p/rendezvous_server.hpp"
+#include "tests/unit/sim/nat_sim.hpp"
 
 using namespace quiclab;
 using namespace quiclab::rendezvous;
@@ -58,6 +59,20 @@ Event only_event(Client& c) {
   return events.front();
 }
 
+template <class T>
+bool is(const Event& e) {
+  return std::holds_alternative<T>(e);
+}
+
+// The one event c has, which must be a T.
+template <class T>
+T only(Client& c) {
+  auto e = only_event(c);
+  INFO("event: " << event_name(e));
+  REQUIRE(is<T>(e));
+  return std::get<T>(e);
+}
+
 }  // namespace
 
 TEST_CASE("two registered peers are introduced and get each other's candidates", "[p2p][rendezvous]") {
@@ -68,24 +83,21 @@ TEST_CASE("two registered peers are introduced and get each other's candidates",
   Client b(client_config("bob", 2));
   a.register_name(h.clock.now());
   h.deliver(h.exchange(a, a_addr), a, a_addr);
-  auto ea = only_event(a);
-  CHECK(ea.kind == Event::Kind::Registered);
+  auto ea = only<Registered>(a);
   CHECK(ea.mapped == a_addr);
   CHECK(ea.lifetime_s == 300);
   b.register_name(h.clock.now());
   h.deliver(h.exchange(b, b_addr), b, b_addr);
-  CHECK(only_event(b).kind == Event::Kind::Registered);
+  CHECK(is<Registered>(only_event(b)));
   CHECK(h.server.registrations() == 2);
 
   a.lookup("bob", h.clock.now());
   h.deliver(h.exchange(a, a_addr), a, a_addr);
-  auto lk = only_event(a);
-  CHECK(lk.kind == Event::Kind::LookupResult);
+  auto lk = only<LookupResult>(a);
   CHECK(lk.found);
   a.lookup("carol", h.clock.now());
   h.deliver(h.exchange(a, a_addr), a, a_addr);
-  auto lk2 = only_event(a);
-  CHECK(lk2.kind == Event::Kind::LookupResult);
+  auto lk2 = only<LookupResult>(a);
   CHECK_FALSE(lk2.found);
 
   a.introduce("bob", h.clock.now());
@@ -93,10 +105,8 @@ TEST_CASE("two registered peers are introduced and get each other's candidates",
   REQUIRE(out.size() == 2);  // the response to alice and the indication to bob, in one call
   h.deliver(out, a, a_addr);
   h.deliver(out, b, b_addr);
-  auto ia = only_event(a);
-  auto ib = only_event(b);
-  REQUIRE(ia.kind == Event::Kind::Introduced);
-  REQUIRE(ib.kind == Event::Kind::IntroductionReceived);
+  auto ia = only<Introduced>(a);
+  auto ib = only<IntroductionReceived>(b);
   CHECK(ia.candidates.name == "bob");
   CHECK(ia.candidates.reflexive == b_addr);
   REQUIRE(ia.candidates.hosts.size() == 1);
@@ -127,8 +137,7 @@ TEST_CASE("a third party cannot take a name, look up or introduce without the ke
   REQUIRE(out.size() == 1);
   CHECK(out[0].to == m_addr);
   h.deliver(out, m, m_addr);
-  auto em = only_event(m);
-  CHECK(em.kind == Event::Kind::RequestFailed);
+  auto em = only<RequestFailed>(m);
   CHECK(em.error_code == 403);
   CHECK(h.server.counters().name_conflicts == 1);
 
@@ -138,7 +147,7 @@ TEST_CASE("a third party cannot take a name, look up or introduce without the ke
   REQUIRE(out.size() == 1);
   CHECK(out[0].to == m_addr);
   h.deliver(out, m, m_addr);
-  CHECK(only_event(m).error_code == 401);
+  CHECK(only<RequestFailed>(m).error_code == 401);
 
   // Mallory registers her own name and asks for alice: she is introduced (that is the
   // protocol), but she never learns candidates by Lookup, and she cannot make the
@@ -158,7 +167,7 @@ TEST_CASE("a third party cannot take a name, look up or introduce without the ke
   // Alice still owns her name and can refresh it.
   a.refresh(h.clock.now());
   h.deliver(h.exchange(a, a_addr), a, a_addr);
-  CHECK(only_event(a).kind == Event::Kind::Registered);
+  CHECK(is<Registered>(only_event(a)));
 }
 
 TEST_CASE("registrations expire and per-source quotas hold", "[p2p][rendezvous]") {
@@ -172,8 +181,8 @@ TEST_CASE("registrations expire and per-source quotas hold", "[p2p][rendezvous]"
     auto at = addr("198.51.100.10", static_cast<std::uint16_t>(40000 + i));
     h.deliver(h.exchange(*c, at), *c, at);
     auto e = only_event(*c);
-    if (e.kind == Event::Kind::Registered) ok++;
-    if (e.kind == Event::Kind::RequestFailed && e.error_code == 486) quota++;
+    if (is<Registered>(e)) ok++;
+    if (auto* f = std::get_if<RequestFailed>(&e); f && f->error_code == 486) quota++;
     clients.push_back(std::move(c));
   }
   CHECK(ok == 3);
@@ -187,7 +196,7 @@ TEST_CASE("registrations expire and per-source quotas hold", "[p2p][rendezvous]"
   // The quota is free again.
   clients[4]->register_name(h.clock.now());
   h.deliver(h.exchange(*clients[4], src), *clients[4], src);
-  CHECK(only_event(*clients[4]).kind == Event::Kind::Registered);
+  CHECK(is<Registered>(only_event(*clients[4])));
 }
 
 TEST_CASE("the server schedules housekeeping only while it tracks something", "[p2p][rendezvous]") {
@@ -217,20 +226,22 @@ TEST_CASE("the server schedules housekeeping only while it tracks something", "[
 TEST_CASE("the client refreshes before expiry and retransmits lost requests", "[p2p][rendezvous]") {
   Harness h;
   auto at = addr("198.51.100.10", 40000);
-  Client a(client_config("alice", 1));
+  auto config = client_config("alice", 1);
+  config.keepalive = 0;  // only the refresh is due
+  Client a(config);
   a.register_name(h.clock.now());
   CHECK(a.take_datagrams().size() == 1);  // lost
   REQUIRE(a.expiry());
   h.clock.set(*a.expiry());
   a.handle_expiry(h.clock.now());
   h.deliver(h.exchange(a, at), a, at);  // the retransmission gets through
-  CHECK(only_event(a).kind == Event::Kind::Registered);
+  CHECK(is<Registered>(only_event(a)));
   REQUIRE(a.expiry());
   CHECK(*a.expiry() == h.clock.now() + 150 * kNanosPerSecond);
   h.clock.set(*a.expiry());
   a.handle_expiry(h.clock.now());
   h.deliver(h.exchange(a, at), a, at);
-  CHECK(only_event(a).kind == Event::Kind::Registered);
+  CHECK(is<Registered>(only_event(a)));
   CHECK(h.server.counters().registrations_refreshed == 1);
 }
 
@@ -320,4 +331,144 @@ TEST_CASE("a flood from one source is cut by the rate limit, others still get an
   h.clock.advance(kNanosPerSecond);
   CHECK(h.raw(addr("198.51.100.10", 1), wire).size() == 1);
   CHECK(h.server.metrics_text().find("quiclab_rendezvous_rate_limited_total 900") != std::string::npos);
+}
+
+TEST_CASE("while registered the client sends Binding indications when it has sent nothing else for 15 s",
+          "[p2p][rendezvous][keepalive]") {
+  Harness h;
+  auto at = addr("198.51.100.10", 40000);
+  Client a(client_config("alice", 1));
+  a.register_name(h.clock.now());
+  h.deliver(h.exchange(a, at), a, at);
+  REQUIRE(is<Registered>(only_event(a)));
+  const Timestamp t0 = h.clock.now();
+  REQUIRE(a.expiry() == t0 + 15 * kNanosPerSecond);
+  auto step_to = [&](Timestamp t) {
+    h.clock.set(t);
+    a.handle_expiry(h.clock.now());
+    return a.take_datagrams();
+  };
+  auto d = step_to(t0 + 15 * kNanosPerSecond);
+  REQUIRE(d.size() == 1);
+  auto k = decode(d[0]);
+  REQUIRE(k);
+  CHECK(k->message_class == MessageClass::Indication);
+  CHECK(k->method == method::kBinding);
+  CHECK(k->find(attr::kFingerprint) != nullptr);
+  std::vector<OutgoingDatagram> out;
+  h.server.handle_datagram(kPrimary, at, d[0], h.clock.now(), out);
+  CHECK(out.empty());  // never answered
+  CHECK(h.server.counters().binding_indications == 1);
+  // Other traffic to the server counts: a lookup at +20 s moves the next keepalive to +35 s.
+  h.clock.set(t0 + 20 * kNanosPerSecond);
+  a.lookup("bob", h.clock.now());
+  h.deliver(h.exchange(a, at), a, at);
+  (void)a.take_events();
+  CHECK(a.expiry() == t0 + 35 * kNanosPerSecond);
+  CHECK(step_to(t0 + 35 * kNanosPerSecond).size() == 1);
+  CHECK(a.keepalives_sent() == 2);
+  // Unregistered (lifetime 0): no more keepalives.
+  a.refresh(h.clock.now(), 0);
+  h.deliver(h.exchange(a, at), a, at);
+  (void)a.take_events();
+  CHECK_FALSE(a.expiry().has_value());
+  // Configured off: none at all.
+  auto quiet = client_config("bob", 2);
+  quiet.keepalive = 0;
+  Client b(quiet);
+  b.register_name(h.clock.now());
+  auto bat = addr("198.51.100.11", 40000);
+  h.deliver(h.exchange(b, bat), b, bat);
+  (void)b.take_events();
+  CHECK(b.expiry() == h.clock.now() + 150 * kNanosPerSecond);  // only the refresh
+}
+
+namespace {
+// Alice behind a port-restricted NAT whose UDP mappings die after 30 s of
+// silence; bob (public) asks to be introduced 100 s after alice registered.
+// Returns whether alice heard of it.
+bool introduction_reaches_nat_peer(Timestamp keepalive) {
+  Harness h;
+  sim::NatConfig nc = sim::NatConfig::port_restricted();
+  nc.udp_timeout = 30 * kNanosPerSecond;
+  sim::Nat nat(nc);
+  const auto alice_inside = addr("10.0.0.2", 5000), bob_at = addr("203.0.113.77", 6000);
+  const auto server_at = Harness::config().local[kPrimary];
+  auto ca = client_config("alice", 1);
+  ca.keepalive = keepalive;
+  Client alice(ca);
+  Client bob(client_config("bob", 2));
+  bool heard = false;
+  auto alice_out = [&] {
+    for (auto& d : alice.take_datagrams()) {
+      std::vector<OutgoingDatagram> out;
+      h.server.handle_datagram(kPrimary, nat.outbound(alice_inside, server_at, h.clock.now()), d, h.clock.now(), out);
+      for (auto& o : out)
+        if (nat.inbound(server_at, o.to, h.clock.now())) alice.handle_datagram(o.data, h.clock.now());
+    }
+    for (auto& e : alice.take_events()) heard = heard || is<IntroductionReceived>(e);
+  };
+  alice.register_name(h.clock.now());
+  alice_out();
+  REQUIRE(alice.registered());
+  bob.register_name(h.clock.now());
+  h.deliver(h.exchange(bob, bob_at), bob, bob_at);
+  const Timestamp intro_at = h.clock.now() + 100 * kNanosPerSecond;
+  while (h.clock.now() < intro_at) {
+    auto e = alice.expiry();
+    REQUIRE(e);
+    h.clock.set(std::min(*e, intro_at));
+    alice.handle_expiry(h.clock.now());
+    alice_out();
+  }
+  bob.introduce("alice", h.clock.now());
+  auto out = h.exchange(bob, bob_at);
+  for (auto& o : out) {
+    if (o.to == bob_at) continue;
+    if (nat.inbound(server_at, o.to, h.clock.now())) alice.handle_datagram(o.data, h.clock.now());
+  }
+  for (auto& e : alice.take_events()) heard = heard || is<IntroductionReceived>(e);
+  return heard;
+}
+}  // namespace
+
+TEST_CASE("keepalives keep the NAT mapping, and with it the introduction; without them it is lost",
+          "[p2p][rendezvous][keepalive][nat]") {
+  CHECK(introduction_reaches_nat_peer(15 * kNanosPerSecond));
+  CHECK_FALSE(introduction_reaches_nat_peer(0));
+}
+
+TEST_CASE("a Binding request with PADDING gets a response padded to the MTU, never above the request",
+          "[p2p][rendezvous][rfc5780]") {
+  Harness h;
+  auto ask = [&](const SocketAddress& from, std::size_t padding) {
+    Message req;
+    req.transaction_id = random_transaction_id();
+    req.add(attr::kPadding, Bytes(padding, 0));
+    auto d = encode(req);
+    auto out = h.raw(from, d);
+    REQUIRE(out.size() == 1);
+    auto resp = decode(out[0].data);
+    REQUIRE(resp);
+    return std::make_pair(d.size(), out[0].data.size());
+  };
+  // A request padded to a 1500-byte IPv4 MTU (1472 bytes of UDP payload): the answer is as big.
+  auto [req4, resp4] = ask(addr("198.51.100.10", 40000), 1472 - 20 - 4);
+  CHECK(req4 == 1472);
+  CHECK(resp4 == 1472);
+  // IPv6 headers are 20 bytes longer: 1452.
+  auto [req6, resp6] = ask(addr("2001:db8::10", 40000), 1472 - 20 - 4);
+  CHECK(req6 == 1472);
+  CHECK(resp6 == 1452);
+  // A small padded request buys no large answer.
+  auto [reqs, resps] = ask(addr("198.51.100.12", 40000), 8);
+  CHECK(resps < 200);
+  CHECK(resps >= reqs - 32);  // padded at most to the request: here not at all
+  CHECK(h.server.counters().padded_responses == 2);
+  // Without PADDING nothing changes.
+  Message plain;
+  plain.transaction_id = random_transaction_id();
+  auto out = h.raw(addr("198.51.100.13", 40000), encode(plain));
+  REQUIRE(out.size() == 1);
+  CHECK(decode(out[0].data)->find(attr::kPadding) == nullptr);
 }
