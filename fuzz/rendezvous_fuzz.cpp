@@ -26,6 +26,7 @@ ServerConfig server_config() {
   c.local[kAltBoth] = addr("192.0.2.2", 3479);
   c.max_registrations = 64;
   c.max_tracked_sources = 32;
+  c.max_introductions = 16;
   return c;
 }
 
@@ -54,6 +55,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if ((sel & 0xf0) == 0xf0) server.handle_expiry(now);
   if (server.registrations() > server.config().max_registrations) __builtin_trap();
   if (server.tracked_sources() > server.config().max_tracked_sources) __builtin_trap();
+  if (server.introductions_in_flight() > server.config().max_introductions) __builtin_trap();
+  (void)server.take_datagrams();
 
   // A client with transactions in flight reads the raw input and the server's answers.
   Client client(client_config());

@@ -1,5 +1,6 @@
 #include "p2p/rendezvous_client.hpp"
 
+#include "p2p/ice_agent.hpp"
 #include "transport/core/log.hpp"
 
 namespace quiclab::rendezvous {
@@ -10,8 +11,10 @@ std::string_view event_name(const Event& e) {
   struct V {
     std::string_view operator()(const Registered&) const { return "registered"; }
     std::string_view operator()(const LookupResult&) const { return "lookup"; }
+    std::string_view operator()(const IntroductionPending&) const { return "introduction_pending"; }
     std::string_view operator()(const Introduced&) const { return "introduced"; }
     std::string_view operator()(const IntroductionReceived&) const { return "introduction_received"; }
+    std::string_view operator()(const IntroductionFailed&) const { return "introduction_failed"; }
     std::string_view operator()(const RequestFailed&) const { return "request_failed"; }
     std::string_view operator()(const RequestTimedOut&) const { return "request_timed_out"; }
   };
@@ -26,7 +29,7 @@ void Client::sent_at(Timestamp now) {
   if (registered_ && config_.keepalive > 0) keepalive_due_ = now + config_.keepalive;
 }
 
-void Client::start(Message m, std::string peer, Timestamp now) {
+void Client::start(Message m, std::string peer, Timestamp now, IntroductionOffer offer) {
   m.add_string(attr::kUsername, config_.name);
   EncodeOptions opts;
   opts.integrity_sha256_key = config_.key;
@@ -34,7 +37,8 @@ void Client::start(Message m, std::string peer, Timestamp now) {
   auto id = m.transaction_id;
   auto meth = m.method;
   pending_.erase(id);
-  pending_.emplace(id, Pending{ClientTransaction(encode(m, opts), id, now, config_.transaction), meth, std::move(peer)});
+  pending_.emplace(id, Pending{ClientTransaction(encode(m, opts), id, now, config_.transaction), meth, std::move(peer),
+                               std::move(offer)});
   pump(now);
 }
 
@@ -80,14 +84,6 @@ void Client::lookup(const std::string& peer, Timestamp now) {
   start(std::move(m), peer, now);
 }
 
-void Client::introduce(const std::string& peer, Timestamp now) {
-  Message m;
-  m.method = method::kIntroduce;
-  m.transaction_id = random_transaction_id();
-  m.add_string(attr::kPeerName, peer);
-  start(std::move(m), peer, now);
-}
-
 namespace {
 Result<PeerCandidates> candidates_of(const Message& m) {
   PeerCandidates c;
@@ -103,24 +99,118 @@ Result<PeerCandidates> candidates_of(const Message& m) {
 }
 }  // namespace
 
+IntroductionOffer Client::make_offer() {
+  Random& r = config_.random ? *config_.random : Random::system();
+  auto creds = ice::random_credentials(r);
+  IntroductionOffer o;
+  o.ufrag = std::move(creds.ufrag);
+  o.password = std::move(creds.password);
+  while (o.tie_breaker == 0) r.fill(reinterpret_cast<std::uint8_t*>(&o.tie_breaker), sizeof o.tie_breaker);
+  o.fingerprint = config_.certificate_fingerprint;
+  return o;
+}
+
+void Client::introduce(const std::string& peer, Timestamp now, std::uint32_t wait_s) {
+  Message m;
+  m.method = method::kIntroduce;
+  m.transaction_id = random_transaction_id();
+  m.add_string(attr::kPeerName, peer);
+  auto offer = make_offer();
+  add_offer(m, offer);
+  if (wait_s > 0) m.add_u32(attr::kWait, wait_s);
+  start(std::move(m), peer, now, std::move(offer));
+}
+
+void Client::answer(const Message& request, std::optional<IntroductionOffer> offer, std::optional<int> error) {
+  auto r = make_response(request, error ? MessageClass::ErrorResponse : MessageClass::SuccessResponse);
+  if (error) r.add_error_code(*error, "Bad Request");
+  if (offer) {
+    add_offer(r, *offer);
+    for (const auto& h : config_.host_candidates) r.add_xor_address(attr::kHostCandidate, h);
+  }
+  EncodeOptions opts;
+  opts.integrity_sha256_key = config_.key;
+  opts.fingerprint = true;
+  outgoing_.push_back(encode(r, opts));
+}
+
+// Requests from the server: PeerIntroduction (another peer asks for us) and
+// IntroductionResult (what became of our Introduce). Both are retransmitted
+// until answered, so both are answered every time and reported once.
+void Client::handle_server_request(const Message& m, Timestamp now) {
+  constexpr Timestamp kRemember = 60 * kNanosPerSecond;
+  constexpr std::size_t kMaxRemembered = 64;
+  auto id = m.u64(attr::kIntroductionId);
+  if (!id || !*id) {
+    log::info("rendezvous client: dropping a server request without INTRODUCTION-ID");
+    return;
+  }
+  if (m.method == method::kPeerIntroduction) {
+    auto c = candidates_of(m);
+    auto remote = read_offer(m);
+    if (!c || c->name.empty() || !remote) {
+      log::info("rendezvous client: malformed PeerIntroduction: {}",
+                !c ? c.error().message : !remote ? remote.error().message : "no PEER-NAME");
+      answer(m, std::nullopt, error_code::kBadRequest);
+      return;
+    }
+    auto it = answered_.find(**id);
+    if (it == answered_.end()) {
+      if (answered_.size() >= kMaxRemembered) answered_.erase(answered_.begin());
+      it = answered_.emplace(**id, Answered{make_offer(), now + kRemember}).first;
+      events_.push_back(IntroductionReceived{std::move(*c), std::move(*remote), it->second.offer, **id});
+    }
+    answer(m, it->second.offer, std::nullopt);
+    sent_at(now);
+    return;
+  }
+  // IntroductionResult
+  auto it = asked_.find(**id);
+  if (it != asked_.end() && !it->second.reported) {
+    it->second.reported = true;
+    it->second.forget_at = now + kRemember;
+    const std::string peer = it->second.peer;
+    auto err = m.error();
+    if (err && *err) {
+      events_.push_back(IntroductionFailed{peer, **id, (*err)->code, (*err)->reason});
+    } else {
+      auto c = candidates_of(m);
+      auto remote = read_offer(m);
+      if (c && remote) {
+        events_.push_back(Introduced{std::move(*c), std::move(*remote), it->second.offer, **id});
+      } else {
+        events_.push_back(IntroductionFailed{peer, **id, error_code::kBadRequest,
+                                             "malformed IntroductionResult: " +
+                                                 (!c ? c.error().message : remote.error().message)});
+      }
+    }
+  }
+  answer(m, std::nullopt, std::nullopt);
+  sent_at(now);
+}
+
+void Client::forget_old(Timestamp now) {
+  for (auto it = answered_.begin(); it != answered_.end();)
+    it = it->second.forget_at <= now ? answered_.erase(it) : std::next(it);
+  for (auto it = asked_.begin(); it != asked_.end();)
+    it = it->second.reported && it->second.forget_at <= now ? asked_.erase(it) : std::next(it);
+}
+
+
 bool Client::handle_datagram(ByteView data, Timestamp now) {
   auto m = decode(data);
   if (!m) {
     log::debug("rendezvous client: ignoring datagram: {}", m.error().message);
     return false;
   }
-  if (m->message_class == MessageClass::Indication && m->method == method::kPeerIntroduction) {
-    // Only the server knows our key, so a verified indication is the server's.
+  if (m->message_class == MessageClass::Request &&
+      (m->method == method::kPeerIntroduction || m->method == method::kIntroductionResult)) {
+    // Only the server knows our key, so a verified request is the server's.
     if (check_integrity_sha256(*m, config_.key) != IntegrityCheck::Ok) {
-      log::info("rendezvous client: dropping PeerIntroduction with bad integrity");
+      log::info("rendezvous client: dropping a server request with bad integrity");
       return false;
     }
-    auto c = candidates_of(*m);
-    if (!c || c->name.empty()) {
-      log::info("rendezvous client: dropping malformed PeerIntroduction");
-      return false;
-    }
-    events_.push_back(IntroductionReceived{std::move(*c)});
+    handle_server_request(*m, now);
     return true;
   }
   auto it = pending_.find(m->transaction_id);
@@ -136,6 +226,7 @@ bool Client::handle_datagram(ByteView data, Timestamp now) {
   if (!p.tx.handle_response(*m)) return false;
   const std::uint16_t method = p.method;
   const std::string peer = p.peer;
+  IntroductionOffer offer = std::move(p.offer);
   pending_.erase(it);
   auto lifetime_of = [&] {
     auto lifetime = m->u32(attr::kLifetime);
@@ -175,10 +266,17 @@ bool Client::handle_datagram(ByteView data, Timestamp now) {
     events_.push_back(std::move(r));
   } else if (method == method::kLookup) {
     events_.push_back(LookupResult{peer, true, lifetime_of()});
-  } else if (auto c = candidates_of(*m)) {
-    events_.push_back(Introduced{std::move(*c)});
   } else {
-    events_.push_back(RequestFailed{method, peer, 0, c.error().message});
+    auto id = m->u64(attr::kIntroductionId);
+    if (!id || !*id) {
+      events_.push_back(RequestFailed{method, peer, 0, "Introduce answered without INTRODUCTION-ID"});
+      return true;
+    }
+    auto wait = m->u32(attr::kWait);
+    const std::uint32_t wait_s = wait && *wait ? **wait : 0u;
+    if (asked_.size() >= 64) asked_.erase(asked_.begin());
+    asked_[**id] = Asked{peer, std::move(offer), false, 0};
+    events_.push_back(IntroductionPending{peer, **id, wait_s});
   }
   return true;
 }
@@ -193,6 +291,7 @@ std::optional<Timestamp> Client::expiry() const {
 }
 
 void Client::handle_expiry(Timestamp now) {
+  forget_old(now);
   for (auto it = pending_.begin(); it != pending_.end();) {
     it->second.tx.handle_expiry(now);
     if (it->second.tx.state() == ClientTransaction::State::TimedOut) {

@@ -18,9 +18,11 @@
 #include <variant>
 #include <vector>
 
+#include "p2p/introduction.hpp"
 #include "p2p/stun.hpp"
 #include "p2p/stun_transaction.hpp"
 #include "transport/core/clock.hpp"
+#include "transport/core/random.hpp"
 
 namespace quiclab::rendezvous {
 
@@ -41,11 +43,36 @@ struct LookupResult {
   bool found = false;
   std::uint32_t lifetime_s = 0;
 };
-struct Introduced {  ///< our Introduce succeeded: the peer's candidates
-  PeerCandidates candidates;
+/// The server took our Introduce: it is delivering it (wait_s 0) or holding
+/// it until the peer registers (at most wait_s seconds).
+struct IntroductionPending {
+  std::string peer;
+  std::uint64_t id = 0;
+  std::uint32_t wait_s = 0;
 };
-struct IntroductionReceived {  ///< another peer asked for us: its candidates
+/// The peer acknowledged our introduction: its candidates and offer, and the
+/// offer we made (we are the controlling side and the QUIC client).
+struct Introduced {
   PeerCandidates candidates;
+  IntroductionOffer remote;
+  IntroductionOffer local;
+  std::uint64_t id = 0;
+};
+/// Another peer asked for us: its candidates and offer, and the offer we
+/// answered with (we are the controlled side and the QUIC server).
+struct IntroductionReceived {
+  PeerCandidates candidates;
+  IntroductionOffer remote;
+  IntroductionOffer local;
+  std::uint64_t id = 0;
+};
+/// The introduction did not reach the peer (no answer, the peer left, it did
+/// not register within the wait).
+struct IntroductionFailed {
+  std::string peer;
+  std::uint64_t id = 0;
+  int error_code = 0;
+  std::string reason;
 };
 struct RequestFailed {  ///< an error response
   std::uint16_t method = 0;
@@ -57,7 +84,8 @@ struct RequestTimedOut {  ///< no answer after all retransmissions
   std::uint16_t method = 0;
   std::string peer;
 };
-using Event = std::variant<Registered, LookupResult, Introduced, IntroductionReceived, RequestFailed, RequestTimedOut>;
+using Event = std::variant<Registered, LookupResult, IntroductionPending, Introduced, IntroductionReceived,
+                           IntroductionFailed, RequestFailed, RequestTimedOut>;
 /// Short name for logs and tests ("registered", "lookup", ...).
 std::string_view event_name(const Event& e);
 
@@ -66,6 +94,10 @@ struct ClientConfig {
   /// The secret that proves ownership of `name` (16..64 bytes; 32 random bytes is right).
   Bytes key;
   std::vector<SocketAddress> host_candidates;
+  /// SHA-256 of our certificate, handed to peers in introductions (32 bytes).
+  Bytes certificate_fingerprint = Bytes(32, 0);
+  /// ICE credentials and tie-breakers (fresh per introduction); null: the system's.
+  Random* random = nullptr;
   std::uint32_t lifetime_s = 300;
   /// Refresh when this fraction of the granted lifetime has passed.
   double refresh_at = 0.5;
@@ -86,7 +118,10 @@ class Client {
   /// Starts a Refresh; lifetime_s 0 removes the registration.
   void refresh(Timestamp now, std::optional<std::uint32_t> lifetime_s = {});
   void lookup(const std::string& peer, Timestamp now);
-  void introduce(const std::string& peer, Timestamp now);
+  /// Asks to be introduced to `peer`, with fresh ICE credentials. wait_s > 0:
+  /// when the peer is not registered yet, the server may hold the request that
+  /// long and introduce both sides when it registers.
+  void introduce(const std::string& peer, Timestamp now, std::uint32_t wait_s = 0);
 
   /// Feeds a datagram that came from the server. Returns false when it is not a
   /// message for this client (unknown transaction, bad integrity, not STUN);
@@ -109,8 +144,23 @@ class Client {
     stun::ClientTransaction tx;
     std::uint16_t method;
     std::string peer;
+    IntroductionOffer offer;  // Introduce: what we offered
   };
-  void start(stun::Message m, std::string peer, Timestamp now);
+  struct Asked {  // an introduction we asked for, waiting for its result
+    std::string peer;
+    IntroductionOffer offer;
+    bool reported = false;
+    Timestamp forget_at = 0;
+  };
+  struct Answered {  // an introduction we received: the same answer on retransmissions
+    IntroductionOffer offer;
+    Timestamp forget_at = 0;
+  };
+  void start(stun::Message m, std::string peer, Timestamp now, IntroductionOffer offer = {});
+  IntroductionOffer make_offer();
+  void handle_server_request(const stun::Message& m, Timestamp now);
+  void answer(const stun::Message& request, std::optional<IntroductionOffer> offer, std::optional<int> error);
+  void forget_old(Timestamp now);
   void pump(Timestamp now);
   void sent_at(Timestamp now);
 
@@ -121,6 +171,8 @@ class Client {
   bool registered_ = false;
   std::optional<Timestamp> refresh_due_;
   std::optional<Timestamp> keepalive_due_;
+  std::map<std::uint64_t, Asked> asked_;
+  std::map<std::uint64_t, Answered> answered_;
   std::uint64_t keepalives_sent_ = 0;
 };
 

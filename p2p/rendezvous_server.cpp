@@ -19,8 +19,9 @@ const std::vector<std::uint16_t> kBindingKnown = {
     attr::kRealm,         attr::kNonce,         attr::kErrorCode,    attr::kUnknownAttributes,
 };
 const std::vector<std::uint16_t> kRendezvousKnown = {
-    attr::kUsername, attr::kMessageIntegrity, attr::kMessageIntegritySha256, attr::kPeerName,
-    attr::kHostCandidate, attr::kLifetime, attr::kRegistrationKey,
+    attr::kUsername,      attr::kMessageIntegrity, attr::kMessageIntegritySha256, attr::kPeerName,
+    attr::kHostCandidate, attr::kLifetime,         attr::kRegistrationKey,        attr::kIceUfrag,
+    attr::kIcePassword,   attr::kTieBreaker,       attr::kCertFingerprint,        attr::kWait,
 };
 constexpr std::size_t kMinKeySize = 16;
 constexpr std::size_t kMaxKeySize = 64;
@@ -135,6 +136,11 @@ void Server::handle_datagram(int socket, const SocketAddress& from, ByteView dat
     return;
   }
   const Message& req = *decoded;
+  if ((req.message_class == MessageClass::SuccessResponse || req.message_class == MessageClass::ErrorResponse) &&
+      (req.method == method::kPeerIntroduction || req.method == method::kIntroductionResult) && !req.is_legacy()) {
+    handle_peer_answer(from, req, now, out);
+    return;
+  }
   if (req.message_class != MessageClass::Request || (req.is_legacy() && req.method != method::kBinding)) {
     // Indications (keep-alives) and stray responses get no answer by design.
     if (req.message_class == MessageClass::Indication && req.method == method::kBinding) {
@@ -364,6 +370,8 @@ void Server::handle_rendezvous(int socket, const SocketAddress& from, const Mess
       resp.add_xor_address(attr::kXorMappedAddress, from);
       resp.add_u32(attr::kLifetime, lifetime);
       send(socket, from, resp, opts, out);
+      // Introductions that waited for this name go out now.
+      release_waiting(*name, now, out);
       return;
     }
     case method::kLookup: {
@@ -381,52 +389,252 @@ void Server::handle_rendezvous(int socket, const SocketAddress& from, const Mess
       send(socket, from, resp, opts, out);
       return;
     }
-    case method::kIntroduce: {
-      auto peer = req.string(attr::kPeerName);
-      if (!peer || !valid_peer_name(*peer)) {
-        return fail(error_code::kBadRequest, "Bad Request", &key, "Introduce without PEER-NAME");
-      }
-      if (*peer == *name) return fail(error_code::kBadRequest, "Bad Request", &key, "Introduce to itself");
-      auto target = registrations_.find(*peer);
-      if (target == registrations_.end() || target->second.expires <= now) {
-        return fail(error_code::kNotFound, "Not Registered", &key, "introduce to unknown '" + *peer + "'");
-      }
-      if (!reg.introductions.take(config_.introductions_per_second, config_.introduction_burst, now)) {
-        counters_.quota_rejections++;
-        return fail(error_code::kQuotaReached, "Introduction Rate", &key, "introduction rate for '" + *name + "'");
-      }
-      counters_.introductions++;
-      const Registration& other = target->second;
-      // The requester learns the target's candidates in this response, and the
-      // target learns the requester's in an indication sent in the same call,
-      // so both sides can start punching at the same moment.
-      resp.add_string(attr::kPeerName, *peer);
-      resp.add_xor_address(attr::kReflexiveCandidate, other.reflexive);
-      for (const auto& h : other.hosts) resp.add_xor_address(attr::kHostCandidate, h);
-      send(socket, from, resp, opts, out);
-
-      Message ind;
-      ind.message_class = MessageClass::Indication;
-      ind.method = method::kPeerIntroduction;
-      ind.transaction_id = random_transaction_id();
-      ind.add_string(attr::kPeerName, *name);
-      ind.add_xor_address(attr::kReflexiveCandidate, reg.reflexive);
-      for (const auto& h : reg.hosts) ind.add_xor_address(attr::kHostCandidate, h);
-      EncodeOptions ind_opts;
-      ind_opts.integrity_sha256_key = other.key;
-      ind_opts.fingerprint = true;
-      // Only ever to the target's own registered, authenticated address.
-      send(other.socket, other.reflexive, ind, ind_opts, out);
-      log::info("rendezvous: introduced '{}' ({}) and '{}' ({})", *name, reg.reflexive.to_string(), *peer,
-                other.reflexive.to_string());
+    case method::kIntroduce:
+      handle_introduce(socket, from, req, *name, key, now, out);
       return;
-    }
     default:
       return fail(error_code::kBadRequest, "Bad Request", &key, "unknown method");
   }
 }
 
+// ---- introductions (docs/rendezvous-protocol.md, section 3.4) ----
+
+void Server::handle_introduce(int socket, const SocketAddress& from, const Message& req, const std::string& name,
+                              const Bytes& key, Timestamp now, std::vector<OutgoingDatagram>& out) {
+  auto fail = [&](int code, std::string_view reason, std::string_view why) {
+    if (log_allowed(now)) log::info("rendezvous: {} to {}: {}", code, from.to_string(), why);
+    send_error(socket, from, req, code, reason, &key, out);
+  };
+  auto peer = req.string(attr::kPeerName);
+  if (!peer || !valid_peer_name(*peer)) return fail(error_code::kBadRequest, "Bad Request", "Introduce without PEER-NAME");
+  if (*peer == name) return fail(error_code::kBadRequest, "Bad Request", "Introduce to itself");
+  auto offer = read_offer(req);
+  if (!offer) return fail(error_code::kBadRequest, "Bad Request", offer.error().message);
+  auto wait = req.u32(attr::kWait);
+  if (!wait) return fail(error_code::kBadRequest, "Bad Request", wait.error().message);
+  const std::uint32_t wait_s = std::min(wait->value_or(0), config_.max_wait_s);
+  auto target = registrations_.find(*peer);
+  const bool present = target != registrations_.end() && target->second.expires > now;
+  if (!present && wait_s == 0) return fail(error_code::kNotFound, "Not Registered", "introduce to unknown '" + *peer + "'");
+  Registration& reg = registrations_.at(name);
+  if (!reg.introductions.take(config_.introductions_per_second, config_.introduction_burst, now)) {
+    counters_.quota_rejections++;
+    return fail(error_code::kQuotaReached, "Introduction Rate", "introduction rate for '" + name + "'");
+  }
+  if (introductions_.size() >= config_.max_introductions) {
+    counters_.introduction_limit++;
+    return fail(error_code::kQuotaReached, "Too Many Introductions", "introduction table full");
+  }
+  if (!present) {
+    std::size_t mine = 0;
+    for (const auto& [id, in] : introductions_)
+      mine += in.asker == name && in.phase == Introduction::Phase::waiting ? 1 : 0;
+    if (mine >= config_.max_waiting_per_asker) {
+      counters_.introduction_limit++;
+      return fail(error_code::kQuotaReached, "Too Many Waiting", "'" + name + "' already waits for enough peers");
+    }
+  }
+  if (next_introduction_id_ == 0) {
+    auto r = random_transaction_id();
+    for (int i = 0; i < 8; ++i) next_introduction_id_ = next_introduction_id_ << 8 | r[static_cast<std::size_t>(i)];
+    next_introduction_id_ |= 1;
+  }
+  Introduction in;
+  in.id = next_introduction_id_++;
+  in.asker = name;
+  in.target = *peer;
+  in.asker_offer = std::move(*offer);
+  auto resp = make_response(req, MessageClass::SuccessResponse);
+  resp.add_string(attr::kPeerName, *peer);
+  resp.add_u64(attr::kIntroductionId, in.id);
+  if (!present) {
+    in.phase = Introduction::Phase::waiting;
+    in.wait_s = wait_s;
+    in.wait_until = now + Timestamp{wait_s} * kNanosPerSecond;
+    resp.add_u32(attr::kWait, wait_s);
+    counters_.introductions_waiting++;
+    log::info("rendezvous: '{}' waits up to {} s for '{}' to register", name, wait_s, *peer);
+  }
+  EncodeOptions opts;
+  opts.integrity_sha256_key = key;
+  opts.fingerprint = true;
+  send(socket, from, resp, opts, out);
+  auto& stored = introductions_.emplace(in.id, std::move(in)).first->second;
+  if (present) start_delivery(stored, now, out);
+}
+
+bool Server::send_request(Introduction& in, const std::string& to_name, Message m, Timestamp now,
+                          std::vector<OutgoingDatagram>& out) {
+  auto reg = registrations_.find(to_name);
+  if (reg == registrations_.end() || reg->second.expires <= now) return false;
+  m.message_class = MessageClass::Request;
+  m.transaction_id = random_transaction_id();
+  m.add_u64(attr::kIntroductionId, in.id);
+  EncodeOptions opts;
+  opts.integrity_sha256_key = reg->second.key;
+  opts.fingerprint = true;
+  introduction_by_tx_.erase(in.tx);
+  in.tx = m.transaction_id;
+  in.request = encode(m, opts);
+  in.rto = config_.introduction_rto;
+  in.next_at = now + in.rto;
+  in.give_up_at = now + config_.introduction_timeout;
+  in.sent = 1;
+  introduction_by_tx_[in.tx] = in.id;
+  // Only ever to the registered, authenticated address, from the socket it registered through.
+  out.push_back(OutgoingDatagram{reg->second.socket, reg->second.reflexive, in.request});
+  counters_.datagrams_sent++;
+  return true;
+}
+
+void Server::start_delivery(Introduction& in, Timestamp now, std::vector<OutgoingDatagram>& out) {
+  in.phase = Introduction::Phase::delivering;
+  const Registration& asker = registrations_.at(in.asker);
+  Message m;
+  m.method = method::kPeerIntroduction;
+  m.add_string(attr::kPeerName, in.asker);
+  m.add_xor_address(attr::kReflexiveCandidate, asker.reflexive);
+  for (const auto& h : asker.hosts) m.add_xor_address(attr::kHostCandidate, h);
+  add_offer(m, in.asker_offer);
+  counters_.introductions++;
+  if (!send_request(in, in.target, std::move(m), now, out)) {
+    start_report(in, now, "'" + in.target + "' is no longer registered", out);
+    return;
+  }
+  log::info("rendezvous: introducing '{}' ({}) to '{}'", in.asker, asker.reflexive.to_string(), in.target);
+}
+
+void Server::start_report(Introduction& in, Timestamp now, std::optional<std::string> failure,
+                          std::vector<OutgoingDatagram>& out) {
+  in.phase = Introduction::Phase::reporting;
+  Message m;
+  m.method = method::kIntroductionResult;
+  m.add_string(attr::kPeerName, in.target);
+  if (failure) {
+    counters_.introductions_failed++;
+    log::info("rendezvous: introduction of '{}' to '{}' failed: {}", in.asker, in.target, *failure);
+    m.add_error_code(error_code::kNotDelivered, *failure);
+  }
+  if (!send_request(in, in.asker, std::move(m), now, out)) finish(in.id);  // the asker is gone too
+}
+
+void Server::handle_peer_answer(const SocketAddress& from, const Message& m, Timestamp now,
+                                std::vector<OutgoingDatagram>& out) {
+  auto t = introduction_by_tx_.find(m.transaction_id);
+  if (t == introduction_by_tx_.end()) {
+    counters_.not_a_request++;  // late, duplicate or forged: nothing to match
+    return;
+  }
+  auto it = introductions_.find(t->second);
+  if (it == introductions_.end()) return;
+  Introduction& in = it->second;
+  const bool from_target = in.phase == Introduction::Phase::delivering;
+  if (m.method != (from_target ? method::kPeerIntroduction : method::kIntroductionResult)) return;
+  const std::string& who = from_target ? in.target : in.asker;
+  auto reg = registrations_.find(who);
+  if (reg == registrations_.end() || check_integrity_sha256(m, reg->second.key) != IntegrityCheck::Ok) {
+    counters_.auth_failures++;
+    if (log_allowed(now)) log::info("rendezvous: unauthenticated introduction answer from {}", from.to_string());
+    return;
+  }
+  if (!(reg->second.reflexive == from)) {
+    // Authenticated: the peer's mapping moved (as for any authenticated request).
+    reg->second.reflexive = from;
+  }
+  if (!from_target) {
+    finish(in.id);  // the asker has its result
+    return;
+  }
+  if (m.message_class == MessageClass::ErrorResponse) {
+    auto e = m.error();
+    start_report(in, now, "'" + in.target + "' refused: " + (e && *e ? (*e)->reason : std::string("error")), out);
+    return;
+  }
+  auto offer = read_offer(m);
+  auto hosts = m.xor_addresses(attr::kHostCandidate);
+  if (!offer || !hosts) {
+    start_report(in, now, "'" + in.target + "' answered without a valid offer", out);
+    return;
+  }
+  if (!hosts->empty() && hosts->size() <= config_.max_host_candidates) reg->second.hosts = *hosts;
+  counters_.introductions_delivered++;
+  Message r;
+  r.method = method::kIntroductionResult;
+  r.add_string(attr::kPeerName, in.target);
+  r.add_xor_address(attr::kReflexiveCandidate, reg->second.reflexive);
+  for (const auto& h : reg->second.hosts) r.add_xor_address(attr::kHostCandidate, h);
+  add_offer(r, *offer);
+  in.phase = Introduction::Phase::reporting;
+  log::info("rendezvous: '{}' acknowledged the introduction of '{}'", in.target, in.asker);
+  if (!send_request(in, in.asker, std::move(r), now, out)) finish(in.id);
+}
+
+void Server::release_waiting(const std::string& target, Timestamp now, std::vector<OutgoingDatagram>& out) {
+  std::vector<std::uint64_t> ids;
+  for (auto& [id, in] : introductions_)
+    if (in.phase == Introduction::Phase::waiting && in.target == target) ids.push_back(id);
+  for (auto id : ids) {
+    auto it = introductions_.find(id);
+    if (it == introductions_.end()) continue;
+    if (registrations_.count(it->second.asker) == 0) {
+      finish(id);  // the asker left while waiting
+      continue;
+    }
+    start_delivery(it->second, now, out);
+  }
+}
+
+void Server::finish(std::uint64_t id) {
+  auto it = introductions_.find(id);
+  if (it == introductions_.end()) return;
+  introduction_by_tx_.erase(it->second.tx);
+  introductions_.erase(it);
+}
+
+std::optional<Timestamp> Server::expiry() const {
+  std::optional<Timestamp> e = housekeeping_due_;
+  for (const auto& [id, in] : introductions_) {
+    const Timestamp t = in.phase == Introduction::Phase::waiting ? in.wait_until : in.next_at;
+    if (!e || t < *e) e = t;
+  }
+  return e;
+}
+
 void Server::handle_expiry(Timestamp now) {
+  std::vector<std::uint64_t> ids;
+  for (const auto& [id, in] : introductions_) ids.push_back(id);
+  for (auto id : ids) {
+    auto it = introductions_.find(id);
+    if (it == introductions_.end()) continue;
+    Introduction& in = it->second;
+    if (in.phase == Introduction::Phase::waiting) {
+      if (now >= in.wait_until)
+        start_report(in, now, fmt::format("'{}' did not register within {} s", in.target, in.wait_s), timer_out_);
+      continue;
+    }
+    if (now < in.next_at) continue;
+    if (in.sent >= config_.introduction_transmissions || now >= in.give_up_at) {
+      if (in.phase == Introduction::Phase::delivering) {
+        start_report(in, now, fmt::format("no answer from '{}' after {} transmissions", in.target, in.sent), timer_out_);
+      } else {
+        counters_.introduction_reports_lost++;
+        log::info("rendezvous: '{}' never acknowledged the result of its introduction to '{}'", in.asker, in.target);
+        finish(id);
+      }
+      continue;
+    }
+    auto reg = registrations_.find(in.phase == Introduction::Phase::delivering ? in.target : in.asker);
+    if (reg == registrations_.end()) {
+      if (in.phase == Introduction::Phase::delivering) start_report(in, now, "'" + in.target + "' left", timer_out_);
+      else finish(id);
+      continue;
+    }
+    in.rto *= 2;
+    in.next_at = std::min(now + in.rto, in.give_up_at);
+    ++in.sent;
+    timer_out_.push_back(OutgoingDatagram{reg->second.socket, reg->second.reflexive, in.request});
+    counters_.datagrams_sent++;
+  }
   if (!housekeeping_due_ || now < *housekeeping_due_) return;
   for (auto it = registrations_.begin(); it != registrations_.end();) {
     if (it->second.expires <= now) {
@@ -481,10 +689,16 @@ std::string Server::metrics_text() const {
   counter("name_conflicts_total", c.name_conflicts, "Register attempts on a name owned by another key.");
   counter("quota_rejections_total", c.quota_rejections, "Requests refused by a quota.");
   counter("lookups_total", c.lookups, "Lookup requests.");
-  counter("introductions_total", c.introductions, "Introductions made.");
+  counter("introductions_total", c.introductions, "Introductions sent to their target.");
+  counter("introductions_delivered_total", c.introductions_delivered, "Introductions the target acknowledged.");
+  counter("introductions_failed_total", c.introductions_failed, "Introductions not delivered (reported to the asker).");
+  counter("introductions_waiting_total", c.introductions_waiting, "Introductions held for a peer not yet registered.");
+  counter("introduction_reports_lost_total", c.introduction_reports_lost, "Results the asker never acknowledged.");
+  counter("introduction_limit_total", c.introduction_limit, "Introductions refused: too many waiting or in flight.");
   counter("log_lines_suppressed_total", c.log_lines_suppressed, "Log lines dropped by the log rate limit.");
   gauge("registrations", registrations_.size(), "Current registrations.");
   gauge("tracked_sources", sources_.size(), "Source IPs in the rate-limit table.");
+  gauge("introductions_in_flight", introductions_.size(), "Introductions being delivered, reported or waiting.");
   return s;
 }
 

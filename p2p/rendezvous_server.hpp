@@ -6,12 +6,14 @@
 #pragma once
 
 #include <array>
+#include <map>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "p2p/introduction.hpp"
 #include "p2p/stun.hpp"
 #include "transport/core/clock.hpp"
 
@@ -38,6 +40,16 @@ struct ServerConfig {
   /// RFC 5780 PADDING: a padded Binding request gets a response padded to
   /// this interface MTU (never above the request's size).
   std::size_t padding_mtu = 1500;
+  /// Introductions are requests to the target (PeerIntroduction) and then to
+  /// the asker (IntroductionResult), retransmitted from this RTO, doubling,
+  /// at most this many times and for at most this long (RFC 8489 timers, bounded).
+  Timestamp introduction_rto = 500 * kNanosPerMilli;
+  unsigned introduction_transmissions = 5;
+  Timestamp introduction_timeout = 8 * kNanosPerSecond;
+  /// Waiting introductions (Introduce with WAIT for a peer not registered yet).
+  std::uint32_t max_wait_s = 300;
+  std::size_t max_waiting_per_asker = 4;
+  std::size_t max_introductions = 4096;  ///< in flight or waiting, in total
 };
 
 /// One datagram for the adapter to send.
@@ -70,7 +82,12 @@ struct Counters {
   std::uint64_t name_conflicts = 0;
   std::uint64_t quota_rejections = 0;
   std::uint64_t lookups = 0;
-  std::uint64_t introductions = 0;
+  std::uint64_t introductions = 0;           ///< deliveries started (PeerIntroduction sent)
+  std::uint64_t introductions_delivered = 0; ///< the target acknowledged
+  std::uint64_t introductions_failed = 0;    ///< not delivered (no answer, peer gone, wait expired)
+  std::uint64_t introductions_waiting = 0;   ///< held for a peer not registered yet
+  std::uint64_t introduction_reports_lost = 0;  ///< the asker never acknowledged the result
+  std::uint64_t introduction_limit = 0;      ///< refused: too many waiting or in flight
   std::uint64_t log_lines_suppressed = 0;
 };
 
@@ -89,9 +106,14 @@ class Server {
   /// about once a second while anything is tracked: expiry() is nullopt on an
   /// idle server and kHousekeepingInterval after the last sweep (or the first
   /// datagram) otherwise. The TimedCore convention (transport/core/clock.hpp).
-  std::optional<Timestamp> expiry() const { return housekeeping_due_; }
-  /// Sweeps when the housekeeping deadline has come; earlier calls do nothing.
+  /// Introductions in flight add their retransmission and wait deadlines.
+  std::optional<Timestamp> expiry() const;
+  /// Sweeps when the housekeeping deadline has come; retransmits and expires
+  /// introductions. What it sends goes to take_datagrams().
   void handle_expiry(Timestamp now);
+  /// Datagrams produced by handle_expiry() (retransmissions, reports).
+  std::vector<OutgoingDatagram> take_datagrams() { return std::exchange(timer_out_, {}); }
+  std::size_t introductions_in_flight() const { return introductions_.size(); }
   static constexpr Timestamp kHousekeepingInterval = kNanosPerSecond;
 
   const Counters& counters() const { return counters_; }
@@ -121,7 +143,32 @@ class Server {
     TokenBucket introductions;
   };
 
+  struct Introduction {
+    enum class Phase { waiting, delivering, reporting };
+    std::uint64_t id = 0;
+    std::string asker, target;
+    IntroductionOffer asker_offer;
+    Phase phase = Phase::waiting;
+    Timestamp wait_until = 0;
+    std::uint32_t wait_s = 0;
+    // The request in flight (to the target, then to the asker).
+    stun::TransactionId tx{};
+    Bytes request;
+    Timestamp next_at = 0, give_up_at = 0, rto = 0;
+    unsigned sent = 0;
+  };
   bool has_alternate() const { return !config_.local[kAltBoth].empty(); }
+  void handle_introduce(int socket, const SocketAddress& from, const stun::Message& req, const std::string& name,
+                        const Bytes& key, Timestamp now, std::vector<OutgoingDatagram>& out);
+  void handle_peer_answer(const SocketAddress& from, const stun::Message& m, Timestamp now,
+                          std::vector<OutgoingDatagram>& out);
+  void start_delivery(Introduction& in, Timestamp now, std::vector<OutgoingDatagram>& out);
+  void start_report(Introduction& in, Timestamp now, std::optional<std::string> failure,
+                    std::vector<OutgoingDatagram>& out);
+  bool send_request(Introduction& in, const std::string& to_name, stun::Message m, Timestamp now,
+                    std::vector<OutgoingDatagram>& out);
+  void release_waiting(const std::string& target, Timestamp now, std::vector<OutgoingDatagram>& out);
+  void finish(std::uint64_t id);
   void handle_binding(int socket, const SocketAddress& from, const stun::Message& req, std::vector<OutgoingDatagram>& out);
   void handle_rendezvous(int socket, const SocketAddress& from, const stun::Message& req, Timestamp now,
                          std::vector<OutgoingDatagram>& out);
@@ -140,6 +187,10 @@ class Server {
   Timestamp log_window_ = 0;
   unsigned log_lines_in_window_ = 0;
   std::optional<Timestamp> housekeeping_due_;
+  std::map<std::uint64_t, Introduction> introductions_;
+  std::map<stun::TransactionId, std::uint64_t> introduction_by_tx_;
+  std::uint64_t next_introduction_id_ = 0;
+  std::vector<OutgoingDatagram> timer_out_;
 };
 
 /// True when `name` is acceptable as a rendezvous name: 1..64 bytes of

@@ -93,7 +93,14 @@ Status Service::start(Sockets sockets, quic::Attach attach) {
   }
   // Housekeeping: armed while the core tracks something (Server::expiry()).
   timer_ = std::make_unique<uv::DeadlineTimer>(loop_);
-  timer_->add(*server_);
+  timer_->add(*server_, [this] {
+    // Retransmitted introductions and their reports.
+    for (const auto& o : server_->take_datagrams()) {
+      auto& via = sockets_[static_cast<std::size_t>(o.socket)];
+      if (!via) continue;
+      if (via->send(o.to, o.data).status != quic::SendStatus::sent) ++send_failures_;
+    }
+  });
   return {};
 }
 

@@ -196,6 +196,12 @@ std::string attr::name(std::uint16_t type) {
     case kLifetime: return "LIFETIME";
     case kReflexiveCandidate: return "REFLEXIVE-CANDIDATE";
     case kRegistrationKey: return "REGISTRATION-KEY";
+    case kIceUfrag: return "ICE-UFRAG";
+    case kIcePassword: return "ICE-PASSWORD";
+    case kTieBreaker: return "TIE-BREAKER";
+    case kCertFingerprint: return "CERT-FINGERPRINT";
+    case kWait: return "WAIT";
+    case kIntroductionId: return "INTRODUCTION-ID";
     default: return fmt::format("0x{:04x}", type);
   }
 }

@@ -48,6 +48,7 @@ inline constexpr std::uint16_t kRefresh = 0xA02;
 inline constexpr std::uint16_t kLookup = 0xA03;
 inline constexpr std::uint16_t kIntroduce = 0xA04;
 inline constexpr std::uint16_t kPeerIntroduction = 0xA05;
+inline constexpr std::uint16_t kIntroductionResult = 0xA06;
 }  // namespace method
 
 /// Attribute types. 0x0000-0x7FFF are comprehension-required, 0x8000-0xFFFF optional.
@@ -87,6 +88,12 @@ inline constexpr std::uint16_t kHostCandidate = 0x4A02;        ///< XOR-encoded 
 inline constexpr std::uint16_t kLifetime = 0x4A03;             ///< u32 seconds
 inline constexpr std::uint16_t kReflexiveCandidate = 0x4A04;   ///< XOR-encoded address
 inline constexpr std::uint16_t kRegistrationKey = 0x4A05;      ///< 32-byte key, first Register only
+inline constexpr std::uint16_t kIceUfrag = 0x4A06;             ///< ICE username fragment of one side
+inline constexpr std::uint16_t kIcePassword = 0x4A07;          ///< ICE password of one side
+inline constexpr std::uint16_t kTieBreaker = 0x4A08;           ///< u64, ICE tie-breaker of one side
+inline constexpr std::uint16_t kCertFingerprint = 0x4A09;      ///< SHA-256 of one side's certificate (32 bytes)
+inline constexpr std::uint16_t kWait = 0x4A0A;                 ///< u32 seconds: hold an Introduce for an absent peer
+inline constexpr std::uint16_t kIntroductionId = 0x4A0B;       ///< u64, names one introduction end to end
 
 /// True for 0x0000-0x7FFF.
 constexpr bool is_comprehension_required(std::uint16_t type) { return type < 0x8000; }
@@ -104,6 +111,7 @@ inline constexpr int kNotFound = 404;
 inline constexpr int kUnknownAttribute = 420;
 inline constexpr int kQuotaReached = 486;
 inline constexpr int kRoleConflict = 487;  ///< RFC 8445 section 7.3.1.1
+inline constexpr int kNotDelivered = 408;  ///< rendezvous: the introduction did not reach the peer
 inline constexpr int kServerError = 500;
 }  // namespace error_code
 

@@ -19,6 +19,7 @@ using quiclab::rendezvous::Client;
 using quiclab::rendezvous::ClientConfig;
 using quiclab::rendezvous::Event;
 using quiclab::rendezvous::Introduced;
+using quiclab::rendezvous::IntroductionPending;
 using quiclab::rendezvous::IntroductionReceived;
 using quiclab::rendezvous::LookupResult;
 using quiclab::rendezvous::Registered;
@@ -191,19 +192,26 @@ TEST_CASE("two peers register and are introduced with each other's candidates", 
   CHECK(as<LookupResult>(lk[0]).found);
 
   alice.introduce("bob", now_ns());
-  auto ia = drive(alice, sa, server.primary, [](const auto& e) { return !e.empty(); });
-  REQUIRE(ia.size() == 1);
-  REQUIRE(is<Introduced>(ia[0]));
-  CHECK(as<Introduced>(ia[0]).candidates.reflexive == sb.local());
-  REQUIRE(as<Introduced>(ia[0]).candidates.hosts.size() == 1);
-  CHECK(as<Introduced>(ia[0]).candidates.hosts[0].to_string() == "10.2.2.2:2222");
-  // Bob hears about alice on his registered socket without asking.
+  auto pending = drive(alice, sa, server.primary, [](const auto& e) { return !e.empty(); });
+  REQUIRE(pending.size() == 1);
+  REQUIRE(is<IntroductionPending>(pending[0]));
+  // Bob hears about alice on his registered socket without asking, and answers.
   auto ib = drive(bob, sb, server.primary, [](const auto& e) { return !e.empty(); });
   REQUIRE(ib.size() == 1);
   REQUIRE(is<IntroductionReceived>(ib[0]));
   CHECK(as<IntroductionReceived>(ib[0]).candidates.name == "alice");
   CHECK(as<IntroductionReceived>(ib[0]).candidates.reflexive == sa.local());
   CHECK(as<IntroductionReceived>(ib[0]).candidates.hosts[0].to_string() == "10.1.1.1:1111");
+  // Alice gets bob's candidates and offer once bob has answered.
+  auto ia = drive(alice, sa, server.primary, [](const auto& e) { return !e.empty(); });
+  REQUIRE(ia.size() == 1);
+  REQUIRE(is<Introduced>(ia[0]));
+  CHECK(as<Introduced>(ia[0]).candidates.reflexive == sb.local());
+  REQUIRE(as<Introduced>(ia[0]).candidates.hosts.size() == 1);
+  CHECK(as<Introduced>(ia[0]).candidates.hosts[0].to_string() == "10.2.2.2:2222");
+  CHECK(as<Introduced>(ia[0]).remote.ufrag == as<IntroductionReceived>(ib[0]).local.ufrag);
+  // Alice's acknowledgement goes out with the next turn of her loop.
+  drive(alice, sa, server.primary, [](const auto&) { return true; });
   CHECK(server.metric("introductions_total") == 1);
   CHECK(server.process->alive());
 }
@@ -249,12 +257,15 @@ TEST_CASE("a third party can neither take a name, nor read candidates, nor intro
 
   // Alice's registration is intact: an introduction from bob reaches her real socket.
   bob.introduce("alice", now_ns());
-  auto bi = drive(bob, sb, server.primary, [](const auto& e) { return !e.empty(); });
-  REQUIRE(bi.size() == 1);
-  CHECK(as<Introduced>(bi[0]).candidates.reflexive == sa.local());
+  auto bp = drive(bob, sb, server.primary, [](const auto& e) { return !e.empty(); });
+  REQUIRE(bp.size() == 1);
+  CHECK(is<IntroductionPending>(bp[0]));
   auto ai = drive(alice, sa, server.primary, [](const auto& e) { return !e.empty(); });
   REQUIRE(ai.size() == 1);
   CHECK(as<IntroductionReceived>(ai[0]).candidates.name == "bob");
+  auto bi = drive(bob, sb, server.primary, [](const auto& e) { return !e.empty(); });
+  REQUIRE(bi.size() == 1);
+  CHECK(as<Introduced>(bi[0]).candidates.reflexive == sa.local());
   CHECK(server.metric("name_conflicts_total") == 1);
 }
 

@@ -50,6 +50,7 @@ ClientConfig client_config(std::string name, std::uint8_t key_byte) {
   c.name = std::move(name);
   c.key = Bytes(32, key_byte);
   c.host_candidates = {addr("10.0.0.5", 5000)};
+  c.certificate_fingerprint = Bytes(32, static_cast<std::uint8_t>(0xA0 + key_byte));
   return c;
 }
 
@@ -102,18 +103,41 @@ TEST_CASE("two registered peers are introduced and get each other's candidates",
 
   a.introduce("bob", h.clock.now());
   auto out = h.exchange(a, a_addr);
-  REQUIRE(out.size() == 2);  // the response to alice and the indication to bob, in one call
+  REQUIRE(out.size() == 2);  // the response to alice and the PeerIntroduction to bob, in one call
   h.deliver(out, a, a_addr);
   h.deliver(out, b, b_addr);
-  auto ia = only<Introduced>(a);
+  auto pending = only<IntroductionPending>(a);
+  CHECK(pending.peer == "bob");
+  CHECK(pending.wait_s == 0);
   auto ib = only<IntroductionReceived>(b);
+  CHECK(ib.id == pending.id);
+  CHECK(ib.candidates.name == "alice");
+  CHECK(ib.candidates.reflexive == a_addr);
+  // Bob's answer (his offer) reaches the server, which reports to alice.
+  out = h.exchange(b, b_addr);
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].to == a_addr);
+  h.deliver(out, a, a_addr);
+  auto ia = only<Introduced>(a);
+  CHECK(ia.id == pending.id);
   CHECK(ia.candidates.name == "bob");
   CHECK(ia.candidates.reflexive == b_addr);
   REQUIRE(ia.candidates.hosts.size() == 1);
   CHECK(ia.candidates.hosts[0] == addr("10.0.0.5", 5000));
-  CHECK(ib.candidates.name == "alice");
-  CHECK(ib.candidates.reflexive == a_addr);
+  // Each side got the other's offer, as the other made it.
+  CHECK(ia.remote.ufrag == ib.local.ufrag);
+  CHECK(ia.remote.password == ib.local.password);
+  CHECK(ia.remote.tie_breaker == ib.local.tie_breaker);
+  CHECK(ib.remote.ufrag == ia.local.ufrag);
+  CHECK(ib.remote.password == ia.local.password);
+  CHECK(ib.remote.fingerprint == Bytes(32, 0xA1));
+  CHECK(ia.remote.fingerprint == Bytes(32, 0xA2));
+  CHECK(ia.local.ufrag != ib.local.ufrag);
+  // Alice acknowledges; the server is done with it.
+  CHECK(h.exchange(a, a_addr).empty());
+  CHECK(h.server.introductions_in_flight() == 0);
   CHECK(h.server.counters().introductions == 1);
+  CHECK(h.server.counters().introductions_delivered == 1);
 }
 
 TEST_CASE("a third party cannot take a name, look up or introduce without the key", "[p2p][rendezvous]") {
@@ -471,4 +495,133 @@ TEST_CASE("a Binding request with PADDING gets a response padded to the MTU, nev
   auto out = h.raw(addr("198.51.100.13", 40000), encode(plain));
   REQUIRE(out.size() == 1);
   CHECK(decode(out[0].data)->find(attr::kPadding) == nullptr);
+}
+
+TEST_CASE("an introduction is retransmitted until the target answers, and the asker learns if it never does",
+          "[p2p][rendezvous][introduction]") {
+  Harness h;
+  auto a_addr = addr("198.51.100.10", 40000), b_addr = addr("203.0.113.20", 50000);
+  Client a(client_config("alice", 1)), b(client_config("bob", 2));
+  a.register_name(h.clock.now());
+  h.deliver(h.exchange(a, a_addr), a, a_addr);
+  b.register_name(h.clock.now());
+  h.deliver(h.exchange(b, b_addr), b, b_addr);
+  (void)a.take_events();
+  (void)b.take_events();
+  a.introduce("bob", h.clock.now());
+  auto out = h.exchange(a, a_addr);
+  h.deliver(out, a, a_addr);  // alice: pending; the first PeerIntroduction to bob is lost
+  auto pending = only<IntroductionPending>(a);
+  // The server retransmits with doubling RTOs: 0.5, 1, 2, 4 s after the first.
+  std::vector<Timestamp> resent;
+  const Timestamp t0 = h.clock.now();
+  for (int i = 0; i < 3; ++i) {
+    std::vector<OutgoingDatagram> d;
+    for (int steps = 0; steps < 10 && d.empty(); ++steps) {  // housekeeping deadlines come in between
+      REQUIRE(h.server.expiry());
+      h.clock.set(*h.server.expiry());
+      h.server.handle_expiry(h.clock.now());
+      d = h.server.take_datagrams();
+    }
+    REQUIRE(d.size() == 1);
+    CHECK(d[0].to == b_addr);
+    resent.push_back(h.clock.now() - t0);
+    if (i == 2) {
+      // The third retransmission gets through; bob answers once per copy, reports once.
+      h.deliver(d, b, b_addr);
+      h.deliver(d, b, b_addr);
+    }
+  }
+  CHECK(resent == std::vector<Timestamp>{500 * kNanosPerMilli, 1500 * kNanosPerMilli, 3500 * kNanosPerMilli});
+  auto events = b.take_events();
+  REQUIRE(events.size() == 1);
+  CHECK(std::get<IntroductionReceived>(events[0]).id == pending.id);
+  out = h.exchange(b, b_addr);  // two identical answers: the second matches nothing
+  REQUIRE(out.size() == 1);
+  h.deliver(out, a, a_addr);
+  CHECK(only<Introduced>(a).id == pending.id);
+
+  // Now carol never answers: alice hears that it failed, within the bound.
+  Client c(client_config("carol", 3));
+  auto c_addr = addr("192.0.2.30", 7000);
+  c.register_name(h.clock.now());
+  h.deliver(h.exchange(c, c_addr), c, c_addr);
+  CHECK(h.exchange(a, a_addr).empty());  // alice's acknowledgement ends it at the server
+  CHECK(h.server.introductions_in_flight() == 0);
+  a.introduce("carol", h.clock.now());
+  h.deliver(h.exchange(a, a_addr), a, a_addr);  // carol's copy is never delivered
+  (void)only<IntroductionPending>(a);
+  const Timestamp asked = h.clock.now();
+  std::vector<OutgoingDatagram> to_alice;
+  for (int i = 0; i < 20 && to_alice.empty(); ++i) {
+    REQUIRE(h.server.expiry());
+    h.clock.set(*h.server.expiry());
+    h.server.handle_expiry(h.clock.now());
+    for (auto& d : h.server.take_datagrams())
+      if (d.to == a_addr) to_alice.push_back(d);
+  }
+  REQUIRE(to_alice.size() == 1);
+  CHECK(h.clock.now() - asked <= h.server.config().introduction_timeout);
+  h.deliver(to_alice, a, a_addr);
+  auto failed = only<IntroductionFailed>(a);
+  CHECK(failed.peer == "carol");
+  CHECK(failed.error_code == 408);
+  CHECK_THAT(failed.reason, Catch::Contains("no answer from 'carol'"));
+  CHECK(h.server.counters().introductions_failed == 1);
+}
+
+TEST_CASE("an introduction can wait for a peer that has not registered yet, bounded", "[p2p][rendezvous][introduction]") {
+  Harness h;
+  auto a_addr = addr("198.51.100.10", 40000), b_addr = addr("203.0.113.20", 50000);
+  Client a(client_config("alice", 1)), b(client_config("bob", 2));
+  a.register_name(h.clock.now());
+  h.deliver(h.exchange(a, a_addr), a, a_addr);
+  (void)a.take_events();
+  // Without WAIT an absent peer is a 404, as before.
+  a.introduce("bob", h.clock.now());
+  h.deliver(h.exchange(a, a_addr), a, a_addr);
+  CHECK(only<RequestFailed>(a).error_code == 404);
+  // With WAIT the server holds it (capped at its maximum).
+  a.introduce("bob", h.clock.now(), 30);
+  h.deliver(h.exchange(a, a_addr), a, a_addr);
+  auto pending = only<IntroductionPending>(a);
+  CHECK(pending.wait_s == 30);
+  CHECK(h.server.counters().introductions_waiting == 1);
+  // Bob registers 10 s later: the introduction goes out in the same call.
+  h.clock.advance(10 * kNanosPerSecond);
+  b.register_name(h.clock.now());
+  auto out = h.exchange(b, b_addr);
+  REQUIRE(out.size() == 2);  // Register response + PeerIntroduction
+  h.deliver(out, b, b_addr);
+  auto events = b.take_events();
+  REQUIRE(events.size() == 2);
+  CHECK(std::holds_alternative<Registered>(events[0]));
+  CHECK(std::get<IntroductionReceived>(events[1]).candidates.name == "alice");
+  h.deliver(h.exchange(b, b_addr), a, a_addr);
+  CHECK(only<Introduced>(a).id == pending.id);
+
+  // Limits: at most max_waiting_per_asker waiting at once (486 after), and an
+  // expired wait is reported as a failure.
+  (void)a.take_datagrams();
+  for (std::size_t i = 0; i <= h.server.config().max_waiting_per_asker; ++i) {
+    a.introduce("nobody" + std::to_string(i), h.clock.now(), 5);
+    h.deliver(h.exchange(a, a_addr), a, a_addr);
+    h.clock.advance(kNanosPerSecond);  // the introduction budget refills (2/s, burst 5)
+  }
+  auto limited = a.take_events();
+  REQUIRE(limited.size() == h.server.config().max_waiting_per_asker + 1);
+  CHECK(std::get<RequestFailed>(limited.back()).error_code == 486);
+  h.clock.advance(10 * kNanosPerSecond);
+  h.server.handle_expiry(h.clock.now());
+  std::size_t failures = 0;
+  for (auto& d : h.server.take_datagrams()) {
+    CHECK(d.to == a_addr);
+    a.handle_datagram(d.data, h.clock.now());
+  }
+  for (auto& e : a.take_events())
+    if (auto* f = std::get_if<IntroductionFailed>(&e)) {
+      CHECK_THAT(f->reason, Catch::Contains("did not register within 5 s"));
+      ++failures;
+    }
+  CHECK(failures == h.server.config().max_waiting_per_asker);
 }
