@@ -342,6 +342,9 @@ Status ClientConnection::init(Timestamp now) {
     quic::tls::ClientConfig tc;
     tc.insecure = opt.insecure;
     tc.ca_file = opt.ca_file;
+    tc.pinned_sha256 = opt.pinned_sha256;
+    tc.cert_file = opt.client_cert_file;
+    tc.key_file = opt.client_key_file;
     auto ctx = quic::tls::make_client_context(tc);
     if (!ctx) return ctx.error();
     config_.tls = std::shared_ptr<quic::tls::ClientContext>(std::move(*ctx));
@@ -639,7 +642,9 @@ void ClientConnection::handle_liberr(int rv, const char* where, Timestamp now) {
   if (rv == NGTCP2_ERR_CRYPTO) {
     auto alert = ngtcp2_conn_get_tls_alert(conn_);
     text = "QUIC TLS handshake failed (" + quic::tls::alert_text(alert) + ")";
-    if (!config_.options.insecure) text += "; is the certificate trusted? (--insecure or --ca-file)";
+    if (tls_ && !tls_->verify_error().empty()) text += ": " + tls_->verify_error();
+    else if (!config_.options.pinned_sha256.empty()) text += "; the server's certificate is not the pinned one?";
+    else if (!config_.options.insecure) text += "; is the certificate trusted? (--insecure or --ca-file)";
     ngtcp2_connection_close_error_set_transport_error_tls_alert(&ccerr, alert, nullptr, 0);
   } else if (rv == NGTCP2_ERR_CALLBACK_FAILURE && connection_error_) {
     text = connection_error_->message;

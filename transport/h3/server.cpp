@@ -544,6 +544,7 @@ Status Server::start(quic::Attach attach) {
   tc.cert_file = s.config.cert_file;
   tc.key_file = s.config.key_file;
   tc.keylog_file = s.config.keylog_file;
+  tc.pinned_client_sha256 = s.config.pinned_client_sha256;
   auto tls = quic::tls::make_server_context(tc);
   if (!tls) return tls.error();
   s.tls = std::move(*tls);

@@ -38,6 +38,9 @@ struct ServerConfig {
   std::filesystem::path cert_file;   ///< PEM certificate (e.g. tls::generate_self_signed output).
   std::filesystem::path key_file;    ///< PEM private key.
   std::filesystem::path keylog_file; ///< NSS key log; empty: $SSLKEYLOGFILE when set.
+  /// When set (32 bytes): only clients presenting the certificate with this
+  /// SHA-256 complete the handshake (a peer accepting exactly its partner).
+  Bytes pinned_client_sha256;
   quic::ServerCoreConfig quic;       ///< retry, limits, windows, datagram size.
   /// One <id>.sqlog file per connection here (created if missing); Server
   /// turns it into quic.qlog unless that is already set.

@@ -69,6 +69,12 @@ using CompleteCallback = std::function<void(ClientResponse&&)>;
 struct ClientOptions {
   bool insecure = false;                    ///< Skip certificate verification.
   std::filesystem::path ca_file;            ///< Trust these CAs (PEM); system store when empty.
+  /// H3: trust exactly the server certificate with this SHA-256 (32 bytes)
+  /// instead of CAs and names: a peer pins the fingerprint its introduction
+  /// carried. Empty: the usual verification.
+  Bytes pinned_sha256;
+  /// H3: the certificate to present when the server asks for one (peers pin each other).
+  std::filesystem::path client_cert_file, client_key_file;
   std::uint32_t max_concurrent_streams = 100;  ///< Requests in flight at once on the connection.
   std::uint32_t stream_window = 16 * 1024 * 1024;      ///< Per-stream receive window.
   std::uint32_t connection_window = 64 * 1024 * 1024;  ///< Connection receive window.

@@ -49,6 +49,9 @@ class Session {
   virtual std::string description() const = 0;
   /// Server only: sends a NewSessionTicket (call once the handshake completed).
   virtual Status send_session_ticket() = 0;
+  /// Why the peer's certificate was refused (a pinned fingerprint that did not
+  /// match ...); empty when it was not, or verification was the library's.
+  virtual std::string verify_error() const { return {}; }
 };
 
 struct ServerConfig {
@@ -59,6 +62,9 @@ struct ServerConfig {
   std::size_t anti_replay_capacity = 100000;    ///< Remembered ClientHellos; past it, 0-RTT is refused.
   /// NSS key log file; empty: $SSLKEYLOGFILE is honoured (when set).
   std::filesystem::path keylog_file;
+  /// When set (32 bytes): the client must present a certificate, and exactly
+  /// the one with this SHA-256 (a peer pinning the other peer's fingerprint).
+  Bytes pinned_client_sha256;
 };
 
 /// Shared by every server connection: certificate, session-ticket key, anti-replay state.
@@ -80,7 +86,18 @@ struct ClientConfig {
   bool insecure = false;            ///< Skip certificate verification.
   std::filesystem::path ca_file;    ///< PEM CAs to trust; system store when empty.
   std::filesystem::path keylog_file;  ///< As in ServerConfig.
+  /// When set (32 bytes): trust exactly the server certificate with this
+  /// SHA-256, whatever its issuer and names (pinning; replaces CA checks).
+  Bytes pinned_sha256;
+  /// A certificate to present when the server asks (mutual pinning).
+  std::filesystem::path cert_file, key_file;
 };
+
+/// SHA-256 of the first certificate in a PEM file, over its DER encoding (what
+/// pinning compares). Errors: unreadable file, no certificate in it.
+Result<Bytes> certificate_sha256(const std::filesystem::path& pem_file);
+/// "AB:CD:..." as SDP's a=fingerprint writes it.
+std::string fingerprint_text(ByteView sha256);
 
 struct ClientSessionOptions {
   std::string server_name;          ///< SNI and the name the certificate must match.

@@ -1,6 +1,7 @@
 // The GnuTLS implementation of the crypto seam (tls_backend.hpp). The only file
 // in quiclab that includes GnuTLS headers.
 #include <arpa/inet.h>
+#include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
@@ -81,12 +82,41 @@ class GnutlsSession final : public Session {
     return {};
   }
 
+  std::string verify_error() const override { return verify_error_; }
+
   bool resumption_offered_ = false;
   ClientSessionOptions client_options;
+  Bytes pinned_sha256;        // the peer's certificate must hash to this (when set)
+  std::string verify_error_;  // why it did not
 
  private:
   gnutls_session_t session_;
 };
+
+// Pinning: the peer's first certificate (DER) must hash to the session's
+// pinned SHA-256. Set as the credentials' verify function where a pin is
+// configured; the session object is found through the db pointer.
+int pinned_verify(gnutls_session_t session) {
+  auto* owner = static_cast<GnutlsSession*>(gnutls_db_get_ptr(session));
+  if (owner == nullptr || owner->pinned_sha256.empty()) return 0;
+  unsigned n = 0;
+  const gnutls_datum_t* certs = gnutls_certificate_get_peers(session, &n);
+  if (certs == nullptr || n == 0) {
+    owner->verify_error_ = "the peer presented no certificate, but one with a pinned fingerprint was required";
+    log::warn("tls: {}", owner->verify_error_);
+    return GNUTLS_E_CERTIFICATE_ERROR;
+  }
+  Bytes got(32);
+  if (gnutls_hash_fast(GNUTLS_DIG_SHA256, certs[0].data, certs[0].size, got.data()) != 0)
+    return GNUTLS_E_CERTIFICATE_ERROR;
+  if (got != owner->pinned_sha256) {
+    owner->verify_error_ = "certificate fingerprint mismatch: pinned SHA-256 " + fingerprint_text(owner->pinned_sha256) +
+                           ", the peer's is " + fingerprint_text(got);
+    log::warn("tls: {}", owner->verify_error_);
+    return GNUTLS_E_CERTIFICATE_ERROR;
+  }
+  return 0;
+}
 
 // The server insists on "h3": a ClientHello without it fails the handshake
 // (no_application_protocol), as RFC 9001 8.1 requires.
@@ -123,6 +153,11 @@ class GnutlsServerContext final : public ServerContext {
       return gnutls_error(rv, "load certificate " + config.cert_file.string() + " / key " + config.key_file.string());
     if (int rv = gnutls_session_ticket_key_generate(&ticket_key_); rv != 0)
       return gnutls_error(rv, "generate session ticket key");
+    if (!config.pinned_client_sha256.empty()) {
+      if (config.pinned_client_sha256.size() != 32)
+        return make_error(ErrorDomain::config, EINVAL, "tls: a pinned client SHA-256 is 32 bytes");
+      gnutls_certificate_set_verify_function(cred_, pinned_verify);
+    }
     if (int rv = gnutls_anti_replay_init(&anti_replay_); rv != 0) return gnutls_error(rv, "anti-replay init");
     gnutls_anti_replay_set_window(anti_replay_, config.anti_replay_window_ms);
     gnutls_anti_replay_set_add_function(anti_replay_, &GnutlsServerContext::anti_replay_add);
@@ -139,6 +174,11 @@ class GnutlsServerContext final : public ServerContext {
     auto session = std::make_unique<GnutlsSession>(s);
     if (int rv = gnutls_priority_set_direct(s, kPriority, nullptr); rv != 0)
       return gnutls_error(rv, "set priority");
+    if (!config_.pinned_client_sha256.empty()) {
+      session->pinned_sha256 = config_.pinned_client_sha256;
+      gnutls_db_set_ptr(s, session.get());
+      gnutls_certificate_server_set_request(s, GNUTLS_CERT_REQUIRE);
+    }
     if (int rv = gnutls_session_ticket_enable_server(s, &ticket_key_); rv != 0)
       return gnutls_error(rv, "enable session tickets");
     gnutls_handshake_set_hook_function(s, GNUTLS_HANDSHAKE_CLIENT_HELLO, GNUTLS_HOOK_POST, server_client_hello_hook);
@@ -222,11 +262,21 @@ class GnutlsClientContext final : public ClientContext {
     config_ = config;
     if (int rv = gnutls_certificate_allocate_credentials(&cred_); rv != 0)
       return gnutls_error(rv, "allocate credentials");
-    if (!config.insecure) {
+    if (!config.pinned_sha256.empty()) {
+      if (config.pinned_sha256.size() != 32)
+        return make_error(ErrorDomain::config, EINVAL, "tls: a pinned SHA-256 is 32 bytes");
+      gnutls_certificate_set_verify_function(cred_, pinned_verify);
+    } else if (!config.insecure) {
       int rv = config.ca_file.empty()
                    ? gnutls_certificate_set_x509_system_trust(cred_)
                    : gnutls_certificate_set_x509_trust_file(cred_, config.ca_file.c_str(), GNUTLS_X509_FMT_PEM);
       if (rv < 0) return gnutls_error(rv, "load trusted CAs");
+    }
+    if (!config.cert_file.empty()) {
+      if (int rv = gnutls_certificate_set_x509_key_file(cred_, config.cert_file.c_str(), config.key_file.c_str(),
+                                                        GNUTLS_X509_FMT_PEM);
+          rv < 0)
+        return gnutls_error(rv, "load client certificate " + config.cert_file.string());
     }
     open_keylog(config.keylog_file);
     return {};
@@ -239,6 +289,7 @@ class GnutlsClientContext final : public ClientContext {
       return gnutls_error(rv, "gnutls_init");
     auto session = std::make_unique<GnutlsSession>(s);
     session->client_options = options;
+    session->pinned_sha256 = config_.pinned_sha256;
     if (int rv = gnutls_priority_set_direct(s, kPriority, nullptr); rv != 0)
       return gnutls_error(rv, "set priority");
     // The ticket hook finds its session object through the db pointer (the
@@ -266,8 +317,8 @@ class GnutlsClientContext final : public ClientContext {
       bool ip_literal = inet_pton(AF_INET, name.c_str(), &ip) == 1 || inet_pton(AF_INET6, name.c_str(), &ip) == 1;
       if (!ip_literal) gnutls_server_name_set(s, GNUTLS_NAME_DNS, name.data(), name.size());
       // GnuTLS keeps this pointer (no copy): it must live as long as the session.
-      if (!config_.insecure) gnutls_session_set_verify_cert(s, name.c_str(), 0);
-    } else if (!config_.insecure) {
+      if (!config_.insecure && config_.pinned_sha256.empty()) gnutls_session_set_verify_cert(s, name.c_str(), 0);
+    } else if (!config_.insecure && config_.pinned_sha256.empty()) {
       gnutls_session_set_verify_cert(s, nullptr, 0);
     }
     if (g_keylog != nullptr) gnutls_session_set_keylog_function(s, keylog_hook);
@@ -285,6 +336,39 @@ Result<std::unique_ptr<ServerContext>> make_server_context(const ServerConfig& c
   auto ctx = std::make_unique<GnutlsServerContext>();
   if (auto st = ctx->init(config); !st) return st.error();
   return std::unique_ptr<ServerContext>(std::move(ctx));
+}
+
+Result<Bytes> certificate_sha256(const std::filesystem::path& pem_file) {
+  gnutls_datum_t pem{};
+  if (int rv = gnutls_load_file(pem_file.c_str(), &pem); rv < 0)
+    return make_error(ErrorDomain::gnutls, rv, "tls: cannot read " + pem_file.string() + ": " + gnutls_strerror(rv));
+  gnutls_x509_crt_t crt = nullptr;
+  gnutls_x509_crt_init(&crt);
+  int rv = gnutls_x509_crt_import(crt, &pem, GNUTLS_X509_FMT_PEM);
+  gnutls_free(pem.data);
+  if (rv < 0) {
+    gnutls_x509_crt_deinit(crt);
+    return make_error(ErrorDomain::gnutls, rv, "tls: no certificate in " + pem_file.string() + ": " + gnutls_strerror(rv));
+  }
+  gnutls_datum_t der{};
+  rv = gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_DER, &der);
+  gnutls_x509_crt_deinit(crt);
+  if (rv < 0) return make_error(ErrorDomain::gnutls, rv, std::string("tls: export DER: ") + gnutls_strerror(rv));
+  Bytes out(32);
+  gnutls_hash_fast(GNUTLS_DIG_SHA256, der.data, der.size, out.data());
+  gnutls_free(der.data);
+  return out;
+}
+
+std::string fingerprint_text(ByteView sha256) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string s;
+  for (std::size_t i = 0; i < sha256.size(); ++i) {
+    if (i) s += ':';
+    s += kHex[sha256[i] >> 4];
+    s += kHex[sha256[i] & 15];
+  }
+  return s;
 }
 
 std::string alert_text(unsigned alert) {
