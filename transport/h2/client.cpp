@@ -128,7 +128,8 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     if (!addr) return fail_soon(addr.error());
     // The clock starts at the TCP connect: name resolution and loading the CA
     // store are local set-up, not part of the connection being measured.
-    start = last_activity = now();
+    start = options.clock_start ? *options.clock_start : now();
+    last_activity = now();
     std::weak_ptr<Impl> weak = weak_from_this();
     auto st = tcp.connect(*addr, [weak, target = addr->to_string()](Status s) {
       if (auto self = weak.lock()) self->on_connected(s, target);

@@ -177,7 +177,8 @@ void RacingClient::launch(const std::vector<std::size_t>& which) {
   for (auto i : which) {
     auto& a = attempts_[i];
     if (candidates_.size() > 1) log::debug("happy eyeballs: attempt {} to {}", i + 1, a.remote.to_string());
-    a.client = make_attempt_(a.remote);
+    // A raced connection's clock starts with the first attempt, whichever wins.
+    a.client = make_attempt_(a.remote, direct_ ? std::nullopt : std::optional<Timestamp>(race_start_));
     ++open_attempts_;
     auto alive = alive_;
     a.client->connect([this, alive, i](Status st) {
@@ -284,19 +285,7 @@ void RacingClient::fail_everything(const Error& e) {
 }
 
 void RacingClient::forward(ClientRequest request, BodyCallback on_body, CompleteCallback on_complete) {
-  auto* c = winner();
-  if (!c) return;
-  if (direct_) {
-    c->submit(std::move(request), std::move(on_body), std::move(on_complete));
-    return;
-  }
-  // The clock of a raced connection starts with the first attempt.
-  Timestamp race_start = race_start_;
-  c->submit(std::move(request), std::move(on_body),
-            [race_start, done = std::move(on_complete)](ClientResponse&& r) {
-              if (r.timing.start > race_start) r.timing.start = race_start;
-              if (done) done(std::move(r));
-            });
+  if (auto* c = winner()) c->submit(std::move(request), std::move(on_body), std::move(on_complete));
 }
 
 void RacingClient::submit(ClientRequest request, BodyCallback on_body, CompleteCallback on_complete) {

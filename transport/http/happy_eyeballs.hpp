@@ -80,11 +80,14 @@ class AttemptSchedule {
 /// every request at once, so 0-RTT and request pipelining before the
 /// handshake work as on a bare client. With several addresses, requests wait
 /// until an attempt has won (early data is given up for that connection).
-/// Milestones: the winner's `start` is replaced with the start of the first
-/// attempt, so time lost on addresses that failed shows in "connect".
+/// Milestones: in a race, every attempt is made with `clock_start`, the start
+/// of the first attempt (for its ClientOptions::clock_start), so time lost on
+/// addresses that failed shows in "connect"; a lone attempt gets nullopt and
+/// starts its own clock.
 class RacingClient final : public Client {
  public:
-  using AttemptFactory = std::function<std::unique_ptr<Client>(const SocketAddress& remote)>;
+  using AttemptFactory =
+      std::function<std::unique_ptr<Client>(const SocketAddress& remote, std::optional<Timestamp> clock_start)>;
 
   /// `socktype`: SOCK_STREAM (HTTP/2) or SOCK_DGRAM (HTTP/3), for the resolver.
   RacingClient(uv::Loop& loop, Url origin, int socktype, std::uint64_t attempt_delay_ms, AttemptFactory make_attempt);
