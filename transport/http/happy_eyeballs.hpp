@@ -102,9 +102,6 @@ class RacingClient final : public Client {
   void close(std::function<void()> on_closed, bool abort = false) override;
   ConnectionInfo info() const override;
 
-  /// The addresses in the order they are tried (empty before resolution).
-  const std::vector<SocketAddress>& candidates() const { return candidates_; }
-
  private:
   struct Attempt {
     SocketAddress remote;
@@ -120,7 +117,8 @@ class RacingClient final : public Client {
   void settle_lost();
   void fail_everything(const Error& e);
   void forward(ClientRequest request, BodyCallback on_body, CompleteCallback on_complete);
-  void retire(std::size_t i);
+  /// Closes attempt i (abort: without a graceful goodbye); it is freed from the loop.
+  void close_attempt(std::size_t i, bool abort);
   void maybe_closed();
   void later(std::function<void()> fn);
   Client* winner() const;
@@ -133,10 +131,8 @@ class RacingClient final : public Client {
   uv::Timer timer_;
   uv::Timer soon_;
   std::vector<std::function<void()>> soon_fns_;
-  std::vector<SocketAddress> candidates_;
   std::optional<AttemptSchedule> schedule_;
-  std::vector<Attempt> attempts_;
-  std::vector<std::unique_ptr<Client>> retired_;  // closed losers, freed from the loop
+  std::vector<Attempt> attempts_;  // one per address, in the order they are tried
   std::deque<std::tuple<ClientRequest, BodyCallback, CompleteCallback>> waiting_;
   std::function<void(Status)> on_ready_;
   std::function<void()> on_closed_;
