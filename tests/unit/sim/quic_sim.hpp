@@ -97,7 +97,6 @@ class QuicSim {
     auto conn = h3::ClientConnection::create(c, clock_.now());
     REQUIRE(conn.ok());
     client_ = std::move(*conn);
-    ++connections_;
     note("client connect");
   }
 
@@ -271,7 +270,6 @@ class QuicSim {
   std::optional<Status> ready_;
   std::vector<std::string> events_;
   std::size_t stun_routed_ = 0, quic_routed_ = 0, greased_to_client_ = 0;
-  int connections_ = 0;
 };
 
 }  // namespace quiclab::sim
