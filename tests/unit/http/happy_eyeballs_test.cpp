@@ -93,6 +93,7 @@ struct Record {
   std::vector<std::string> started;  // addresses, in the order attempts began
   std::vector<std::string> served;   // address that served each request
   std::vector<std::string> closed;   // addresses whose client was closed
+  std::vector<std::optional<Timestamp>> clock_starts;  // each attempt's ClientOptions::clock_start
   int destroyed = 0;
 };
 
@@ -112,6 +113,7 @@ class ScriptedClient final : public http::Client {
 
   void connect(std::function<void(Status)> on_ready) override {
     rec_.started.push_back(remote_.to_string());
+    rec_.clock_starts.push_back(clock_start_);
     start_ = clock_start_ ? *clock_start_ : uv::Loop::hrtime();
     on_ready_ = std::move(on_ready);
     if (!script_.after_ms) return;
@@ -230,6 +232,11 @@ TEST_CASE("happy eyeballs: refused IPv6, IPv4 at once; requests go to the winner
     // The connection's clock starts with the first attempt, not the winner's.
     CHECK(r.timing.start <= t0 + 50 * kNanosPerMilli);
   }
+  // Both attempts were given the same clock start, the race's.
+  REQUIRE(race.rec.clock_starts.size() == 2);
+  REQUIRE(race.rec.clock_starts[0]);
+  CHECK(race.rec.clock_starts[1] == race.rec.clock_starts[0]);
+  CHECK(race.responses[0].timing.start == *race.rec.clock_starts[0]);
   CHECK(race.rec.destroyed == 2);
 }
 
@@ -274,6 +281,8 @@ TEST_CASE("happy eyeballs: one address is no race: requests reach it before its 
   CHECK(race.ready->ok());
   CHECK(race.rec.started == std::vector<std::string>{"127.0.0.1:443"});
   CHECK(race.rec.served.size() == 2);
+  // No race, no clock start handed down: the client starts its own.
+  CHECK(race.rec.clock_starts == std::vector<std::optional<Timestamp>>{std::nullopt});
   CHECK(race.client == nullptr);
 }
 
