@@ -10,6 +10,24 @@
 
 namespace quiclab::app {
 
+namespace {
+
+// One attempt of the race: a ProtocolClient (h2::Client, h3::Client) for one
+// of the name's addresses, its clock started with the race.
+template <class ProtocolClient>
+http::RacingClient::AttemptFactory attempt_factory(uv::Loop& loop, const http::Url& origin,
+                                                   const http::ClientOptions& options) {
+  return [&loop, origin, options](const SocketAddress& remote,
+                                  std::optional<Timestamp> clock_start) -> std::unique_ptr<http::Client> {
+    auto o = options;
+    o.remote = remote;
+    o.clock_start = clock_start;
+    return std::make_unique<ProtocolClient>(loop, origin, std::move(o));
+  };
+}
+
+}  // namespace
+
 Result<std::unique_ptr<http::Client>> make_client(http::Protocol protocol, uv::Loop& loop, const http::Url& origin,
                                                   const http::ClientOptions& options) {
   // Every client goes through Happy Eyeballs: a name is resolved on the loop
@@ -18,19 +36,11 @@ Result<std::unique_ptr<http::Client>> make_client(http::Protocol protocol, uv::L
   int socktype = SOCK_STREAM;
   switch (protocol) {
     case http::Protocol::h2:
-      factory = [&loop, origin, options](const SocketAddress& remote) -> std::unique_ptr<http::Client> {
-        auto o = options;
-        o.remote = remote;
-        return std::make_unique<h2::Client>(loop, origin, std::move(o));
-      };
+      factory = attempt_factory<h2::Client>(loop, origin, options);
       break;
     case http::Protocol::h3:
       socktype = SOCK_DGRAM;
-      factory = [&loop, origin, options](const SocketAddress& remote) -> std::unique_ptr<http::Client> {
-        auto o = options;
-        o.remote = remote;
-        return std::make_unique<h3::Client>(loop, origin, std::move(o));
-      };
+      factory = attempt_factory<h3::Client>(loop, origin, options);
       break;
     default:
       return make_error(ErrorDomain::config, EINVAL, "unknown protocol");

@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
   # build
-  build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
+  build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev clang-format
   # libraries
   libuv1-dev libnghttp2-dev libssl-dev libngtcp2-dev libngtcp2-crypto-gnutls-dev
   libgnutls28-dev libnghttp3-dev libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev

@@ -9,6 +9,12 @@ start=$(date +%s)
 
 "$here/scripts/setup.sh"
 
+# Early and on every file, but it does not stop the suite: the tests still run
+# and the formatting failure is the exit code at the end.
+echo "== format (clang-format 14, .clang-format)"
+format_rc=0
+"$here/scripts/check_format.sh" || format_rc=$?
+
 echo "== build (RelWithDebInfo)"
 # -Werror: the suite's builds carry no warning (QUICLAB_WERROR, CMakeLists.txt).
 "$here/scripts/build.sh" "$here/build" -DQUICLAB_WERROR=ON
@@ -53,3 +59,7 @@ if [[ "${QUICLAB_SKIP_FUZZ:-0}" != 1 ]]; then
 fi
 
 echo "== done in $(( $(date +%s) - start )) s"
+if ((format_rc != 0)); then
+  echo "FAIL: C/C++ sources not formatted (see '== format' above; scripts/check_format.sh --fix)" >&2
+  exit 1
+fi

@@ -13,28 +13,9 @@ source "$(dirname "$0")/../sanitizer_report.sh"
 QUICLAB=${1:?usage: run.sh QUICLAB_BINARY CASE}
 CASE=${2:?usage: run.sh QUICLAB_BINARY CASE}
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/quiclab-h2client-${CASE}.XXXXXX")
-server_pid=""
-cleanup() {
-  local rc=$?
-  if [[ -n "$server_pid" ]]; then
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  # Stopped with SIGTERM and waited for: a sanitizer build printed its report.
-  sanitizer_reports "$work"/*.log "$work"/*.out || rc=1
-  rm -rf "$work"
-  exit $rc
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL [$CASE]: $*" >&2
-  for f in "$work"/*.log; do
-    [[ -f "$f" ]] && { echo "--- $f"; tail -n 30 "$f"; } >&2
-  done
-  exit 1
-}
+# shellcheck source=../client_test_lib.sh
+source "$(dirname "$0")/../client_test_lib.sh"
+client_test_init "h2client-$CASE" "$CASE"
 
 # Runs quiclab get; records the exit code in $rc without tripping set -e.
 get() {
@@ -44,84 +25,18 @@ get() {
   set -e
 }
 
-expect_rc() {
-  [[ "$rc" == "$1" ]] || { cat "$work/out.txt" >&2; fail "exit code $rc, expected $1 ($2)"; }
-}
-
-# A self-signed certificate for localhost and 127.0.0.1 made by openssl, so the
-# client is also tested against a certificate it did not generate itself.
-make_cert() {
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -keyout "$work/key.pem" -out "$work/cert.pem" -subj /CN=localhost \
-    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" >/dev/null 2>&1 || fail "openssl req failed"
-}
-
-port_in_use() { ss -Htln "sport = :$1" | grep -q .; }
-
 # nghttpd serving $work/htdocs on 127.0.0.1; sets $port. nghttpd cannot bind
 # port 0 and report it, so try random free ports until one binds.
+launch_nghttpd() {
+  nghttpd --address=127.0.0.1 -d "$work/htdocs" "$port" "$work/key.pem" "$work/cert.pem" >"$work/nghttpd.log" 2>&1 &
+  server_pid=$!
+}
 start_nghttpd() {
   make_cert
-  for _ in $(seq 1 30); do
-    port=$((20000 + RANDOM % 40000))
-    port_in_use "$port" && continue
-    nghttpd --address=127.0.0.1 -d "$work/htdocs" "$@" "$port" "$work/key.pem" "$work/cert.pem" \
-      >"$work/nghttpd.log" 2>&1 &
-    server_pid=$!
-    for _ in $(seq 1 100); do
-      kill -0 "$server_pid" 2>/dev/null || break
-      port_in_use "$port" && return 0
-      sleep 0.05
-    done
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=""
-  done
-  fail "nghttpd did not start"
+  start_on_free_port tcp nghttpd launch_nghttpd
 }
 
-# Our own server on an ephemeral port (it prints "listening h2 tcp ADDR").
-start_quiclab_serve() {
-  "$QUICLAB" serve --listen 127.0.0.1:0 --state-dir "$work/state" "$@" >"$work/serve.out" 2>"$work/serve.log" &
-  server_pid=$!
-  for _ in $(seq 1 200); do
-    if addr=$(grep -m1 -o 'listening h2 tcp [^ ]*' "$work/serve.out" 2>/dev/null); then
-      port=${addr##*:}
-      return 0
-    fi
-    kill -0 "$server_pid" 2>/dev/null || fail "quiclab serve exited"
-    sleep 0.05
-  done
-  fail "quiclab serve did not start"
-}
-
-# JSON-lines checks with Python's json module (python3 is in scripts/setup.sh).
-check_json() {
-  python3 - "$work/out.txt" "$@" <<'EOF' || fail "JSON check failed: $(cat "$work/out.txt" | head -5)"
-import json, sys
-path, count, status, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-concurrent = len(sys.argv) > 5 and sys.argv[5] == "concurrent"
-lines = [json.loads(l) for l in open(path) if l.strip()]
-assert len(lines) == count, f"{len(lines)} lines, expected {count}"
-for j in lines:
-    for key in ("url", "protocol", "status", "bytes", "connect", "handshake", "sent", "ttfb", "total"):
-        assert key in j, f"missing {key}: {j}"
-    assert j["protocol"] == "h2", j
-    assert j["status"] == status, j
-    assert j["bytes"] == size, j
-    assert "error" not in j, j
-    t = [j[k] for k in ("connect", "handshake", "sent", "ttfb", "total")]
-    assert all(isinstance(x, (int, float)) for x in t), j
-    assert 0 <= t[0] <= t[1] <= t[2] <= t[3] <= t[4], f"timings out of order: {j}"
-if concurrent:
-    # All requests were on the wire before the first response arrived: they
-    # ran as concurrent streams, not one after another.
-    last_sent = max(j["sent"] for j in lines)
-    first_ttfb = min(j["ttfb"] for j in lines)
-    assert last_sent <= first_ttfb, f"last request sent at {last_sent} ms after first response at {first_ttfb} ms"
-    assert len({j["connect"] for j in lines}) == 1, "requests used more than one connection"
-EOF
-}
+check_json() { check_get_json h2 "$@"; }
 
 mkdir -p "$work/htdocs"
 case "$CASE" in
@@ -188,8 +103,8 @@ case "$CASE" in
   connection_refused)
     # A port nobody listens on: bind one with nghttpd, stop it, then use it.
     start_nghttpd
-    kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
-    for _ in $(seq 1 50); do port_in_use "$port" || break; sleep 0.1; done
+    stop_server
+    for _ in $(seq 1 50); do port_in_use tcp "$port" || break; sleep 0.1; done
     get --h2 --insecure --json "https://127.0.0.1:$port/"
     expect_rc 3 "connection refused"
     grep -q "ECONNREFUSED" "$work/err.log" || fail "stderr does not say connection refused"
@@ -230,14 +145,14 @@ case "$CASE" in
     expect_rc 2 "no URL"
     ;;
   ours_bytes_100m)
-    start_quiclab_serve
+    start_quiclab_serve 127.0.0.1:0 "h2 tcp"
     get --h2 --insecure --verify-bytes --json "https://127.0.0.1:$port/bytes/100m"
     expect_rc 0 "/bytes/100m from quiclab serve"
     check_json 1 200 104857600
     grep -q '"verified":true' "$work/out.txt" || fail "body not verified"
     ;;
   ours_echo)
-    start_quiclab_serve
+    start_quiclab_serve 127.0.0.1:0 "h2 tcp"
     head -c 3000000 /dev/urandom >"$work/upload.bin"
     get --h2 --insecure --data-file "$work/upload.bin" -o "$work/echo.bin" -n 4 -m 4 "https://127.0.0.1:$port/echo"
     expect_rc 0 "POST /echo"
@@ -250,15 +165,7 @@ case "$CASE" in
     expect_rc 1 "404 from quiclab serve"
     ;;
   ours_ipv6)
-    "$QUICLAB" serve --listen '[::1]:0' --state-dir "$work/state" >"$work/serve.out" 2>"$work/serve.log" &
-    server_pid=$!
-    for _ in $(seq 1 200); do
-      grep -q 'listening h2 tcp' "$work/serve.out" 2>/dev/null && break
-      kill -0 "$server_pid" 2>/dev/null || fail "quiclab serve on ::1 exited"
-      sleep 0.05
-    done
-    port=$(grep -m1 -o 'listening h2 tcp [^ ]*' "$work/serve.out" | sed 's/.*://')
-    [[ -n "$port" ]] || fail "quiclab serve on ::1 did not start"
+    start_quiclab_serve '[::1]:0' "h2 tcp"
     get --h2 --insecure --json --verify-bytes -n 3 "https://[::1]:$port/bytes/5000"
     expect_rc 0 "GET over IPv6"
     check_json 3 200 5000
@@ -298,8 +205,8 @@ EOF2
     rc=$?
     set -e
     expect_rc 1 "bench on a 404"
-    kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
-    for _ in $(seq 1 50); do port_in_use "$port" || break; sleep 0.1; done
+    stop_server
+    for _ in $(seq 1 50); do port_in_use tcp "$port" || break; sleep 0.1; done
     set +e
     "$QUICLAB" bench --h2 --insecure --json -c 2 -d 30 "https://127.0.0.1:$port/s.txt" >"$work/out.txt" 2>"$work/err.log"
     rc=$?

@@ -15,32 +15,9 @@ QUICLAB=${1:?usage: run.sh QUICLAB_BINARY CASE}
 CASE=${2:?usage: run.sh QUICLAB_BINARY CASE}
 GTLSSERVER=${GTLSSERVER:-$(command -v gtlsserver || echo /usr/sbin/gtlsserver)}
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/quiclab-h3client-${CASE}.XXXXXX")
-server_pid=""
-stop_server() {
-  if [[ -n "$server_pid" ]]; then
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=""
-  fi
-}
-cleanup() {
-  local rc=$?
-  stop_server
-  # Stopped with SIGTERM and waited for: a sanitizer build printed its report.
-  sanitizer_reports "$work"/*.log "$work"/*.out || rc=1
-  rm -rf "$work"
-  exit $rc
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL [$CASE]: $*" >&2
-  for f in "$work"/*.log; do
-    [[ -f "$f" ]] && { echo "--- $f"; tail -n 30 "$f"; } >&2
-  done
-  exit 1
-}
+# shellcheck source=../client_test_lib.sh
+source "$(dirname "$0")/../client_test_lib.sh"
+client_test_init "h3client-$CASE" "$CASE"
 
 # Runs quiclab get; records the exit code in $rc without tripping set -e.
 # Every run is bounded in time, whatever happens to the server.
@@ -51,97 +28,26 @@ get() {
   set -e
   # Under the sanitizer build a report must fail the case even when the exit
   # code happens to be the one expected (1 for a 404, 3 for a refused connection).
-  if grep -q "ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:" "$work/err.log"; then
-    fail "sanitizer report"
-  fi
+  sanitizer_reports "$work/err.log" || fail "sanitizer report"
 }
-
-expect_rc() {
-  [[ "$rc" == "$1" ]] || { cat "$work/out.txt" >&2; fail "exit code $rc, expected $1 ($2)"; }
-}
-
-# A self-signed certificate made by openssl (not by quiclab), for localhost,
-# 127.0.0.1 and ::1.
-make_cert() {
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -keyout "$work/key.pem" -out "$work/cert.pem" -subj /CN=localhost \
-    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1" >/dev/null 2>&1 || fail "openssl req failed"
-}
-
-udp_port_in_use() { ss -Huln "sport = :$1" | grep -q .; }
 
 # gtlsserver serving $work/htdocs on ADDR (default 127.0.0.1); sets $port.
 # It cannot bind port 0 and report it, so try random free ports until one binds.
 start_gtlsserver() {
-  local addr=${1:-127.0.0.1}
+  gtls_addr=${1:-127.0.0.1}
   shift || true
+  gtls_args=("$@")
   [[ -x "$GTLSSERVER" ]] || fail "gtlsserver not found (Debian package ngtcp2-server)"
   [[ -f "$work/cert.pem" ]] || make_cert
-  for _ in $(seq 1 30); do
-    port=$((20000 + RANDOM % 40000))
-    udp_port_in_use "$port" && continue
-    "$GTLSSERVER" --quiet "$@" -d "$work/htdocs" "$addr" "$port" "$work/key.pem" "$work/cert.pem" \
-      >"$work/gtlsserver.log" 2>&1 &
-    server_pid=$!
-    for _ in $(seq 1 100); do
-      kill -0 "$server_pid" 2>/dev/null || break
-      udp_port_in_use "$port" && return 0
-      sleep 0.05
-    done
-    stop_server
-  done
-  fail "gtlsserver did not start"
+  start_on_free_port udp gtlsserver launch_gtlsserver
 }
-
-# Our own server on an ephemeral port (it prints "listening h3 udp ADDR").
-start_quiclab_serve() {
-  "$QUICLAB" serve --listen 127.0.0.1:0 --state-dir "$work/state" "$@" >"$work/serve.out" 2>"$work/serve.log" &
+launch_gtlsserver() {
+  "$GTLSSERVER" --quiet "${gtls_args[@]}" -d "$work/htdocs" "$gtls_addr" "$port" "$work/key.pem" "$work/cert.pem" \
+    >"$work/gtlsserver.log" 2>&1 &
   server_pid=$!
-  for _ in $(seq 1 200); do
-    if addr=$(grep -m1 -o 'listening h3 udp [^ ]*' "$work/serve.out" 2>/dev/null); then
-      port=${addr##*:}
-      return 0
-    fi
-    kill -0 "$server_pid" 2>/dev/null || fail "quiclab serve exited"
-    sleep 0.05
-  done
-  fail "quiclab serve did not start (no 'listening h3 udp' line)"
 }
 
-# JSON-lines checks: count, status, body size; every timing present and in
-# order (connect <= handshake <= sent <= ttfb <= total; with 0-RTT the request
-# is sent before the handshake completes, so that pair is not ordered).
-check_json() {
-  python3 - "$work/out.txt" "$@" <<'EOF' || fail "JSON check failed: $(head -5 "$work/out.txt")"
-import json, sys
-path, count, status, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-flags = sys.argv[5:]
-lines = [json.loads(l) for l in open(path) if l.strip()]
-assert len(lines) == count, f"{len(lines)} lines, expected {count}"
-for j in lines:
-    for key in ("url", "protocol", "status", "bytes", "connect", "handshake", "sent", "ttfb", "total",
-                "resumed", "early_data"):
-        assert key in j, f"missing {key}: {j}"
-    assert j["protocol"] == "h3", j
-    assert j["status"] == status, j
-    assert j["bytes"] == size, j
-    assert "error" not in j, j
-    t = [j[k] for k in ("connect", "handshake", "sent", "ttfb", "total")]
-    assert all(isinstance(x, (int, float)) for x in t), j
-    if "early" in flags:
-        assert j["early_data"] is True and j["resumed"] is True, f"0-RTT not accepted: {j}"
-        assert 0 <= t[0] <= t[2] <= t[3] <= t[4] and t[0] <= t[1], f"timings out of order: {j}"
-    else:
-        assert 0 <= t[0] <= t[1] <= t[2] <= t[3] <= t[4], f"timings out of order: {j}"
-if "concurrent" in flags:
-    # All requests were on the wire before the first response arrived: they
-    # ran as concurrent streams, not one after another, on one connection.
-    last_sent = max(j["sent"] for j in lines)
-    first_ttfb = min(j["ttfb"] for j in lines)
-    assert last_sent <= first_ttfb, f"last request sent at {last_sent} ms after first response at {first_ttfb} ms"
-    assert len({j["connect"] for j in lines}) == 1, "requests used more than one connection"
-EOF
-}
+check_json() { check_get_json h3 "$@"; }
 
 mkdir -p "$work/htdocs"
 case "$CASE" in
@@ -242,7 +148,7 @@ EOF
     # A UDP port nobody listens on: bind one with gtlsserver, stop it, then use it.
     start_gtlsserver
     stop_server
-    for _ in $(seq 1 50); do udp_port_in_use "$port" || break; sleep 0.1; done
+    for _ in $(seq 1 50); do port_in_use udp "$port" || break; sleep 0.1; done
     get --h3 --insecure --json "https://127.0.0.1:$port/"
     expect_rc 3 "no server"
     grep -q '"error"' "$work/out.txt" || fail "JSON line has no error field"
@@ -268,14 +174,14 @@ EOF
     expect_rc 2 "--session-file without --h3"
     ;;
   ours_bytes_50m)
-    start_quiclab_serve
+    start_quiclab_serve 127.0.0.1:0 "h3 udp"
     get --h3 --insecure --verify-bytes --json "https://127.0.0.1:$port/bytes/50m"
     expect_rc 0 "/bytes/50m from quiclab serve"
     check_json 1 200 52428800
     grep -q '"verified":true' "$work/out.txt" || fail "body not verified"
     ;;
   ours_echo)
-    start_quiclab_serve
+    start_quiclab_serve 127.0.0.1:0 "h3 udp"
     head -c 3000000 /dev/urandom >"$work/upload.bin"
     get --h3 --insecure --data-file "$work/upload.bin" -o "$work/echo.bin" -n 4 -m 4 "https://127.0.0.1:$port/echo"
     expect_rc 0 "POST /echo"
@@ -285,7 +191,7 @@ EOF
     check_json 100 200 10000 concurrent
     ;;
   ours_0rtt)
-    start_quiclab_serve
+    start_quiclab_serve 127.0.0.1:0 "h3 udp"
     get --h3 --insecure --json --session-file "$work/session" "https://127.0.0.1:$port/bytes/1000"
     expect_rc 0 "first connection"
     [[ -s "$work/session" ]] || fail "no session file written"
@@ -296,7 +202,7 @@ EOF
   ours_alt_svc)
     # HTTP/2 first; quiclab serve answers with Alt-Svc h3=":PORT", so the
     # other requests go over HTTP/3 to the same port number.
-    start_quiclab_serve
+    start_quiclab_serve 127.0.0.1:0 "h3 udp"
     get --alt-svc --insecure --verify-bytes --json -n 4 -m 2 "https://127.0.0.1:$port/bytes/1000"
     expect_rc 0 "--alt-svc"
     python3 - "$work/out.txt" <<'EOF' || fail "Alt-Svc was not followed: $(cat "$work/out.txt")"

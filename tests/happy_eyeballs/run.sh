@@ -35,28 +35,9 @@ if [[ "${QUICLAB_HE_INSIDE:-}" != 1 ]]; then
   QUICLAB_HE_INSIDE=1 exec unshare --mount --net --propagation private bash "$0" "$@"
 fi
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/quiclab-he-${CASE}-${PROTO}.XXXXXX")
-server_pid=""
-cleanup() {
-  local rc=$?
-  if [[ -n "$server_pid" ]]; then
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  # Stopped with SIGTERM and waited for: a sanitizer build printed its report.
-  sanitizer_reports "$work"/*.log "$work"/*.out || rc=1
-  rm -rf "$work"
-  exit $rc
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL [$CASE $PROTO]: $*" >&2
-  for f in "$work"/*.log "$work"/out.txt; do
-    [[ -f "$f" ]] && { echo "--- $f"; tail -n 40 "$f"; } >&2
-  done
-  exit 1
-}
+# shellcheck source=../client_test_lib.sh
+source "$(dirname "$0")/../client_test_lib.sh"
+client_test_init "he-${CASE}-${PROTO}" "$CASE $PROTO"
 
 ip link set lo up || fail "cannot bring up the namespace's loopback"
 
@@ -64,20 +45,6 @@ hosts() {
   printf '%s\n' "$@" >"$work/hosts"
   mount --bind "$work/hosts" /etc/hosts || fail "cannot bind-mount a hosts file over /etc/hosts"
   getent ahosts localhost >"$work/resolved.log" || true
-}
-
-start_serve() {
-  "$QUICLAB" serve --listen "$1" --state-dir "$work/state" >"$work/serve.out" 2>"$work/serve.log" &
-  server_pid=$!
-  for _ in $(seq 1 200); do
-    if addr=$(grep -m1 -o 'listening h3 udp [^ ]*' "$work/serve.out" 2>/dev/null); then
-      port=${addr##*:}
-      return 0
-    fi
-    kill -0 "$server_pid" 2>/dev/null || fail "quiclab serve exited"
-    sleep 0.05
-  done
-  fail "quiclab serve did not start"
 }
 
 get() {
@@ -109,7 +76,7 @@ PY
 case "$CASE" in
   refused_v6)
     hosts "::1 localhost ip6-localhost" "127.0.0.1 localhost"
-    start_serve 127.0.0.1:0
+    start_quiclab_serve 127.0.0.1:0 "h3 udp"
     get -n 2 "https://localhost:$port/bytes/1000"
     [[ $rc == 0 ]] || fail "exit code $rc"
     check_json 127.0.0.1
@@ -118,7 +85,7 @@ case "$CASE" in
     ;;
   blackhole_v6)
     hosts "::1 localhost ip6-localhost" "127.0.0.1 localhost"
-    start_serve 127.0.0.1:0
+    start_quiclab_serve 127.0.0.1:0 "h3 udp"
     nft -f - <<NFT || fail "nft failed"
 table inet quiclab_he {
   chain input {
@@ -136,7 +103,7 @@ NFT
     ;;
   v6_only)
     hosts "127.0.0.1 localhost" "::1 localhost ip6-localhost"
-    start_serve "[::1]:0"
+    start_quiclab_serve "[::1]:0" "h3 udp"
     get -n 2 "https://localhost:$port/bytes/1000"
     [[ $rc == 0 ]] || fail "exit code $rc"
     check_json ::1

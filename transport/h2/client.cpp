@@ -126,9 +126,11 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     auto addr = target_address(origin, options);
     if (!addr) start = now();
     if (!addr) return fail_soon(addr.error());
-    // The clock starts at the TCP connect: name resolution and loading the CA
+    // The clock starts at the TCP connect (a raced connection's at its first
+    // attempt: ClientOptions::clock_start): name resolution and loading the CA
     // store are local set-up, not part of the connection being measured.
-    start = last_activity = now();
+    start = options.clock_start ? *options.clock_start : now();
+    last_activity = now();
     std::weak_ptr<Impl> weak = weak_from_this();
     auto st = tcp.connect(*addr, [weak, target = addr->to_string()](Status s) {
       if (auto self = weak.lock()) self->on_connected(s, target);

@@ -94,9 +94,11 @@ void AltSvcClient::decide(const http::ClientResponse& first) {
     // answer differently over UDP).
     h3_ = std::make_unique<http::RacingClient>(
         loop_, target, SOCK_DGRAM, options_.attempt_delay_ms,
-        [this, target](const SocketAddress& remote) -> std::unique_ptr<http::Client> {
+        [this, target](const SocketAddress& remote,
+                       std::optional<Timestamp> clock_start) -> std::unique_ptr<http::Client> {
           auto o = options_;
           o.remote = remote;
+          o.clock_start = clock_start;
           return std::make_unique<h3::Client>(loop_, target, std::move(o));
         });
     ++open_clients_;

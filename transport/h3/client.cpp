@@ -331,7 +331,7 @@ Result<std::unique_ptr<ClientConnection>> ClientConnection::create(Config config
 }
 
 Status ClientConnection::init(Timestamp now) {
-  start_ = now;
+  start_ = config_.options.clock_start ? *config_.options.clock_start : now;
   now_ = now;
   const auto& opt = config_.options;
   conn_ref_.get_conn = get_conn_from_ref;

@@ -93,6 +93,10 @@ struct ClientOptions {
   std::optional<SocketAddress> remote;
   /// RFC 8305 Connection Attempt Delay between the addresses of one name.
   std::uint64_t attempt_delay_ms = 250;
+  /// When the connection's clock starts (ClientResponse::timing.start); now,
+  /// at connect, when empty. RacingClient sets the first attempt's start, so
+  /// time lost on addresses that failed shows in "connect".
+  std::optional<Timestamp> clock_start;
 };
 
 /// Facts about the connection, for reports.

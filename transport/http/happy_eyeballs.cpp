@@ -149,17 +149,16 @@ void RacingClient::on_resolved(Result<std::vector<SocketAddress>> addrs) {
 }
 
 void RacingClient::begin(std::vector<SocketAddress> addrs) {
-  candidates_ = std::move(addrs);
-  direct_ = candidates_.size() == 1;
-  attempts_.resize(candidates_.size());
-  for (std::size_t i = 0; i < candidates_.size(); ++i) attempts_[i].remote = candidates_[i];
-  if (candidates_.size() > 1) {
+  direct_ = addrs.size() == 1;
+  attempts_.resize(addrs.size());
+  for (std::size_t i = 0; i < addrs.size(); ++i) attempts_[i].remote = std::move(addrs[i]);
+  if (!direct_) {
     std::string list;
-    for (const auto& a : candidates_) list += (list.empty() ? "" : ", ") + a.ip();
+    for (const auto& a : attempts_) list += (list.empty() ? "" : ", ") + a.remote.ip();
     log::debug("happy eyeballs: {} resolves to {}; trying them {} ms apart", origin_.host, list,
                delay_ / kNanosPerMilli);
   }
-  schedule_.emplace(candidates_.size(), delay_);
+  schedule_.emplace(attempts_.size(), delay_);
   race_start_ = uv::Loop::hrtime();
   launch(schedule_->start(race_start_));
   if (direct_) {
@@ -176,8 +175,9 @@ void RacingClient::begin(std::vector<SocketAddress> addrs) {
 void RacingClient::launch(const std::vector<std::size_t>& which) {
   for (auto i : which) {
     auto& a = attempts_[i];
-    if (candidates_.size() > 1) log::debug("happy eyeballs: attempt {} to {}", i + 1, a.remote.to_string());
-    a.client = make_attempt_(a.remote);
+    if (!direct_) log::debug("happy eyeballs: attempt {} to {}", i + 1, a.remote.to_string());
+    // A raced connection's clock starts with the first attempt, whichever wins.
+    a.client = make_attempt_(a.remote, direct_ ? std::nullopt : std::optional<Timestamp>(race_start_));
     ++open_attempts_;
     auto alive = alive_;
     a.client->connect([this, alive, i](Status st) {
@@ -211,9 +211,9 @@ void RacingClient::on_attempt_ready(std::size_t i, Status st) {
   log::debug("happy eyeballs: {} won after {:.1f} ms", attempts_[i].remote.to_string(),
              to_ms(now - race_start_));
   timer_.stop();
-  for (auto j : schedule_->in_progress()) retire(j);
+  for (auto j : schedule_->in_progress()) close_attempt(j, /*abort=*/true);
   for (std::size_t j = 0; j < attempts_.size(); ++j) {
-    if (j != i && attempts_[j].error) retire(j);
+    if (j != i && attempts_[j].error) close_attempt(j, /*abort=*/true);
   }
   if (on_ready_) {
     auto cb = std::move(on_ready_);
@@ -255,7 +255,7 @@ void RacingClient::settle_lost() {
     domain = a.error->domain;
     detail += (detail.empty() ? "" : "; ") + a.error->message;
   }
-  for (std::size_t j = 0; j < attempts_.size(); ++j) retire(j);
+  for (std::size_t j = 0; j < attempts_.size(); ++j) close_attempt(j, /*abort=*/true);
   // Last: the user's callback may destroy this client.
   fail_everything(make_error(domain, code, "cannot reach " + origin_.host + " at any of its " +
                                        std::to_string(attempts_.size()) + " addresses: " + detail));
@@ -284,19 +284,7 @@ void RacingClient::fail_everything(const Error& e) {
 }
 
 void RacingClient::forward(ClientRequest request, BodyCallback on_body, CompleteCallback on_complete) {
-  auto* c = winner();
-  if (!c) return;
-  if (direct_) {
-    c->submit(std::move(request), std::move(on_body), std::move(on_complete));
-    return;
-  }
-  // The clock of a raced connection starts with the first attempt.
-  Timestamp race_start = race_start_;
-  c->submit(std::move(request), std::move(on_body),
-            [race_start, done = std::move(on_complete)](ClientResponse&& r) {
-              if (r.timing.start > race_start) r.timing.start = race_start;
-              if (done) done(std::move(r));
-            });
+  if (auto* c = winner()) c->submit(std::move(request), std::move(on_body), std::move(on_complete));
 }
 
 void RacingClient::submit(ClientRequest request, BodyCallback on_body, CompleteCallback on_complete) {
@@ -313,7 +301,7 @@ void RacingClient::submit(ClientRequest request, BodyCallback on_body, CompleteC
   waiting_.emplace_back(std::move(request), std::move(on_body), std::move(on_complete));
 }
 
-void RacingClient::retire(std::size_t i) {
+void RacingClient::close_attempt(std::size_t i, bool abort) {
   auto& a = attempts_[i];
   if (!a.client || a.closed) return;
   a.closed = true;
@@ -323,13 +311,12 @@ void RacingClient::retire(std::size_t i) {
         if (!*alive) return;
         // Freed from the loop, not inside its own callback.
         later([this, i] {
-          retired_.push_back(std::move(attempts_[i].client));
-          retired_.clear();
+          attempts_[i].client.reset();
           --open_attempts_;
           maybe_closed();
         });
       },
-      /*abort=*/true);
+      abort);
 }
 
 void RacingClient::close(std::function<void()> on_closed, bool abort) {
@@ -340,25 +327,8 @@ void RacingClient::close(std::function<void()> on_closed, bool abort) {
   timer_.stop();
   auto* w = winner();
   for (std::size_t j = 0; j < attempts_.size(); ++j) {
-    auto& a = attempts_[j];
-    if (!a.client || a.closed) continue;
-    if (a.client.get() == w) {
-      a.closed = true;
-      auto alive = alive_;
-      a.client->close(
-          [this, alive, j] {
-            if (!*alive) return;
-            later([this, j] {
-              retired_.push_back(std::move(attempts_[j].client));
-              retired_.clear();
-              --open_attempts_;
-              maybe_closed();
-            });
-          },
-          abort);
-    } else {
-      retire(j);
-    }
+    // The winner closes as asked; losers still trying are aborted.
+    close_attempt(j, attempts_[j].client.get() == w ? abort : true);
   }
   if (!w || on_ready_) {
     // Nothing connected yet: what waits fails now, from the loop.

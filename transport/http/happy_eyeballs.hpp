@@ -82,11 +82,14 @@ class AttemptSchedule {
 /// every request at once, so 0-RTT and request pipelining before the
 /// handshake work as on a bare client. With several addresses, requests wait
 /// until an attempt has won (early data is given up for that connection).
-/// Milestones: the winner's `start` is replaced with the start of the first
-/// attempt, so time lost on addresses that failed shows in "connect".
+/// Milestones: in a race, every attempt is made with `clock_start`, the start
+/// of the first attempt (for its ClientOptions::clock_start), so time lost on
+/// addresses that failed shows in "connect"; a lone attempt gets nullopt and
+/// starts its own clock.
 class RacingClient final : public Client {
  public:
-  using AttemptFactory = std::function<std::unique_ptr<Client>(const SocketAddress& remote)>;
+  using AttemptFactory =
+      std::function<std::unique_ptr<Client>(const SocketAddress& remote, std::optional<Timestamp> clock_start)>;
 
   /// `socktype`: SOCK_STREAM (HTTP/2) or SOCK_DGRAM (HTTP/3), for the resolver.
   RacingClient(uv::Loop& loop, Url origin, int socktype, std::uint64_t attempt_delay_ms, AttemptFactory make_attempt);
@@ -100,9 +103,6 @@ class RacingClient final : public Client {
   void submit(ClientRequest request, BodyCallback on_body, CompleteCallback on_complete) override;
   void close(std::function<void()> on_closed, bool abort = false) override;
   ConnectionInfo info() const override;
-
-  /// The addresses in the order they are tried (empty before resolution).
-  const std::vector<SocketAddress>& candidates() const { return candidates_; }
 
  private:
   struct Attempt {
@@ -119,7 +119,8 @@ class RacingClient final : public Client {
   void settle_lost();
   void fail_everything(const Error& e);
   void forward(ClientRequest request, BodyCallback on_body, CompleteCallback on_complete);
-  void retire(std::size_t i);
+  /// Closes attempt i (abort: without a graceful goodbye); it is freed from the loop.
+  void close_attempt(std::size_t i, bool abort);
   void maybe_closed();
   void later(std::function<void()> fn);
   Client* winner() const;
@@ -132,10 +133,8 @@ class RacingClient final : public Client {
   uv::Timer timer_;
   uv::Timer soon_;
   std::vector<std::function<void()>> soon_fns_;
-  std::vector<SocketAddress> candidates_;
   std::optional<AttemptSchedule> schedule_;
-  std::vector<Attempt> attempts_;
-  std::vector<std::unique_ptr<Client>> retired_;  // closed losers, freed from the loop
+  std::vector<Attempt> attempts_;  // one per address, in the order they are tried
   std::deque<std::tuple<ClientRequest, BodyCallback, CompleteCallback>> waiting_;
   std::function<void(Status)> on_ready_;
   std::function<void()> on_closed_;

@@ -93,17 +93,28 @@ struct Record {
   std::vector<std::string> started;  // addresses, in the order attempts began
   std::vector<std::string> served;   // address that served each request
   std::vector<std::string> closed;   // addresses whose client was closed
+  std::vector<std::optional<Timestamp>> clock_starts;  // each attempt's ClientOptions::clock_start
   int destroyed = 0;
 };
 
 class ScriptedClient final : public http::Client {
  public:
-  ScriptedClient(uv::Loop& loop, SocketAddress remote, Script script, Record& rec)
-      : remote_(std::move(remote)), script_(std::move(script)), rec_(rec), timer_(loop), done_timer_(loop) {}
+  // clock_start as http::ClientOptions::clock_start: the connection's clock
+  // starts there (RacingClient gives the race's start), or at connect().
+  ScriptedClient(uv::Loop& loop, SocketAddress remote, Script script, Record& rec,
+                 std::optional<Timestamp> clock_start = std::nullopt)
+      : remote_(std::move(remote)),
+        script_(std::move(script)),
+        rec_(rec),
+        clock_start_(clock_start),
+        timer_(loop),
+        done_timer_(loop) {}
   ~ScriptedClient() override { ++rec_.destroyed; }
 
   void connect(std::function<void(Status)> on_ready) override {
     rec_.started.push_back(remote_.to_string());
+    rec_.clock_starts.push_back(clock_start_);
+    start_ = clock_start_ ? *clock_start_ : uv::Loop::hrtime();
     on_ready_ = std::move(on_ready);
     if (!script_.after_ms) return;
     timer_.start(*script_.after_ms, 0, [this] {
@@ -142,7 +153,7 @@ class ScriptedClient final : public http::Client {
       http::ClientResponse r;
       r.url = rq.url.to_string();
       r.status = 200;
-      r.timing.start = uv::Loop::hrtime();
+      r.timing.start = start_;
       done(std::move(r));
     }
     queue_.clear();
@@ -151,6 +162,8 @@ class ScriptedClient final : public http::Client {
   SocketAddress remote_;
   Script script_;
   Record& rec_;
+  std::optional<Timestamp> clock_start_;
+  Timestamp start_ = 0;
   uv::Timer timer_, done_timer_;
   std::function<void(Status)> on_ready_;
   bool ready_ = false;
@@ -169,9 +182,9 @@ struct Race {
     auto url = *http::Url::parse("https://example.test:443/x");
     auto table = std::make_shared<std::vector<std::pair<std::string, Script>>>(std::move(scripts));
     client = std::make_unique<http::RacingClient>(
-        loop, url, SOCK_STREAM, delay_ms, [this, table](const SocketAddress& remote) {
+        loop, url, SOCK_STREAM, delay_ms, [this, table](const SocketAddress& remote, std::optional<Timestamp> start) {
           for (auto& [addr, script] : *table) {
-            if (addr == remote.ip()) return std::make_unique<ScriptedClient>(loop, remote, script, rec);
+            if (addr == remote.ip()) return std::make_unique<ScriptedClient>(loop, remote, script, rec, start);
           }
           FAIL("no script for " << remote.ip());
           return std::unique_ptr<ScriptedClient>();
@@ -219,6 +232,11 @@ TEST_CASE("happy eyeballs: refused IPv6, IPv4 at once; requests go to the winner
     // The connection's clock starts with the first attempt, not the winner's.
     CHECK(r.timing.start <= t0 + 50 * kNanosPerMilli);
   }
+  // Both attempts were given the same clock start, the race's.
+  REQUIRE(race.rec.clock_starts.size() == 2);
+  REQUIRE(race.rec.clock_starts[0]);
+  CHECK(race.rec.clock_starts[1] == race.rec.clock_starts[0]);
+  CHECK(race.responses[0].timing.start == *race.rec.clock_starts[0]);
   CHECK(race.rec.destroyed == 2);
 }
 
@@ -263,6 +281,8 @@ TEST_CASE("happy eyeballs: one address is no race: requests reach it before its 
   CHECK(race.ready->ok());
   CHECK(race.rec.started == std::vector<std::string>{"127.0.0.1:443"});
   CHECK(race.rec.served.size() == 2);
+  // No race, no clock start handed down: the client starts its own.
+  CHECK(race.rec.clock_starts == std::vector<std::optional<Timestamp>>{std::nullopt});
   CHECK(race.client == nullptr);
 }
 
@@ -270,9 +290,10 @@ TEST_CASE("happy eyeballs: closing before any address answered fails what waits"
   uv::Loop loop;
   Record rec;
   auto url = *http::Url::parse("https://example.test:443/x");
-  auto client = std::make_unique<http::RacingClient>(loop, url, SOCK_STREAM, 50, [&](const SocketAddress& remote) {
-    return std::make_unique<ScriptedClient>(loop, remote, Script{}, rec);
-  });
+  auto client = std::make_unique<http::RacingClient>(
+      loop, url, SOCK_STREAM, 50, [&](const SocketAddress& remote, std::optional<Timestamp> start) {
+        return std::make_unique<ScriptedClient>(loop, remote, Script{}, rec, start);
+      });
   std::optional<Status> ready;
   std::optional<http::ClientResponse> response;
   bool closed = false;

@@ -130,7 +130,6 @@ class QuicSim {
     auto conn = h3::ClientConnection::create(c, clock_.now());
     REQUIRE(conn.ok());
     client_ = std::move(*conn);
-    ++connections_;
     note("client connect");
   }
 
@@ -313,7 +312,6 @@ class QuicSim {
   std::size_t stun_routed_ = 0, quic_routed_ = 0, greased_to_client_ = 0;
   std::optional<h3::StoredSession> session_;
   std::size_t sessions_reported_ = 0;
-  int connections_ = 0;
 };
 
 }  // namespace quiclab::sim
