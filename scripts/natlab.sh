@@ -45,7 +45,8 @@ Topology (namespaces NAME-a, NAME-b, NAME-nata, NAME-natb, NAME-inet, NAME-serve
                                     inet (router) ----+     (quiclab rendezvous IP1:3478 --alt-address IP2)
   b 10.0.2.2 -- nat-b 203.0.113.2 --+
   With TYPE none the peer's network is public instead (a 192.0.2.130, b 203.0.113.130).
-  --same-nat: b sits behind nat-a too (its own LAN link, 10.0.2.0/24); there is no nat-b.
+  --same-nat: b sits behind nat-a too (its own LAN link, 10.0.2.0/24, and its own public UDP
+  port range: a 20000-29999, b 30000-39999); there is no nat-b.
 
 Options:
   --rtt-ms R          round-trip delay across the internet (each crossing of the inet router
@@ -158,9 +159,12 @@ lan_net() {
 
 # ---- the NAT recipes (docs/lab.md explains each) -------------------------------
 
-# nat_ruleset TYPE WAN_IF TIMEOUT_S: the NAT namespace's whole nftables ruleset.
+# nat_ruleset TYPE WAN_IF TIMEOUT_S [LAN_CIDR:PORT_RANGE...]: the NAT namespace's
+# whole nftables ruleset. With port ranges (--same-nat), UDP from each LAN gets
+# public ports from its own range.
 nat_ruleset() {
   local type=$1 wan=$2 timeout=$3
+  shift 3
   cat <<EOF
 table ip natlab {
   # full-cone, address-restricted: the NAT's mappings, public port -> inside address . port
@@ -196,13 +200,19 @@ EOF
     address-restricted)
       echo "    iifname \"$wan\" meta l4proto udp ip saddr . udp dport @contacted dnat ip to udp dport map @mapping" ;;
   esac
-  local masq=masquerade
-  [[ $type == symmetric ]] && masq="masquerade fully-random"
+  local random=
+  [[ $type == symmetric ]] && random=" fully-random"
   cat <<EOF
   }
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
-    oifname "$wan" $masq
+EOF
+  local lr
+  for lr in "$@"; do
+    echo "    oifname \"$wan\" ip saddr ${lr%%:*} meta l4proto udp masquerade to :${lr#*:}$random"
+  done
+  cat <<EOF
+    oifname "$wan" masquerade$random
   }
 EOF
   if [[ $type == full-cone || $type == address-restricted ]]; then
@@ -259,11 +269,12 @@ router_ns() {
   in_ns "$1" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
 }
 
-# nat_up NS WAN_IF TYPE: the NAT's ruleset and its conntrack timeouts.
+# nat_up NS WAN_IF TYPE [LAN_CIDR:PORT_RANGE...]: the NAT's ruleset and its conntrack timeouts.
 nat_up() {
   local ns=$1 wan=$2 type=$3 timeout
+  shift 3
   # Load the ruleset first: it pulls in nf_conntrack, whose sysctls are per namespace.
-  nat_ruleset "$type" "$wan" 120 | in_ns "$ns" nft -f -
+  nat_ruleset "$type" "$wan" 120 "$@" | in_ns "$ns" nft -f -
   if [[ -n $O_TIMEOUT ]]; then
     in_ns "$ns" sysctl -qw "net.netfilter.nf_conntrack_udp_timeout=$O_TIMEOUT" \
       "net.netfilter.nf_conntrack_udp_timeout_stream=$O_TIMEOUT"
@@ -272,7 +283,7 @@ nat_up() {
   timeout=$(in_ns "$ns" sysctl -n net.netfilter.nf_conntrack_udp_timeout_stream)
   if [[ $timeout != 120 ]]; then
     in_ns "$ns" nft flush ruleset
-    nat_ruleset "$type" "$wan" "$timeout" | in_ns "$ns" nft -f -
+    nat_ruleset "$type" "$wan" "$timeout" "$@" | in_ns "$ns" nft -f -
   fi
   echo "$timeout"
 }
@@ -307,12 +318,15 @@ lab_up() {
     ip -n "$nb" route add default via "$INET_WAN_B"
   fi
   router_ns "$i"
-  # Public peer networks (type none) are routed to their router's WAN address.
-  ip -n "$i" route add "$(lan_net a "$ta")" via "$NAT_A_WAN"
-  if ((O_SAME)); then
-    ip -n "$i" route add "$(lan_net b "$tb")" via "$NAT_A_WAN"
-  else
-    ip -n "$i" route add "$(lan_net b "$tb")" via "$NAT_B_WAN"
+  # Public peer networks (type none) are routed to their router's WAN address;
+  # private ones are not routed at all (a NAT that leaks 10.x is caught).
+  [[ $ta == none ]] && ip -n "$i" route add "$(lan_net a "$ta")" via "$NAT_A_WAN"
+  if [[ $tb == none ]]; then
+    if ((O_SAME)); then
+      ip -n "$i" route add "$(lan_net b "$tb")" via "$NAT_A_WAN"
+    else
+      ip -n "$i" route add "$(lan_net b "$tb")" via "$NAT_B_WAN"
+    fi
   fi
 
   # The private networks.
@@ -327,7 +341,17 @@ lab_up() {
   # The NATs.
   local timeout_a timeout_b
   router_ns "$na"
-  timeout_a=$(nat_up "$na" "$name-wa" "$ta")
+  if ((O_SAME)); then
+    # One NAT, two inside hosts: each LAN gets its own public UDP port range.
+    # Then the kernel keeps one mapping per inside endpoint (a new flow reuses
+    # the source's existing mapping), even when a and b use the same port;
+    # sharing one range, the second host's port would depend on the destination.
+    local ranges=()
+    [[ $ta != none ]] && ranges=("$(lan_net a "$ta"):20000-29999" "$(lan_net b "$tb"):30000-39999")
+    timeout_a=$(nat_up "$na" "$name-wa" "$ta" "${ranges[@]}")
+  else
+    timeout_a=$(nat_up "$na" "$name-wa" "$ta")
+  fi
   if ((!O_SAME)); then
     router_ns "$nb"
     timeout_b=$(nat_up "$nb" "$name-wb" "$tb")

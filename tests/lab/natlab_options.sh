@@ -25,6 +25,21 @@ grep -q -- "--link delay=10ms" <<<"$(for p in $pids; do tr '\0' ' ' </proc/"$p"/
 "$NATLAB" check --name "$a" >"$TEST_TMP/table" 2>/dev/null || { cat "$TEST_TMP/table"; fail "check with --same-nat"; }
 cat "$TEST_TMP/table"
 [[ $(grep -c ' 192\.0\.2\.2:[0-9]* .*PASS$' "$TEST_TMP/table") == 2 ]] || fail "a and b must both be mapped to nat-a's address"
+# a and b on the same inside port, to both server addresses, in the order that
+# would make the second host's port depend on the destination if they shared
+# one port range: each keeps one public port, and they differ.
+mapped() {
+  local ip=10.0.1.2
+  [[ $1 == b ]] && ip=10.0.2.2
+  "$NATLAB" exec "$a" "$1" -- "$QUICLAB_BIN" stun --json --bind "$ip:40000" "$2:3478" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["mapped"])'
+}
+a1=$(mapped a 198.51.100.2)
+b2=$(mapped b 198.51.100.3)
+b1=$(mapped b 198.51.100.2)
+a2=$(mapped a 198.51.100.3)
+[[ $a1 == "$a2" && $b1 == "$b2" && $a1 != "$b1" ]] ||
+  fail "same inside port behind one NAT: a -> $a1 / $a2, b -> $b1 / $b2 (want one port each, different)"
 "$NATLAB" down "$a" 2>"$TEST_TMP/down.log"
 # The emulator carried the check's packets, both ways.
 python3 - "$TEST_TMP/down.log" <<'PY' || fail "the emulator did not carry the check's packets: $(cat "$TEST_TMP/down.log")"
