@@ -7,6 +7,8 @@ set -Eeuo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE_ROOT=${NETLAB_STATE:-/run/quiclab-netlab}
+# shellcheck source=lablib.sh
+source "$here/scripts/lablib.sh"
 
 # Lab addresses (documentation ranges, DESIGN.md). Every lab lives in its own
 # namespaces, so every lab can use the same addresses.
@@ -87,11 +89,6 @@ calc() {
   awk "$@" "BEGIN { printf \"%.10g\", ($expr) }"
 }
 
-quiclab_bin() {
-  local b=${QUICLAB_BIN:-$here/build/app/quiclab}
-  [[ -x $b ]] || die "quiclab binary not found at $b (build it, or set QUICLAB_BIN)"
-  echo "$b"
-}
 linkprobe_bin() {
   local b=${QUICLAB_LINKPROBE:-}
   if [[ -z $b ]]; then
@@ -102,8 +99,6 @@ linkprobe_bin() {
   [[ -x $b ]] || die "linkprobe not found at $b (build target linkprobe, or set QUICLAB_LINKPROBE)"
   echo "$b"
 }
-
-ns_exists() { [[ -e /run/netns/$1 ]]; }
 
 # ---- link options ----------------------------------------------------------
 
@@ -348,56 +343,12 @@ netem_available() {
 
 # Stops everything of lab $1 and removes it. Idempotent; never fails.
 teardown() {
-  local name=$1 dir=$STATE_ROOT/$1 pid role ns i
-  if [[ -f $dir/link.pid ]]; then
-    pid=$(cat "$dir/link.pid" 2>/dev/null || true)
-    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-      for i in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-      done
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    if [[ -s $dir/link.out ]]; then
-      log "$name: emulator counters: $(tail -n 1 "$dir/link.out")"
-    fi
-  fi
+  local name=$1 dir=$STATE_ROOT/$1 role
+  linkem_stop "$dir"
   for role in client router server; do
-    ns=$name-$role
-    ns_exists "$ns" || continue
-    # Every process in the lab's namespaces is the lab's: servers, probes, the emulator.
-    local pids
-    pids=$(ip netns pids "$ns" 2>/dev/null || true)
-    if [[ -n $pids ]]; then
-      kill -TERM $pids 2>/dev/null || true
-      for i in $(seq 20); do
-        pids=$(ip netns pids "$ns" 2>/dev/null || true)
-        [[ -z $pids ]] && break
-        sleep 0.05
-      done
-      [[ -n $pids ]] && kill -KILL $pids 2>/dev/null || true
-    fi
-    ip netns del "$ns" 2>/dev/null || true
+    ns_remove "$name-$role"
   done
   rm -rf "$dir"
-}
-
-in_ns() {
-  local ns=$1
-  shift
-  ip netns exec "$ns" "$@"
-}
-
-offloads_off() {
-  local ns=$1 dev=$2
-  if command -v ethtool >/dev/null; then
-    # Real-sized packets: no segmentation or receive coalescing on the lab's links.
-    in_ns "$ns" ethtool -K "$dev" gso off gro off tso off >/dev/null 2>&1 ||
-      log "warning: ethtool could not turn offloads off on $dev"
-  else
-    log "warning: ethtool missing; GSO/GRO/TSO stay on"
-  fi
 }
 
 lab_up() {
@@ -475,42 +426,13 @@ lab_up() {
     # client into tc (c2s) and what arrives from the server into ts (s2c);
     # what the emulator writes back comes in on the TUN and is routed by the
     # main table, out of the other veth.
-    ip -n "$r" tuntap add dev "$name-tc" mode tun
-    ip -n "$r" tuntap add dev "$name-ts" mode tun
-    local t
-    for t in "$name-tc" "$name-ts"; do
-      # A long TUN queue: bursts wait for the emulator instead of being lost
-      # where its counters cannot see them.
-      ip -n "$r" link set "$t" mtu 1500 txqueuelen 10000 up
-      in_ns "$r" sysctl -qw "net.ipv4.conf.$t.rp_filter=0"
-    done
-    ip -n "$r" route add default dev "$name-tc" table 101
-    ip -n "$r" route add default dev "$name-ts" table 102
-    ip -n "$r" rule add iif "$name-rc" lookup 101 pref 100
-    ip -n "$r" rule add iif "$name-rs" lookup 102 pref 101
-
-    local q spec
-    q=$(quiclab_bin)
+    linkem_tuns "$r" "$name-tc" "$name-ts" "$name-rs" "$name-rc"
+    local spec extra=()
     spec=$(link_spec)
-    local cmd=("$q" link --tun-c2s "$name-tc" --tun-s2c "$name-ts" --link "$spec" --seed "$seed"
-      --realtime 20 --ready-file "$dir/link.ready")
-    [[ -n $O_C2S ]] && cmd+=(--c2s "$O_C2S")
-    [[ -n $O_S2C ]] && cmd+=(--s2c "$O_S2C")
-    [[ -n $O_EVLOG ]] && cmd+=(--event-log "$O_EVLOG")
-    # setsid: the emulator outlives this script and ignores the terminal's Ctrl-C.
-    setsid ip netns exec "$r" "${cmd[@]}" >"$dir/link.out" 2>"$dir/link.err" </dev/null &
-    local i
-    for i in $(seq 100); do
-      [[ -s $dir/link.ready ]] && break
-      kill -0 $! 2>/dev/null || break
-      sleep 0.05
-    done
-    if [[ ! -s $dir/link.ready ]]; then
-      cat "$dir/link.err" >&2 || true
-      die "quiclab link did not start"
-    fi
-    cp "$dir/link.ready" "$dir/link.pid"
-    echo "$seed" >"$dir/seed"
+    [[ -n $O_C2S ]] && extra+=(--c2s "$O_C2S")
+    [[ -n $O_S2C ]] && extra+=(--s2c "$O_S2C")
+    [[ -n $O_EVLOG ]] && extra+=(--event-log "$O_EVLOG")
+    linkem_start "$r" "$dir" "$name-tc" "$name-ts" "$spec" "$seed" "${extra[@]}"
     log "userspace emulator pid $(cat "$dir/link.pid"), seed $seed, both directions: $spec"
   fi
   SETUP_NAME=
