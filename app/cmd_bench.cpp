@@ -145,9 +145,8 @@ class Bench {
     ++c.in_flight;
     const Timestamp t = uv::Loop::hrtime();
     // Two words of capture fit std::function's inline storage: no allocation per request.
-    c.client->submit(std::move(req), nullptr, [cp = &c, t](http::ClientResponse&& r) {
-      cp->bench->on_response(*cp, t, std::move(r));
-    });
+    c.client->submit(std::move(req), nullptr,
+                     [cp = &c, t](http::ClientResponse&& r) { cp->bench->on_response(*cp, t, std::move(r)); });
   }
 
   void on_response(Conn& c, Timestamp t, http::ClientResponse&& r) {
@@ -211,14 +210,14 @@ class Bench {
       j["succeeded"] = ok;
       j["failed"] = failed_;
       j["not_issued"] = not_issued;
-      j["status"] = {{"2xx", status_class_[2]}, {"3xx", status_class_[3]}, {"4xx", status_class_[4]},
-                     {"5xx", status_class_[5]}};
+      j["status"] = {
+          {"2xx", status_class_[2]}, {"3xx", status_class_[3]}, {"4xx", status_class_[4]}, {"5xx", status_class_[5]}};
       j["duration_s"] = secs;
       j["req_per_s"] = rps;
       j["bytes"] = bytes_;
       j["mb_per_s"] = mbps;
-      j["latency_ms"] = {{"min", lmin}, {"mean", mean}, {"p50", pct(50)}, {"p90", pct(90)},
-                         {"p99", pct(99)}, {"max", lmax}};
+      j["latency_ms"] = {{"min", lmin},    {"mean", mean},   {"p50", pct(50)},
+                         {"p90", pct(90)}, {"p99", pct(99)}, {"max", lmax}};
       j["connect_failures"] = connect_failures;
       j["timed_out"] = timed_out_;
       nlohmann::json errs = nlohmann::json::object();
@@ -226,8 +225,8 @@ class Bench {
       j["errors"] = errs;
       std::cout << j.dump() << "\n";
     } else {
-      std::cout << fmt::format("{} {} connection(s) x {} stream(s), {}\n", http::to_string(protocol_),
-                               o_.connections, o_.streams, urls_.front().to_string());
+      std::cout << fmt::format("{} {} connection(s) x {} stream(s), {}\n", http::to_string(protocol_), o_.connections,
+                               o_.streams, urls_.front().to_string());
       std::cout << fmt::format("finished in {:.3f} s, {:.1f} req/s, {:.2f} MB/s\n", secs, rps, mbps);
       std::cout << fmt::format("requests: {} issued, {} succeeded, {} failed, {} not issued\n", issued_, ok, failed_,
                                not_issued);

@@ -18,8 +18,8 @@
 #include "app/clients.hpp"
 #include "app/commands.hpp"
 #include "transport/core/uv.hpp"
-#include "transport/http/app.hpp"
 #include "transport/h3/alt_svc.hpp"
+#include "transport/http/app.hpp"
 #include "transport/http/client.hpp"
 
 namespace quiclab::cli {
@@ -46,7 +46,7 @@ struct GetOptions {
   std::string session_file;
   std::string qlog_dir;
   quic::UdpPayloadPolicy udp_payload;  // --max-udp-payload
-  bool alt_svc = false;  // HTTP/2 first, then HTTP/3 when the server offers it
+  bool alt_svc = false;                // HTTP/2 first, then HTTP/3 when the server offers it
 };
 
 /// One request as the command sees it: what was asked and what came back.
@@ -204,8 +204,8 @@ int run(const GetOptions& o) {
       return kExitUsage;
     }
     if (o.alt_svc) {
-      client = std::unique_ptr<http::Client>(
-          std::make_unique<h3::AltSvcClient>(loop, f.url, copts, std::move(*client)));
+      client =
+          std::unique_ptr<http::Client>(std::make_unique<h3::AltSvcClient>(loop, f.url, copts, std::move(*client)));
     }
     clients.emplace(key, std::move(*client));
     outstanding[key] = 1;
@@ -296,8 +296,8 @@ int run(const GetOptions& o) {
       std::cout << j.dump() << "\n";
     }
   } else {
-    std::cout << fmt::format("{:<44} {:>6} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "url", "status", "bytes",
-                             "connect", "tls", "sent", "ttfb", "total");
+    std::cout << fmt::format("{:<44} {:>6} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "url", "status", "bytes", "connect",
+                             "tls", "sent", "ttfb", "total");
     for (const auto& f : fetches) {
       const auto& t = f.response.timing;
       std::string status = f.response.error || f.verify_error ? "ERR" : std::to_string(f.response.status);
@@ -315,11 +315,10 @@ int run(const GetOptions& o) {
                             info.early_data_accepted ? "accepted" : "no");
       }
     }
-    std::cout << fmt::format("{} requests: {} ok, {} HTTP errors, {} failed; {} bytes in {:.3f} ms ({:.1f} MB/s){}\n",
-                             fetches.size(), fetches.size() - static_cast<std::size_t>(http_errors + failures),
-                             http_errors, failures, total_bytes, to_ms(wall),
-                             wall ? static_cast<double>(total_bytes) / 1e6 / (static_cast<double>(wall) / 1e9) : 0.0,
-                             conn);
+    std::cout << fmt::format(
+        "{} requests: {} ok, {} HTTP errors, {} failed; {} bytes in {:.3f} ms ({:.1f} MB/s){}\n", fetches.size(),
+        fetches.size() - static_cast<std::size_t>(http_errors + failures), http_errors, failures, total_bytes,
+        to_ms(wall), wall ? static_cast<double>(total_bytes) / 1e6 / (static_cast<double>(wall) / 1e9) : 0.0, conn);
     std::cout << "(times in ms since the start of the request's connection)\n";
   }
   for (const auto& [msg, n] : error_counts) {
@@ -352,7 +351,8 @@ const Registration reg{
       auto* cacert = sub.add_option("--cacert", o->cacert, "Trust the CA certificate(s) in this PEM file")
                          ->check(CLI::ExistingFile);
       insecure->excludes(cacert);
-      sub.add_option("-n,--repeat", o->repeat, "Fetch each URL N times")->check(CLI::Range(1u, 1000000u))
+      sub.add_option("-n,--repeat", o->repeat, "Fetch each URL N times")
+          ->check(CLI::Range(1u, 1000000u))
           ->capture_default_str();
       sub.add_option("-m,--max-streams", o->streams, "Concurrent streams per connection")
           ->check(CLI::Range(1u, 100000u))

@@ -23,11 +23,10 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "app/commands.hpp"
 #include "bench/linkem/link_emulator.hpp"
@@ -193,9 +192,8 @@ int run(const Options& o) {
       const char* dname = d.name.c_str();
       d.link->set_observer([event_log, dname, start](const linkem::LinkEvent& e) {
         bool arrival = e.kind == linkem::LinkEvent::Kind::kArrival;
-        std::fprintf(event_log, "%llu\t%s\t%s\t%llu\t%u\t%s\t%llu\n",
-                     static_cast<unsigned long long>(e.time - start), dname, arrival ? "arrive" : "deliver",
-                     static_cast<unsigned long long>(e.seq), e.size,
+        std::fprintf(event_log, "%llu\t%s\t%s\t%llu\t%u\t%s\t%llu\n", static_cast<unsigned long long>(e.time - start),
+                     dname, arrival ? "arrive" : "deliver", static_cast<unsigned long long>(e.seq), e.size,
                      arrival ? std::string(linkem::fate_name(e.fate)).c_str() : "delivered",
                      static_cast<unsigned long long>(e.deliver_at >= start ? e.deliver_at - start : 0));
       });
@@ -208,9 +206,9 @@ int run(const Options& o) {
     }
   } close_log{event_log};
 
-  log::info("link: seed {} (c2s seed {}, s2c seed {})", seed, dirs[0].link->config().seed,
-            dirs[1].link->config().seed);
-  for (auto& d : dirs) log::info("link: {} on {}: {}", d.name, d.name == "c2s" ? o.tun_c2s : o.tun_s2c, d.link->config().to_spec());
+  log::info("link: seed {} (c2s seed {}, s2c seed {})", seed, dirs[0].link->config().seed, dirs[1].link->config().seed);
+  for (auto& d : dirs)
+    log::info("link: {} on {}: {}", d.name, d.name == "c2s" ? o.tun_c2s : o.tun_s2c, d.link->config().to_spec());
 
   auto dump = [&](const char* why) {
     nlohmann::json j = {{"event", "counters"},
@@ -248,7 +246,7 @@ int run(const Options& o) {
       for (auto& d : dirs) {
         if (auto t = d.link->next_delivery()) next = next == 0 ? *t : std::min(next, *t);
       }
-      if (next == 0) return;  // Nothing in flight; leave the timer as it is (a spurious wake is harmless).
+      if (next == 0) return;              // Nothing in flight; leave the timer as it is (a spurious wake is harmless).
       if (next <= clock.now()) continue;  // Became due while we were writing.
       if (next != armed) {
         itimerspec its{};
@@ -293,14 +291,15 @@ int run(const Options& o) {
     }
   }
   uv::Poll timer_poll(loop, tfd.get());
-  if (auto st = timer_poll.start(UV_READABLE, [&](int, int) {
-        std::uint64_t expirations = 0;
-        if (::read(tfd.get(), &expirations, sizeof expirations) < 0 && errno != EAGAIN) {
-          log::warn("link: timerfd read: {}", std::strerror(errno));
-        }
-        armed = 0;
-        flush_and_arm();
-      });
+  if (auto st = timer_poll.start(UV_READABLE,
+                                 [&](int, int) {
+                                   std::uint64_t expirations = 0;
+                                   if (::read(tfd.get(), &expirations, sizeof expirations) < 0 && errno != EAGAIN) {
+                                     log::warn("link: timerfd read: {}", std::strerror(errno));
+                                   }
+                                   armed = 0;
+                                   flush_and_arm();
+                                 });
       !st) {
     log::error("link: {}", st.error().message);
     return cli::kExitInternal;
@@ -345,8 +344,7 @@ int run(const Options& o) {
 }
 
 const cli::Registration kRegistration{
-    "link", "userspace link emulator on TUN devices (for kernels without sch_netem)",
-    [](CLI::App& sub) -> cli::Runner {
+    "link", "userspace link emulator on TUN devices (for kernels without sch_netem)", [](CLI::App& sub) -> cli::Runner {
       auto o = std::make_shared<Options>();
       sub.footer(
           "Link spec: whitespace/comma separated key=value items, e.g.\n"

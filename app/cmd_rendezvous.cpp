@@ -17,9 +17,7 @@ struct Options {
   rendezvous::ServerConfig limits;
 };
 
-void print_metrics(const rendezvous::Service& service) {
-  std::cout << service.core().metrics_text() << std::flush;
-}
+void print_metrics(const rendezvous::Service& service) { std::cout << service.core().metrics_text() << std::flush; }
 
 int run(const Options& o) {
   auto listen = SocketAddress::parse(o.listen);
@@ -73,17 +71,22 @@ quiclab::cli::Registration reg{
     [](CLI::App& sub) -> quiclab::cli::Runner {
       auto o = std::make_shared<Options>();
       sub.add_option("--listen", o->listen, "ADDR:PORT to listen on (port 0 picks one)")->required();
-      sub.add_option("--alt-address", o->alt_address,
-                     "a second local IP for RFC 5780 (OTHER-ADDRESS, CHANGE-REQUEST); adds sockets (A,P+1), (A2,P), (A2,P+1)");
-      sub.add_option("--max-registrations", o->limits.max_registrations, "registrations in total")->capture_default_str();
+      sub.add_option(
+          "--alt-address", o->alt_address,
+          "a second local IP for RFC 5780 (OTHER-ADDRESS, CHANGE-REQUEST); adds sockets (A,P+1), (A2,P), (A2,P+1)");
+      sub.add_option("--max-registrations", o->limits.max_registrations, "registrations in total")
+          ->capture_default_str();
       sub.add_option("--max-registrations-per-source", o->limits.max_registrations_per_source,
-                     "registrations per source IP")->capture_default_str();
+                     "registrations per source IP")
+          ->capture_default_str();
       sub.add_option("--rate", o->limits.requests_per_second_per_source, "requests per second per source IP")
           ->capture_default_str();
-      sub.add_option("--burst", o->limits.request_burst_per_source, "request burst per source IP")->capture_default_str();
+      sub.add_option("--burst", o->limits.request_burst_per_source, "request burst per source IP")
+          ->capture_default_str();
       sub.add_option("--default-lifetime", o->limits.default_lifetime_s, "registration lifetime (s) when none is asked")
           ->capture_default_str();
-      sub.add_option("--max-lifetime", o->limits.max_lifetime_s, "longest registration lifetime (s)")->capture_default_str();
+      sub.add_option("--max-lifetime", o->limits.max_lifetime_s, "longest registration lifetime (s)")
+          ->capture_default_str();
       sub.footer("Counters are printed to stdout in Prometheus text format on SIGUSR1 and at exit (SIGINT/SIGTERM).");
       return [o] { return run(*o); };
     }};

@@ -46,12 +46,12 @@ struct ServeOptions {
   std::size_t max_request_body = 64 * 1024 * 1024;
   std::uint64_t max_buffered_bodies = 512ULL * 1024 * 1024;
   std::uint64_t max_buffered_bodies_per_connection = 128ULL * 1024 * 1024;
-  bool no_h3 = false;    // HTTP/3 (QUIC over UDP) is on by default
-  bool retry = false;    // H3: validate every client address with Retry
-  std::string qlog_dir;  // H3: one qlog file per connection
-  std::string cc = "cubic";  // H3: ngtcp2's congestion controller
-  std::string tcp_cc;        // H2: the TCP congestion control (empty: the kernel default)
-  quic::UdpPayloadPolicy udp_payload;    // H3: datagram size (path_mtu.hpp)
+  bool no_h3 = false;                  // HTTP/3 (QUIC over UDP) is on by default
+  bool retry = false;                  // H3: validate every client address with Retry
+  std::string qlog_dir;                // H3: one qlog file per connection
+  std::string cc = "cubic";            // H3: ngtcp2's congestion controller
+  std::string tcp_cc;                  // H2: the TCP congestion control (empty: the kernel default)
+  quic::UdpPayloadPolicy udp_payload;  // H3: datagram size (path_mtu.hpp)
 };
 
 // Many connections need many descriptors: take the hard limit.
@@ -88,9 +88,8 @@ int run(const ServeOptions& o) {
   tls::CertificatePaths cert{o.cert, o.key};
   std::optional<fs::path> remove_at_exit;
   if (o.cert.empty()) {
-    fs::path dir = o.state_dir.empty()
-                       ? fs::temp_directory_path() / ("quiclab-serve-" + std::to_string(::getpid()))
-                       : fs::path(o.state_dir);
+    fs::path dir = o.state_dir.empty() ? fs::temp_directory_path() / ("quiclab-serve-" + std::to_string(::getpid()))
+                                       : fs::path(o.state_dir);
     auto generated = tls::generate_self_signed(dir);
     if (!generated) {
       log::error("serve: {}", generated.error().message);
@@ -226,66 +225,63 @@ int run(const ServeOptions& o) {
   return kExitOk;
 }
 
-Registration reg{"serve", "HTTP/2 (TCP+TLS) server; HTTP/3 on the same port when available",
-                 [](CLI::App& sub) -> Runner {
-                   auto o = std::make_shared<ServeOptions>();
-                   sub.add_option("--listen", o->listen, "ADDR:PORT to listen on (port 0: any free port)")
-                       ->capture_default_str();
-                   sub.add_option("--cert", o->cert, "PEM certificate chain (default: generate a self-signed one)");
-                   sub.add_option("--key", o->key, "PEM private key for --cert");
-                   sub.add_option("--root", o->root, "serve static files: /PATH is ROOT/PATH");
-                   sub.add_option("--state-dir", o->state_dir,
-                                  "where a generated certificate is kept (default: a temp dir removed at exit)");
-                   sub.add_option("--alt-svc", o->alt_svc, "Alt-Svc header value added to every response");
-                   sub.add_option("--max-concurrent-streams", o->max_concurrent_streams,
-                                  "SETTINGS_MAX_CONCURRENT_STREAMS we advertise")
-                       ->capture_default_str();
-                   sub.add_option("--stream-window", o->stream_window,
-                                  "per-stream receive window (SETTINGS_INITIAL_WINDOW_SIZE), bytes")
-                       ->capture_default_str()
-                       ->check(CLI::Range(1u, 0x7fffffffu));
-                   sub.add_option("--connection-window", o->connection_window, "connection receive window, bytes")
-                       ->capture_default_str()
-                       ->check(CLI::Range(65535u, 0x7fffffffu));
-                   sub.add_option("--max-header-list-size", o->max_header_list_size,
-                                  "largest request header list accepted (larger: 431), bytes")
-                       ->capture_default_str();
-                   sub.add_option("--header-timeout", o->header_timeout_ms,
-                                  "ms for TLS + preface + first request headers (slowloris guard)")
-                       ->capture_default_str();
-                   sub.add_option("--idle-timeout", o->idle_timeout_ms, "ms without progress before a connection is closed")
-                       ->capture_default_str();
-                   sub.add_option("--drain-timeout", o->drain_timeout_ms,
-                                  "ms a graceful shutdown waits for in-flight streams")
-                       ->capture_default_str();
-                   sub.add_option("--max-request-body", o->max_request_body, "largest request body accepted (larger: 413), bytes")
-                       ->capture_default_str();
-                   sub.add_option("--max-buffered-bodies", o->max_buffered_bodies,
-                                  "request body bytes buffered at once by the whole server (beyond: 503), bytes")
-                       ->capture_default_str();
-                   sub.add_option("--max-buffered-bodies-per-connection", o->max_buffered_bodies_per_connection,
-                                  "request body bytes buffered at once per connection (beyond: 503), bytes")
-                       ->capture_default_str();
-                   sub.add_flag("--no-h3", o->no_h3, "do not serve HTTP/3 (QUIC over UDP)");
-                   sub.add_flag("--retry", o->retry, "HTTP/3: validate every client address with a Retry round trip");
-                   sub.add_option("--qlog-dir", o->qlog_dir, "HTTP/3: write one qlog file per connection into DIR");
-                   sub.add_option("--cc", o->cc,
-                                  "HTTP/3: ngtcp2's congestion control (cubic, "
-                                  "reno, bbr, bbr2)")
-                       ->check(
-                           [](const std::string& v) {
-                             return quic::cc_algo_from_name(v) ? std::string()
-                                                               : "unknown congestion control '" + v +
-                                                                     "' (cubic, reno, bbr, bbr2)";
-                           },
-                           "ALGO")
-                       ->capture_default_str();
-                   add_udp_payload_option(sub, o->udp_payload);
-                   sub.add_option("--tcp-cc", o->tcp_cc,
-                                  "HTTP/2: TCP congestion control for its connections (e.g. cubic, bbr; default: the "
-                                  "kernel's net.ipv4.tcp_congestion_control)");
-                   return [o] { return run(*o); };
-                 }};
+Registration reg{
+    "serve", "HTTP/2 (TCP+TLS) server; HTTP/3 on the same port when available", [](CLI::App& sub) -> Runner {
+      auto o = std::make_shared<ServeOptions>();
+      sub.add_option("--listen", o->listen, "ADDR:PORT to listen on (port 0: any free port)")->capture_default_str();
+      sub.add_option("--cert", o->cert, "PEM certificate chain (default: generate a self-signed one)");
+      sub.add_option("--key", o->key, "PEM private key for --cert");
+      sub.add_option("--root", o->root, "serve static files: /PATH is ROOT/PATH");
+      sub.add_option("--state-dir", o->state_dir,
+                     "where a generated certificate is kept (default: a temp dir removed at exit)");
+      sub.add_option("--alt-svc", o->alt_svc, "Alt-Svc header value added to every response");
+      sub.add_option("--max-concurrent-streams", o->max_concurrent_streams,
+                     "SETTINGS_MAX_CONCURRENT_STREAMS we advertise")
+          ->capture_default_str();
+      sub.add_option("--stream-window", o->stream_window,
+                     "per-stream receive window (SETTINGS_INITIAL_WINDOW_SIZE), bytes")
+          ->capture_default_str()
+          ->check(CLI::Range(1u, 0x7fffffffu));
+      sub.add_option("--connection-window", o->connection_window, "connection receive window, bytes")
+          ->capture_default_str()
+          ->check(CLI::Range(65535u, 0x7fffffffu));
+      sub.add_option("--max-header-list-size", o->max_header_list_size,
+                     "largest request header list accepted (larger: 431), bytes")
+          ->capture_default_str();
+      sub.add_option("--header-timeout", o->header_timeout_ms,
+                     "ms for TLS + preface + first request headers (slowloris guard)")
+          ->capture_default_str();
+      sub.add_option("--idle-timeout", o->idle_timeout_ms, "ms without progress before a connection is closed")
+          ->capture_default_str();
+      sub.add_option("--drain-timeout", o->drain_timeout_ms, "ms a graceful shutdown waits for in-flight streams")
+          ->capture_default_str();
+      sub.add_option("--max-request-body", o->max_request_body, "largest request body accepted (larger: 413), bytes")
+          ->capture_default_str();
+      sub.add_option("--max-buffered-bodies", o->max_buffered_bodies,
+                     "request body bytes buffered at once by the whole server (beyond: 503), bytes")
+          ->capture_default_str();
+      sub.add_option("--max-buffered-bodies-per-connection", o->max_buffered_bodies_per_connection,
+                     "request body bytes buffered at once per connection (beyond: 503), bytes")
+          ->capture_default_str();
+      sub.add_flag("--no-h3", o->no_h3, "do not serve HTTP/3 (QUIC over UDP)");
+      sub.add_flag("--retry", o->retry, "HTTP/3: validate every client address with a Retry round trip");
+      sub.add_option("--qlog-dir", o->qlog_dir, "HTTP/3: write one qlog file per connection into DIR");
+      sub.add_option("--cc", o->cc,
+                     "HTTP/3: ngtcp2's congestion control (cubic, "
+                     "reno, bbr, bbr2)")
+          ->check(
+              [](const std::string& v) {
+                return quic::cc_algo_from_name(v) ? std::string()
+                                                  : "unknown congestion control '" + v + "' (cubic, reno, bbr, bbr2)";
+              },
+              "ALGO")
+          ->capture_default_str();
+      add_udp_payload_option(sub, o->udp_payload);
+      sub.add_option("--tcp-cc", o->tcp_cc,
+                     "HTTP/2: TCP congestion control for its connections (e.g. cubic, bbr; default: the "
+                     "kernel's net.ipv4.tcp_congestion_control)");
+      return [o] { return run(*o); };
+    }};
 
 }  // namespace
 }  // namespace quiclab::cli

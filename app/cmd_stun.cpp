@@ -2,13 +2,13 @@
 // with --nat-behavior, the RFC 5780 mapping and filtering behaviour.
 #include <cstring>
 #include <iostream>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "app/commands.hpp"
 #include "p2p/nat_behavior.hpp"
-#include "transport/core/log.hpp"
 #include "transport/core/deadline_timer.hpp"
+#include "transport/core/log.hpp"
 #include "transport/core/uv.hpp"
 #include "transport/quic/udp_socket.hpp"
 
@@ -43,7 +43,8 @@ int run(const Options& o) {
     std::cerr << "quiclab stun: " << server.error().message << "\n";
     return cli::kExitUsage;
   }
-  auto bind_at = o.bind.empty() ? SocketAddress::from_ip(server->is_v6() ? "::" : "0.0.0.0", 0) : SocketAddress::parse(o.bind, 0);
+  auto bind_at =
+      o.bind.empty() ? SocketAddress::from_ip(server->is_v6() ? "::" : "0.0.0.0", 0) : SocketAddress::parse(o.bind, 0);
   if (!bind_at) {
     std::cerr << "quiclab stun: --bind: " << bind_at.error().message << "\n";
     return cli::kExitUsage;
@@ -63,7 +64,8 @@ int run(const Options& o) {
   SocketAddress local = udp.local_address();
   // With a wildcard bind, the address to compare with the mapped one is the
   // one the route to the server uses.
-  if (auto src = quic::route_source(*server); src && (o.bind.empty() || bind_at->ip() == "0.0.0.0" || bind_at->ip() == "::")) {
+  if (auto src = quic::route_source(*server);
+      src && (o.bind.empty() || bind_at->ip() == "0.0.0.0" || bind_at->ip() == "::")) {
     auto port = local.port();
     local = *src;
     local.set_port(port);

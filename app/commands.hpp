@@ -11,7 +11,6 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-
 #include <functional>
 #include <string>
 #include <vector>
@@ -40,9 +39,9 @@ struct Registration {
 /// Exit codes shared by all subcommands.
 enum ExitCode : int {
   kExitOk = 0,
-  kExitHttpError = 1,       ///< A response had a 4xx/5xx status (get, bench).
-  kExitUsage = 2,           ///< Bad flags or arguments.
-  kExitTransport = 3,       ///< Connection, TLS, QUIC or I/O failure.
+  kExitHttpError = 1,  ///< A response had a 4xx/5xx status (get, bench).
+  kExitUsage = 2,      ///< Bad flags or arguments.
+  kExitTransport = 3,  ///< Connection, TLS, QUIC or I/O failure.
   kExitInternal = 4,
 };
 

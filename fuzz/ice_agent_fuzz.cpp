@@ -42,10 +42,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   static std::unique_ptr<ice::Agent> agent;
   static stun::TransactionId last_check{};
   static unsigned inputs = 0;
-  static const SocketAddress sources[] = {addr("198.51.100.1", 5000), addr("198.51.100.1", 5001),
-                                          addr("198.51.100.2", 6000), addr("203.0.113.50", 7000),
-                                          addr("192.0.2.77", 9), addr("2001:db8::7", 7000),
-                                          addr("198.51.100.3", 1), addr("198.51.100.4", 65535)};
+  static const SocketAddress sources[] = {
+      addr("198.51.100.1", 5000), addr("198.51.100.1", 5001), addr("198.51.100.2", 6000), addr("203.0.113.50", 7000),
+      addr("192.0.2.77", 9),      addr("2001:db8::7", 7000),  addr("198.51.100.3", 1),    addr("198.51.100.4", 65535)};
   if (!agent || ++inputs % 500 == 0) {
     agent = make_agent(random, inputs % 1000 < 500, now);
     agent->set_remote(kRemote, {{ice::CandidateType::srflx, sources[0], 0}, {ice::CandidateType::host, sources[2], 0}},

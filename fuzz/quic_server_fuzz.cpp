@@ -57,10 +57,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   static World w;
   static Timestamp now = 1'000 * kNanosPerSecond;
   static const SocketAddress server = *SocketAddress::from_ip("192.0.2.1", 443);
-  static const SocketAddress clients[] = {*SocketAddress::from_ip("198.51.100.1", 40000),
-                                          *SocketAddress::from_ip("198.51.100.1", 40001),
-                                          *SocketAddress::from_ip("198.51.100.2", 40000),
-                                          *SocketAddress::from_ip("198.51.100.3", 50000)};
+  static const SocketAddress clients[] = {
+      *SocketAddress::from_ip("198.51.100.1", 40000), *SocketAddress::from_ip("198.51.100.1", 40001),
+      *SocketAddress::from_ip("198.51.100.2", 40000), *SocketAddress::from_ip("198.51.100.3", 50000)};
   std::size_t off = 0, n = 0;
   while (off + 3 <= size && n++ < 16) {
     const std::uint8_t sel = data[off];

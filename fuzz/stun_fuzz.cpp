@@ -44,10 +44,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // Attributes after an integrity attribute may be dropped on re-decode; the
     // ones before must survive unchanged.
     for (std::size_t i = 0; i < copy.attributes.size() && i < again->attributes.size(); ++i) {
-      if (again->attributes[i].type != copy.attributes[i].type || again->attributes[i].value != copy.attributes[i].value) {
+      if (again->attributes[i].type != copy.attributes[i].type ||
+          again->attributes[i].value != copy.attributes[i].value) {
         __builtin_trap();
       }
-      if (copy.attributes[i].type == attr::kMessageIntegrity || copy.attributes[i].type == attr::kMessageIntegritySha256) break;
+      if (copy.attributes[i].type == attr::kMessageIntegrity ||
+          copy.attributes[i].type == attr::kMessageIntegritySha256)
+        break;
     }
   }
   return 0;

@@ -6,10 +6,14 @@ namespace quiclab::p2p {
 
 std::string_view route_name(Route r) {
   switch (r) {
-    case Route::rendezvous: return "rendezvous";
-    case Route::connectivity_check: return "connectivity_check";
-    case Route::turn: return "turn";
-    case Route::quic: return "quic";
+    case Route::rendezvous:
+      return "rendezvous";
+    case Route::connectivity_check:
+      return "connectivity_check";
+    case Route::turn:
+      return "turn";
+    case Route::quic:
+      return "quic";
   }
   return "?";
 }

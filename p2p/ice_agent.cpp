@@ -10,10 +10,14 @@ namespace {
 
 std::uint32_t type_preference(CandidateType t) {
   switch (t) {
-    case CandidateType::host: return 126;
-    case CandidateType::prflx: return 110;
-    case CandidateType::srflx: return 100;
-    case CandidateType::relay: return 0;
+    case CandidateType::host:
+      return 126;
+    case CandidateType::prflx:
+      return 110;
+    case CandidateType::srflx:
+      return 100;
+    case CandidateType::relay:
+      return 0;
   }
   return 0;
 }
@@ -28,20 +32,28 @@ stun::TransactionId new_transaction_id(Random& random) {
 
 std::string_view to_string(CandidateType t) {
   switch (t) {
-    case CandidateType::host: return "host";
-    case CandidateType::srflx: return "srflx";
-    case CandidateType::prflx: return "prflx";
-    case CandidateType::relay: return "relay";
+    case CandidateType::host:
+      return "host";
+    case CandidateType::srflx:
+      return "srflx";
+    case CandidateType::prflx:
+      return "prflx";
+    case CandidateType::relay:
+      return "relay";
   }
   return "?";
 }
 
 std::string_view to_string(PairState s) {
   switch (s) {
-    case PairState::waiting: return "waiting";
-    case PairState::in_progress: return "in-progress";
-    case PairState::succeeded: return "succeeded";
-    case PairState::failed: return "failed";
+    case PairState::waiting:
+      return "waiting";
+    case PairState::in_progress:
+      return "in-progress";
+    case PairState::succeeded:
+      return "succeeded";
+    case PairState::failed:
+      return "failed";
   }
   return "?";
 }
@@ -255,7 +267,8 @@ void Agent::send_check(std::size_t pair, bool use_candidate, bool consent, Times
   m.add_string(stun::attr::kUsername, remote_credentials_->ufrag + ":" + config_.local.ufrag);
   // The priority a peer-reflexive candidate learned from this check would have.
   m.add_u32(stun::attr::kPriority,
-            candidate_priority(CandidateType::prflx, static_cast<std::uint16_t>((local_for(p.remote.address).priority >> 8) & 0xFFFF)));
+            candidate_priority(CandidateType::prflx,
+                               static_cast<std::uint16_t>((local_for(p.remote.address).priority >> 8) & 0xFFFF)));
   m.add_u64(config_.controlling ? stun::attr::kIceControlling : stun::attr::kIceControlled, config_.tie_breaker);
   if (use_candidate) m.add(stun::attr::kUseCandidate, {});
   stun::EncodeOptions eo;
@@ -278,9 +291,12 @@ void Agent::send_check(std::size_t pair, bool use_candidate, bool consent, Times
 }
 
 void Agent::send_answer(const stun::Message& request, const SocketAddress& to, std::optional<int> error) {
-  auto r = stun::make_response(request, error ? stun::MessageClass::ErrorResponse : stun::MessageClass::SuccessResponse);
-  if (error) r.add_error_code(*error, "Role Conflict");
-  else r.add_xor_address(stun::attr::kXorMappedAddress, to);
+  auto r =
+      stun::make_response(request, error ? stun::MessageClass::ErrorResponse : stun::MessageClass::SuccessResponse);
+  if (error)
+    r.add_error_code(*error, "Role Conflict");
+  else
+    r.add_xor_address(stun::attr::kXorMappedAddress, to);
   stun::EncodeOptions eo;
   eo.integrity_key = Bytes(config_.local.password.begin(), config_.local.password.end());
   eo.fingerprint = true;
@@ -295,10 +311,15 @@ void Agent::handle_datagram(const SocketAddress& from, ByteView data, Timestamp 
     return;
   }
   switch (m->message_class) {
-    case stun::MessageClass::Request: handle_request(*m, from, now); break;
+    case stun::MessageClass::Request:
+      handle_request(*m, from, now);
+      break;
     case stun::MessageClass::SuccessResponse:
-    case stun::MessageClass::ErrorResponse: handle_response(*m, from, now); break;
-    case stun::MessageClass::Indication: break;  // keepalive (RFC 8445 11): nothing to do
+    case stun::MessageClass::ErrorResponse:
+      handle_response(*m, from, now);
+      break;
+    case stun::MessageClass::Indication:
+      break;  // keepalive (RFC 8445 11): nothing to do
   }
   schedule_next_check(now);
 }
@@ -431,7 +452,8 @@ void Agent::pair_succeeded(std::size_t pair, const Transaction& t, const SocketA
       Candidate c;
       c.type = CandidateType::prflx;
       c.address = mapped;
-      c.priority = candidate_priority(CandidateType::prflx, static_cast<std::uint16_t>((p.local.priority >> 8) & 0xFFFF));
+      c.priority =
+          candidate_priority(CandidateType::prflx, static_cast<std::uint16_t>((p.local.priority >> 8) & 0xFFFF));
       // Bounded: a peer answering with ever new addresses must not grow our list.
       if (local_.size() < config_.max_pairs) local_.push_back(c);
       ++stats_.prflx_local;
@@ -465,8 +487,10 @@ void Agent::select(std::size_t pair, Timestamp now) {
   triggered_.clear();
   // Checks still in flight on other pairs are no longer needed.
   for (auto it = transactions_.begin(); it != transactions_.end();) {
-    if (it->second.pair != pair) it = transactions_.erase(it);
-    else ++it;
+    if (it->second.pair != pair)
+      it = transactions_.erase(it);
+    else
+      ++it;
   }
   consent_expires_ = now + config_.consent_timeout;
   next_consent_at_ = now + config_.consent_interval;
@@ -502,8 +526,7 @@ void Agent::fail(std::string reason) {
 
 std::string Agent::failure_reason() const {
   const auto secs = fmt::format("{} s", config_.timeout / kNanosPerSecond);
-  if (!remote_credentials_)
-    return "no introduction within " + secs + ": the peer's candidates never arrived";
+  if (!remote_credentials_) return "no introduction within " + secs + ": the peer's candidates never arrived";
   if (pairs_.empty()) return "no candidate of the peer is reachable from here (no common address family)";
   bool any_success = false;
   for (const auto& p : pairs_) any_success = any_success || p.state == PairState::succeeded;

@@ -91,7 +91,7 @@ enum class PairState : std::uint8_t { waiting, in_progress, succeeded, failed };
 std::string_view to_string(PairState s);
 
 struct Pair {
-  Candidate local;   ///< the base's host candidate, or the local prflx a response revealed
+  Candidate local;  ///< the base's host candidate, or the local prflx a response revealed
   Candidate remote;
   PairState state = PairState::waiting;
   std::uint64_t priority = 0;
@@ -129,14 +129,14 @@ struct Datagram {
 struct AgentStats {
   std::uint64_t checks_sent = 0;
   std::uint64_t retransmissions = 0;
-  std::uint64_t requests_received = 0;      ///< authenticated checks from the peer
-  std::uint64_t responses_received = 0;     ///< authenticated answers to our checks
-  std::uint64_t bad_credentials = 0;        ///< wrong USERNAME or MESSAGE-INTEGRITY: ignored
-  std::uint64_t bad_messages = 0;           ///< not decodable, or not a Binding
+  std::uint64_t requests_received = 0;   ///< authenticated checks from the peer
+  std::uint64_t responses_received = 0;  ///< authenticated answers to our checks
+  std::uint64_t bad_credentials = 0;     ///< wrong USERNAME or MESSAGE-INTEGRITY: ignored
+  std::uint64_t bad_messages = 0;        ///< not decodable, or not a Binding
   std::uint64_t role_conflicts = 0;
   std::uint64_t prflx_remote = 0;
   std::uint64_t prflx_local = 0;
-  std::uint64_t pairs_refused = 0;          ///< over max_pairs
+  std::uint64_t pairs_refused = 0;  ///< over max_pairs
   std::uint64_t consent_checks = 0;
 };
 

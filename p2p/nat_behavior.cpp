@@ -6,10 +6,14 @@ namespace quiclab::stun {
 
 std::string_view to_string(NatBehavior b) {
   switch (b) {
-    case NatBehavior::EndpointIndependent: return "endpoint-independent";
-    case NatBehavior::AddressDependent: return "address-dependent";
-    case NatBehavior::AddressAndPortDependent: return "address-and-port-dependent";
-    case NatBehavior::Unknown: break;
+    case NatBehavior::EndpointIndependent:
+      return "endpoint-independent";
+    case NatBehavior::AddressDependent:
+      return "address-dependent";
+    case NatBehavior::AddressAndPortDependent:
+      return "address-and-port-dependent";
+    case NatBehavior::Unknown:
+      break;
   }
   return "unknown";
 }

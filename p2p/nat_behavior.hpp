@@ -26,10 +26,10 @@ enum class NatBehavior { Unknown, EndpointIndependent, AddressDependent, Address
 std::string_view to_string(NatBehavior b);
 
 struct NatBehaviorResult {
-  SocketAddress local;   ///< our socket's address as the adapter reports it
-  SocketAddress mapped;  ///< XOR-MAPPED-ADDRESS from test I
+  SocketAddress local;                         ///< our socket's address as the adapter reports it
+  SocketAddress mapped;                        ///< XOR-MAPPED-ADDRESS from test I
   std::optional<SocketAddress> other_address;  ///< the server's OTHER-ADDRESS
-  bool behind_nat = false;  ///< mapped != local
+  bool behind_nat = false;                     ///< mapped != local
   NatBehavior mapping = NatBehavior::Unknown;
   NatBehavior filtering = NatBehavior::Unknown;
   std::string error;  ///< non-empty when discovery could not finish

@@ -149,8 +149,9 @@ void Client::handle_server_request(const Message& m, Timestamp now) {
     auto c = candidates_of(m);
     auto remote = read_offer(m);
     if (!c || c->name.empty() || !remote) {
-      log::info("rendezvous client: malformed PeerIntroduction: {}",
-                !c ? c.error().message : !remote ? remote.error().message : "no PEER-NAME");
+      log::info("rendezvous client: malformed PeerIntroduction: {}", !c        ? c.error().message
+                                                                     : !remote ? remote.error().message
+                                                                               : "no PEER-NAME");
       answer(m, std::nullopt, error_code::kBadRequest);
       return;
     }
@@ -179,9 +180,9 @@ void Client::handle_server_request(const Message& m, Timestamp now) {
       if (c && remote) {
         events_.push_back(Introduced{std::move(*c), std::move(*remote), it->second.offer, **id});
       } else {
-        events_.push_back(IntroductionFailed{peer, **id, error_code::kBadRequest,
-                                             "malformed IntroductionResult: " +
-                                                 (!c ? c.error().message : remote.error().message)});
+        events_.push_back(
+            IntroductionFailed{peer, **id, error_code::kBadRequest,
+                               "malformed IntroductionResult: " + (!c ? c.error().message : remote.error().message)});
       }
     }
   }
@@ -195,7 +196,6 @@ void Client::forget_old(Timestamp now) {
   for (auto it = asked_.begin(); it != asked_.end();)
     it = it->second.reported && it->second.forget_at <= now ? asked_.erase(it) : std::next(it);
 }
-
 
 bool Client::handle_datagram(ByteView data, Timestamp now) {
   auto m = decode(data);

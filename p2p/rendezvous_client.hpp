@@ -29,8 +29,8 @@ namespace quiclab::rendezvous {
 /// Another peer's addresses as the server hands them out in an introduction.
 struct PeerCandidates {
   std::string name;
-  SocketAddress reflexive;             ///< the address the server sees the peer's traffic from
-  std::vector<SocketAddress> hosts;    ///< the addresses the peer reported for itself
+  SocketAddress reflexive;           ///< the address the server sees the peer's traffic from
+  std::vector<SocketAddress> hosts;  ///< the addresses the peer reported for itself
 };
 
 // Events, one type each (std::visit or std::get_if on Event).

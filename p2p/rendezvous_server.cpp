@@ -1,8 +1,8 @@
 #include "p2p/rendezvous_server.hpp"
 
-#include <algorithm>
-
 #include <fmt/format.h>
+
+#include <algorithm>
 
 #include "transport/core/log.hpp"
 
@@ -14,9 +14,18 @@ namespace {
 
 // Attribute types (comprehension-required ones matter) each method understands.
 const std::vector<std::uint16_t> kBindingKnown = {
-    attr::kMappedAddress, attr::kChangeRequest, attr::kUsername,     attr::kMessageIntegrity,
-    attr::kMessageIntegritySha256, attr::kPadding, attr::kResponsePort, attr::kXorMappedAddress,
-    attr::kRealm,         attr::kNonce,         attr::kErrorCode,    attr::kUnknownAttributes,
+    attr::kMappedAddress,
+    attr::kChangeRequest,
+    attr::kUsername,
+    attr::kMessageIntegrity,
+    attr::kMessageIntegritySha256,
+    attr::kPadding,
+    attr::kResponsePort,
+    attr::kXorMappedAddress,
+    attr::kRealm,
+    attr::kNonce,
+    attr::kErrorCode,
+    attr::kUnknownAttributes,
 };
 const std::vector<std::uint16_t> kRendezvousKnown = {
     attr::kUsername,      attr::kMessageIntegrity, attr::kMessageIntegritySha256, attr::kPeerName,
@@ -189,7 +198,8 @@ void Server::handle_binding(int socket, const SocketAddress& from, const Message
   auto change = req.change_request();
   auto response_port = req.response_port();
   if (!change || !response_port) {
-    log::info("rendezvous: 400 to {}: {}", from.to_string(), !change ? change.error().message : response_port.error().message);
+    log::info("rendezvous: 400 to {}: {}", from.to_string(),
+              !change ? change.error().message : response_port.error().message);
     send_error(socket, from, req, error_code::kBadRequest, "Bad Request", nullptr, out);
     return;
   }
@@ -221,7 +231,8 @@ void Server::handle_binding(int socket, const SocketAddress& from, const Message
     // RFC 3489 clients understand only the plain address attributes.
     resp.add_address(attr::kMappedAddress, from);
     resp.add_address(attr::kSourceAddress, origin);
-    if (has_alternate()) resp.add_address(attr::kChangedAddress, config_.local[static_cast<std::size_t>(socket ^ kAltBoth)]);
+    if (has_alternate())
+      resp.add_address(attr::kChangedAddress, config_.local[static_cast<std::size_t>(socket ^ kAltBoth)]);
     send(out_socket, to, resp, {}, out);
     return;
   }
@@ -300,7 +311,8 @@ void Server::handle_rendezvous(int socket, const SocketAddress& from, const Mess
     }
     if (check_integrity_sha256(req, k->value) != IntegrityCheck::Ok) {
       counters_.auth_failures++;
-      return fail(error_code::kUnauthenticated, "Unauthenticated", nullptr, "bad integrity on Register for '" + *name + "'");
+      return fail(error_code::kUnauthenticated, "Unauthenticated", nullptr,
+                  "bad integrity on Register for '" + *name + "'");
     }
     key = k->value;
     creating = true;
@@ -377,7 +389,8 @@ void Server::handle_rendezvous(int socket, const SocketAddress& from, const Mess
     case method::kLookup: {
       counters_.lookups++;
       auto peer = req.string(attr::kPeerName);
-      if (!peer || !valid_peer_name(*peer)) return fail(error_code::kBadRequest, "Bad Request", &key, "Lookup without PEER-NAME");
+      if (!peer || !valid_peer_name(*peer))
+        return fail(error_code::kBadRequest, "Bad Request", &key, "Lookup without PEER-NAME");
       auto target = registrations_.find(*peer);
       if (target == registrations_.end() || target->second.expires <= now) {
         return fail(error_code::kNotFound, "Not Registered", &key, "lookup of unknown '" + *peer + "'");
@@ -406,7 +419,8 @@ void Server::handle_introduce(int socket, const SocketAddress& from, const Messa
     send_error(socket, from, req, code, reason, &key, out);
   };
   auto peer = req.string(attr::kPeerName);
-  if (!peer || !valid_peer_name(*peer)) return fail(error_code::kBadRequest, "Bad Request", "Introduce without PEER-NAME");
+  if (!peer || !valid_peer_name(*peer))
+    return fail(error_code::kBadRequest, "Bad Request", "Introduce without PEER-NAME");
   if (*peer == name) return fail(error_code::kBadRequest, "Bad Request", "Introduce to itself");
   auto offer = read_offer(req);
   if (!offer) return fail(error_code::kBadRequest, "Bad Request", offer.error().message);
@@ -415,7 +429,8 @@ void Server::handle_introduce(int socket, const SocketAddress& from, const Messa
   const std::uint32_t wait_s = std::min(wait->value_or(0), config_.max_wait_s);
   auto target = registrations_.find(*peer);
   const bool present = target != registrations_.end() && target->second.expires > now;
-  if (!present && wait_s == 0) return fail(error_code::kNotFound, "Not Registered", "introduce to unknown '" + *peer + "'");
+  if (!present && wait_s == 0)
+    return fail(error_code::kNotFound, "Not Registered", "introduce to unknown '" + *peer + "'");
   Registration& reg = registrations_.at(name);
   if (!reg.introductions.take(config_.introductions_per_second, config_.introduction_burst, now)) {
     counters_.quota_rejections++;
@@ -615,7 +630,8 @@ void Server::handle_expiry(Timestamp now) {
     if (now < in.next_at) continue;
     if (in.sent >= config_.introduction_transmissions || now >= in.give_up_at) {
       if (in.phase == Introduction::Phase::delivering) {
-        start_report(in, now, fmt::format("no answer from '{}' after {} transmissions", in.target, in.sent), timer_out_);
+        start_report(in, now, fmt::format("no answer from '{}' after {} transmissions", in.target, in.sent),
+                     timer_out_);
       } else {
         counters_.introduction_reports_lost++;
         log::info("rendezvous: '{}' never acknowledged the result of its introduction to '{}'", in.asker, in.target);
@@ -625,8 +641,10 @@ void Server::handle_expiry(Timestamp now) {
     }
     auto reg = registrations_.find(in.phase == Introduction::Phase::delivering ? in.target : in.asker);
     if (reg == registrations_.end()) {
-      if (in.phase == Introduction::Phase::delivering) start_report(in, now, "'" + in.target + "' left", timer_out_);
-      else finish(id);
+      if (in.phase == Introduction::Phase::delivering)
+        start_report(in, now, "'" + in.target + "' left", timer_out_);
+      else
+        finish(id);
       continue;
     }
     in.rto *= 2;
@@ -660,12 +678,14 @@ void Server::handle_expiry(Timestamp now) {
 std::string Server::metrics_text() const {
   std::string s;
   auto counter = [&](std::string_view name, std::uint64_t v, std::string_view help) {
-    s += fmt::format("# HELP quiclab_rendezvous_{0} {2}\n# TYPE quiclab_rendezvous_{0} counter\nquiclab_rendezvous_{0} {1}\n",
-                     name, v, help);
+    s += fmt::format(
+        "# HELP quiclab_rendezvous_{0} {2}\n# TYPE quiclab_rendezvous_{0} counter\nquiclab_rendezvous_{0} {1}\n", name,
+        v, help);
   };
   auto gauge = [&](std::string_view name, std::uint64_t v, std::string_view help) {
-    s += fmt::format("# HELP quiclab_rendezvous_{0} {2}\n# TYPE quiclab_rendezvous_{0} gauge\nquiclab_rendezvous_{0} {1}\n",
-                     name, v, help);
+    s += fmt::format(
+        "# HELP quiclab_rendezvous_{0} {2}\n# TYPE quiclab_rendezvous_{0} gauge\nquiclab_rendezvous_{0} {1}\n", name, v,
+        help);
   };
   const auto& c = counters_;
   counter("datagrams_received_total", c.datagrams_received, "Datagrams received on any socket.");

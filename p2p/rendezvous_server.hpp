@@ -6,8 +6,8 @@
 #pragma once
 
 #include <array>
-#include <map>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -82,12 +82,12 @@ struct Counters {
   std::uint64_t name_conflicts = 0;
   std::uint64_t quota_rejections = 0;
   std::uint64_t lookups = 0;
-  std::uint64_t introductions = 0;           ///< deliveries started (PeerIntroduction sent)
-  std::uint64_t introductions_delivered = 0; ///< the target acknowledged
-  std::uint64_t introductions_failed = 0;    ///< not delivered (no answer, peer gone, wait expired)
-  std::uint64_t introductions_waiting = 0;   ///< held for a peer not registered yet
+  std::uint64_t introductions = 0;              ///< deliveries started (PeerIntroduction sent)
+  std::uint64_t introductions_delivered = 0;    ///< the target acknowledged
+  std::uint64_t introductions_failed = 0;       ///< not delivered (no answer, peer gone, wait expired)
+  std::uint64_t introductions_waiting = 0;      ///< held for a peer not registered yet
   std::uint64_t introduction_reports_lost = 0;  ///< the asker never acknowledged the result
-  std::uint64_t introduction_limit = 0;      ///< refused: too many waiting or in flight
+  std::uint64_t introduction_limit = 0;         ///< refused: too many waiting or in flight
   std::uint64_t log_lines_suppressed = 0;
 };
 
@@ -169,7 +169,8 @@ class Server {
                     std::vector<OutgoingDatagram>& out);
   void release_waiting(const std::string& target, Timestamp now, std::vector<OutgoingDatagram>& out);
   void finish(std::uint64_t id);
-  void handle_binding(int socket, const SocketAddress& from, const stun::Message& req, std::vector<OutgoingDatagram>& out);
+  void handle_binding(int socket, const SocketAddress& from, const stun::Message& req,
+                      std::vector<OutgoingDatagram>& out);
   void handle_rendezvous(int socket, const SocketAddress& from, const stun::Message& req, Timestamp now,
                          std::vector<OutgoingDatagram>& out);
   void send_error(int socket, const SocketAddress& to, const stun::Message& req, int code, std::string_view reason,

@@ -1,6 +1,7 @@
 #include "p2p/stun.hpp"
 
 #include <arpa/inet.h>
+#include <fmt/format.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -9,8 +10,6 @@
 
 #include <algorithm>
 #include <cstring>
-
-#include <fmt/format.h>
 
 namespace quiclab::stun {
 
@@ -143,66 +142,114 @@ Bytes hmac_prefix(const EVP_MD* md, ByteView key, ByteView message, std::size_t 
 
 std::string_view to_string(MessageClass c) {
   switch (c) {
-    case MessageClass::Request: return "request";
-    case MessageClass::Indication: return "indication";
-    case MessageClass::SuccessResponse: return "success response";
-    case MessageClass::ErrorResponse: return "error response";
+    case MessageClass::Request:
+      return "request";
+    case MessageClass::Indication:
+      return "indication";
+    case MessageClass::SuccessResponse:
+      return "success response";
+    case MessageClass::ErrorResponse:
+      return "error response";
   }
   return "?";
 }
 
 std::string_view to_string(IntegrityCheck c) {
   switch (c) {
-    case IntegrityCheck::Ok: return "ok";
-    case IntegrityCheck::Missing: return "missing";
-    case IntegrityCheck::Mismatch: return "mismatch";
-    case IntegrityCheck::Malformed: return "malformed";
+    case IntegrityCheck::Ok:
+      return "ok";
+    case IntegrityCheck::Missing:
+      return "missing";
+    case IntegrityCheck::Mismatch:
+      return "mismatch";
+    case IntegrityCheck::Malformed:
+      return "malformed";
   }
   return "?";
 }
 
 std::string attr::name(std::uint16_t type) {
   switch (type) {
-    case kMappedAddress: return "MAPPED-ADDRESS";
-    case kResponseAddress: return "RESPONSE-ADDRESS";
-    case kChangeRequest: return "CHANGE-REQUEST";
-    case kSourceAddress: return "SOURCE-ADDRESS";
-    case kChangedAddress: return "CHANGED-ADDRESS";
-    case kUsername: return "USERNAME";
-    case kMessageIntegrity: return "MESSAGE-INTEGRITY";
-    case kErrorCode: return "ERROR-CODE";
-    case kUnknownAttributes: return "UNKNOWN-ATTRIBUTES";
-    case kRealm: return "REALM";
-    case kNonce: return "NONCE";
-    case kMessageIntegritySha256: return "MESSAGE-INTEGRITY-SHA256";
-    case kPasswordAlgorithm: return "PASSWORD-ALGORITHM";
-    case kUserhash: return "USERHASH";
-    case kXorMappedAddress: return "XOR-MAPPED-ADDRESS";
-    case kPriority: return "PRIORITY";
-    case kUseCandidate: return "USE-CANDIDATE";
-    case kIceControlled: return "ICE-CONTROLLED";
-    case kIceControlling: return "ICE-CONTROLLING";
-    case kPadding: return "PADDING";
-    case kResponsePort: return "RESPONSE-PORT";
-    case kPasswordAlgorithms: return "PASSWORD-ALGORITHMS";
-    case kAlternateDomain: return "ALTERNATE-DOMAIN";
-    case kSoftware: return "SOFTWARE";
-    case kAlternateServer: return "ALTERNATE-SERVER";
-    case kFingerprint: return "FINGERPRINT";
-    case kResponseOrigin: return "RESPONSE-ORIGIN";
-    case kOtherAddress: return "OTHER-ADDRESS";
-    case kPeerName: return "PEER-NAME";
-    case kHostCandidate: return "HOST-CANDIDATE";
-    case kLifetime: return "LIFETIME";
-    case kReflexiveCandidate: return "REFLEXIVE-CANDIDATE";
-    case kRegistrationKey: return "REGISTRATION-KEY";
-    case kIceUfrag: return "ICE-UFRAG";
-    case kIcePassword: return "ICE-PASSWORD";
-    case kTieBreaker: return "TIE-BREAKER";
-    case kCertFingerprint: return "CERT-FINGERPRINT";
-    case kWait: return "WAIT";
-    case kIntroductionId: return "INTRODUCTION-ID";
-    default: return fmt::format("0x{:04x}", type);
+    case kMappedAddress:
+      return "MAPPED-ADDRESS";
+    case kResponseAddress:
+      return "RESPONSE-ADDRESS";
+    case kChangeRequest:
+      return "CHANGE-REQUEST";
+    case kSourceAddress:
+      return "SOURCE-ADDRESS";
+    case kChangedAddress:
+      return "CHANGED-ADDRESS";
+    case kUsername:
+      return "USERNAME";
+    case kMessageIntegrity:
+      return "MESSAGE-INTEGRITY";
+    case kErrorCode:
+      return "ERROR-CODE";
+    case kUnknownAttributes:
+      return "UNKNOWN-ATTRIBUTES";
+    case kRealm:
+      return "REALM";
+    case kNonce:
+      return "NONCE";
+    case kMessageIntegritySha256:
+      return "MESSAGE-INTEGRITY-SHA256";
+    case kPasswordAlgorithm:
+      return "PASSWORD-ALGORITHM";
+    case kUserhash:
+      return "USERHASH";
+    case kXorMappedAddress:
+      return "XOR-MAPPED-ADDRESS";
+    case kPriority:
+      return "PRIORITY";
+    case kUseCandidate:
+      return "USE-CANDIDATE";
+    case kIceControlled:
+      return "ICE-CONTROLLED";
+    case kIceControlling:
+      return "ICE-CONTROLLING";
+    case kPadding:
+      return "PADDING";
+    case kResponsePort:
+      return "RESPONSE-PORT";
+    case kPasswordAlgorithms:
+      return "PASSWORD-ALGORITHMS";
+    case kAlternateDomain:
+      return "ALTERNATE-DOMAIN";
+    case kSoftware:
+      return "SOFTWARE";
+    case kAlternateServer:
+      return "ALTERNATE-SERVER";
+    case kFingerprint:
+      return "FINGERPRINT";
+    case kResponseOrigin:
+      return "RESPONSE-ORIGIN";
+    case kOtherAddress:
+      return "OTHER-ADDRESS";
+    case kPeerName:
+      return "PEER-NAME";
+    case kHostCandidate:
+      return "HOST-CANDIDATE";
+    case kLifetime:
+      return "LIFETIME";
+    case kReflexiveCandidate:
+      return "REFLEXIVE-CANDIDATE";
+    case kRegistrationKey:
+      return "REGISTRATION-KEY";
+    case kIceUfrag:
+      return "ICE-UFRAG";
+    case kIcePassword:
+      return "ICE-PASSWORD";
+    case kTieBreaker:
+      return "TIE-BREAKER";
+    case kCertFingerprint:
+      return "CERT-FINGERPRINT";
+    case kWait:
+      return "WAIT";
+    case kIntroductionId:
+      return "INTRODUCTION-ID";
+    default:
+      return fmt::format("0x{:04x}", type);
   }
 }
 
@@ -235,7 +282,9 @@ void Message::add_u64(std::uint16_t type, std::uint64_t value) {
   add(type, v);
 }
 
-void Message::add_address(std::uint16_t type, const SocketAddress& address) { add(type, address_value(address, nullptr)); }
+void Message::add_address(std::uint16_t type, const SocketAddress& address) {
+  add(type, address_value(address, nullptr));
+}
 void Message::add_xor_address(std::uint16_t type, const SocketAddress& address) {
   add(type, address_value(address, this));
 }
@@ -349,7 +398,8 @@ Result<Message> decode(ByteView d, DecodeOptions options) {
     return decode_error(DecodeError::NotStun, fmt::format("first byte 0x{:02x} has its top two bits set", d[0]));
   }
   if (d.size() > kMaxMessageSize) {
-    return decode_error(DecodeError::TooLarge, fmt::format("{} bytes exceeds the {}-byte limit", d.size(), kMaxMessageSize));
+    return decode_error(DecodeError::TooLarge,
+                        fmt::format("{} bytes exceeds the {}-byte limit", d.size(), kMaxMessageSize));
   }
   std::size_t length = load16(&d[2]);
   if (length % 4 != 0 || length + kHeaderSize != d.size()) {
@@ -363,7 +413,8 @@ Result<Message> decode(ByteView d, DecodeOptions options) {
   m.message_class = static_cast<MessageClass>(((type >> 7) & 2) | ((type >> 4) & 1));
   m.magic_cookie = load32(&d[4]);
   if (m.magic_cookie != kMagicCookie && !options.allow_legacy) {
-    return decode_error(DecodeError::BadMagicCookie, fmt::format("magic cookie 0x{:08x} is not 0x2112a442", m.magic_cookie));
+    return decode_error(DecodeError::BadMagicCookie,
+                        fmt::format("magic cookie 0x{:08x} is not 0x2112a442", m.magic_cookie));
   }
   std::memcpy(m.transaction_id.data(), &d[8], 12);
 
@@ -373,13 +424,15 @@ Result<Message> decode(ByteView d, DecodeOptions options) {
   std::size_t pos = kHeaderSize;
   while (pos < d.size()) {
     if (d.size() - pos < 4) {
-      return decode_error(DecodeError::AttributeOverrun, fmt::format("attribute header at offset {} is truncated", pos));
+      return decode_error(DecodeError::AttributeOverrun,
+                          fmt::format("attribute header at offset {} is truncated", pos));
     }
     std::uint16_t at = load16(&d[pos]);
     std::size_t alen = load16(&d[pos + 2]);
     if (padded(alen) > d.size() - pos - 4) {
-      return decode_error(DecodeError::AttributeOverrun,
-                          fmt::format("{} at offset {} has length {}, past the end of the message", attr::name(at), pos, alen));
+      return decode_error(
+          DecodeError::AttributeOverrun,
+          fmt::format("{} at offset {} has length {}, past the end of the message", attr::name(at), pos, alen));
     }
     if (seen_fingerprint) {
       return decode_error(DecodeError::AttributeAfterFingerprint,
@@ -388,7 +441,8 @@ Result<Message> decode(ByteView d, DecodeOptions options) {
     ByteView value = d.subspan(pos + 4, alen);
     if (at == attr::kFingerprint) {
       seen_fingerprint = true;
-      if (alen != 4) return decode_error(DecodeError::BadFingerprint, fmt::format("FINGERPRINT is {} bytes, not 4", alen));
+      if (alen != 4)
+        return decode_error(DecodeError::BadFingerprint, fmt::format("FINGERPRINT is {} bytes, not 4", alen));
       std::uint32_t expected = fingerprint(d.first(pos));
       std::uint32_t got = load32(value.data());
       if (got != expected) {

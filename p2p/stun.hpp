@@ -83,17 +83,17 @@ inline constexpr std::uint16_t kIceControlled = 0x8029;   // RFC 8445, u64 tie-b
 inline constexpr std::uint16_t kIceControlling = 0x802A;  // RFC 8445, u64 tie-breaker
 
 // quiclab rendezvous attributes (Designated-Expert ranges; docs/rendezvous-protocol.md).
-inline constexpr std::uint16_t kPeerName = 0x4A01;             ///< UTF-8 name of another peer
-inline constexpr std::uint16_t kHostCandidate = 0x4A02;        ///< XOR-encoded address, may repeat
-inline constexpr std::uint16_t kLifetime = 0x4A03;             ///< u32 seconds
-inline constexpr std::uint16_t kReflexiveCandidate = 0x4A04;   ///< XOR-encoded address
-inline constexpr std::uint16_t kRegistrationKey = 0x4A05;      ///< 32-byte key, first Register only
-inline constexpr std::uint16_t kIceUfrag = 0x4A06;             ///< ICE username fragment of one side
-inline constexpr std::uint16_t kIcePassword = 0x4A07;          ///< ICE password of one side
-inline constexpr std::uint16_t kTieBreaker = 0x4A08;           ///< u64, ICE tie-breaker of one side
-inline constexpr std::uint16_t kCertFingerprint = 0x4A09;      ///< SHA-256 of one side's certificate (32 bytes)
-inline constexpr std::uint16_t kWait = 0x4A0A;                 ///< u32 seconds: hold an Introduce for an absent peer
-inline constexpr std::uint16_t kIntroductionId = 0x4A0B;       ///< u64, names one introduction end to end
+inline constexpr std::uint16_t kPeerName = 0x4A01;            ///< UTF-8 name of another peer
+inline constexpr std::uint16_t kHostCandidate = 0x4A02;       ///< XOR-encoded address, may repeat
+inline constexpr std::uint16_t kLifetime = 0x4A03;            ///< u32 seconds
+inline constexpr std::uint16_t kReflexiveCandidate = 0x4A04;  ///< XOR-encoded address
+inline constexpr std::uint16_t kRegistrationKey = 0x4A05;     ///< 32-byte key, first Register only
+inline constexpr std::uint16_t kIceUfrag = 0x4A06;            ///< ICE username fragment of one side
+inline constexpr std::uint16_t kIcePassword = 0x4A07;         ///< ICE password of one side
+inline constexpr std::uint16_t kTieBreaker = 0x4A08;          ///< u64, ICE tie-breaker of one side
+inline constexpr std::uint16_t kCertFingerprint = 0x4A09;     ///< SHA-256 of one side's certificate (32 bytes)
+inline constexpr std::uint16_t kWait = 0x4A0A;                ///< u32 seconds: hold an Introduce for an absent peer
+inline constexpr std::uint16_t kIntroductionId = 0x4A0B;      ///< u64, names one introduction end to end
 
 /// True for 0x0000-0x7FFF.
 constexpr bool is_comprehension_required(std::uint16_t type) { return type < 0x8000; }
@@ -117,15 +117,15 @@ inline constexpr int kServerError = 500;
 
 /// Why decode() refused a datagram; the Error's code holds one of these.
 enum class DecodeError : int {
-  TooShort = 1,           ///< fewer than 20 bytes
-  NotStun,                ///< first two bits not zero
-  BadLength,              ///< header length not a multiple of 4, or != datagram size - 20
-  TooLarge,               ///< above kMaxMessageSize
-  BadMagicCookie,         ///< cookie wrong and legacy (RFC 3489) decoding not allowed
-  AttributeOverrun,       ///< an attribute's length runs past the end of the message
-  BadFingerprint,         ///< FINGERPRINT present but its CRC does not match
+  TooShort = 1,      ///< fewer than 20 bytes
+  NotStun,           ///< first two bits not zero
+  BadLength,         ///< header length not a multiple of 4, or != datagram size - 20
+  TooLarge,          ///< above kMaxMessageSize
+  BadMagicCookie,    ///< cookie wrong and legacy (RFC 3489) decoding not allowed
+  AttributeOverrun,  ///< an attribute's length runs past the end of the message
+  BadFingerprint,    ///< FINGERPRINT present but its CRC does not match
   AttributeAfterFingerprint,
-  BadAttributeValue,      ///< a known attribute has a malformed value (for typed getters)
+  BadAttributeValue,  ///< a known attribute has a malformed value (for typed getters)
 };
 
 using TransactionId = std::array<std::uint8_t, 12>;
@@ -226,9 +226,9 @@ Bytes encode(const Message& message, const EncodeOptions& options = {});
 /// Result of checking a message's integrity attributes.
 enum class IntegrityCheck {
   Ok,
-  Missing,   ///< the requested integrity attribute is absent
-  Mismatch,  ///< present but the HMAC does not match the key
-  Malformed, ///< wrong length
+  Missing,    ///< the requested integrity attribute is absent
+  Mismatch,   ///< present but the HMAC does not match the key
+  Malformed,  ///< wrong length
 };
 std::string_view to_string(IntegrityCheck c);
 
@@ -241,9 +241,7 @@ IntegrityCheck check_integrity_sha256(const Message& message, ByteView key);
 std::uint32_t fingerprint(ByteView data);
 
 /// RFC 7983 demultiplexing: true when a datagram's first byte is 0..3 (STUN range).
-inline bool looks_like_stun(ByteView datagram) {
-  return datagram.size() >= kHeaderSize && datagram[0] < 4;
-}
+inline bool looks_like_stun(ByteView datagram) { return datagram.size() >= kHeaderSize && datagram[0] < 4; }
 
 /// Attribute types in `message` that are comprehension-required but not in `known`
 /// (for a 420 response's UNKNOWN-ATTRIBUTES), without duplicates.

@@ -55,8 +55,8 @@ class ClientTransaction {
   TransactionConfig config_;
   State state_ = State::Pending;
   unsigned sent_ = 0;
-  Timestamp next_ = 0;        // when the next transmission (or the timeout) is due
-  Timestamp interval_ = 0;    // current RTO
+  Timestamp next_ = 0;      // when the next transmission (or the timeout) is due
+  Timestamp interval_ = 0;  // current RTO
   bool transmit_due_ = true;
   std::optional<Message> response_;
 };

@@ -4,8 +4,8 @@
 // everywhere. Order statistics (R-7 percentiles, as NumPy and R default),
 // bootstrap and Wilson intervals. Hand-written: the formulas are a few lines
 // each, and Debian's candidates (GSL: GPL, a C API over arrays; Boost.Accumulators:
-// approximate streaming quantiles) would not make them shorter or more exact. Pure functions on vectors of samples; the bootstrap
-// takes its seed explicitly so every report is reproducible.
+// approximate streaming quantiles) would not make them shorter or more exact. Pure functions on vectors of samples; the
+// bootstrap takes its seed explicitly so every report is reproducible.
 #pragma once
 
 #include <cstdint>
@@ -34,9 +34,8 @@ std::optional<Interval> bootstrap_ci(std::span<const double> samples, double sta
 
 /// Bootstrap interval for the ratio of a percentile of b over the same
 /// percentile of a (e.g. median(H3) / median(H2)), resampling both independently.
-std::optional<Interval> bootstrap_ratio_ci(std::span<const double> a, std::span<const double> b,
-                                           double stat_percentile, double confidence, std::uint64_t seed,
-                                           int resamples = 2000);
+std::optional<Interval> bootstrap_ratio_ci(std::span<const double> a, std::span<const double> b, double stat_percentile,
+                                           double confidence, std::uint64_t seed, int resamples = 2000);
 
 /// Wilson score interval for a binomial proportion (successes out of n), in [0, 1].
 Interval wilson_interval(std::uint64_t successes, std::uint64_t n, double confidence = 0.95);

@@ -6,12 +6,11 @@
 //       --workload page --run 3 < get.jsonl >> runs.jsonl
 //   quiclab-summarize summary --in runs.jsonl --out DIR [--seed 1]
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -69,7 +68,8 @@ int make_run(const std::string& protocol, double rtt, double loss, double rate, 
     objects.push_back({{"url", r.contains("url") && r["url"].is_string() ? r["url"].get<std::string>() : ""},
                        {"status", status},
                        {"bytes", number(r, "bytes", 0)},
-                       {"ttfb_ms", t}, {"complete_ms", total}});
+                       {"ttfb_ms", t},
+                       {"complete_ms", total}});
     for (const char* k : {"retransmissions", "lost_packets", "early_data"}) {
       if (r.contains(k)) rec[k] = r[k];
     }
@@ -134,11 +134,13 @@ int summarize(const std::string& in, const std::string& out_dir, std::uint64_t s
       if (num(m) >= 0) cells[key][proto][m].push_back(num(m));
     }
   }
-  json summary = {{"schema", "quiclab-compare-summary/1"}, {"bootstrap_seed", seed}, {"cells", json::array()},
+  json summary = {{"schema", "quiclab-compare-summary/1"},
+                  {"bootstrap_seed", seed},
+                  {"cells", json::array()},
                   {"ratios", json::array()}};
   for (auto& [key, protos] : counts) {
     for (auto& [proto, rc] : protos) {
-      json cell = {{"protocol", proto},   {"rtt_ms", key.rtt_ms},     {"loss_pct", key.loss_pct},
+      json cell = {{"protocol", proto},          {"rtt_ms", key.rtt_ms},     {"loss_pct", key.loss_pct},
                    {"rate_mbit", key.rate_mbit}, {"workload", key.workload}, {"runs", rc.first},
                    {"failed", rc.second}};
       for (const char* m : {"ttfb_ms", "handshake_ms", "complete_ms"}) cell[m] = describe(cells[key][proto][m], seed);

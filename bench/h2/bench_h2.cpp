@@ -224,7 +224,9 @@ int main(int argc, char** argv) {
   std::uint64_t small_requests = 1000000;
   std::size_t idle = 1000;
   app.add_option("--quiclab", quiclab, "the quiclab binary")->capture_default_str();
-  app.add_option("--rounds", rounds, "alternating rounds per workload")->capture_default_str()->check(CLI::Range(1, 20));
+  app.add_option("--rounds", rounds, "alternating rounds per workload")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 20));
   app.add_option("-n,--requests", small_requests, "requests per 1 KB round")->capture_default_str();
   app.add_option("--idle", idle, "idle connections for the memory figure")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -252,7 +254,8 @@ int main(int argc, char** argv) {
               cpu.c_str(), slurp("/proc/loadavg").c_str());
 
   std::random_device rd;
-  fs::path dir = fs::temp_directory_path() / ("quiclab-bench-h2-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
+  fs::path dir =
+      fs::temp_directory_path() / ("quiclab-bench-h2-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
   fs::create_directories(dir / "htdocs");
   struct Cleanup {
     fs::path d;
@@ -340,8 +343,8 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(1s);
     long after = rss_kib(t->child.pid);
     per_conn[i] = opened ? static_cast<double>(after - before) / static_cast<double>(opened) : 0;
-    std::printf("  %-8s %zu connections: %ld KiB -> %ld KiB, %.1f KiB per connection\n", t->name.c_str(), opened, before,
-                after, per_conn[i]);
+    std::printf("  %-8s %zu connections: %ld KiB -> %ld KiB, %.1f KiB per connection\n", t->name.c_str(), opened,
+                before, after, per_conn[i]);
     std::fflush(stdout);
   }
 

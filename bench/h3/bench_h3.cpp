@@ -15,16 +15,14 @@
 //
 // Run: build/bench/h3/quiclab_bench_h3 [--rounds 3] [--size-mib 100] [--conns 1000] [--json]
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <netinet/in.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -32,6 +30,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <sstream>
@@ -169,12 +168,24 @@ std::optional<double> timed(const std::vector<std::string>& argv, const fs::path
 }
 
 std::vector<std::string> gtlsclient(std::uint16_t port, const std::string& path) {
-  return {"gtlsclient", "-q", "--exit-on-all-streams-close", "--no-http-dump", "127.0.0.1", std::to_string(port),
+  return {"gtlsclient",
+          "-q",
+          "--exit-on-all-streams-close",
+          "--no-http-dump",
+          "127.0.0.1",
+          std::to_string(port),
           "https://127.0.0.1:" + std::to_string(port) + path};
 }
 
 std::vector<std::string> our_get(std::uint16_t port, const std::string& path, const std::string& payload = "auto") {
-  return {QUICLAB_BIN, "--log-level", "warn", "get", "--h3", "-k", "--max-udp-payload", payload,
+  return {QUICLAB_BIN,
+          "--log-level",
+          "warn",
+          "get",
+          "--h3",
+          "-k",
+          "--max-udp-payload",
+          payload,
           "https://127.0.0.1:" + std::to_string(port) + path};
 }
 
@@ -196,8 +207,8 @@ std::optional<nlohmann::json> our_bench(const std::vector<std::string>& extra, c
 
 // Peak RSS growth of a server while `quiclab bench --h3 -c conns` holds that many connections.
 std::optional<std::pair<double, double>> memory_with_connections(pid_t server, std::uint16_t port,
-                                                                const std::string& path, unsigned conns,
-                                                                const fs::path& log) {
+                                                                 const std::string& path, unsigned conns,
+                                                                 const fs::path& log) {
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   auto idle = rss_kib(server);
   auto c = spawn({QUICLAB_BIN, "--log-level", "error", "bench", "--h3", "-k", "-c", std::to_string(conns), "-m", "1",
@@ -366,8 +377,8 @@ int main(int argc, char** argv) {
         std::printf("  %-36s failed\n", name);
         return;
       }
-      std::printf("  %-36s %8.1f MiB (%.1f KiB/conn; idle %.1f MiB)\n", name, m->second,
-                  m->second * 1024.0 / conns, m->first);
+      std::printf("  %-36s %8.1f MiB (%.1f KiB/conn; idle %.1f MiB)\n", name, m->second, m->second * 1024.0 / conns,
+                  m->first);
       out["memory"][key] = {{"idle_mib", m->first}, {"growth_mib", m->second}, {"connections", conns}};
     };
     line("quiclab serve", mem_ours, "quiclab");

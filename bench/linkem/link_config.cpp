@@ -209,8 +209,7 @@ Result<double> parse_probability(std::string_view text) {
 
 Status LinkConfig::validate() const {
   if (!is_prob(loss)) return bad("loss must be in [0, 1]");
-  if (!is_prob(gilbert.p) || !is_prob(gilbert.r) || !is_prob(gilbert.loss_bad) ||
-      !is_prob(gilbert.loss_good)) {
+  if (!is_prob(gilbert.p) || !is_prob(gilbert.r) || !is_prob(gilbert.loss_bad) || !is_prob(gilbert.loss_good)) {
     return bad("Gilbert-Elliott parameters must be in [0, 1]");
   }
   if (queue_packets < 1) return bad("queue-pkts must be at least 1");
@@ -224,8 +223,8 @@ Status LinkConfig::validate() const {
 }
 
 std::string LinkConfig::to_spec() const {
-  std::string s = fmt::format("delay={} jitter={} reorder={}", format_duration(delay),
-                              format_duration(jitter), reorder ? 1 : 0);
+  std::string s =
+      fmt::format("delay={} jitter={} reorder={}", format_duration(delay), format_duration(jitter), reorder ? 1 : 0);
   switch (loss_model) {
     case LossModel::kNone:
       s += " loss-model=none";
@@ -234,8 +233,8 @@ std::string LinkConfig::to_spec() const {
       s += fmt::format(" loss={}", format_prob(loss));
       break;
     case LossModel::kGilbertElliott:
-      s += fmt::format(" ge-p={} ge-r={} ge-bad={} ge-good={}", format_prob(gilbert.p),
-                       format_prob(gilbert.r), format_prob(gilbert.loss_bad), format_prob(gilbert.loss_good));
+      s += fmt::format(" ge-p={} ge-r={} ge-bad={} ge-good={}", format_prob(gilbert.p), format_prob(gilbert.r),
+                       format_prob(gilbert.loss_bad), format_prob(gilbert.loss_good));
       break;
   }
   s += fmt::format(" rate={}bit queue-pkts={} queue-bytes={}", rate_bps, queue_packets, queue_bytes);
@@ -249,7 +248,10 @@ std::string LinkConfig::to_spec() const {
       s += fmt::format("{}{}-{}", i ? "+" : "", drop_list[i].first, drop_list[i].last);
     }
     s += fmt::format(" drop-flow={}:{}",
-                     drop_flow.protocol == 6 ? "tcp" : drop_flow.protocol == 17 ? "udp" : "any", drop_flow.port);
+                     drop_flow.protocol == 6    ? "tcp"
+                     : drop_flow.protocol == 17 ? "udp"
+                                                : "any",
+                     drop_flow.port);
   }
   s += fmt::format(" seed={}", seed);
   return s;

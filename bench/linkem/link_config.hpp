@@ -75,8 +75,8 @@ struct LinkConfig {
   bool reorder = false;
 
   LossModel loss_model = LossModel::kNone;
-  double loss = 0.0;          ///< Bernoulli loss probability in [0, 1].
-  GilbertElliott gilbert{};   ///< Used when loss_model is kGilbertElliott.
+  double loss = 0.0;         ///< Bernoulli loss probability in [0, 1].
+  GilbertElliott gilbert{};  ///< Used when loss_model is kGilbertElliott.
 
   std::uint64_t rate_bps = 0;        ///< Link rate in bit/s of IP packet bytes; 0 = unlimited.
   std::size_t queue_packets = 1000;  ///< Queue bound in packets waiting for the link (>= 1).

@@ -51,11 +51,11 @@ std::string_view fate_name(Fate f);
 struct LinkEvent {
   enum class Kind { kArrival, kDelivery };
   Kind kind = Kind::kArrival;
-  Timestamp time = 0;          ///< When it happened (arrival time, or the time delivery was made).
-  std::uint64_t seq = 0;       ///< 1-based arrival index in this direction.
-  std::uint32_t size = 0;      ///< Packet size in bytes.
+  Timestamp time = 0;      ///< When it happened (arrival time, or the time delivery was made).
+  std::uint64_t seq = 0;   ///< 1-based arrival index in this direction.
+  std::uint32_t size = 0;  ///< Packet size in bytes.
   Fate fate = Fate::kScheduled;
-  Timestamp deliver_at = 0;    ///< Scheduled delivery time (scheduled arrivals and deliveries).
+  Timestamp deliver_at = 0;  ///< Scheduled delivery time (scheduled arrivals and deliveries).
 };
 
 /// Histogram of how late deliveries were made (actual - scheduled), for the
@@ -87,7 +87,7 @@ struct LinkCounters {
   std::uint64_t delivered_bytes = 0;
   std::size_t max_queue_packets = 0;  ///< Most packets ever waiting for the link.
   std::size_t max_queue_bytes = 0;
-  LatenessHistogram lateness;         ///< Filled by take_due().
+  LatenessHistogram lateness;  ///< Filled by take_due().
 };
 
 /// A packet leaving the link.
@@ -161,7 +161,7 @@ class LinkDirection {
   bool gilbert_bad_ = false;
 
   std::uint64_t seq_ = 0;
-  Timestamp link_free_at_ = 0;     ///< Virtual link clock: when the transmitter is next idle.
+  Timestamp link_free_at_ = 0;      ///< Virtual link clock: when the transmitter is next idle.
   std::uint64_t carry_bit_ns_ = 0;  ///< Remainder of bits * 1e9 / rate, so rounding never drifts.
   Timestamp last_deliver_at_ = 0;
 

@@ -7,13 +7,12 @@
 // scripts/lab-bench.sh's job; this one isolates the core.
 #include <sys/resource.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 #include "bench/linkem/link_emulator.hpp"
 
@@ -70,7 +69,9 @@ nlohmann::json run(const std::string& spec, std::size_t packets, std::size_t siz
 int main(int argc, char** argv) {
   CLI::App app{"linkem_bench: throughput and CPU cost of the link emulator's scheduler (sans-IO)"};
   std::size_t packets = 2'000'000, size = 1500;
-  app.add_option("--packets", packets, "packets per setting")->capture_default_str()->check(CLI::Range(1000, 100'000'000));
+  app.add_option("--packets", packets, "packets per setting")
+      ->capture_default_str()
+      ->check(CLI::Range(1000, 100'000'000));
   app.add_option("--size", size, "packet bytes")->capture_default_str()->check(CLI::Range(20, 65535));
   CLI11_PARSE(app, argc, argv);
   nlohmann::json results = nlohmann::json::array();

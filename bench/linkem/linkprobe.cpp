@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -27,14 +28,12 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 #include "bench/compare/stats.hpp"
 
@@ -94,7 +93,8 @@ int serve(int port, double duration_s) {
   if (fd < 0) return die("socket");
   int big = 4 << 20;
   // Root may exceed rmem_max: a blast must not be lost in our own socket buffer.
-  if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big) < 0) ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+  if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big) < 0)
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<std::uint16_t>(port));
@@ -185,9 +185,7 @@ int serve(int port, double duration_s) {
 
 // One definition of percentiles and intervals for every benchmark and report
 // (bench/compare/stats.hpp): R-7 percentiles, Wilson intervals.
-double quantile(const std::vector<double>& v, double q) {
-  return quiclab::stats::percentile(v, 100.0 * q).value_or(0);
-}
+double quantile(const std::vector<double>& v, double q) { return quiclab::stats::percentile(v, 100.0 * q).value_or(0); }
 
 std::pair<double, double> wilson95(std::uint64_t losses, std::uint64_t trials) {
   if (trials == 0) return {0.0, 1.0};
@@ -232,8 +230,8 @@ nlohmann::json loss_json(std::uint64_t losses, std::uint64_t trials) {
 }
 
 struct Expect {
-  double rtt_ms = -1;    // < 0: no RTT target
-  double loss_pct = -1;  // < 0: no loss target
+  double rtt_ms = -1;        // < 0: no RTT target
+  double loss_pct = -1;      // < 0: no loss target
   double loss_autocorr = 0;  // lag-1 correlation of losses (bursty models), widens the verdict's interval
 };
 
@@ -318,7 +316,7 @@ int measure(const std::string& target, int count, double interval_ms, int size, 
   const std::uint64_t s2c_lost = at_server >= got ? at_server - got : 0;
 
   nlohmann::json m;
-  m["probes"] = {{"sent", sent}, {"at_server", at_server}, {"echoed", got}, {"duplicates", duplicates},
+  m["probes"] = {{"sent", sent},       {"at_server", at_server},    {"echoed", got}, {"duplicates", duplicates},
                  {"size_bytes", size}, {"interval_ms", interval_ms}};
   m["rtt_ms_median"] = quantile(rtts, 0.5);
   m["rtt_ms_p99"] = quantile(rtts, 0.99);
@@ -339,7 +337,8 @@ int measure(const std::string& target, int count, double interval_ms, int size, 
     const double offered_mbit = rate_mbit * 1.1;
     // Pace IP packet bytes (payload + 28 bytes of IPv4/UDP header) at 1.1x the cap.
     const auto gap_ns = static_cast<std::uint64_t>((payload + 28) * 8 / (offered_mbit * 1e6) * 1e9);
-    const auto total = static_cast<std::uint64_t>(seconds * 1e9 / static_cast<double>(std::max<std::uint64_t>(gap_ns, 1)));
+    const auto total =
+        static_cast<std::uint64_t>(seconds * 1e9 / static_cast<double>(std::max<std::uint64_t>(gap_ns, 1)));
     Client b = c;
     b.session = c.session ^ 0x5a5a5a5a5a5a5a5aULL;
     std::vector<std::uint8_t> pkt(static_cast<std::size_t>(payload), 0xab);
@@ -393,10 +392,15 @@ int measure(const std::string& target, int count, double interval_ms, int size, 
     }
     m["goodput_mbit"] = goodput;
     m["goodput_ip_mbit"] = goodput * (payload + 28) / payload;
-    m["blast"] = {{"payload_bytes", payload},   {"offered_mbit", offered_mbit}, {"sent", sent_total},
-                  {"sent_mbit", static_cast<double>(sent_total * static_cast<std::uint64_t>(payload + 28) * 8) / send_s / 1e6},
-                  {"send_errors", send_errors}, {"send_seconds", send_s},       {"received", bs.blast_packets},
-                  {"span_seconds", static_cast<double>(bs.blast_span_ns) / 1e9}};
+    m["blast"] = {
+        {"payload_bytes", payload},
+        {"offered_mbit", offered_mbit},
+        {"sent", sent_total},
+        {"sent_mbit", static_cast<double>(sent_total * static_cast<std::uint64_t>(payload + 28) * 8) / send_s / 1e6},
+        {"send_errors", send_errors},
+        {"send_seconds", send_s},
+        {"received", bs.blast_packets},
+        {"span_seconds", static_cast<double>(bs.blast_span_ns) / 1e9}};
   }
   // Verdict against the fidelity targets: RTT median within +-1 ms, the
   // configured loss inside the measured 95 % interval, goodput within 5 % of the cap.
@@ -471,10 +475,16 @@ int main(int argc, char** argv) {
   auto* mes = app.add_subcommand("measure", "probe RTT and loss, then goodput; prints one JSON object");
   mes->add_option("--to", to, "server ADDR:PORT")->required();
   mes->add_option("--count", count, "probes to send")->capture_default_str()->check(CLI::Range(1, 1000000));
-  mes->add_option("--interval-ms", interval_ms, "gap between probes")->capture_default_str()->check(CLI::Range(0.01, 10000.0));
-  mes->add_option("--size", size, "probe size in bytes (UDP payload)")->capture_default_str()->check(CLI::Range(32, 65507));
+  mes->add_option("--interval-ms", interval_ms, "gap between probes")
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 10000.0));
+  mes->add_option("--size", size, "probe size in bytes (UDP payload)")
+      ->capture_default_str()
+      ->check(CLI::Range(32, 65507));
   mes->add_option("--rate-mbit", rate_mbit, "configured cap; 0 skips the goodput phase")->capture_default_str();
-  mes->add_option("--seconds", seconds, "length of the goodput blast")->capture_default_str()->check(CLI::Range(0.1, 60.0));
+  mes->add_option("--seconds", seconds, "length of the goodput blast")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 60.0));
   Expect expect;
   std::string model = "bernoulli";
   mes->add_option("--expect-rtt-ms", expect.rtt_ms, "configured RTT, for the verdict");
@@ -483,7 +493,8 @@ int main(int argc, char** argv) {
   mes->add_option("--loss-autocorr", expect.loss_autocorr,
                   "lag-1 correlation of the configured loss process (Gilbert-Elliott: 1 - p - r), for the verdict")
       ->check(CLI::Range(0.0, 1.0));
-  mes->add_option("--blast-size", blast_size, "blast UDP payload bytes (1472 fills a 1500-byte MTU)")->capture_default_str();
+  mes->add_option("--blast-size", blast_size, "blast UDP payload bytes (1472 fills a 1500-byte MTU)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   go_realtime(realtime);
   if (srv->parsed()) return serve(port, duration);

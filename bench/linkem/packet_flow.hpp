@@ -17,7 +17,7 @@ struct FlowKey {
   std::uint8_t protocol = 0;    ///< IP protocol number (6 TCP, 17 UDP, ...).
   std::array<std::uint8_t, 16> src{};
   std::array<std::uint8_t, 16> dst{};
-  std::uint16_t src_port = 0;   ///< 0 when the packet has no TCP/UDP header (or is a fragment).
+  std::uint16_t src_port = 0;  ///< 0 when the packet has no TCP/UDP header (or is a fragment).
   std::uint16_t dst_port = 0;
 
   bool operator==(const FlowKey&) const = default;

@@ -145,10 +145,26 @@ int main(int argc, char** argv) {
   char dir_template[] = "/tmp/quiclab-stun-bench-XXXXXX";
   std::string dir = mkdtemp(dir_template);
   auto port = free_port_pair();
-  test::ChildProcess coturn({"/usr/bin/turnserver", "-n", "-z", "-S", "--listening-ip", "127.0.0.1", "-p",
-                             std::to_string(port), "--no-tcp", "--no-tls", "--no-dtls", "--no-cli",
-                             "--no-software-attribute", "--log-file", dir + "/turn.log", "--simple-log", "--pidfile",
-                             dir + "/turn.pid", "--userdb", dir + "/turndb"});
+  test::ChildProcess coturn({"/usr/bin/turnserver",
+                             "-n",
+                             "-z",
+                             "-S",
+                             "--listening-ip",
+                             "127.0.0.1",
+                             "-p",
+                             std::to_string(port),
+                             "--no-tcp",
+                             "--no-tls",
+                             "--no-dtls",
+                             "--no-cli",
+                             "--no-software-attribute",
+                             "--log-file",
+                             dir + "/turn.log",
+                             "--simple-log",
+                             "--pidfile",
+                             dir + "/turn.pid",
+                             "--userdb",
+                             dir + "/turndb"});
   auto coturn_addr = SocketAddress::from_ip("127.0.0.1", port).value();
   if (!answers(our_addr) || !answers(coturn_addr)) {
     std::fprintf(stderr, "a server does not answer Binding requests\n");
@@ -202,7 +218,8 @@ int main(int argc, char** argv) {
       auto n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
       if (n <= 0) break;
       auto r = stun::decode(ByteView(buf, static_cast<std::size_t>(n)));
-      if (r && r->method == stun::method::kRegister && r->message_class == stun::MessageClass::SuccessResponse) registered++;
+      if (r && r->method == stun::method::kRegister && r->message_class == stun::MessageClass::SuccessResponse)
+        registered++;
     }
   }
   ::close(fd);

@@ -3,7 +3,6 @@
 // line naming the peer and the reason, and a well-behaved client connected
 // at the same time keeps being served.
 #include <catch2/catch.hpp>
-
 #include <random>
 #include <sstream>
 #include <thread>
@@ -148,7 +147,8 @@ TEST_CASE("DATA on a closed stream: STREAM_CLOSED", "[h2][bad-input][sanitize]")
   auto bad = connected_with_preface(srv);
   REQUIRE(bad->send_request(1, "GET", "/health"));
   REQUIRE(bad->read_until([](const Frame& f) {
-    return f.stream == 1 && (f.type == NGHTTP2_DATA || f.type == NGHTTP2_HEADERS) && (f.flags & NGHTTP2_FLAG_END_STREAM);
+    return f.stream == 1 && (f.type == NGHTTP2_DATA || f.type == NGHTTP2_HEADERS) &&
+           (f.flags & NGHTTP2_FLAG_END_STREAM);
   }));
   // Stream 1 is closed on both sides: we sent END_STREAM, so did the server.
   REQUIRE(bad->send_frame(NGHTTP2_DATA, 0, 1, as_bytes("late")));

@@ -1,11 +1,10 @@
 // RFC 9113 conformance for the MUSTs that our code, not nghttp2, is responsible
 // for: what we advertise and what we send. docs/h2.md lists each case with its
 // section. Everything goes through real TLS sockets to the real binary.
-#include <catch2/catch.hpp>
-
 #include <signal.h>
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cctype>
 #include <map>
 #include <thread>
@@ -89,9 +88,10 @@ TEST_CASE("RFC 9113 3.4, 6.5.2: server preface is SETTINGS with the configured v
   CHECK(ack->length == 0);
 }
 
-TEST_CASE("RFC 9113 8.1.1, 8.2.1, 8.2.2, 8.3.2: content-length matches DATA, lower-case fields, no "
-          "connection-specific fields, :status first",
-          "[h2][conformance][sanitize]") {
+TEST_CASE(
+    "RFC 9113 8.1.1, 8.2.1, 8.2.2, 8.3.2: content-length matches DATA, lower-case fields, no "
+    "connection-specific fields, :status first",
+    "[h2][conformance][sanitize]") {
   TempDir tmp;
   write_generated_file(tmp.path / "f.bin", 70000);
   test::Server srv({}, tmp.path);
@@ -101,8 +101,8 @@ TEST_CASE("RFC 9113 8.1.1, 8.2.1, 8.2.2, 8.3.2: content-length matches DATA, low
   REQUIRE(c->send_preface({{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20}}));
   REQUIRE(c->send_window_update(0, 1 << 24));
   std::uint32_t id = 1;
-  for (const std::string path : {"/bytes/0", "/bytes/1", "/bytes/16384", "/bytes/100000", "/f.bin", "/health",
-                                 "/missing", "/metrics"}) {
+  for (const std::string path :
+       {"/bytes/0", "/bytes/1", "/bytes/16384", "/bytes/100000", "/f.bin", "/health", "/missing", "/metrics"}) {
     INFO(path);
     REQUIRE(c->send_request(id, "GET", path));
     auto e = read_response(*c, id);
@@ -227,9 +227,10 @@ TEST_CASE("RFC 9113 5.1.2: streams beyond our SETTINGS_MAX_CONCURRENT_STREAMS ar
   }
 }
 
-TEST_CASE("RFC 9113 6.8: SIGTERM mid-transfer: GOAWAY 2^31-1 + PING, then GOAWAY with the last stream, "
-          "in-flight stream completes, exit 0",
-          "[h2][conformance][shutdown][sanitize]") {
+TEST_CASE(
+    "RFC 9113 6.8: SIGTERM mid-transfer: GOAWAY 2^31-1 + PING, then GOAWAY with the last stream, "
+    "in-flight stream completes, exit 0",
+    "[h2][conformance][shutdown][sanitize]") {
   test::Server srv;
   REQUIRE(srv.ok());
   auto c = RawClient::connect(srv.port());

@@ -1,9 +1,8 @@
 // Our server with real HTTP/2 peers from Debian: curl (built on nghttp2),
 // nghttp and h2load, all over loopback TLS.
-#include <catch2/catch.hpp>
-
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <fstream>
 #include <random>
 #include <thread>
@@ -65,16 +64,16 @@ TEST_CASE("curl --http2: POST /echo returns the body byte-exact, too large gets 
   auto in = tmp.path / "in";
   auto out = tmp.path / "out";
   write_random_file(in, 3'000'000, 7);
-  auto r = run(curl(srv, {"--data-binary", "@" + in.string(), "-o", out.string(), "-w", "%{http_code}",
-                          srv.url("/echo")}));
+  auto r =
+      run(curl(srv, {"--data-binary", "@" + in.string(), "-o", out.string(), "-w", "%{http_code}", srv.url("/echo")}));
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   CHECK(r.out == "200");
   CHECK(sha256(in) == sha256(out));
 
   write_random_file(in, 5'000'000, 8);
-  auto big = run(curl(srv, {"--data-binary", "@" + in.string(), "-o", "/dev/null", "-w", "%{http_code}",
-                            srv.url("/echo")}));
+  auto big =
+      run(curl(srv, {"--data-binary", "@" + in.string(), "-o", "/dev/null", "-w", "%{http_code}", srv.url("/echo")}));
   INFO(big.err);
   CHECK(big.out == "413");
   CHECK(srv.wait_for_log({"exceeds max request body", "answering 413"}));
@@ -96,8 +95,9 @@ TEST_CASE("static files under --root: sha256 equal, escapes refused with 4xx", "
   CHECK(sha256(out) == sha256(root / "sub" / "file.bin"));
 
   const std::pair<std::string, std::string> refused[] = {
-      {"/../secret.txt", "400"}, {"/sub/../../secret.txt", "400"}, {"/%2e%2e/secret.txt", "400"},
-      {"/sub%2f..%2f..%2fsecret.txt", "400"}, {"/link.txt", "403"}, {"/missing", "404"}};
+      {"/../secret.txt", "400"},     {"/sub/../../secret.txt", "400"},
+      {"/%2e%2e/secret.txt", "400"}, {"/sub%2f..%2f..%2fsecret.txt", "400"},
+      {"/link.txt", "403"},          {"/missing", "404"}};
   for (const auto& [path, status] : refused) {
     auto e = run(curl(srv, {"--path-as-is", "-o", "/dev/null", "-w", "%{http_code}", srv.url(path)}));
     INFO(path << ": " << e.err);

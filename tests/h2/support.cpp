@@ -164,8 +164,8 @@ Server::Server(std::vector<std::string> extra_args, std::optional<fs::path> root
   cert_ = paths->cert;
   key_ = paths->key;
   log_file_ = dir_.path / "server.log";
-  std::vector<std::string> args = {QUICLAB_BIN, "--log-level", "debug", "serve", "--listen", "127.0.0.1:0",
-                                   "--cert",    cert_.string(), "--key", key_.string()};
+  std::vector<std::string> args = {QUICLAB_BIN,   "--log-level", "debug",        "serve", "--listen",
+                                   "127.0.0.1:0", "--cert",      cert_.string(), "--key", key_.string()};
   if (root) {
     args.push_back("--root");
     args.push_back(root->string());
@@ -236,9 +236,7 @@ Server::~Server() {
   }
 }
 
-std::string Server::url(const std::string& path) const {
-  return "https://127.0.0.1:" + std::to_string(port_) + path;
-}
+std::string Server::url(const std::string& path) const { return "https://127.0.0.1:" + std::to_string(port_) + path; }
 
 std::string Server::log() const { return read_text(log_file_); }
 
@@ -393,8 +391,8 @@ bool RawClient::send_preface(const std::vector<std::pair<std::uint16_t, std::uin
   return send_frame(NGHTTP2_SETTINGS, 0, 0, p);
 }
 
-bool RawClient::send_request(std::uint32_t stream, const std::string& method, const std::string& path,
-                             bool end_stream, const std::vector<std::pair<std::string, std::string>>& extra) {
+bool RawClient::send_request(std::uint32_t stream, const std::string& method, const std::string& path, bool end_stream,
+                             const std::vector<std::pair<std::string, std::string>>& extra) {
   std::vector<std::pair<std::string, std::string>> h = {
       {":method", method}, {":scheme", "https"}, {":authority", "localhost"}, {":path", path}};
   h.insert(h.end(), extra.begin(), extra.end());
@@ -455,13 +453,15 @@ std::optional<Frame> RawClient::read_frame(int timeout_ms) {
   f.length = (std::uint32_t{hd[0]} << 16) | (std::uint32_t{hd[1]} << 8) | hd[2];
   f.type = hd[3];
   f.flags = hd[4];
-  f.stream = ((std::uint32_t{hd[5]} << 24) | (std::uint32_t{hd[6]} << 16) | (std::uint32_t{hd[7]} << 8) | hd[8]) &
-             0x7fffffffu;
+  f.stream =
+      ((std::uint32_t{hd[5]} << 24) | (std::uint32_t{hd[6]} << 16) | (std::uint32_t{hd[7]} << 8) | hd[8]) & 0x7fffffffu;
   f.payload.resize(f.length);
   if (f.length > 0 && !read_exact(f.payload.data(), f.length, timeout_ms)) return std::nullopt;
   if (auto_ack) {
-    if (f.type == NGHTTP2_SETTINGS && !(f.flags & NGHTTP2_FLAG_ACK)) send_frame(NGHTTP2_SETTINGS, NGHTTP2_FLAG_ACK, 0, {});
-    if (f.type == NGHTTP2_PING && !(f.flags & NGHTTP2_FLAG_ACK)) send_frame(NGHTTP2_PING, NGHTTP2_FLAG_ACK, 0, f.payload);
+    if (f.type == NGHTTP2_SETTINGS && !(f.flags & NGHTTP2_FLAG_ACK))
+      send_frame(NGHTTP2_SETTINGS, NGHTTP2_FLAG_ACK, 0, {});
+    if (f.type == NGHTTP2_PING && !(f.flags & NGHTTP2_FLAG_ACK))
+      send_frame(NGHTTP2_PING, NGHTTP2_FLAG_ACK, 0, f.payload);
   }
   frames_.push_back(f);
   return f;

@@ -3,12 +3,11 @@
 // bounded flood of real Initials from many source ports. The server must not
 // crash, must keep serving a real client (gtlsclient) meanwhile and after, and
 // its state must stay bounded. Cheap enough for the ASan+UBSan run.
-#include <catch2/catch.hpp>
-
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <random>
 
 #include "tests/h3/support.hpp"
@@ -104,8 +103,8 @@ TEST_CASE("h3 bad input: junk, truncated, oversized, forged tokens and an Initia
   CHECK(server.connections_now() <= 400 + 2);
 
   // After the flood, a new client is still served.
-  auto r2 = run_process(gtlsclient(server, {"--download=" + dl.string()}, {"/bytes/123456"}), 300,
-                        tmp.path() / "c2.log");
+  auto r2 =
+      run_process(gtlsclient(server, {"--download=" + dl.string()}, {"/bytes/123456"}), 300, tmp.path() / "c2.log");
   INFO(r2.log);
   CHECK(r2.exit_code == 0);
   CHECK(is_generated_body(dl / "123456", 123456));

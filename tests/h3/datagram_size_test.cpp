@@ -4,7 +4,6 @@
 // size) caps what each side sends and, through the max_udp_payload_size
 // transport parameter, what the other side sends too. Bodies stay byte-exact.
 #include <catch2/catch.hpp>
-
 #include <fstream>
 
 #include "tests/h3/support.hpp"
@@ -45,8 +44,8 @@ quic::ServerCoreStats run_pair(const h3::ServerConfig& config, const std::vector
   REQUIRE(r.exit_code == 0);
   CHECK(is_generated_body(tmp.path() / "down", kDown));
 
-  std::vector<std::string> post{QUICLAB_BIN, "get", "--h3", "--insecure", "--data-file", up.string(), "-o",
-                                (tmp.path() / "echo").string()};
+  std::vector<std::string> post{QUICLAB_BIN,   "get",       "--h3", "--insecure",
+                                "--data-file", up.string(), "-o",   (tmp.path() / "echo").string()};
   post.insert(post.end(), client_options.begin(), client_options.end());
   post.push_back(server.url("/echo"));
   auto p = run_process(post, kClientTimeout, tmp.path() / "post.log");
@@ -64,7 +63,7 @@ quic::ServerCoreStats run_pair(const h3::ServerConfig& config, const std::vector
 TEST_CASE("h3 datagrams: loopback peers use datagrams above 1452 bytes both ways", "[mtu]") {
   auto s = run_pair({}, {}, "auto");
   INFO("largest in " << s.max_datagram_in << ", out " << s.max_datagram_out << "; most per GSO send "
-                      << s.max_batch_datagrams);
+                     << s.max_batch_datagrams);
   CHECK(s.max_datagram_out > NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE);
   CHECK(s.max_datagram_out <= quic::kMaxLocalUdpPayload);
   CHECK(s.max_datagram_in > NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE);  // the upload
@@ -74,9 +73,9 @@ TEST_CASE("h3 datagrams: loopback peers use datagrams above 1452 bytes both ways
 TEST_CASE("h3 datagrams: a client's --max-udp-payload caps both directions", "[mtu]") {
   auto s = run_pair({}, {"--max-udp-payload", "1400"}, "client-cap");
   INFO("largest in " << s.max_datagram_in << ", out " << s.max_datagram_out << "; most per GSO send "
-                      << s.max_batch_datagrams);
+                     << s.max_batch_datagrams);
   CHECK(s.max_datagram_in <= 1400);
-  CHECK(s.max_datagram_in >= 1200);  // Initials are padded to at least 1200
+  CHECK(s.max_datagram_in >= 1200);   // Initials are padded to at least 1200
   CHECK(s.max_datagram_out <= 1400);  // the server obeys the client's transport parameter
   // ... and sizes its GSO batches by the packets it really builds: sized by
   // its own 16 KiB limit a batch would stop at 65507 / 16384 = 3 packets.
@@ -88,7 +87,7 @@ TEST_CASE("h3 datagrams: a server's forced size caps both directions", "[mtu]") 
   config.quic.udp_payload = quic::UdpPayloadPolicy{1300};
   auto s = run_pair(config, {}, "server-cap");
   INFO("largest in " << s.max_datagram_in << ", out " << s.max_datagram_out << "; most per GSO send "
-                      << s.max_batch_datagrams);
+                     << s.max_batch_datagrams);
   CHECK(s.max_datagram_out <= 1300);
   CHECK(s.max_datagram_out >= 1200);
   // Our client sends 1200-byte datagrams until the handshake completes (it
@@ -115,6 +114,7 @@ TEST_CASE("h3 datagrams: a bad --max-udp-payload is a usage error naming the val
     INFO(r.log);
     CHECK(r.exit_code == 2);
     CHECK(r.log.find("--max-udp-payload") != std::string::npos);
-    CHECK(r.log.find("expected 'auto' or a UDP payload size in bytes from 1200 to 65507, got '" + value + "'") != std::string::npos);
+    CHECK(r.log.find("expected 'auto' or a UDP payload size in bytes from 1200 to 65507, got '" + value + "'") !=
+          std::string::npos);
   }
 }

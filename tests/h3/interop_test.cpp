@@ -4,11 +4,10 @@
 // server counted (handshakes, Retry, resumption, 0-RTT, key updates, path
 // validations, the amplification ratio).
 #include <catch2/catch.hpp>
-
+#include <chrono>
 #include <fstream>
 #include <random>
 #include <thread>
-#include <chrono>
 
 #include "tests/h3/support.hpp"
 
@@ -91,8 +90,8 @@ TEST_CASE("h3 interop: 100 concurrent streams, byte-exact", "[interop]") {
   fs::create_directory(dl);
   std::vector<std::string> paths;
   for (int i = 0; i < 100; ++i) paths.push_back(size_path(100'000 + i));
-  auto r = run_process(gtlsclient(server, {"--download=" + dl.string()}, paths), kClientTimeout,
-                       tmp.path() / "client.log");
+  auto r =
+      run_process(gtlsclient(server, {"--download=" + dl.string()}, paths), kClientTimeout, tmp.path() / "client.log");
   INFO(r.log);
   REQUIRE(r.exit_code == 0);
   int good = 0;
@@ -254,9 +253,9 @@ TEST_CASE("h3 interop: transferloss and handshakeloss", "[interop]") {
   auto dl = tmp.path() / "dl";
   fs::create_directory(dl);
   SECTION("transferloss: 2% each way during a 4 MB transfer") {
-    auto r = run_process(gtlsclient(server, {"--download=" + dl.string(), "--tx-loss=0.02", "--rx-loss=0.02"},
-                                    {"/bytes/4m"}),
-                         kClientTimeout, tmp.path() / "client.log");
+    auto r = run_process(
+        gtlsclient(server, {"--download=" + dl.string(), "--tx-loss=0.02", "--rx-loss=0.02"}, {"/bytes/4m"}),
+        kClientTimeout, tmp.path() / "client.log");
     INFO(r.log);
     REQUIRE(r.exit_code == 0);
     CHECK(is_generated_body(dl / "4m", 4 * 1024 * 1024));
@@ -322,9 +321,9 @@ TEST_CASE("h3 interop: version negotiation", "[interop]") {
   fs::create_directory(dl);
   // The client starts with a reserved version, learns v1 from our Version
   // Negotiation packet and connects with it.
-  auto r = run_process(gtlsclient(server, {"--download=" + dl.string(), "-v", "0x1a2a3a4a", "--preferred-versions=v1"},
-                                  {"/bytes/1000"}),
-                       kClientTimeout, tmp.path() / "client.log");
+  auto r = run_process(
+      gtlsclient(server, {"--download=" + dl.string(), "-v", "0x1a2a3a4a", "--preferred-versions=v1"}, {"/bytes/1000"}),
+      kClientTimeout, tmp.path() / "client.log");
   INFO(r.log);
   REQUIRE(r.exit_code == 0);
   CHECK(is_generated_body(dl / "1000", 1000));
@@ -348,8 +347,9 @@ TEST_CASE("h3 interop: static files from a root (copied through a bounded buffer
   TempDir tmp("h3-static");
   auto dl = tmp.path() / "dl";
   fs::create_directory(dl);
-  auto r = run_process(gtlsclient(server, {"--download=" + dl.string()}, {"/blob.bin", "/missing.txt", "/../etc/passwd"}),
-                       kClientTimeout, tmp.path() / "client.log");
+  auto r =
+      run_process(gtlsclient(server, {"--download=" + dl.string()}, {"/blob.bin", "/missing.txt", "/../etc/passwd"}),
+                  kClientTimeout, tmp.path() / "client.log");
   INFO(r.log);
   REQUIRE(r.exit_code == 0);
   std::ifstream in(dl / "blob.bin", std::ios::binary);
@@ -404,7 +404,8 @@ TEST_CASE("h3: the idle timeout closes a silent connection and the server serves
   INFO(silent.log);
   CHECK_FALSE(fs::exists(dl / "1000"));  // the request never went out on that connection
   // The server's own idle timer ends its side (not the shutdown below).
-  for (int i = 0; i < 1500 && server.connections_now() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (int i = 0; i < 1500 && server.connections_now() > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   CHECK(server.connections_now() == 0);
   // The next client is served as usual.
   auto next = run_process(gtlsclient(server, {"--download=" + dl.string()}, {"/bytes/2000"}), kClientTimeout,

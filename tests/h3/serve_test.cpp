@@ -1,10 +1,9 @@
 // `quiclab serve` as a process: HTTP/3 on the TCP port number, Alt-Svc on
 // HTTP/2 responses, --retry and --qlog-dir wired through, graceful exit on SIGTERM.
-#include <catch2/catch.hpp>
-
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <fstream>
 #include <regex>
@@ -44,8 +43,8 @@ TEST_CASE("h3 serve: one port number for h2 and h3, Alt-Svc, --retry, --qlog-dir
   TempDir tmp("h3-serve");
   auto qlog = tmp.path() / "qlog";
   auto log = tmp.path() / "serve.log";
-  int pid = spawn_process({QUICLAB_BIN, "serve", "--listen", "127.0.0.1:0", "--retry", "--qlog-dir", qlog.string()},
-                          log);
+  int pid =
+      spawn_process({QUICLAB_BIN, "serve", "--listen", "127.0.0.1:0", "--retry", "--qlog-dir", qlog.string()}, log);
   REQUIRE(pid > 0);
   std::string text;
   const std::string port = listening_port(log, "h3 udp", text);
@@ -56,8 +55,9 @@ TEST_CASE("h3 serve: one port number for h2 and h3, Alt-Svc, --retry, --qlog-dir
   CHECK(h2_port == port);
 
   // HTTP/2 advertises HTTP/3 on the same port.
-  auto curl = run_process({"curl", "-sk", "--http2", "-o", "/dev/null", "-D", "-", "https://127.0.0.1:" + port + "/health"},
-                          60, tmp.path() / "curl.log");
+  auto curl =
+      run_process({"curl", "-sk", "--http2", "-o", "/dev/null", "-D", "-", "https://127.0.0.1:" + port + "/health"}, 60,
+                  tmp.path() / "curl.log");
   INFO(curl.log);
   CHECK(curl.exit_code == 0);
   CHECK(curl.log.find("alt-svc: h3=\":" + port + "\"") != std::string::npos);
@@ -65,14 +65,14 @@ TEST_CASE("h3 serve: one port number for h2 and h3, Alt-Svc, --retry, --qlog-dir
   // HTTP/3 on that port, through a Retry, with a qlog file written.
   auto dl = tmp.path() / "dl";
   fs::create_directory(dl);
-  auto r = run_process({"gtlsclient", "-q", "--exit-on-all-streams-close", "--no-http-dump", "--download=" + dl.string(),
-                        "127.0.0.1", port, "https://127.0.0.1:" + port + "/bytes/200000"},
+  auto r = run_process({"gtlsclient", "-q", "--exit-on-all-streams-close", "--no-http-dump",
+                        "--download=" + dl.string(), "127.0.0.1", port, "https://127.0.0.1:" + port + "/bytes/200000"},
                        120, tmp.path() / "client.log");
   INFO(r.log);
   CHECK(r.exit_code == 0);
   CHECK(is_generated_body(dl / "200000", 200000));
-  auto metrics = run_process({"curl", "-sk", "--http2", "https://127.0.0.1:" + port + "/metrics"}, 60,
-                             tmp.path() / "metrics.log");
+  auto metrics =
+      run_process({"curl", "-sk", "--http2", "https://127.0.0.1:" + port + "/metrics"}, 60, tmp.path() / "metrics.log");
   CHECK(metrics.log.find("protocol=\"h3\"") != std::string::npos);
   std::size_t qlogs = 0;
   for (const auto& e : fs::directory_iterator(qlog)) qlogs += e.path().extension() == ".sqlog" ? 1 : 0;
@@ -88,7 +88,8 @@ TEST_CASE("h3 serve: one port number for h2 and h3, Alt-Svc, --retry, --qlog-dir
 
 TEST_CASE("h3 serve: --cc picks ngtcp2's congestion controller; a bad name is a usage error", "[serve]") {
   TempDir tmp("h3-serve-cc");
-  auto bad = run_process({QUICLAB_BIN, "serve", "--listen", "127.0.0.1:0", "--cc", "vegas"}, 60, tmp.path() / "bad.log");
+  auto bad =
+      run_process({QUICLAB_BIN, "serve", "--listen", "127.0.0.1:0", "--cc", "vegas"}, 60, tmp.path() / "bad.log");
   INFO(bad.log);
   CHECK(bad.exit_code == 2);
   CHECK(bad.log.find("--cc") != std::string::npos);
@@ -103,9 +104,10 @@ TEST_CASE("h3 serve: --cc picks ngtcp2's congestion controller; a bad name is a 
     REQUIRE(!port.empty());
     auto dl = tmp.path() / ("dl-" + cc);
     fs::create_directory(dl);
-    auto r = run_process({"gtlsclient", "-q", "--exit-on-all-streams-close", "--no-http-dump",
-                          "--download=" + dl.string(), "127.0.0.1", port, "https://127.0.0.1:" + port + "/bytes/3000000"},
-                         120, tmp.path() / ("client-" + cc + ".log"));
+    auto r =
+        run_process({"gtlsclient", "-q", "--exit-on-all-streams-close", "--no-http-dump", "--download=" + dl.string(),
+                     "127.0.0.1", port, "https://127.0.0.1:" + port + "/bytes/3000000"},
+                    120, tmp.path() / ("client-" + cc + ".log"));
     INFO(r.log);
     CHECK(r.exit_code == 0);
     CHECK(is_generated_body(dl / "3000000", 3000000));
@@ -135,8 +137,8 @@ TEST_CASE("serve: --tcp-cc sets HTTP/2's TCP congestion control; an unknown one 
   // connection open while ss looks at its congestion control.
   auto r = run_process({"bash", "-c",
                         "curl -sk --http2 --limit-rate 1M -o /dev/null https://127.0.0.1:" + port +
-                            "/bytes/64m & c=$!; for i in $(seq 100); do ss -tin state established '( sport = :" +
-                            port + " )' | grep -q reno && { echo CC-RENO; break; }; sleep 0.1; done; kill $c; wait"},
+                            "/bytes/64m & c=$!; for i in $(seq 100); do ss -tin state established '( sport = :" + port +
+                            " )' | grep -q reno && { echo CC-RENO; break; }; sleep 0.1; done; kill $c; wait"},
                        60, tmp.path() / "ss.log");
   INFO(r.log);
   CHECK(r.log.find("CC-RENO") != std::string::npos);

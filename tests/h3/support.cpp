@@ -80,7 +80,8 @@ ProcessResult wait_process(int pid, double timeout_s, const fs::path& log_file) 
   std::stringstream ss;
   ss << in.rdbuf();
   r.log = ss.str();
-  if (auto report = sanitizer_report(ss.str())) FAIL_CHECK("the process logging to " << log_file.string() << " printed a sanitizer report:\n" << *report);
+  if (auto report = sanitizer_report(ss.str()))
+    FAIL_CHECK("the process logging to " << log_file.string() << " printed a sanitizer report:\n" << *report);
   if (r.log.size() > 4000) r.log = "..." + r.log.substr(r.log.size() - 4000);
   return r;
 }
@@ -108,7 +109,8 @@ H3ServerHarness::H3ServerHarness(h3::ServerConfig config, std::string ip, http::
     uv::Loop loop;
     http::App app(app_config, metrics_);
     auto addr = SocketAddress::from_ip(ip_, 0);
-    auto socket = addr ? quic::open_udp(loop, *addr, config.udp) : Result<std::unique_ptr<quic::UdpSocket>>(addr.error());
+    auto socket =
+        addr ? quic::open_udp(loop, *addr, config.udp) : Result<std::unique_ptr<quic::UdpSocket>>(addr.error());
     auto server = socket ? std::make_unique<h3::Server>(loop, app, config, **socket) : nullptr;
     auto st = !socket ? Status(socket.error()) : server->start();
     if (!st) {
@@ -124,7 +126,9 @@ H3ServerHarness::H3ServerHarness(h3::ServerConfig config, std::string ip, http::
     async->data = server.get();
     uv_async_init(loop.get(), async, [](uv_async_t* a) {
       auto* srv = static_cast<h3::Server*>(a->data);
-      srv->shutdown([a] { uv_close(reinterpret_cast<uv_handle_t*>(a), [](uv_handle_t* h) { delete reinterpret_cast<uv_async_t*>(h); }); });
+      srv->shutdown([a] {
+        uv_close(reinterpret_cast<uv_handle_t*>(a), [](uv_handle_t* h) { delete reinterpret_cast<uv_async_t*>(h); });
+      });
     });
     async_ = async;
     uv::Timer sampler(loop);

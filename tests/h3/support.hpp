@@ -31,13 +31,14 @@ class TempDir {
 };
 
 struct ProcessResult {
-  int exit_code = -1;     ///< Exit status, or 128+signal.
-  bool timed_out = false; ///< Killed (SIGKILL) after the timeout.
-  std::string log;        ///< Tail of the combined stdout/stderr, for failure messages.
+  int exit_code = -1;      ///< Exit status, or 128+signal.
+  bool timed_out = false;  ///< Killed (SIGKILL) after the timeout.
+  std::string log;         ///< Tail of the combined stdout/stderr, for failure messages.
 };
 
 /// Runs argv[0] with argv, stdout+stderr to log_file; kills it after timeout_s.
-ProcessResult run_process(const std::vector<std::string>& argv, double timeout_s, const std::filesystem::path& log_file);
+ProcessResult run_process(const std::vector<std::string>& argv, double timeout_s,
+                          const std::filesystem::path& log_file);
 
 /// Starts a child without waiting; returns its pid (or -1). Use wait_process.
 int spawn_process(const std::vector<std::string>& argv, const std::filesystem::path& log_file);
@@ -46,8 +47,7 @@ ProcessResult wait_process(int pid, double timeout_s, const std::filesystem::pat
 /// The HTTP/3 server on a loop thread, bound to ip:0.
 class H3ServerHarness {
  public:
-  explicit H3ServerHarness(h3::ServerConfig config = {}, std::string ip = "127.0.0.1",
-                           http::AppConfig app_config = {});
+  explicit H3ServerHarness(h3::ServerConfig config = {}, std::string ip = "127.0.0.1", http::AppConfig app_config = {});
   ~H3ServerHarness();
   H3ServerHarness(const H3ServerHarness&) = delete;
   H3ServerHarness& operator=(const H3ServerHarness&) = delete;

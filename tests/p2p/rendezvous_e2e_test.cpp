@@ -1,9 +1,9 @@
 // End-to-end tests of `quiclab rendezvous` over real UDP sockets on loopback:
 // introductions, what a third party cannot do, bad input and a bounded flood.
-#include <catch2/catch.hpp>
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <memory>
 #include <regex>
@@ -58,9 +58,7 @@ class UdpSocket {
     getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len);
     return SocketAddress(reinterpret_cast<sockaddr*>(&ss));
   }
-  void send(const SocketAddress& to, ByteView data) {
-    ::sendto(fd_, data.data(), data.size(), 0, to.sa(), to.size());
-  }
+  void send(const SocketAddress& to, ByteView data) { ::sendto(fd_, data.data(), data.size(), 0, to.sa(), to.size()); }
   /// One datagram, or nullopt after timeout_ms.
   std::optional<Bytes> recv(int timeout_ms, SocketAddress* from = nullptr) {
     pollfd p{fd_, POLLIN, 0};
@@ -124,7 +122,8 @@ std::vector<Event> drive(Client& c, UdpSocket& sock, const SocketAddress& server
     for (auto& e : c.take_events()) events.push_back(e);
     if (done(events)) break;
     int wait_ms = 50;
-    if (auto e = c.expiry(); e && *e > now_ns()) wait_ms = static_cast<int>(std::min<Timestamp>((*e - now_ns()) / kNanosPerMilli + 1, 50));
+    if (auto e = c.expiry(); e && *e > now_ns())
+      wait_ms = static_cast<int>(std::min<Timestamp>((*e - now_ns()) / kNanosPerMilli + 1, 50));
     if (auto d = sock.recv(wait_ms)) c.handle_datagram(*d, now_ns());
     if (auto e = c.expiry(); e && *e <= now_ns()) c.handle_expiry(now_ns());
   }
@@ -388,7 +387,8 @@ TEST_CASE("a bounded flood from many ports leaves the limits intact and the serv
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // let the bucket refill
   int registered = 0, refused = 0;
   for (int i = 0; i < 10; ++i) {
-    Client c(config("flood" + std::to_string(i), static_cast<std::uint8_t>(i + 1), SocketAddress::from_ip("10.0.0.1", 1).value()));
+    Client c(config("flood" + std::to_string(i), static_cast<std::uint8_t>(i + 1),
+                    SocketAddress::from_ip("10.0.0.1", 1).value()));
     auto e = register_client(c, *sockets[static_cast<std::size_t>(i)], server.primary);
     if (is<Registered>(e)) registered++;
     if (is<RequestFailed>(e) && as<RequestFailed>(e).error_code == 486) refused++;

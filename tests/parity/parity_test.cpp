@@ -3,7 +3,6 @@
 // clients; status, the fields that matter and the bodies must be the same on
 // both sides. Protocol differences are the experiment; app differences are noise.
 #include <catch2/catch.hpp>
-
 #include <csignal>
 #include <fstream>
 #include <map>
@@ -88,8 +87,10 @@ std::vector<Outcome> fetch_all(http::Protocol p, std::uint16_t port, const std::
       auto& o = out[i];
       o.status = resp.status;
       for (auto& h : resp.headers) {
-        if (o.fields.count(h.name)) o.fields[h.name] += ", " + h.value;  // repeated: joined, so counts show
-        else o.fields[h.name] = h.value;
+        if (o.fields.count(h.name))
+          o.fields[h.name] += ", " + h.value;  // repeated: joined, so counts show
+        else
+          o.fields[h.name] = h.value;
       }
       o.body.assign(resp.body.begin(), resp.body.end());
       o.body_bytes = resp.body_bytes;
@@ -127,8 +128,10 @@ std::vector<Outcome> raw_h2(std::uint16_t port, const std::string& path, const s
     auto& o = out[f->stream == 1 ? 0 : 1];
     if (f->type == NGHTTP2_HEADERS) {
       for (auto& [n, v] : c->decode_headers(*f)) {
-        if (n == ":status") o.status = std::stoi(v);
-        else o.fields[n] = v;
+        if (n == ":status")
+          o.status = std::stoi(v);
+        else
+          o.fields[n] = v;
       }
     } else if (f->type == NGHTTP2_DATA) {
       o.body.append(f->payload.begin(), f->payload.end());
@@ -181,8 +184,9 @@ TEST_CASE("parity h2 and h3: one table of requests, the same answers field by fi
   // request must cost its stream only, never the connection.
   std::vector<Outcome> h2, h3;
   for (const auto& row : table) {
-    auto a = row.name == "oversized header" ? raw_h2(srv.port(), row.path, row.headers)
-                                            : fetch_all(http::Protocol::h2, srv.port(), {row, {"health", "GET", "/health"}});
+    auto a = row.name == "oversized header"
+                 ? raw_h2(srv.port(), row.path, row.headers)
+                 : fetch_all(http::Protocol::h2, srv.port(), {row, {"health", "GET", "/health"}});
     auto b = fetch_all(http::Protocol::h3, srv.port(), {row, {"health", "GET", "/health"}});
     INFO(row.name << "\n h2 health: " << describe(a[1]) << "\n h3 health: " << describe(b[1]));
     CHECK(a[1].status == 200);
@@ -282,7 +286,8 @@ TEST_CASE("parity h2 and h3: one table of requests, the same answers field by fi
   }
 }
 
-TEST_CASE("parity h2 and h3: the server sees one user-agent and the URL's :scheme from both clients", "[parity][sanitize]") {
+TEST_CASE("parity h2 and h3: the server sees one user-agent and the URL's :scheme from both clients",
+          "[parity][sanitize]") {
   // In process, on one loop: both servers with a route that shows the request.
   test::TempDir dir;
   auto certs = tls::generate_self_signed(dir.path / "cert");
@@ -389,9 +394,12 @@ TEST_CASE("parity h2 and h3: over the body budget new bodies get 503, the server
     int ok = 0, busy = 0, other = 0;
     for (const auto& o : out) {
       INFO(describe(o));
-      if (o.status == 200 && o.body_bytes == kBody) ++ok;
-      else if (o.status == 503) ++busy;
-      else ++other;
+      if (o.status == 200 && o.body_bytes == kBody)
+        ++ok;
+      else if (o.status == 503)
+        ++busy;
+      else
+        ++other;
     }
     INFO(ok << " x 200, " << busy << " x 503, " << other << " other");
     CHECK(ok >= 1);

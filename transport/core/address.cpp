@@ -143,9 +143,7 @@ bool SocketAddress::same_ip(const SocketAddress& o) const {
   return true;
 }
 
-bool operator==(const SocketAddress& a, const SocketAddress& b) {
-  return a.same_ip(b) && a.port() == b.port();
-}
+bool operator==(const SocketAddress& a, const SocketAddress& b) { return a.same_ip(b) && a.port() == b.port(); }
 
 std::size_t SocketAddress::hash() const {
   std::size_t h = std::hash<int>()(family()) ^ (std::hash<uint16_t>()(port()) << 1);

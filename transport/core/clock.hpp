@@ -51,9 +51,9 @@ class Clock {
 class SteadyClock final : public Clock {
  public:
   Timestamp now() const override {
-    return static_cast<Timestamp>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                      std::chrono::steady_clock::now().time_since_epoch())
-                                      .count());
+    return static_cast<Timestamp>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+            .count());
   }
   /// A process-wide instance for code that has no clock injected.
   static const SteadyClock& instance() {

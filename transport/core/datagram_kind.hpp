@@ -21,8 +21,8 @@ inline constexpr std::size_t kStunHeaderSize = 20;
 /// QUIC short-header packet matches all of that with probability about 2^-40.
 inline bool is_stun_message(ByteView d) {
   if (d.size() < kStunHeaderSize || d[0] > 3) return false;
-  const std::uint32_t cookie = (std::uint32_t{d[4]} << 24) | (std::uint32_t{d[5]} << 16) |
-                               (std::uint32_t{d[6]} << 8) | d[7];
+  const std::uint32_t cookie =
+      (std::uint32_t{d[4]} << 24) | (std::uint32_t{d[5]} << 16) | (std::uint32_t{d[6]} << 8) | d[7];
   const std::size_t length = (std::size_t{d[2]} << 8) | d[3];
   return cookie == kStunMagicCookie && length % 4 == 0 && length + kStunHeaderSize == d.size();
 }

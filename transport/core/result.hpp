@@ -34,17 +34,28 @@ enum class ErrorDomain : std::uint8_t {
 /// "tls", "h2", ...: for log lines and JSON.
 constexpr std::string_view to_string(ErrorDomain d) {
   switch (d) {
-    case ErrorDomain::generic: return "generic";
-    case ErrorDomain::os: return "os";
-    case ErrorDomain::uv: return "uv";
-    case ErrorDomain::tls: return "tls";
-    case ErrorDomain::gnutls: return "gnutls";
-    case ErrorDomain::h2: return "h2";
-    case ErrorDomain::h3: return "h3";
-    case ErrorDomain::quic: return "quic";
-    case ErrorDomain::http: return "http";
-    case ErrorDomain::stun: return "stun";
-    case ErrorDomain::config: return "config";
+    case ErrorDomain::generic:
+      return "generic";
+    case ErrorDomain::os:
+      return "os";
+    case ErrorDomain::uv:
+      return "uv";
+    case ErrorDomain::tls:
+      return "tls";
+    case ErrorDomain::gnutls:
+      return "gnutls";
+    case ErrorDomain::h2:
+      return "h2";
+    case ErrorDomain::h3:
+      return "h3";
+    case ErrorDomain::quic:
+      return "quic";
+    case ErrorDomain::http:
+      return "http";
+    case ErrorDomain::stun:
+      return "stun";
+    case ErrorDomain::config:
+      return "config";
   }
   return "unknown";
 }
@@ -72,8 +83,8 @@ struct Error {
 template <class T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}                   // NOLINT(implicit)
-  Result(Error error) : v_(std::move(error)) {}               // NOLINT(implicit)
+  Result(T value) : v_(std::move(value)) {}      // NOLINT(implicit)
+  Result(Error error) : v_(std::move(error)) {}  // NOLINT(implicit)
   bool ok() const { return v_.index() == 0; }
   explicit operator bool() const { return ok(); }
   T& value() & { return std::get<0>(v_); }

@@ -8,9 +8,7 @@
 
 namespace quiclab::uv {
 
-std::string error_text(int status) {
-  return std::string(uv_err_name(status)) + " (" + uv_strerror(status) + ")";
-}
+std::string error_text(int status) { return std::string(uv_err_name(status)) + " (" + uv_strerror(status) + ")"; }
 
 // ---- Loop ---------------------------------------------------------------
 
@@ -104,7 +102,8 @@ Status Resolver::resolve(const std::string& host, std::uint16_t port, int sockty
               if (std::find(addrs.begin(), addrs.end(), a) == addrs.end()) addrs.push_back(a);
             }
             if (addrs.empty()) {
-              out = make_error(ErrorDomain::uv, UV_EAI_NODATA, "cannot resolve '" + st->host + "': no IPv4 or IPv6 address");
+              out = make_error(ErrorDomain::uv, UV_EAI_NODATA,
+                               "cannot resolve '" + st->host + "': no IPv4 or IPv6 address");
             } else {
               out = std::move(addrs);
             }
@@ -343,8 +342,10 @@ Status TcpStream::write(Bytes data, WriteCallback cb) {
       buffer_pool::give(std::move(data));
       return {};
     }
-    if (n > 0) sent = static_cast<std::size_t>(n);
-    else if (n != UV_EAGAIN && n != UV_ENOSYS) return to_error(n, "write");
+    if (n > 0)
+      sent = static_cast<std::size_t>(n);
+    else if (n != UV_EAGAIN && n != UV_ENOSYS)
+      return to_error(n, "write");
   }
   auto* w = new WriteReq;
   w->data = std::move(data);

@@ -29,7 +29,7 @@ struct Stream {
   http::ClientResponse response;
   http::BodyCallback on_body;
   http::CompleteCallback on_complete;
-  http::ClientRequest request;  // kept to retry a REFUSED_STREAM
+  http::ClientRequest request;             // kept to retry a REFUSED_STREAM
   std::shared_ptr<http::BodySource> body;  // request body, or null
   std::uint64_t body_offset = 0;
   int attempts = 1;
@@ -53,7 +53,8 @@ Result<SocketAddress> target_address(const http::Url& url, const http::ClientOpt
   if (options.remote) return *options.remote;
   auto numeric = SocketAddress::from_ip(url.host, url.port);
   if (!numeric) {
-    return make_error(ErrorDomain::config, EINVAL, "cannot connect to " + url.host + ": a host name needs http::RacingClient to resolve it");
+    return make_error(ErrorDomain::config, EINVAL,
+                      "cannot connect to " + url.host + ": a host name needs http::RacingClient to resolve it");
   }
   return numeric;
 }
@@ -96,7 +97,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   std::vector<Deferred> deferred;
   std::vector<Deferred> delivering;
   bool in_settle = false;
-  int depth = 0;                                 // > 0 while inside nghttp2
+  int depth = 0;  // > 0 while inside nghttp2
   Bytes plaintext;
   std::vector<std::uint8_t> read_buf = std::vector<std::uint8_t>(64 * 1024);
   std::string ssl_version;
@@ -349,7 +350,8 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     }
     // Until the server's SETTINGS arrive, assume no more than we want anyway.
     // 100 is the floor RFC 9113 6.5.2 recommends servers allow.
-    nghttp2_option_set_peer_max_concurrent_streams(opt, std::clamp<std::uint32_t>(options.max_concurrent_streams, 1, 100));
+    nghttp2_option_set_peer_max_concurrent_streams(opt,
+                                                   std::clamp<std::uint32_t>(options.max_concurrent_streams, 1, 100));
     int rv = nghttp2_session_client_new2(&session, cbs, this, opt);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
@@ -363,7 +365,8 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     rv = nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, iv, std::size(iv));
     if (rv != 0)
       return make_error(ErrorDomain::h2, rv, std::string("nghttp2_submit_settings: ") + nghttp2_strerror(rv));
-    auto conn_window = static_cast<std::int32_t>(std::min<std::uint32_t>(options.connection_window, NGHTTP2_MAX_WINDOW_SIZE));
+    auto conn_window =
+        static_cast<std::int32_t>(std::min<std::uint32_t>(options.connection_window, NGHTTP2_MAX_WINDOW_SIZE));
     rv = nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, 0, conn_window);
     if (rv != 0) return make_error(ErrorDomain::h2, rv, std::string("connection window: ") + nghttp2_strerror(rv));
     return {};
@@ -425,8 +428,8 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     nghttp2_data_provider provider{};
     provider.source.ptr = s.get();
     provider.read_callback = &Impl::cb_read_body;
-    std::int32_t id = nghttp2_submit_request(session, nullptr, nva.data(), nva.size(), s->body ? &provider : nullptr,
-                                             s.get());
+    std::int32_t id =
+        nghttp2_submit_request(session, nullptr, nva.data(), nva.size(), s->body ? &provider : nullptr, s.get());
     if (id < 0) {
       s->response.error = make_error(ErrorDomain::h2, id, std::string("cannot start stream: ") + nghttp2_strerror(id));
       complete(std::move(s));

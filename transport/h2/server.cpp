@@ -38,17 +38,28 @@ std::uint64_t now_ms() { return uv::Loop::hrtime() / 1'000'000; }
 
 const char* frame_type_name(std::uint8_t type) {
   switch (type) {
-    case NGHTTP2_DATA: return "DATA";
-    case NGHTTP2_HEADERS: return "HEADERS";
-    case NGHTTP2_PRIORITY: return "PRIORITY";
-    case NGHTTP2_RST_STREAM: return "RST_STREAM";
-    case NGHTTP2_SETTINGS: return "SETTINGS";
-    case NGHTTP2_PUSH_PROMISE: return "PUSH_PROMISE";
-    case NGHTTP2_PING: return "PING";
-    case NGHTTP2_GOAWAY: return "GOAWAY";
-    case NGHTTP2_WINDOW_UPDATE: return "WINDOW_UPDATE";
-    case NGHTTP2_CONTINUATION: return "CONTINUATION";
-    default: return "unknown";
+    case NGHTTP2_DATA:
+      return "DATA";
+    case NGHTTP2_HEADERS:
+      return "HEADERS";
+    case NGHTTP2_PRIORITY:
+      return "PRIORITY";
+    case NGHTTP2_RST_STREAM:
+      return "RST_STREAM";
+    case NGHTTP2_SETTINGS:
+      return "SETTINGS";
+    case NGHTTP2_PUSH_PROMISE:
+      return "PUSH_PROMISE";
+    case NGHTTP2_PING:
+      return "PING";
+    case NGHTTP2_GOAWAY:
+      return "GOAWAY";
+    case NGHTTP2_WINDOW_UPDATE:
+      return "WINDOW_UPDATE";
+    case NGHTTP2_CONTINUATION:
+      return "CONTINUATION";
+    default:
+      return "unknown";
   }
 }
 
@@ -86,11 +97,11 @@ struct Stream {
   std::int32_t id = 0;
   http::ServerStream pipe;
   bool responded = false;
-  bool response_complete = false;    // END_STREAM sent
+  bool response_complete = false;  // END_STREAM sent
   bool reset_sent = false;
   http::OutgoingResponse response;
-  std::uint64_t queued = 0;          // body bytes promised to nghttp2 (read callback)
-  std::uint64_t sent = 0;            // body bytes written into the TLS batch
+  std::uint64_t queued = 0;  // body bytes promised to nghttp2 (read callback)
+  std::uint64_t sent = 0;    // body bytes written into the TLS batch
 };
 
 /// One accepted TCP+TLS connection carrying one nghttp2 server session.
@@ -156,10 +167,10 @@ class Connection {
   nghttp2_session* session_ = nullptr;
   SocketAddress peer_;
   std::string peer_text_;
-  Bytes& plain_ = send_batch();  // outgoing plaintext, encrypted once per flush round
+  Bytes& plain_ = send_batch();    // outgoing plaintext, encrypted once per flush round
   http::ConnectionBudget budget_;  // request bodies buffered on this connection
   std::unordered_map<std::int32_t, std::unique_ptr<Stream>> streams_;
-  std::vector<std::int32_t> deferred_;  // streams whose DATA waits for the write queue to drain
+  std::vector<std::int32_t> deferred_;       // streams whose DATA waits for the write queue to drain
   std::int32_t highest_client_stream_ = 0;   // highest stream id the client opened with HEADERS
   std::deque<std::int32_t> recently_reset_;  // streams we sent RST_STREAM on (last kRecentResets)
   std::uint64_t accepted_at_ = 0;
@@ -193,7 +204,8 @@ struct Server::Callbacks {
     nghttp2_session_callbacks_set_on_begin_frame_callback(
         callbacks, [](nghttp2_session*, const nghttp2_frame_hd* hd, void* u) { return conn(u)->on_begin_frame(*hd); });
     nghttp2_session_callbacks_set_on_begin_headers_callback(
-        callbacks, [](nghttp2_session*, const nghttp2_frame* frame, void* u) { return conn(u)->on_begin_headers(frame); });
+        callbacks,
+        [](nghttp2_session*, const nghttp2_frame* frame, void* u) { return conn(u)->on_begin_headers(frame); });
     nghttp2_session_callbacks_set_on_header_callback(
         callbacks, [](nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name, size_t namelen,
                       const uint8_t* value, size_t valuelen, uint8_t, void* u) {
@@ -216,11 +228,11 @@ struct Server::Callbacks {
         callbacks, [](nghttp2_session*, const nghttp2_frame* frame, int lib_error, void* u) {
           return conn(u)->on_invalid_frame(frame, lib_error);
         });
-    nghttp2_session_callbacks_set_error_callback2(
-        callbacks, [](nghttp2_session*, int, const char* msg, size_t len, void* u) {
-          conn(u)->on_error(std::string_view(msg, len));
-          return 0;
-        });
+    nghttp2_session_callbacks_set_error_callback2(callbacks,
+                                                  [](nghttp2_session*, int, const char* msg, size_t len, void* u) {
+                                                    conn(u)->on_error(std::string_view(msg, len));
+                                                    return 0;
+                                                  });
 
     if (nghttp2_option_new(&option) != 0) throw std::bad_alloc();
     // We advertise SETTINGS_MAX_HEADER_LIST_SIZE and answer oversize requests
@@ -476,9 +488,12 @@ void Connection::arm_timer() {
   const auto& cfg = server_.config_;
   std::uint64_t now = now_ms();
   std::uint64_t deadline;
-  if (closing_) deadline = closing_since_ + kLingerMs;
-  else if (!first_request_seen_) deadline = std::min(accepted_at_ + cfg.header_timeout_ms, last_activity_ + cfg.idle_timeout_ms);
-  else deadline = last_activity_ + cfg.idle_timeout_ms;
+  if (closing_)
+    deadline = closing_since_ + kLingerMs;
+  else if (!first_request_seen_)
+    deadline = std::min(accepted_at_ + cfg.header_timeout_ms, last_activity_ + cfg.idle_timeout_ms);
+  else
+    deadline = last_activity_ + cfg.idle_timeout_ms;
   timer_.start(deadline > now ? deadline - now : 0, 0, [this] { on_timer(); });
 }
 
@@ -492,14 +507,13 @@ void Connection::on_timer() {
       return;
     }
   } else if (!first_request_seen_ && now >= accepted_at_ + cfg.header_timeout_ms) {
-    log::warn("h2 {}: header-read timeout: no complete request headers {} ms after accept ({}); closing",
-              peer_text_, cfg.header_timeout_ms, tls_.established() ? "TLS done" : "TLS handshake incomplete");
+    log::warn("h2 {}: header-read timeout: no complete request headers {} ms after accept ({}); closing", peer_text_,
+              cfg.header_timeout_ms, tls_.established() ? "TLS done" : "TLS handshake incomplete");
     counters().protocol_errors++;
     close_now("header-read timeout");
     return;
   } else if (now >= last_activity_ + cfg.idle_timeout_ms) {
-    log::info("h2 {}: idle for {} ms with {} open streams; closing", peer_text_, now - last_activity_,
-              streams_.size());
+    log::info("h2 {}: idle for {} ms with {} open streams; closing", peer_text_, now - last_activity_, streams_.size());
     if (tls_.established()) {
       (void)lib_ok(nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR), "nghttp2_session_terminate_session");
       flush();
@@ -553,8 +567,10 @@ int Connection::on_header(const nghttp2_frame* frame, std::string_view name, std
   if (!s) return 0;
   // nghttp2 keeps decoding (the HPACK table must stay in sync); the pipeline
   // counts the section against our SETTINGS_MAX_HEADER_LIST_SIZE.
-  if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) s->pipe.header(name, value);
-  else s->pipe.trailer(name, value);
+  if (frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+    s->pipe.header(name, value);
+  else
+    s->pipe.trailer(name, value);
   return 0;
 }
 
@@ -590,8 +606,8 @@ int Connection::on_frame_recv(const nghttp2_frame* frame) {
       }
       break;
     case NGHTTP2_GOAWAY:
-      log::debug("h2 {}: peer sent GOAWAY {} last-stream-id {}", peer_text_,
-                 error_code_name(frame->goaway.error_code), frame->goaway.last_stream_id);
+      log::debug("h2 {}: peer sent GOAWAY {} last-stream-id {}", peer_text_, error_code_name(frame->goaway.error_code),
+                 frame->goaway.last_stream_id);
       break;
     default:
       break;
@@ -726,10 +742,10 @@ int Connection::on_frame_send(const nghttp2_frame* frame) {
     case NGHTTP2_GOAWAY:
       if (frame->goaway.error_code != NGHTTP2_NO_ERROR) {
         counters().protocol_errors++;
-        log::warn("h2 {}: sent GOAWAY {} last-stream-id {}{}{}", peer_text_, error_code_name(frame->goaway.error_code),
-                  frame->goaway.last_stream_id, frame->goaway.opaque_data_len ? ": " : "",
-                  std::string_view(reinterpret_cast<const char*>(frame->goaway.opaque_data),
-                                   frame->goaway.opaque_data_len));
+        log::warn(
+            "h2 {}: sent GOAWAY {} last-stream-id {}{}{}", peer_text_, error_code_name(frame->goaway.error_code),
+            frame->goaway.last_stream_id, frame->goaway.opaque_data_len ? ": " : "",
+            std::string_view(reinterpret_cast<const char*>(frame->goaway.opaque_data), frame->goaway.opaque_data_len));
       } else {
         log::info("h2 {}: sent GOAWAY NO_ERROR last-stream-id {}", peer_text_, frame->goaway.last_stream_id);
       }

@@ -34,9 +34,9 @@
 namespace quiclab::h2 {
 
 struct ServerConfig {
-  SocketAddress listen;                 ///< Address to bind; port 0 picks a free port.
-  std::filesystem::path cert;           ///< PEM certificate chain.
-  std::filesystem::path key;            ///< PEM private key.
+  SocketAddress listen;        ///< Address to bind; port 0 picks a free port.
+  std::filesystem::path cert;  ///< PEM certificate chain.
+  std::filesystem::path key;   ///< PEM private key.
   int backlog = 1024;
   /// TCP congestion control for accepted connections (TCP_CONGESTION on the
   /// listener, which they inherit); empty: the kernel's default.

@@ -49,8 +49,7 @@ void AltSvcClient::connect(std::function<void(Status)> on_ready) {
   h2_->connect(std::move(on_ready));
 }
 
-void AltSvcClient::submit(http::ClientRequest request, http::BodyCallback on_body,
-                          http::CompleteCallback on_complete) {
+void AltSvcClient::submit(http::ClientRequest request, http::BodyCallback on_body, http::CompleteCallback on_complete) {
   if (!first_sent_) {
     // The first request goes over HTTP/2; its response decides for the rest.
     first_sent_ = true;
@@ -69,8 +68,7 @@ void AltSvcClient::submit(http::ClientRequest request, http::BodyCallback on_bod
   route(std::move(request), std::move(on_body), std::move(on_complete));
 }
 
-void AltSvcClient::route(http::ClientRequest request, http::BodyCallback on_body,
-                         http::CompleteCallback on_complete) {
+void AltSvcClient::route(http::ClientRequest request, http::BodyCallback on_body, http::CompleteCallback on_complete) {
   if (h3_) {
     request.url.port = origin_.port;  // :authority stays the origin's
     h3_->submit(std::move(request), std::move(on_body), std::move(on_complete));

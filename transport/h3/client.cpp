@@ -18,8 +18,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "transport/core/log.hpp"
 #include "transport/core/deadline_timer.hpp"
+#include "transport/core/log.hpp"
 #include "transport/core/uv.hpp"
 #include "transport/quic/path_mtu.hpp"
 #include "transport/quic/tls_backend.hpp"
@@ -61,7 +61,6 @@ nghttp3_nv make_nv(std::string_view name, std::string_view value) {
                     reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
                     NGHTTP3_NV_FLAG_NONE};
 }
-
 
 // Text for a QUIC CONNECTION_CLOSE we received.
 std::string describe_close(const ngtcp2_connection_close_error& e) {
@@ -192,8 +191,8 @@ int cb_recv_stream_data(ngtcp2_conn*, std::uint32_t flags, std::int64_t stream_i
                         const std::uint8_t* data, std::size_t len, void* user_data, void*) {
   return QL_SELF->on_recv_stream_data(flags, stream_id, data, len);
 }
-int cb_acked_stream_data_offset(ngtcp2_conn*, std::int64_t stream_id, std::uint64_t, std::uint64_t len,
-                                void* user_data, void*) {
+int cb_acked_stream_data_offset(ngtcp2_conn*, std::int64_t stream_id, std::uint64_t, std::uint64_t len, void* user_data,
+                                void*) {
   return QL_SELF->on_acked_stream_data(stream_id, len);
 }
 int cb_stream_close(ngtcp2_conn*, std::uint32_t flags, std::int64_t stream_id, std::uint64_t app_error_code,
@@ -295,8 +294,8 @@ struct ClientConnection::Stream {
   http::BodyCallback on_body;
   http::CompleteCallback on_complete;
   http::ClientResponse response;
-  Bytes body_copy;   // The request body when its source offers no stable view.
-  ByteView body;     // Request body bytes; they live as long as this stream.
+  Bytes body_copy;  // The request body when its source offers no stable view.
+  ByteView body;    // Request body bytes; they live as long as this stream.
   bool body_given = false;
   bool finished = false;
   bool early = false;  // Sent as 0-RTT.
@@ -595,9 +594,8 @@ void ClientConnection::read(const SocketAddress& local, const SocketAddress& rem
   // that would end the connection, so anyone could kill it with one.
   if (datagram.empty()) return;
   now_ = now;
-  ngtcp2_path path{{const_cast<sockaddr*>(local.sa()), local.size()},
-                   {const_cast<sockaddr*>(remote.sa()), remote.size()},
-                   nullptr};
+  ngtcp2_path path{
+      {const_cast<sockaddr*>(local.sa()), local.size()}, {const_cast<sockaddr*>(remote.sa()), remote.size()}, nullptr};
   ngtcp2_pkt_info pi{};
   pi.ecn = ecn;
   int rv = ngtcp2_conn_read_pkt(conn_, &path, &pi, datagram.data(), datagram.size(), now);
@@ -642,9 +640,12 @@ void ClientConnection::handle_liberr(int rv, const char* where, Timestamp now) {
   if (rv == NGTCP2_ERR_CRYPTO) {
     auto alert = ngtcp2_conn_get_tls_alert(conn_);
     text = "QUIC TLS handshake failed (" + quic::tls::alert_text(alert) + ")";
-    if (tls_ && !tls_->verify_error().empty()) text += ": " + tls_->verify_error();
-    else if (!config_.options.pinned_sha256.empty()) text += "; the server's certificate is not the pinned one?";
-    else if (!config_.options.insecure) text += "; is the certificate trusted? (--insecure or --ca-file)";
+    if (tls_ && !tls_->verify_error().empty())
+      text += ": " + tls_->verify_error();
+    else if (!config_.options.pinned_sha256.empty())
+      text += "; the server's certificate is not the pinned one?";
+    else if (!config_.options.insecure)
+      text += "; is the certificate trusted? (--insecure or --ca-file)";
     ngtcp2_connection_close_error_set_transport_error_tls_alert(&ccerr, alert, nullptr, 0);
   } else if (rv == NGTCP2_ERR_CALLBACK_FAILURE && connection_error_) {
     text = connection_error_->message;
@@ -1199,7 +1200,6 @@ void ClientConnection::on_qlog(const void* data, std::size_t len, bool fin) {
   }
 }
 
-
 // ---------------------------------------------------------------------------
 // Client: the libuv adapter.
 
@@ -1226,8 +1226,10 @@ ClientConnection::Config connection_config(const http::Url& origin, const http::
       log::warn("h3: ignoring session file: {}", s.error().message);
     }
     c.on_session = [file](const StoredSession& session) {
-      if (auto st = save_session(file, session); !st) log::warn("h3: {}", st.error().message);
-      else log::debug("h3: stored the session in {}", file.string());
+      if (auto st = save_session(file, session); !st)
+        log::warn("h3: {}", st.error().message);
+      else
+        log::debug("h3: stored the session in {}", file.string());
     };
   }
   c.qlog = quic::qlog_to_directory(tuning.qlog_dir);
@@ -1249,7 +1251,8 @@ Client::Client(uv::Loop& loop, http::Url origin, http::ClientOptions options, Qu
   if (tuning_.qlog_dir.empty()) tuning_.qlog_dir = options_.qlog_dir;
   // Experiment knobs for benchmarks (not part of the CLI contract).
   if (const char* v = std::getenv("QUICLAB_H3_ACK_THRESH")) tuning_.ack_thresh = std::strtoul(v, nullptr, 10);
-  if (const char* v = std::getenv("QUICLAB_H3_MAX_ACK_DELAY_MS")) tuning_.max_ack_delay_ms = std::strtoul(v, nullptr, 10);
+  if (const char* v = std::getenv("QUICLAB_H3_MAX_ACK_DELAY_MS"))
+    tuning_.max_ack_delay_ms = std::strtoul(v, nullptr, 10);
   if (const char* v = std::getenv("QUICLAB_H3_FLUSH_EVERY")) tuning_.flush_every = std::strtoul(v, nullptr, 10);
   flush_every_ = std::max<std::size_t>(tuning_.flush_every, 1);
 }
@@ -1275,8 +1278,9 @@ void Client::connect(std::function<void(Status)> on_ready) {
   } else if (auto numeric = SocketAddress::from_ip(origin_.host, origin_.port); numeric.ok()) {
     remote_ = *numeric;
   } else {
-    return fail_soon(make_error(ErrorDomain::config, EINVAL,
-                                "cannot connect to " + origin_.host + ": a host name needs http::RacingClient to resolve it"));
+    return fail_soon(
+        make_error(ErrorDomain::config, EINVAL,
+                   "cannot connect to " + origin_.host + ": a host name needs http::RacingClient to resolve it"));
   }
 
   if (!socket_) {
@@ -1293,9 +1297,9 @@ void Client::connect(std::function<void(Status)> on_ready) {
   local_ = socket_->local_address();
   if (local_.empty()) return fail_soon(make_error(ErrorDomain::os, EBADF, "h3: the client's socket is not bound"));
   if (local_.family() != remote_.family()) {
-    return fail_soon(make_error(ErrorDomain::config, EINVAL,
-                                "h3: socket " + local_.to_string() + " cannot reach " + remote_.to_string() +
-                                    " (another address family)"));
+    return fail_soon(make_error(
+        ErrorDomain::config, EINVAL,
+        "h3: socket " + local_.to_string() + " cannot reach " + remote_.to_string() + " (another address family)"));
   }
   if (local_.ip() == "0.0.0.0" || local_.ip() == "::") {
     // A wildcard-bound shared socket: the path's local end is the address the
@@ -1345,15 +1349,19 @@ void Client::handle_batch_end() {
 
 void Client::handle_socket_error(int err, const SocketAddress& to) {
   if (!to.empty() && to != remote_) return;  // about another peer of a shared socket
-  if (err == ECONNREFUSED) note_refused();
-  else log::debug("h3: socket error from {}: {}", remote_.to_string(), std::strerror(err));
+  if (err == ECONNREFUSED)
+    note_refused();
+  else
+    log::debug("h3: socket error from {}: {}", remote_.to_string(), std::strerror(err));
   after_core_call();
 }
 
 void Client::release_socket() {
   if (!socket_) return;
-  if (own_socket_) socket_->close();
-  else if (attach_ == quic::Attach::exclusive) socket_->stop();
+  if (own_socket_)
+    socket_->close();
+  else if (attach_ == quic::Attach::exclusive)
+    socket_->stop();
 }
 
 void Client::submit(http::ClientRequest request, http::BodyCallback on_body, http::CompleteCallback on_complete) {
@@ -1462,8 +1470,10 @@ void Client::after_core_call() {
   }
   in_delivery_ = false;
   if (conn_ && conn_->closed()) {
-    if (closing_) finish_close();
-    else if (socket_ && attach_ == quic::Attach::exclusive) socket_->stop();
+    if (closing_)
+      finish_close();
+    else if (socket_ && attach_ == quic::Attach::exclusive)
+      socket_->stop();
     if (timer_) timer_->stop();
     return;
   }

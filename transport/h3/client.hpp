@@ -71,11 +71,11 @@ Status save_session(const std::filesystem::path& file, const StoredSession& sess
 /// QUIC knobs beyond http::ClientOptions; defaults favour bulk throughput on
 /// fast paths (fewer ACKs, large windows).
 struct QuicTuning {
-  std::size_t ack_thresh = 8;             ///< ACK-eliciting packets before an immediate ACK (ngtcp2 default: 2).
-  std::uint64_t max_ack_delay_ms = 25;    ///< Our max_ack_delay transport parameter.
+  std::size_t ack_thresh = 8;           ///< ACK-eliciting packets before an immediate ACK (ngtcp2 default: 2).
+  std::uint64_t max_ack_delay_ms = 25;  ///< Our max_ack_delay transport parameter.
   std::uint64_t handshake_timeout_ms = 10000;
-  std::size_t flush_every = 16;           ///< Received datagrams between two writes (ACKs) within one batch.
-  std::filesystem::path qlog_dir;         ///< h3::Client writes <scid>.sqlog here when set (through Config::qlog).
+  std::size_t flush_every = 16;    ///< Received datagrams between two writes (ACKs) within one batch.
+  std::filesystem::path qlog_dir;  ///< h3::Client writes <scid>.sqlog here when set (through Config::qlog).
   /// Connection IDs and ngtcp2's draws (greasing ...); null: the system's.
   /// Seeded in tests that need a given draw; must outlive the client.
   Random* random = nullptr;
@@ -91,7 +91,7 @@ struct QuicTuning {
 class ClientConnection {
  public:
   struct Config {
-    http::Url origin;                ///< Host (SNI, certificate name) and :authority.
+    http::Url origin;  ///< Host (SNI, certificate name) and :authority.
     http::ClientOptions options;
     QuicTuning tuning;
     SocketAddress local;

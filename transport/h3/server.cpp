@@ -7,8 +7,8 @@
 #include <deque>
 #include <unordered_map>
 
-#include "transport/core/log.hpp"
 #include "transport/core/deadline_timer.hpp"
+#include "transport/core/log.hpp"
 #include "transport/core/uv.hpp"
 
 namespace quiclab::h3 {
@@ -41,8 +41,8 @@ struct Stream {
   int status = 0;
   std::shared_ptr<http::BodySource> body;
   std::uint64_t size = 0;
-  std::uint64_t offset = 0;    // next body byte to hand to nghttp3
-  std::uint64_t unacked = 0;   // handed out, not yet acknowledged
+  std::uint64_t offset = 0;   // next body byte to hand to nghttp3
+  std::uint64_t unacked = 0;  // handed out, not yet acknowledged
   bool zero_copy = false;
   bool blocked_on_ack = false;  // read_data said WOULDBLOCK until acks free room
   // Copy path: chunks handed to nghttp3, freed front to back as acks arrive.
@@ -366,8 +366,8 @@ class H3Connection final : public quic::StreamApplication {
     } else {
       // Copy path: one bounded chunk per call.
       if (s->offset < s->size && s->unacked < c->config_.max_buffered_per_stream && veccnt > 0) {
-        auto want = std::min<std::uint64_t>({s->size - s->offset, 64 * 1024,
-                                             c->config_.max_buffered_per_stream - s->unacked});
+        auto want =
+            std::min<std::uint64_t>({s->size - s->offset, 64 * 1024, c->config_.max_buffered_per_stream - s->unacked});
         Bytes chunk(static_cast<std::size_t>(want));
         auto got = s->body->read(s->offset, chunk);
         if (got <= 0) {
@@ -468,7 +468,8 @@ quic::ApplicationFactory application_factory(const http::App& app, const ServerC
 
 quic::ApplicationFactory application_factory(const http::App& app, const ServerConfig& config) {
   // The request policy from the config, alive as long as the factory (and so the core).
-  auto policy = std::make_shared<const http::StreamPolicy>(http::StreamPolicy{config.max_header_list_size, config.alt_svc});
+  auto policy =
+      std::make_shared<const http::StreamPolicy>(http::StreamPolicy{config.max_header_list_size, config.alt_svc});
   auto inner = application_factory(app, config, *policy);
   return [policy, inner](ngtcp2_conn* conn, const quic::ConnectionInfo& info) { return inner(conn, info); };
 }
@@ -558,7 +559,8 @@ Status Server::start(quic::Attach attach) {
     core_config.qlog = quic::qlog_to_directory(s.config.qlog_dir);
   }
   // The core asks the kernel nothing: the loopback MTU is measured here.
-  if (core_config.udp_payload.forced == 0) core_config.loopback_udp_payload = quic::probe_loopback_udp_payload(s.socket.local_address());
+  if (core_config.udp_payload.forced == 0)
+    core_config.loopback_udp_payload = quic::probe_loopback_udp_payload(s.socket.local_address());
   // Through s.policy, which set_alt_svc() may change after start().
   s.core = std::make_unique<quic::ServerCore>(core_config, *s.tls, s, application_factory(s.app, s.config, s.policy),
                                               s.config.random ? *s.config.random : Random::system());
@@ -568,8 +570,7 @@ Status Server::start(quic::Attach attach) {
     if (auto started = quic::attach(s.socket, *this); !started) return started;
   }
   log::info("h3: listening on udp {} (gso {}, gro {}, congestion control {})", s.socket.local_address().to_string(),
-            s.socket.stats().gso_enabled, s.socket.stats().gro_enabled,
-            quic::cc_algo_name(s.config.quic.cc_algo));
+            s.socket.stats().gso_enabled, s.socket.stats().gro_enabled, quic::cc_algo_name(s.config.quic.cc_algo));
   return {};
 }
 

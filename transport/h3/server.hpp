@@ -35,17 +35,17 @@ class Loop;
 namespace quiclab::h3 {
 
 struct ServerConfig {
-  std::filesystem::path cert_file;   ///< PEM certificate (e.g. tls::generate_self_signed output).
-  std::filesystem::path key_file;    ///< PEM private key.
-  std::filesystem::path keylog_file; ///< NSS key log; empty: $SSLKEYLOGFILE when set.
+  std::filesystem::path cert_file;    ///< PEM certificate (e.g. tls::generate_self_signed output).
+  std::filesystem::path key_file;     ///< PEM private key.
+  std::filesystem::path keylog_file;  ///< NSS key log; empty: $SSLKEYLOGFILE when set.
   /// When set (32 bytes): only clients presenting the certificate with this
   /// SHA-256 complete the handshake (a peer accepting exactly its partner).
   Bytes pinned_client_sha256;
-  quic::ServerCoreConfig quic;       ///< retry, limits, windows, datagram size.
+  quic::ServerCoreConfig quic;  ///< retry, limits, windows, datagram size.
   /// One <id>.sqlog file per connection here (created if missing); Server
   /// turns it into quic.qlog unless that is already set.
   std::filesystem::path qlog_dir;
-  quic::UdpSocketOptions udp;        ///< GSO/GRO/ECN switches and batch sizes, for whoever binds the socket.
+  quic::UdpSocketOptions udp;  ///< GSO/GRO/ECN switches and batch sizes, for whoever binds the socket.
   /// Per stream, at most this many response bytes handed to QUIC and not yet
   /// acknowledged (zero-copy sources); bounds the pointers nghttp3 holds.
   std::size_t max_unacked_per_stream = 16 * 1024 * 1024;

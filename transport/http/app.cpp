@@ -1,6 +1,7 @@
 #include "transport/http/app.hpp"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -13,7 +14,6 @@
 #include <exception>
 #include <list>
 #include <unordered_map>
-#include <fmt/format.h>
 
 #include "transport/core/log.hpp"
 
@@ -23,9 +23,12 @@ namespace fs = std::filesystem;
 
 std::string_view to_string(TlsFailure reason) {
   switch (reason) {
-    case TlsFailure::handshake: return "handshake";
-    case TlsFailure::peer_alert: return "peer_alert";
-    case TlsFailure::record: return "record";
+    case TlsFailure::handshake:
+      return "handshake";
+    case TlsFailure::peer_alert:
+      return "peer_alert";
+    case TlsFailure::record:
+      return "record";
   }
   return "unknown";
 }
@@ -33,10 +36,14 @@ std::string_view to_string(TlsFailure reason) {
 void Metrics::count_response(Protocol p, int status) {
   auto& c = of(p);
   c.requests_total++;
-  if (status < 300) c.responses_2xx++;
-  else if (status < 400) c.responses_3xx++;
-  else if (status < 500) c.responses_4xx++;
-  else c.responses_5xx++;
+  if (status < 300)
+    c.responses_2xx++;
+  else if (status < 400)
+    c.responses_3xx++;
+  else if (status < 500)
+    c.responses_4xx++;
+  else
+    c.responses_5xx++;
 }
 
 std::string Metrics::render() const {
@@ -47,9 +54,12 @@ std::string Metrics::render() const {
       out += fmt::format("quiclab_{}{{protocol=\"{}\"}} {}\n", name, to_string(p), getter(of(p)));
     }
   };
-  family("connections_total", "counter", "Connections accepted.", [](const Counters& c) { return c.connections_total; });
-  family("connections_active", "gauge", "Connections open now.", [](const Counters& c) { return c.connections_active; });
-  family("streams_total", "counter", "Request streams opened by peers.", [](const Counters& c) { return c.streams_total; });
+  family("connections_total", "counter", "Connections accepted.",
+         [](const Counters& c) { return c.connections_total; });
+  family("connections_active", "gauge", "Connections open now.",
+         [](const Counters& c) { return c.connections_active; });
+  family("streams_total", "counter", "Request streams opened by peers.",
+         [](const Counters& c) { return c.streams_total; });
   family("requests_total", "counter", "Requests answered.", [](const Counters& c) { return c.requests_total; });
   out += "# HELP quiclab_responses_total Responses by status class.\n# TYPE quiclab_responses_total counter\n";
   for (auto p : {Protocol::h2, Protocol::h3}) {
@@ -60,9 +70,12 @@ std::string Metrics::render() const {
       out += fmt::format("quiclab_responses_total{{protocol=\"{}\",class=\"{}\"}} {}\n", to_string(p), cls, n);
     }
   }
-  family("request_body_bytes_total", "counter", "Request body bytes received.", [](const Counters& c) { return c.request_body_bytes; });
-  family("response_body_bytes_total", "counter", "Response body bytes sent.", [](const Counters& c) { return c.response_body_bytes; });
-  family("protocol_errors_total", "counter", "Connections or streams ended for a peer's protocol error.", [](const Counters& c) { return c.protocol_errors; });
+  family("request_body_bytes_total", "counter", "Request body bytes received.",
+         [](const Counters& c) { return c.request_body_bytes; });
+  family("response_body_bytes_total", "counter", "Response body bytes sent.",
+         [](const Counters& c) { return c.response_body_bytes; });
+  family("protocol_errors_total", "counter", "Connections or streams ended for a peer's protocol error.",
+         [](const Counters& c) { return c.protocol_errors; });
   family("internal_errors_total", "counter",
          "Library calls that failed where they should not (out of memory, unexpected state).",
          [](const Counters& c) { return c.internal_errors; });
@@ -99,10 +112,20 @@ std::optional<std::uint64_t> parse_size(std::string_view text) {
   if (text.empty()) return std::nullopt;
   std::uint64_t mult = 1;
   switch (text.back()) {
-    case 'k': case 'K': mult = 1024; break;
-    case 'm': case 'M': mult = 1024 * 1024; break;
-    case 'g': case 'G': mult = 1024ULL * 1024 * 1024; break;
-    default: break;
+    case 'k':
+    case 'K':
+      mult = 1024;
+      break;
+    case 'm':
+    case 'M':
+      mult = 1024 * 1024;
+      break;
+    case 'g':
+    case 'G':
+      mult = 1024ULL * 1024 * 1024;
+      break;
+    default:
+      break;
   }
   if (mult != 1) text.remove_suffix(1);
   if (text.empty() || text.size() > 19) return std::nullopt;
@@ -185,13 +208,20 @@ std::variant<fs::path, PathError> resolve_static_path(const fs::path& root, std:
 
 std::string_view mime_type_of(std::string_view path) {
   static const std::pair<std::string_view, std::string_view> kTypes[] = {
-      {".html", "text/html; charset=utf-8"}, {".htm", "text/html; charset=utf-8"},
-      {".txt", "text/plain; charset=utf-8"}, {".css", "text/css"},
-      {".js", "text/javascript"},            {".json", "application/json"},
-      {".png", "image/png"},                 {".jpg", "image/jpeg"},
-      {".jpeg", "image/jpeg"},               {".gif", "image/gif"},
-      {".svg", "image/svg+xml"},             {".wasm", "application/wasm"},
-      {".ico", "image/x-icon"},              {".pdf", "application/pdf"},
+      {".html", "text/html; charset=utf-8"},
+      {".htm", "text/html; charset=utf-8"},
+      {".txt", "text/plain; charset=utf-8"},
+      {".css", "text/css"},
+      {".js", "text/javascript"},
+      {".json", "application/json"},
+      {".png", "image/png"},
+      {".jpg", "image/jpeg"},
+      {".jpeg", "image/jpeg"},
+      {".gif", "image/gif"},
+      {".svg", "image/svg+xml"},
+      {".wasm", "application/wasm"},
+      {".ico", "image/x-icon"},
+      {".pdf", "application/pdf"},
   };
   // The extension as std::filesystem::path::extension() defines it: from the
   // last '.' of the file name, unless the name starts with it (".profile").
@@ -321,8 +351,10 @@ class App::StaticCache {
   static Response respond(const Entry& e) {
     Response r;
     r.headers.push_back({"content-type", e.content_type});
-    if (e.data) r.body = std::make_shared<SharedMemoryBody>(e.data);
-    else r.body = std::make_shared<SharedFileBody>(e.file, e.size);
+    if (e.data)
+      r.body = std::make_shared<SharedMemoryBody>(e.data);
+    else
+      r.body = std::make_shared<SharedFileBody>(e.file, e.size);
     return r;
   }
 
@@ -356,7 +388,8 @@ App::App(AppConfig config, Metrics& metrics)
     r.body = std::make_shared<MemoryBody>(req.body);
     return r;
   });
-  route("GET", "/bytes", [this](const Request& req) { return serve_bytes(req); }, true);
+  route(
+      "GET", "/bytes", [this](const Request& req) { return serve_bytes(req); }, true);
 }
 
 App::~App() {
@@ -457,14 +490,16 @@ Response App::handle(const Request& req) const {
     const Route* prefix = nullptr;
     bool path_known = false;
     for (const auto& r : routes_) {
-      bool match = r.prefix ? (path == r.path || (path.substr(0, r.path.size()) == r.path && path.size() > r.path.size() &&
-                                                  path[r.path.size()] == '/'))
+      bool match = r.prefix ? (path == r.path || (path.substr(0, r.path.size()) == r.path &&
+                                                  path.size() > r.path.size() && path[r.path.size()] == '/'))
                             : path == r.path;
       if (!match) continue;
       path_known = true;
       if (!r.method.empty() && r.method != req.method) continue;
-      if (r.prefix) prefix = &r;
-      else exact = &r;
+      if (r.prefix)
+        prefix = &r;
+      else
+        exact = &r;
     }
     if (exact) return exact->handler(req);
     if (prefix) return prefix->handler(req);

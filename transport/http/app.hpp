@@ -13,9 +13,9 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <variant>
-#include <string>
 #include <vector>
 
 #include "transport/core/clock.hpp"
@@ -26,9 +26,9 @@
 namespace quiclab::http {
 
 struct AppConfig {
-  std::optional<std::filesystem::path> root;                   ///< Static files; none when unset.
+  std::optional<std::filesystem::path> root;                       ///< Static files; none when unset.
   std::uint64_t max_generated_bytes = 16ULL * 1024 * 1024 * 1024;  ///< Upper bound for /bytes/N.
-  std::size_t max_request_body = 64 * 1024 * 1024;             ///< Servers refuse larger bodies (413).
+  std::size_t max_request_body = 64 * 1024 * 1024;                 ///< Servers refuse larger bodies (413).
   std::string server_name = "quiclab";
   /// Request bodies buffered at once (both protocols together, and per
   /// connection): a body that does not fit gets 503. Bounds what many streams of
@@ -38,9 +38,9 @@ struct AppConfig {
 
   // Open-file cache for static files (see App::static_cache_stats). Each entry
   // keeps its file open, so static_cache_entries also bounds the descriptors held.
-  std::size_t static_cache_entries = 256;                       ///< 0 disables the cache.
-  std::uint64_t static_cache_bytes = 64ULL * 1024 * 1024;       ///< Bound on file contents held in memory.
-  std::uint64_t static_cache_max_file_bytes = 1024 * 1024;      ///< Larger files are cached as an fd only.
+  std::size_t static_cache_entries = 256;                   ///< 0 disables the cache.
+  std::uint64_t static_cache_bytes = 64ULL * 1024 * 1024;   ///< Bound on file contents held in memory.
+  std::uint64_t static_cache_max_file_bytes = 1024 * 1024;  ///< Larger files are cached as an fd only.
   /// An entry is re-checked (fstat of its open fd) when it is older than this on a hit;
   /// 0 re-checks on every hit. Changes are therefore seen at most this late.
   Timestamp static_cache_revalidate_ns = kNanosPerSecond;
@@ -54,7 +54,7 @@ struct StaticCacheStats {
   std::uint64_t invalidations = 0;  ///< Entries dropped because the file changed or went away.
   std::uint64_t evictions = 0;      ///< Entries dropped to stay within the bounds.
   std::size_t entries = 0;
-  std::uint64_t bytes = 0;          ///< File contents held in memory.
+  std::uint64_t bytes = 0;  ///< File contents held in memory.
 };
 
 /// Why a TLS session of a server failed (the reason label of quiclab_tls_failures_total).
@@ -95,8 +95,8 @@ class Metrics {
 
 /// Why a static path was refused, with the status to send.
 struct PathError {
-  int status;           ///< 400 (malformed), 403 (escapes the root), 404 (missing)
-  std::string reason;   ///< For the log line and the response body.
+  int status;          ///< 400 (malformed), 403 (escapes the root), 404 (missing)
+  std::string reason;  ///< For the log line and the response body.
 };
 
 /// Maps a request path ("/a/b.txt?x") onto a file under root. Percent-decoding is

@@ -20,9 +20,9 @@ namespace quiclab::http {
 /// An https URL. Only "https" is accepted (both protocols run over TLS).
 struct Url {
   std::string scheme = "https";
-  std::string host;       ///< Without brackets for IPv6.
+  std::string host;  ///< Without brackets for IPv6.
   std::uint16_t port = 443;
-  std::string path = "/"; ///< Path and query, as sent in ":path".
+  std::string path = "/";  ///< Path and query, as sent in ":path".
 
   /// "host:port" with brackets around IPv6, as sent in ":authority".
   std::string authority() const;
@@ -46,19 +46,19 @@ struct RequestTiming {
 struct ClientRequest {
   std::string method = "GET";
   Url url;
-  Headers headers;                     ///< Extra regular headers.
-  std::shared_ptr<BodySource> body;    ///< Request body (POST), or null.
+  Headers headers;                   ///< Extra regular headers.
+  std::shared_ptr<BodySource> body;  ///< Request body (POST), or null.
 };
 
 struct ClientResponse {
   std::string url;
-  int status = 0;                      ///< 0 when no response arrived.
+  int status = 0;  ///< 0 when no response arrived.
   Headers headers;
   std::uint64_t body_bytes = 0;
-  Bytes body;                          ///< Kept only when ClientOptions::keep_body.
+  Bytes body;  ///< Kept only when ClientOptions::keep_body.
   RequestTiming timing;
-  std::optional<Error> error;          ///< Transport or stream error (RST_STREAM, reset, timeout).
-  std::string protocol;                ///< "h3" when HTTP/3 carried it; empty: the client's default protocol.
+  std::optional<Error> error;  ///< Transport or stream error (RST_STREAM, reset, timeout).
+  std::string protocol;        ///< "h3" when HTTP/3 carried it; empty: the client's default protocol.
 };
 
 /// Called for each chunk of response body, in order; may be null.
@@ -67,26 +67,26 @@ using BodyCallback = std::function<void(ByteView chunk)>;
 using CompleteCallback = std::function<void(ClientResponse&&)>;
 
 struct ClientOptions {
-  bool insecure = false;                    ///< Skip certificate verification.
-  std::filesystem::path ca_file;            ///< Trust these CAs (PEM); system store when empty.
+  bool insecure = false;          ///< Skip certificate verification.
+  std::filesystem::path ca_file;  ///< Trust these CAs (PEM); system store when empty.
   /// H3: trust exactly the server certificate with this SHA-256 (32 bytes)
   /// instead of CAs and names: a peer pins the fingerprint its introduction
   /// carried. Empty: the usual verification.
   Bytes pinned_sha256;
   /// H3: the certificate to present when the server asks for one (peers pin each other).
   std::filesystem::path client_cert_file, client_key_file;
-  std::uint32_t max_concurrent_streams = 100;  ///< Requests in flight at once on the connection.
+  std::uint32_t max_concurrent_streams = 100;          ///< Requests in flight at once on the connection.
   std::uint32_t stream_window = 16 * 1024 * 1024;      ///< Per-stream receive window.
   std::uint32_t connection_window = 64 * 1024 * 1024;  ///< Connection receive window.
-  bool keep_body = false;                   ///< Keep response bodies in ClientResponse::body.
+  bool keep_body = false;                              ///< Keep response bodies in ClientResponse::body.
   /// Keep the URL and the header fields in each ClientResponse. A load
   /// generator needs neither and turns this off: they are two to eight heap
   /// allocations per request, a fifth of the client's CPU on 1 KB responses.
   bool keep_metadata = true;
-  std::uint64_t timeout_ms = 30000;         ///< Idle timeout for the connection.
-  std::filesystem::path session_file;       ///< H3: store/resume session tickets (0-RTT).
-  std::filesystem::path qlog_dir;           ///< H3: write one qlog file per connection here (empty: none).
-  std::size_t max_udp_payload = 0;          ///< H3: 0 automatic (transport/quic/path_mtu.hpp), else this many bytes.
+  std::uint64_t timeout_ms = 30000;    ///< Idle timeout for the connection.
+  std::filesystem::path session_file;  ///< H3: store/resume session tickets (0-RTT).
+  std::filesystem::path qlog_dir;      ///< H3: write one qlog file per connection here (empty: none).
+  std::size_t max_udp_payload = 0;     ///< H3: 0 automatic (transport/quic/path_mtu.hpp), else this many bytes.
   /// Connect to this address instead of the URL's host (which still gives SNI
   /// and :authority). Clients never resolve names themselves: RacingClient
   /// (happy_eyeballs.hpp) resolves on the loop and sets this per attempt.
@@ -101,10 +101,10 @@ struct ClientOptions {
 
 /// Facts about the connection, for reports.
 struct ConnectionInfo {
-  std::string protocol;      ///< "h2" or "h3"
-  std::string tls_version;   ///< e.g. "TLSv1.3"
+  std::string protocol;     ///< "h2" or "h3"
+  std::string tls_version;  ///< e.g. "TLSv1.3"
   std::string alpn;
-  bool resumed = false;      ///< TLS session resumption happened
+  bool resumed = false;              ///< TLS session resumption happened
   bool early_data_accepted = false;  ///< H3 0-RTT accepted by the server
   std::string local_address;
   std::string peer_address;

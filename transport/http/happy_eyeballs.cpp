@@ -124,10 +124,10 @@ void RacingClient::connect(std::function<void(Status)> on_ready) {
     return;
   }
   auto alive = alive_;
-  auto st = resolver_.resolve(origin_.host, origin_.port, socktype_,
-                              [this, alive](Result<std::vector<SocketAddress>> r) {
-                                if (*alive) on_resolved(std::move(r));
-                              });
+  auto st =
+      resolver_.resolve(origin_.host, origin_.port, socktype_, [this, alive](Result<std::vector<SocketAddress>> r) {
+        if (*alive) on_resolved(std::move(r));
+      });
   if (!st) {
     later([this, e = st.error()] { fail_everything(e); });
   }
@@ -136,7 +136,9 @@ void RacingClient::connect(std::function<void(Status)> on_ready) {
 void RacingClient::connect(std::vector<SocketAddress> candidates, std::function<void(Status)> on_ready) {
   on_ready_ = std::move(on_ready);
   if (candidates.empty()) {
-    later([this] { fail_everything(make_error(ErrorDomain::config, EINVAL, "no address to connect to for " + origin_.host)); });
+    later([this] {
+      fail_everything(make_error(ErrorDomain::config, EINVAL, "no address to connect to for " + origin_.host));
+    });
     return;
   }
   begin(order_for_racing(candidates));
@@ -208,8 +210,7 @@ void RacingClient::on_attempt_ready(std::size_t i, Status st) {
     return;
   }
   if (!schedule_->succeeded(i)) return;
-  log::debug("happy eyeballs: {} won after {:.1f} ms", attempts_[i].remote.to_string(),
-             to_ms(now - race_start_));
+  log::debug("happy eyeballs: {} won after {:.1f} ms", attempts_[i].remote.to_string(), to_ms(now - race_start_));
   timer_.stop();
   for (auto j : schedule_->in_progress()) close_attempt(j, /*abort=*/true);
   for (std::size_t j = 0; j < attempts_.size(); ++j) {
@@ -257,8 +258,9 @@ void RacingClient::settle_lost() {
   }
   for (std::size_t j = 0; j < attempts_.size(); ++j) close_attempt(j, /*abort=*/true);
   // Last: the user's callback may destroy this client.
-  fail_everything(make_error(domain, code, "cannot reach " + origin_.host + " at any of its " +
-                                       std::to_string(attempts_.size()) + " addresses: " + detail));
+  fail_everything(make_error(
+      domain, code,
+      "cannot reach " + origin_.host + " at any of its " + std::to_string(attempts_.size()) + " addresses: " + detail));
 }
 
 void RacingClient::fail_everything(const Error& e) {
@@ -332,7 +334,8 @@ void RacingClient::close(std::function<void()> on_closed, bool abort) {
   }
   if (!w || on_ready_) {
     // Nothing connected yet: what waits fails now, from the loop.
-    later([this] { fail_everything(make_error(ErrorDomain::generic, ECANCELED, "client closed before it connected")); });
+    later(
+        [this] { fail_everything(make_error(ErrorDomain::generic, ECANCELED, "client closed before it connected")); });
   } else {
     later([this] { maybe_closed(); });
   }

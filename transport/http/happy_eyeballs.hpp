@@ -69,7 +69,7 @@ class AttemptSchedule {
   enum class State : std::uint8_t { waiting, trying, failed, won };
   std::vector<State> state_;
   Timestamp delay_;
-  std::size_t next_ = 0;         // the next attempt to start
+  std::size_t next_ = 0;  // the next attempt to start
   Timestamp last_start_ = 0;
   bool begun_ = false;
   std::optional<std::size_t> winner_;

@@ -1,12 +1,12 @@
 #include "transport/http/message.hpp"
 
+#include <strings.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
-#include <strings.h>
 
 namespace quiclab::http {
 

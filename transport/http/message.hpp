@@ -20,7 +20,7 @@ enum class Protocol { h2, h3 };
 std::string_view to_string(Protocol p);
 
 struct Header {
-  std::string name;   ///< Lower-case, as HTTP/2 and HTTP/3 require.
+  std::string name;  ///< Lower-case, as HTTP/2 and HTTP/3 require.
   std::string value;
 };
 using Headers = std::vector<Header>;
@@ -32,8 +32,8 @@ struct Request {
   std::string method;
   std::string scheme;
   std::string authority;
-  std::string path;   ///< As sent (":path"): may include a query string.
-  Headers headers;    ///< Regular headers, without pseudo-headers.
+  std::string path;  ///< As sent (":path"): may include a query string.
+  Headers headers;   ///< Regular headers, without pseudo-headers.
   Bytes body;
   Protocol protocol = Protocol::h2;
   SocketAddress peer;
@@ -145,7 +145,7 @@ class SharedFileBody final : public BodySource {
 
 struct Response {
   int status = 200;
-  Headers headers;  ///< Regular headers; content-length is added by the servers from body->size().
+  Headers headers;                   ///< Regular headers; content-length is added by the servers from body->size().
   std::shared_ptr<BodySource> body;  ///< May be null: no body.
 
   static Response text(int status, std::string_view body, std::string_view content_type = "text/plain; charset=utf-8");

@@ -1,9 +1,9 @@
 #include "transport/http/server_stream.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <charconv>
-
-#include <fmt/format.h>
 
 #include "transport/http/app.hpp"
 

@@ -61,7 +61,8 @@ class BodyBudget {
 /// A connection's budget: its own limit, and the server's shared one behind it.
 class ConnectionBudget {
  public:
-  ConnectionBudget(BodyBudget& server, std::uint64_t per_connection_limit) : server_(server), own_(per_connection_limit) {}
+  ConnectionBudget(BodyBudget& server, std::uint64_t per_connection_limit)
+      : server_(server), own_(per_connection_limit) {}
   ~ConnectionBudget() { server_.give_back(own_.in_use()); }
   ConnectionBudget(const ConnectionBudget&) = delete;
   ConnectionBudget& operator=(const ConnectionBudget&) = delete;

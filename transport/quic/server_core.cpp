@@ -41,9 +41,7 @@ ngtcp2_path to_ngtcp2(const Path& p) {
                      nullptr};
 }
 
-Path from_ngtcp2(const ngtcp2_path& p) {
-  return Path{SocketAddress(p.local.addr), SocketAddress(p.remote.addr)};
-}
+Path from_ngtcp2(const ngtcp2_path& p) { return Path{SocketAddress(p.local.addr), SocketAddress(p.remote.addr)}; }
 
 std::string hex_cid(const ngtcp2_cid& cid) { return to_hex(ByteView(cid.data, cid.datalen)); }
 
@@ -115,8 +113,8 @@ namespace {
 using Conn = ServerCore::Connection;
 
 int cb_handshake_completed(ngtcp2_conn*, void* user_data);
-int cb_recv_stream_data(ngtcp2_conn*, std::uint32_t flags, std::int64_t stream_id, std::uint64_t, const std::uint8_t* data,
-                        std::size_t datalen, void* user_data, void*) {
+int cb_recv_stream_data(ngtcp2_conn*, std::uint32_t flags, std::int64_t stream_id, std::uint64_t,
+                        const std::uint8_t* data, std::size_t datalen, void* user_data, void*) {
   auto* c = Conn::of(user_data);
   if (!c->app) return 0;
   if (c->app->on_stream_data(stream_id, ByteView(data, datalen), (flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0) != 0)
@@ -137,14 +135,13 @@ int cb_stream_close(ngtcp2_conn*, std::uint32_t flags, std::int64_t stream_id, s
   if (c->app && c->app->on_stream_close(stream_id, code) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
   return 0;
 }
-int cb_stream_reset(ngtcp2_conn*, std::int64_t stream_id, std::uint64_t, std::uint64_t app_error_code,
-                    void* user_data, void*) {
+int cb_stream_reset(ngtcp2_conn*, std::int64_t stream_id, std::uint64_t, std::uint64_t app_error_code, void* user_data,
+                    void*) {
   auto* c = Conn::of(user_data);
   if (c->app && c->app->on_stream_reset(stream_id, app_error_code) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
   return 0;
 }
-int cb_stream_stop_sending(ngtcp2_conn*, std::int64_t stream_id, std::uint64_t app_error_code, void* user_data,
-                           void*) {
+int cb_stream_stop_sending(ngtcp2_conn*, std::int64_t stream_id, std::uint64_t app_error_code, void* user_data, void*) {
   auto* c = Conn::of(user_data);
   if (c->app && c->app->on_stream_stop_sending(stream_id, app_error_code) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
   return 0;
@@ -244,9 +241,9 @@ struct CoreAccess {
       // A token for the client's next connection proves this address (NEW_TOKEN).
       std::array<std::uint8_t, NGTCP2_CRYPTO_MAX_REGULAR_TOKENLEN> token{};
       const auto* path = ngtcp2_conn_get_path(conn);
-      auto n = ngtcp2_crypto_generate_regular_token(token.data(), core->static_secret_.data(),
-                                                    core->static_secret_.size(), path->remote.addr,
-                                                    path->remote.addrlen, core->now_hint_);
+      auto n =
+          ngtcp2_crypto_generate_regular_token(token.data(), core->static_secret_.data(), core->static_secret_.size(),
+                                               path->remote.addr, path->remote.addrlen, core->now_hint_);
       if (n > 0) ngtcp2_conn_submit_new_token(conn, token.data(), static_cast<std::size_t>(n));
     }
     log::debug("quic {}: handshake completed ({}, resumed {}, 0-RTT {})", c->id, c->tls->description(),
@@ -257,7 +254,9 @@ struct CoreAccess {
 };
 
 namespace {
-int cb_handshake_completed(ngtcp2_conn* conn, void* user_data) { return CoreAccess::handshake_completed(conn, user_data); }
+int cb_handshake_completed(ngtcp2_conn* conn, void* user_data) {
+  return CoreAccess::handshake_completed(conn, user_data);
+}
 
 ngtcp2_conn* get_conn(ngtcp2_crypto_conn_ref* ref) { return static_cast<Conn*>(ref->user_data)->conn; }
 
@@ -349,8 +348,8 @@ void ServerCore::on_datagram(const Path& path, ByteView data, Ecn ecn, Timestamp
   }
   if (rv != 0) {
     ++stats_.dropped_unknown;
-    log::debug("quic: dropped a {} byte datagram from {}: unparsable header ({})", data.size(),
-               path.remote.to_string(), ngtcp2_strerror(rv));
+    log::debug("quic: dropped a {} byte datagram from {}: unparsable header ({})", data.size(), path.remote.to_string(),
+               ngtcp2_strerror(rv));
     return;
   }
   auto it = by_cid_.find(key_of(vc.dcid, vc.dcidlen));
@@ -596,8 +595,8 @@ void ServerCore::send_version_negotiation(const Path& path, const ngtcp2_version
   std::array<std::uint8_t, NGTCP2_MAX_UDP_PAYLOAD_SIZE> buf{};
   std::uint8_t unused_bits = 0;
   random_.fill(&unused_bits, 1);
-  auto n = ngtcp2_pkt_write_version_negotiation(buf.data(), buf.size(), unused_bits, vc.scid,
-                                                vc.scidlen, vc.dcid, vc.dcidlen, versions.data(), versions.size());
+  auto n = ngtcp2_pkt_write_version_negotiation(buf.data(), buf.size(), unused_bits, vc.scid, vc.scidlen, vc.dcid,
+                                                vc.dcidlen, versions.data(), versions.size());
   if (n <= 0) return;
   ++stats_.version_negotiations_sent;
   log::debug("quic: Version Negotiation to {} (client offered 0x{:08x})", path.remote.to_string(), vc.version);
@@ -609,9 +608,9 @@ void ServerCore::send_retry(const Path& path, const ngtcp2_pkt_hd& hd, std::size
   scid.datalen = kScidLen;
   random_.fill(scid.data, scid.datalen);
   std::array<std::uint8_t, NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN> token{};
-  auto tokenlen = ngtcp2_crypto_generate_retry_token(token.data(), static_secret_.data(), static_secret_.size(),
-                                                     hd.version, path.remote.sa(), path.remote.size(), &scid, &hd.dcid,
-                                                     now);
+  auto tokenlen =
+      ngtcp2_crypto_generate_retry_token(token.data(), static_secret_.data(), static_secret_.size(), hd.version,
+                                         path.remote.sa(), path.remote.size(), &scid, &hd.dcid, now);
   if (tokenlen < 0) return;
   std::array<std::uint8_t, NGTCP2_MAX_UDP_PAYLOAD_SIZE> buf{};
   // Never answer with more than 3x what arrived (RFC 9000 8.1).
@@ -687,8 +686,7 @@ void ServerCore::close_connection(Connection& c, Timestamp now) {
   ngtcp2_path_storage_zero(&ps);
   ngtcp2_pkt_info pi{};
   std::vector<std::uint8_t> buf(std::min(kMaxPacketSize, tx_payload_limit(c.conn)));
-  auto n = ngtcp2_conn_write_connection_close(c.conn, &ps.path, &pi, buf.data(), buf.size(),
-                                              &c.last_error, now);
+  auto n = ngtcp2_conn_write_connection_close(c.conn, &ps.path, &pi, buf.data(), buf.size(), &c.last_error, now);
   if (n <= 0) {
     retire(c);
     return;
@@ -808,8 +806,7 @@ void ServerCore::write_connection(Connection& c, Timestamp now) {
           break;
         default:
           log::info("quic {}: write failed: {}", c.id, ngtcp2_strerror(static_cast<int>(nwrite)));
-          ngtcp2_connection_close_error_set_transport_error_liberr(&c.last_error, static_cast<int>(nwrite), nullptr,
-                                                                   0);
+          ngtcp2_connection_close_error_set_transport_error_liberr(&c.last_error, static_cast<int>(nwrite), nullptr, 0);
           close_connection(c, now);
           return;
       }

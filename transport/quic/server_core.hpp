@@ -43,8 +43,8 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "transport/core/address.hpp"
@@ -113,16 +113,17 @@ class StreamApplication {
 
 /// Facts about a new connection, for the application factory.
 struct ConnectionInfo {
-  std::string id;          ///< Hex of the server's first connection ID (also the qlog file name).
+  std::string id;  ///< Hex of the server's first connection ID (also the qlog file name).
   SocketAddress remote;
 };
 
 using ApplicationFactory = std::function<std::unique_ptr<StreamApplication>(ngtcp2_conn* conn, const ConnectionInfo&)>;
 
 /// ngtcp2's congestion controllers by the names the command line uses.
-inline constexpr std::pair<std::string_view, ngtcp2_cc_algo> kCcAlgos[] = {
-    {"cubic", NGTCP2_CC_ALGO_CUBIC}, {"reno", NGTCP2_CC_ALGO_RENO},
-    {"bbr", NGTCP2_CC_ALGO_BBR},     {"bbr2", NGTCP2_CC_ALGO_BBR2}};
+inline constexpr std::pair<std::string_view, ngtcp2_cc_algo> kCcAlgos[] = {{"cubic", NGTCP2_CC_ALGO_CUBIC},
+                                                                           {"reno", NGTCP2_CC_ALGO_RENO},
+                                                                           {"bbr", NGTCP2_CC_ALGO_BBR},
+                                                                           {"bbr2", NGTCP2_CC_ALGO_BBR2}};
 /// The algorithm named `name`, if there is one.
 inline std::optional<ngtcp2_cc_algo> cc_algo_from_name(std::string_view name) {
   for (const auto& [n, a] : kCcAlgos)
@@ -136,9 +137,9 @@ inline std::string_view cc_algo_name(ngtcp2_cc_algo algo) {
 }
 
 struct ServerCoreConfig {
-  bool retry = false;                          ///< Validate every new client address with Retry.
-  std::size_t max_half_open = 2000;            ///< Handshakes in flight; further Initials are dropped.
-  std::size_t auto_retry_half_open = 256;      ///< Past this many half-open connections, Retry is required.
+  bool retry = false;                      ///< Validate every new client address with Retry.
+  std::size_t max_half_open = 2000;        ///< Handshakes in flight; further Initials are dropped.
+  std::size_t auto_retry_half_open = 256;  ///< Past this many half-open connections, Retry is required.
   std::size_t max_connections = 20000;
   Timestamp idle_timeout = 30 * kNanosPerSecond;
   Timestamp handshake_timeout = 10 * kNanosPerSecond;
@@ -151,13 +152,13 @@ struct ServerCoreConfig {
   /// The core opens no file: h3::Server makes this from its qlog_dir with
   /// qlog_to_directory (qlog.hpp).
   QlogSink qlog;
-  std::uint64_t max_data = 64ULL * 1024 * 1024;        ///< Connection receive window (initial and max).
-  std::uint64_t max_stream_data = 16ULL * 1024 * 1024; ///< Stream receive window.
-  std::uint64_t max_streams_bidi = 1000;       ///< Concurrent request streams per connection.
+  std::uint64_t max_data = 64ULL * 1024 * 1024;         ///< Connection receive window (initial and max).
+  std::uint64_t max_stream_data = 16ULL * 1024 * 1024;  ///< Stream receive window.
+  std::uint64_t max_streams_bidi = 1000;                ///< Concurrent request streams per connection.
   ngtcp2_cc_algo cc_algo = NGTCP2_CC_ALGO_CUBIC;
-  bool new_token = true;                       ///< Send NEW_TOKEN after the handshake.
+  bool new_token = true;  ///< Send NEW_TOKEN after the handshake.
   std::size_t stateless_resets_per_second = 200;
-  UdpPayloadPolicy udp_payload;                ///< Datagram size (path_mtu.hpp).
+  UdpPayloadPolicy udp_payload;  ///< Datagram size (path_mtu.hpp).
   /// Datagram size for loopback peers under the automatic policy, measured by
   /// the adapter (probe_loopback_udp_payload); 0: ngtcp2's default with PMTUD.
   std::size_t loopback_udp_payload = 0;
@@ -172,23 +173,23 @@ struct ServerCoreStats {
   std::uint64_t datagrams_in = 0, bytes_in = 0;
   std::uint64_t datagrams_out = 0, bytes_out = 0;
   std::uint64_t max_datagram_in = 0, max_datagram_out = 0;  ///< Largest UDP payloads seen (path_mtu.hpp).
-  std::uint64_t max_batch_datagrams = 0;                     ///< Most datagrams handed to one GSO send.
+  std::uint64_t max_batch_datagrams = 0;                    ///< Most datagrams handed to one GSO send.
   std::uint64_t connections_accepted = 0;
   std::uint64_t connections_closed = 0;
   std::uint64_t handshakes_completed = 0;
   std::uint64_t version_negotiations_sent = 0;
   std::uint64_t retries_sent = 0;
   std::uint64_t stateless_resets_sent = 0;
-  std::uint64_t invalid_token_closes = 0;   ///< Initials with forged/expired Retry tokens.
-  std::uint64_t tokens_accepted = 0;        ///< Valid NEW_TOKEN or Retry tokens.
-  std::uint64_t dropped_unknown = 0;        ///< Unparsable or unexpected datagrams.
+  std::uint64_t invalid_token_closes = 0;  ///< Initials with forged/expired Retry tokens.
+  std::uint64_t tokens_accepted = 0;       ///< Valid NEW_TOKEN or Retry tokens.
+  std::uint64_t dropped_unknown = 0;       ///< Unparsable or unexpected datagrams.
   std::uint64_t dropped_half_open_cap = 0;
-  std::uint64_t dropped_stun = 0;           ///< Well-formed STUN messages: never answered, never reset.
-  std::uint64_t dropped_not_accepted = 0;   ///< New connections refused by accept_initial.
-  std::uint64_t early_data_accepted = 0;    ///< Handshakes where 0-RTT was accepted.
-  std::uint64_t resumed = 0;                ///< TLS resumptions.
-  std::uint64_t key_updates = 0;            ///< Peer-initiated key updates seen.
-  std::uint64_t path_validations = 0;       ///< Successful path validations (migration / rebinding).
+  std::uint64_t dropped_stun = 0;          ///< Well-formed STUN messages: never answered, never reset.
+  std::uint64_t dropped_not_accepted = 0;  ///< New connections refused by accept_initial.
+  std::uint64_t early_data_accepted = 0;   ///< Handshakes where 0-RTT was accepted.
+  std::uint64_t resumed = 0;               ///< TLS resumptions.
+  std::uint64_t key_updates = 0;           ///< Peer-initiated key updates seen.
+  std::uint64_t path_validations = 0;      ///< Successful path validations (migration / rebinding).
   std::uint64_t idle_timeouts = 0;
   std::uint64_t send_blocked = 0;
   /// Amplification check (RFC 9000 8.1): largest sent/received ratio of any

@@ -55,9 +55,9 @@ class Session {
 };
 
 struct ServerConfig {
-  std::filesystem::path cert_file;  ///< PEM certificate chain.
-  std::filesystem::path key_file;   ///< PEM private key.
-  bool early_data = true;           ///< Accept 0-RTT on resumed sessions (anti-replay protected).
+  std::filesystem::path cert_file;              ///< PEM certificate chain.
+  std::filesystem::path key_file;               ///< PEM private key.
+  bool early_data = true;                       ///< Accept 0-RTT on resumed sessions (anti-replay protected).
   std::uint32_t anti_replay_window_ms = 10000;  ///< How far ClientHello times may be apart from now.
   std::size_t anti_replay_capacity = 100000;    ///< Remembered ClientHellos; past it, 0-RTT is refused.
   /// NSS key log file; empty: $SSLKEYLOGFILE is honoured (when set).
@@ -83,8 +83,8 @@ class ServerContext {
 Result<std::unique_ptr<ServerContext>> make_server_context(const ServerConfig& config);
 
 struct ClientConfig {
-  bool insecure = false;            ///< Skip certificate verification.
-  std::filesystem::path ca_file;    ///< PEM CAs to trust; system store when empty.
+  bool insecure = false;              ///< Skip certificate verification.
+  std::filesystem::path ca_file;      ///< PEM CAs to trust; system store when empty.
   std::filesystem::path keylog_file;  ///< As in ServerConfig.
   /// When set (32 bytes): trust exactly the server certificate with this
   /// SHA-256, whatever its issuer and names (pinning; replaces CA checks).
@@ -100,8 +100,8 @@ Result<Bytes> certificate_sha256(const std::filesystem::path& pem_file);
 std::string fingerprint_text(ByteView sha256);
 
 struct ClientSessionOptions {
-  std::string server_name;          ///< SNI and the name the certificate must match.
-  Bytes resumption_data;            ///< A stored session (from on_new_session); empty: full handshake.
+  std::string server_name;  ///< SNI and the name the certificate must match.
+  Bytes resumption_data;    ///< A stored session (from on_new_session); empty: full handshake.
   /// Called with serialized session data each time the server sends a ticket;
   /// store it to resume later (resumption_data). May be null.
   std::function<void(Bytes session_data)> on_new_session;

@@ -110,8 +110,8 @@ int pinned_verify(gnutls_session_t session) {
   if (gnutls_hash_fast(GNUTLS_DIG_SHA256, certs[0].data, certs[0].size, got.data()) != 0)
     return GNUTLS_E_CERTIFICATE_ERROR;
   if (got != owner->pinned_sha256) {
-    owner->verify_error_ = "certificate fingerprint mismatch: pinned SHA-256 " + fingerprint_text(owner->pinned_sha256) +
-                           ", the peer's is " + fingerprint_text(got);
+    owner->verify_error_ = "certificate fingerprint mismatch: pinned SHA-256 " +
+                           fingerprint_text(owner->pinned_sha256) + ", the peer's is " + fingerprint_text(got);
     log::warn("tls: {}", owner->verify_error_);
     return GNUTLS_E_CERTIFICATE_ERROR;
   }
@@ -172,8 +172,7 @@ class GnutlsServerContext final : public ServerContext {
     if (config_.early_data) flags |= GNUTLS_ENABLE_EARLY_DATA;
     if (int rv = gnutls_init(&s, flags); rv != 0) return gnutls_error(rv, "gnutls_init");
     auto session = std::make_unique<GnutlsSession>(s);
-    if (int rv = gnutls_priority_set_direct(s, kPriority, nullptr); rv != 0)
-      return gnutls_error(rv, "set priority");
+    if (int rv = gnutls_priority_set_direct(s, kPriority, nullptr); rv != 0) return gnutls_error(rv, "set priority");
     if (!config_.pinned_client_sha256.empty()) {
       session->pinned_sha256 = config_.pinned_client_sha256;
       gnutls_db_set_ptr(s, session.get());
@@ -290,8 +289,7 @@ class GnutlsClientContext final : public ClientContext {
     auto session = std::make_unique<GnutlsSession>(s);
     session->client_options = options;
     session->pinned_sha256 = config_.pinned_sha256;
-    if (int rv = gnutls_priority_set_direct(s, kPriority, nullptr); rv != 0)
-      return gnutls_error(rv, "set priority");
+    if (int rv = gnutls_priority_set_direct(s, kPriority, nullptr); rv != 0) return gnutls_error(rv, "set priority");
     // The ticket hook finds its session object through the db pointer (the
     // session pointer is ngtcp2's conn_ref).
     gnutls_db_set_ptr(s, session.get());
@@ -348,7 +346,8 @@ Result<Bytes> certificate_sha256(const std::filesystem::path& pem_file) {
   gnutls_free(pem.data);
   if (rv < 0) {
     gnutls_x509_crt_deinit(crt);
-    return make_error(ErrorDomain::gnutls, rv, "tls: no certificate in " + pem_file.string() + ": " + gnutls_strerror(rv));
+    return make_error(ErrorDomain::gnutls, rv,
+                      "tls: no certificate in " + pem_file.string() + ": " + gnutls_strerror(rv));
   }
   gnutls_datum_t der{};
   rv = gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_DER, &der);

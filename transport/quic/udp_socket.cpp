@@ -2,9 +2,9 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/errqueue.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
-#include <linux/errqueue.h>
 #include <netinet/udp.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -29,9 +29,7 @@ constexpr std::size_t kGroBufferSize = 65535;
 // sensible size is truncated and dropped.
 constexpr std::size_t kPlainBufferSize = 65535;
 
-int set_int_opt(int fd, int level, int name, int value) {
-  return ::setsockopt(fd, level, name, &value, sizeof value);
-}
+int set_int_opt(int fd, int level, int name, int value) { return ::setsockopt(fd, level, name, &value, sizeof value); }
 
 std::string errno_text(int err) { return std::string(std::strerror(err)); }
 
@@ -356,7 +354,8 @@ struct UdpSocket::Impl : std::enable_shared_from_this<UdpSocket::Impl> {
     std::size_t used = 0;
     cmsghdr* c = CMSG_FIRSTHDR(&h);
     const bool v6 = dest.is_v6();
-    const bool v4_mapped_peer = v6 && IN6_IS_ADDR_V4MAPPED(&reinterpret_cast<const sockaddr_in6*>(dest.sa())->sin6_addr);
+    const bool v4_mapped_peer =
+        v6 && IN6_IS_ADDR_V4MAPPED(&reinterpret_cast<const sockaddr_in6*>(dest.sa())->sin6_addr);
     if (segment_size != 0) {
       c->cmsg_level = SOL_UDP;
       c->cmsg_type = UDP_SEGMENT;
@@ -571,8 +570,7 @@ Result<SocketAddress> route_source(const SocketAddress& remote) {
   socklen_t len = SocketAddress::capacity();
   if (::connect(fd, remote.sa(), remote.size()) != 0 || ::getsockname(fd, local.sa(), &len) != 0) err = errno;
   ::close(fd);
-  if (err != 0)
-    return make_error(ErrorDomain::os, err, "cannot reach " + remote.to_string() + ": " + errno_text(err));
+  if (err != 0) return make_error(ErrorDomain::os, err, "cannot reach " + remote.to_string() + ": " + errno_text(err));
   local.set_port(0);
   return local;
 }

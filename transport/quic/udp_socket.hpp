@@ -62,15 +62,15 @@ struct ReceivedDatagram {
 };
 
 struct UdpSocketOptions {
-  bool gro = true;                 ///< Ask for UDP_GRO on receive (ignored if the kernel lacks it).
-  bool gso = true;                 ///< Use UDP_SEGMENT on send when the kernel accepts it.
-  bool ecn = true;                 ///< Read ECN on receive (IP_RECVTOS / IPV6_RECVTCLASS).
-  bool pktinfo = true;             ///< Learn the local address per datagram (IP_PKTINFO).
-  std::size_t recv_batch = 32;     ///< Messages per recvmmsg() call.
+  bool gro = true;                         ///< Ask for UDP_GRO on receive (ignored if the kernel lacks it).
+  bool gso = true;                         ///< Use UDP_SEGMENT on send when the kernel accepts it.
+  bool ecn = true;                         ///< Read ECN on receive (IP_RECVTOS / IPV6_RECVTCLASS).
+  bool pktinfo = true;                     ///< Learn the local address per datagram (IP_PKTINFO).
+  std::size_t recv_batch = 32;             ///< Messages per recvmmsg() call.
   std::size_t max_batches_per_wakeup = 8;  ///< Bounds work per readable event (fairness with other handles).
-  bool recverr = true;             ///< IP_RECVERR: ICMP errors with their destination, also when unconnected.
-  int rcvbuf = 4 * 1024 * 1024;    ///< SO_RCVBUF request (0: kernel default).
-  int sndbuf = 4 * 1024 * 1024;    ///< SO_SNDBUF request (0: kernel default).
+  bool recverr = true;                     ///< IP_RECVERR: ICMP errors with their destination, also when unconnected.
+  int rcvbuf = 4 * 1024 * 1024;            ///< SO_RCVBUF request (0: kernel default).
+  int sndbuf = 4 * 1024 * 1024;            ///< SO_SNDBUF request (0: kernel default).
 };
 
 enum class SendStatus {
@@ -95,10 +95,10 @@ struct UdpSocketStats {
   std::uint64_t datagrams_sent = 0;
   std::uint64_t bytes_sent = 0;
   std::uint64_t send_syscalls = 0;
-  std::uint64_t send_blocked = 0;       ///< EAGAIN count.
+  std::uint64_t send_blocked = 0;  ///< EAGAIN count.
   std::uint64_t send_errors = 0;
-  std::uint64_t socket_errors = 0;      ///< Pending socket errors (ICMP) cleared after POLLERR; reading went on.
-  std::uint64_t icmp_errors = 0;        ///< Error-queue entries read (IP_RECVERR), each reported with its destination.
+  std::uint64_t socket_errors = 0;  ///< Pending socket errors (ICMP) cleared after POLLERR; reading went on.
+  std::uint64_t icmp_errors = 0;    ///< Error-queue entries read (IP_RECVERR), each reported with its destination.
   bool gro_enabled = false;
   bool gso_enabled = false;
 };

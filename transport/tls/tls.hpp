@@ -45,8 +45,8 @@ struct ServerOptions {
 
 struct ClientOptions {
   std::vector<std::string> alpn = {"h2"};
-  bool insecure = false;            ///< Skip certificate verification.
-  std::filesystem::path ca_file;    ///< Trust these CAs; system store when empty.
+  bool insecure = false;          ///< Skip certificate verification.
+  std::filesystem::path ca_file;  ///< Trust these CAs; system store when empty.
 };
 
 /// An SSL_CTX configured for TLS 1.3 (1.2 allowed for clients' compatibility only

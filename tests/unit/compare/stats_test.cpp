@@ -1,8 +1,7 @@
-#include <catch2/catch.hpp>
-
-#include <vector>
-
 #include "bench/compare/stats.hpp"
+
+#include <catch2/catch.hpp>
+#include <vector>
 
 using namespace quiclab::stats;
 
@@ -26,7 +25,7 @@ TEST_CASE("bootstrap interval covers the median and is reproducible", "[stats]")
   REQUIRE(ci);
   CHECK(ci->low < 51);
   CHECK(ci->high > 51);
-  CHECK(ci->low > 35);   // a 95 % interval for the median of 101 points is about ±10
+  CHECK(ci->low > 35);  // a 95 % interval for the median of 101 points is about ±10
   CHECK(ci->high < 67);
   auto again = bootstrap_ci(v, 50, 0.95, 42);
   CHECK(again->low == ci->low);

@@ -1,6 +1,6 @@
-#include <catch2/catch.hpp>
-
 #include "transport/core/address.hpp"
+
+#include <catch2/catch.hpp>
 
 using quiclab::SocketAddress;
 

@@ -2,8 +2,9 @@
 // called in registration order, removal and destruction from inside a
 // handler. Orderings are fixed by construction (a deadline that is already
 // due, or one set only by an earlier handler), never by racing durations.
-#include <catch2/catch.hpp>
+#include "transport/core/deadline_timer.hpp"
 
+#include <catch2/catch.hpp>
 #include <memory>
 #include <optional>
 #include <string>
@@ -14,7 +15,6 @@
 #include "p2p/rendezvous_server.hpp"
 #include "p2p/stun_transaction.hpp"
 #include "transport/core/clock.hpp"
-#include "transport/core/deadline_timer.hpp"
 #include "transport/core/uv.hpp"
 #include "transport/h3/client.hpp"
 #include "transport/quic/server_core.hpp"
@@ -66,7 +66,8 @@ TimerCount count_timers(uv::Loop& loop) {
 
 }  // namespace
 
-TEST_CASE("deadline timer: one uv timer for several cores, due ones run in registration order", "[core][uv][deadline]") {
+TEST_CASE("deadline timer: one uv timer for several cores, due ones run in registration order",
+          "[core][uv][deadline]") {
   uv::Loop loop;
   std::vector<std::string> log;
   const Timestamp now = uv::Loop::hrtime();

@@ -1,9 +1,9 @@
-#include <catch2/catch.hpp>
+#include "transport/core/uv.hpp"
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 
 #include "transport/core/buffer.hpp"
-#include "transport/core/uv.hpp"
 
 using namespace quiclab;
 
@@ -48,31 +48,39 @@ TEST_CASE("TCP echo over loopback", "[core][uv]") {
   std::vector<std::unique_ptr<uv::TcpStream>> accepted;
   auto addr = SocketAddress::from_ip("127.0.0.1", 0);
   REQUIRE(addr.ok());
-  REQUIRE(server.listen(*addr, 16, [&](uv::TcpStream s) {
-    auto conn = std::make_unique<uv::TcpStream>(std::move(s));
-    auto* c = conn.get();
-    accepted.push_back(std::move(conn));
-    REQUIRE(c->read_start([c](ByteView d) { (void)c->write(Bytes(d.begin(), d.end())); },
-                          [c](int) { c->close(); }));
-  }).ok());
+  REQUIRE(server
+              .listen(*addr, 16,
+                      [&](uv::TcpStream s) {
+                        auto conn = std::make_unique<uv::TcpStream>(std::move(s));
+                        auto* c = conn.get();
+                        accepted.push_back(std::move(conn));
+                        REQUIRE(c->read_start([c](ByteView d) { (void)c->write(Bytes(d.begin(), d.end())); },
+                                              [c](int) { c->close(); }));
+                      })
+              .ok());
   auto bound = server.local_address();
   REQUIRE(bound.port() != 0);
 
   uv::TcpStream client(loop);
   std::string got;
-  REQUIRE(client.connect(bound, [&](Status st) {
-    REQUIRE(st.ok());
-    REQUIRE(client.write(Bytes{'p', 'i', 'n', 'g'}).ok());
-    REQUIRE(client.read_start(
-        [&](ByteView d) {
-          got.append(as_string(d));
-          if (got.size() == 4) {
-            client.close();
-            server.close();
-          }
-        },
-        [&](int) { client.close(); }).ok());
-  }).ok());
+  REQUIRE(client
+              .connect(bound,
+                       [&](Status st) {
+                         REQUIRE(st.ok());
+                         REQUIRE(client.write(Bytes{'p', 'i', 'n', 'g'}).ok());
+                         REQUIRE(client
+                                     .read_start(
+                                         [&](ByteView d) {
+                                           got.append(as_string(d));
+                                           if (got.size() == 4) {
+                                             client.close();
+                                             server.close();
+                                           }
+                                         },
+                                         [&](int) { client.close(); })
+                                     .ok());
+                       })
+              .ok());
   loop.run();
   CHECK(got == "ping");
   accepted.clear();
@@ -133,38 +141,48 @@ TEST_CASE("TCP writes larger than the socket buffer arrive whole and in order", 
   std::unique_ptr<uv::TcpStream> conn;
   constexpr std::size_t kChunk = 4 * 1024 * 1024;
   constexpr int kChunks = 4;
-  REQUIRE(server.listen(*SocketAddress::from_ip("127.0.0.1", 0), 4, [&](uv::TcpStream s) {
-    conn = std::make_unique<uv::TcpStream>(std::move(s));
-    for (int i = 0; i < kChunks; ++i) {
-      Bytes chunk(kChunk);
-      for (std::size_t j = 0; j < kChunk; ++j) chunk[j] = static_cast<std::uint8_t>((j * 7 + static_cast<std::size_t>(i)) & 0xff);
-      REQUIRE(conn->write(std::move(chunk)).ok());
-    }
-    REQUIRE(conn->write(Bytes{}, [&](Status st) { CHECK(st.ok()); }).ok());
-  }).ok());
+  REQUIRE(server
+              .listen(*SocketAddress::from_ip("127.0.0.1", 0), 4,
+                      [&](uv::TcpStream s) {
+                        conn = std::make_unique<uv::TcpStream>(std::move(s));
+                        for (int i = 0; i < kChunks; ++i) {
+                          Bytes chunk(kChunk);
+                          for (std::size_t j = 0; j < kChunk; ++j)
+                            chunk[j] = static_cast<std::uint8_t>((j * 7 + static_cast<std::size_t>(i)) & 0xff);
+                          REQUIRE(conn->write(std::move(chunk)).ok());
+                        }
+                        REQUIRE(conn->write(Bytes{}, [&](Status st) { CHECK(st.ok()); }).ok());
+                      })
+              .ok());
   uv::TcpStream client(loop);
   uv::Timer pause(loop);
   std::size_t got = 0;
   bool in_order = true;
-  REQUIRE(client.connect(server.local_address(), [&](Status st) {
-    REQUIRE(st.ok());
-    pause.start(100, 0, [&] {
-      REQUIRE(client.read_start(
-          [&](ByteView d) {
-            for (auto byte : d) {
-              std::size_t i = got / kChunk, j = got % kChunk;
-              if (byte != static_cast<std::uint8_t>((j * 7 + i) & 0xff)) in_order = false;
-              ++got;
-            }
-            if (got == kChunk * kChunks) {
-              client.close();
-              conn->close();
-              server.close();
-            }
-          },
-          [&](int) { client.close(); }).ok());
-    });
-  }).ok());
+  REQUIRE(client
+              .connect(server.local_address(),
+                       [&](Status st) {
+                         REQUIRE(st.ok());
+                         pause.start(100, 0, [&] {
+                           REQUIRE(client
+                                       .read_start(
+                                           [&](ByteView d) {
+                                             for (auto byte : d) {
+                                               std::size_t i = got / kChunk, j = got % kChunk;
+                                               if (byte != static_cast<std::uint8_t>((j * 7 + i) & 0xff))
+                                                 in_order = false;
+                                               ++got;
+                                             }
+                                             if (got == kChunk * kChunks) {
+                                               client.close();
+                                               conn->close();
+                                               server.close();
+                                             }
+                                           },
+                                           [&](int) { client.close(); })
+                                       .ok());
+                         });
+                       })
+              .ok());
   loop.run();
   CHECK(got == kChunk * kChunks);
   CHECK(in_order);

@@ -2,6 +2,8 @@
 // semantics, the concurrency cap, REFUSED_STREAM retry, callback rules
 // (destroying the client from a callback) and that the loop closes with no live
 // handle in every case.
+#include "transport/h2/client.hpp"
+
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -12,7 +14,6 @@
 #include <vector>
 
 #include "transport/core/uv.hpp"
-#include "transport/h2/client.hpp"
 #include "transport/h2/server.hpp"
 #include "transport/http/app.hpp"
 #include "transport/tls/tls.hpp"
@@ -33,8 +34,8 @@ struct Fixture {
 
   explicit Fixture(std::uint32_t server_streams = 100) {
     static int counter = 0;
-    dir = fs::temp_directory_path() / ("quiclab-h2client-unit-" + std::to_string(::getpid()) + "-" +
-                                       std::to_string(++counter));
+    dir = fs::temp_directory_path() /
+          ("quiclab-h2client-unit-" + std::to_string(::getpid()) + "-" + std::to_string(++counter));
     auto c = tls::generate_self_signed(dir, {"localhost", "127.0.0.1"});
     REQUIRE(c.ok());
     cert = *c;

@@ -10,10 +10,10 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <filesystem>
 #include <optional>
 #include <string>
-#include <chrono>
 #include <thread>
 
 #include "tests/gnutls_peer.hpp"

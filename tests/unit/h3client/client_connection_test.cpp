@@ -1,7 +1,7 @@
 // The sans-IO HTTP/3 client core on simulated time: no sockets, no loop.
-#include <catch2/catch.hpp>
 #include <ngtcp2/ngtcp2.h>
 
+#include <catch2/catch.hpp>
 #include <cerrno>
 
 #include "transport/core/clock.hpp"
@@ -73,7 +73,7 @@ TEST_CASE("h3 client core: first flight is a padded Initial, then the handshake 
   }
   REQUIRE(c.closed());
   CHECK_FALSE(c.expiry().has_value());  // closed: nothing scheduled (nullopt, not a sentinel)
-  CHECK(out.datagrams.size() > 1);  // probes were sent
+  CHECK(out.datagrams.size() > 1);      // probes were sent
   auto ev = c.take_events();
   REQUIRE(ev.ready.has_value());
   REQUIRE_FALSE(ev.ready->ok());
@@ -160,7 +160,7 @@ TEST_CASE("h3 client core: the loopback datagram size is the config's number, th
   CHECK(payload(0, "127.0.0.1") == NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE);
   CHECK(payload(9000, "127.0.0.1") == 9000);
   CHECK(payload(9000, "192.0.2.1") == NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE);  // not loopback
-  CHECK(payload(9000, "127.0.0.1", 1300) == 1300);                          // forced wins
+  CHECK(payload(9000, "127.0.0.1", 1300) == 1300);                         // forced wins
 }
 
 TEST_CASE("h3 client core: a failing qlog sink fails create(); a resume session that cannot be used is ignored",

@@ -3,10 +3,9 @@
 // sockets: the right pins connect, a wrong one fails with a message that
 // names both fingerprints, a client without a certificate is refused by a
 // server that pins one.
-#include <catch2/catch.hpp>
-
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <filesystem>
 
 #include "transport/core/uv.hpp"

@@ -1,11 +1,10 @@
-#include <catch2/catch.hpp>
+#include "transport/http/app.hpp"
 
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
-
-#include "transport/http/app.hpp"
 
 using namespace quiclab;
 using namespace quiclab::http;

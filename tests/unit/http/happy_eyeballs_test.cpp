@@ -2,6 +2,8 @@
 // (exact times), then RacingClient on a real loop with scripted per-address
 // clients (who wins, where requests go, what the losers get, the error when
 // every address fails, and that the loop closes with no live handle).
+#include "transport/http/happy_eyeballs.hpp"
+
 #include <catch2/catch.hpp>
 #include <memory>
 #include <optional>
@@ -10,7 +12,6 @@
 
 #include "transport/core/clock.hpp"
 #include "transport/core/uv.hpp"
-#include "transport/http/happy_eyeballs.hpp"
 
 using namespace quiclab;
 using http::AttemptSchedule;
@@ -90,9 +91,9 @@ struct Script {
 };
 
 struct Record {
-  std::vector<std::string> started;  // addresses, in the order attempts began
-  std::vector<std::string> served;   // address that served each request
-  std::vector<std::string> closed;   // addresses whose client was closed
+  std::vector<std::string> started;                    // addresses, in the order attempts began
+  std::vector<std::string> served;                     // address that served each request
+  std::vector<std::string> closed;                     // addresses whose client was closed
   std::vector<std::optional<Timestamp>> clock_starts;  // each attempt's ClientOptions::clock_start
   int destroyed = 0;
 };
@@ -217,7 +218,8 @@ struct Race {
 }  // namespace
 
 TEST_CASE("happy eyeballs: refused IPv6, IPv4 at once; requests go to the winner", "[http][happy_eyeballs]") {
-  Race race({{"::1", {1, make_error(ErrorDomain::os, ECONNREFUSED, "refused")}}, {"127.0.0.1", {5, std::nullopt}}}, 10'000);
+  Race race({{"::1", {1, make_error(ErrorDomain::os, ECONNREFUSED, "refused")}}, {"127.0.0.1", {5, std::nullopt}}},
+            10'000);
   auto t0 = uv::Loop::hrtime();
   race.run({ip("127.0.0.1"), ip("::1")}, 3);
   REQUIRE(race.ready);
@@ -255,8 +257,9 @@ TEST_CASE("happy eyeballs: a silent IPv6 loses to IPv4 after the delay and is cl
 }
 
 TEST_CASE("happy eyeballs: every address fails: one error naming each", "[http][happy_eyeballs]") {
-  Race race({{"::1", {1, make_error(ErrorDomain::os, ECONNREFUSED, "cannot connect to [::1]:443: refused")}},
-             {"127.0.0.1", {2, make_error(ErrorDomain::os, ECONNREFUSED, "cannot connect to 127.0.0.1:443: refused")}}});
+  Race race(
+      {{"::1", {1, make_error(ErrorDomain::os, ECONNREFUSED, "cannot connect to [::1]:443: refused")}},
+       {"127.0.0.1", {2, make_error(ErrorDomain::os, ECONNREFUSED, "cannot connect to 127.0.0.1:443: refused")}}});
   race.run({ip("::1"), ip("127.0.0.1")}, 1);
   REQUIRE(race.ready);
   REQUIRE_FALSE(race.ready->ok());
@@ -270,8 +273,7 @@ TEST_CASE("happy eyeballs: every address fails: one error naming each", "[http][
   CHECK(race.rec.served.empty());
 }
 
-TEST_CASE("happy eyeballs: one address is no race: requests reach it before its handshake",
-          "[http][happy_eyeballs]") {
+TEST_CASE("happy eyeballs: one address is no race: requests reach it before its handshake", "[http][happy_eyeballs]") {
   // The scripted client serves only once ready, so this checks the hand-over
   // order: with one candidate the requests are submitted to it at once (0-RTT
   // needs that), and the timing is left as the client measured it.

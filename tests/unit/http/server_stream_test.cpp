@@ -1,13 +1,13 @@
 // The shared server-stream pipeline, driven without a transport: what both the
 // HTTP/2 and the HTTP/3 server answer is decided here.
-#include <catch2/catch.hpp>
+#include "transport/http/server_stream.hpp"
 
+#include <catch2/catch.hpp>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "transport/http/app.hpp"
-#include "transport/http/server_stream.hpp"
 
 using namespace quiclab;
 using namespace quiclab::http;
@@ -138,8 +138,9 @@ TEST_CASE("pipeline: malformed requests get 400", "[http][pipeline]") {
   CHECK(request(f, nullptr, "GET", "/health", {{"te", "gzip"}})->take_response().status == 400);
   CHECK(request(f, nullptr, "GET", "/health", {{"te", "trailers"}})->take_response().status == 200);
   CHECK(request(f, nullptr, "POST", "/echo", {{"content-length", "abc"}})->take_response().status == 400);
-  CHECK(request(f, nullptr, "POST", "/echo", {{"content-length", "1"}, {"content-length", "2"}})->take_response().status ==
-        400);
+  CHECK(request(f, nullptr, "POST", "/echo", {{"content-length", "1"}, {"content-length", "2"}})
+            ->take_response()
+            .status == 400);
   auto missing = std::make_unique<ServerStream>(f.app, f.policy, nullptr, Protocol::h2, SocketAddress{});
   missing->header(":method", "GET");
   missing->headers_done(true);

@@ -1,10 +1,9 @@
 // App's open-file cache for static files: hits, invalidation on change and
 // deletion (seen through the open fd's fstat), revalidation interval on
 // simulated time, bounds, and that path checks still run before any caching.
-#include <catch2/catch.hpp>
-
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 
@@ -145,8 +144,8 @@ TEST_CASE("static cache: entries and bytes stay within bounds (least recently us
     App app(std::move(c), m);
     app.handle(get("/a.txt"));
     app.handle(get("/b.html"));
-    app.handle(get("/a.txt"));   // a is now the most recent
-    app.handle(get("/c.txt"));   // evicts b
+    app.handle(get("/a.txt"));  // a is now the most recent
+    app.handle(get("/c.txt"));  // evicts b
     auto s = app.static_cache_stats();
     CHECK(s.entries == 2);
     CHECK(s.evictions == 1);

@@ -1,6 +1,7 @@
+#include "bench/linkem/link_config.hpp"
+
 #include <catch2/catch.hpp>
 
-#include "bench/linkem/link_config.hpp"
 #include "bench/linkem/packet_flow.hpp"
 
 using namespace quiclab;
@@ -38,7 +39,8 @@ TEST_CASE("link specs: Gilbert-Elliott, outage and drop list", "[linkem][config]
 }
 
 TEST_CASE("link specs round-trip through to_spec", "[linkem][config]") {
-  auto c = parse_link_spec("delay=7ms jitter=3us ge-p=2% ge-r=40% rate=12mbit queue-pkts=9 outage=1ms/2ms drop=1-2 seed=5");
+  auto c =
+      parse_link_spec("delay=7ms jitter=3us ge-p=2% ge-r=40% rate=12mbit queue-pkts=9 outage=1ms/2ms drop=1-2 seed=5");
   REQUIRE(c.ok());
   auto again = parse_link_spec(c->to_spec());
   REQUIRE(again.ok());
@@ -49,9 +51,9 @@ TEST_CASE("link specs round-trip through to_spec", "[linkem][config]") {
 }
 
 TEST_CASE("bad link specs are errors that name the item", "[linkem][config]") {
-  const char* bad[] = {"delay=20",        "delay=-1ms",   "loss=101%",    "loss=abc",       "rate=10",
-                       "queue-pkts=0",    "bogus=1",      "delay",        "reorder=yes",    "drop=5-3",
-                       "drop-flow=sctp",  "outage=1ms",   "outage=1ms/0ms", "ge-r=2",       "rate=1xbit"};
+  const char* bad[] = {"delay=20",       "delay=-1ms", "loss=101%",      "loss=abc",    "rate=10",
+                       "queue-pkts=0",   "bogus=1",    "delay",          "reorder=yes", "drop=5-3",
+                       "drop-flow=sctp", "outage=1ms", "outage=1ms/0ms", "ge-r=2",      "rate=1xbit"};
   for (const char* s : bad) {
     INFO(s);
     auto c = parse_link_spec(s);

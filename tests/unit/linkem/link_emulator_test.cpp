@@ -1,11 +1,10 @@
 // The link emulator's scheduler on simulated time: every timestamp here is a
 // plain nanosecond count, no clock or socket is involved.
-#include <catch2/catch.hpp>
+#include "bench/linkem/link_emulator.hpp"
 
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <vector>
-
-#include "bench/linkem/link_emulator.hpp"
 
 using namespace quiclab;
 using namespace quiclab::linkem;
@@ -16,8 +15,7 @@ constexpr Timestamp ms(double v) { return static_cast<Timestamp>(v * 1e6); }
 constexpr Timestamp us(double v) { return static_cast<Timestamp>(v * 1e3); }
 
 // An IPv4/UDP packet of `size` bytes (header fields that matter for flows only).
-Bytes udp_packet(std::size_t size, std::uint16_t sport = 5000, std::uint16_t dport = 4433,
-                 std::uint8_t src_last = 2) {
+Bytes udp_packet(std::size_t size, std::uint16_t sport = 5000, std::uint16_t dport = 4433, std::uint8_t src_last = 2) {
   Bytes p(std::max<std::size_t>(size, 28), 0);
   p[0] = 0x45;
   p[2] = static_cast<std::uint8_t>(p.size() >> 8);

@@ -1,9 +1,10 @@
 // The peer's demultiplexer: STUN by its whole header and then by source,
 // ChannelData only from the TURN server, everything else QUIC, including
 // greased QUIC packets whose first byte is in STUN's 0x00-0x3F range.
+#include "p2p/demux.hpp"
+
 #include <catch2/catch.hpp>
 
-#include "p2p/demux.hpp"
 #include "p2p/stun.hpp"
 #include "transport/core/datagram_kind.hpp"
 

@@ -3,12 +3,12 @@
 // before the introduction, role conflicts, consent freshness, and every cell
 // of the NAT matrix through the NAT simulator (tests/unit/sim/nat_sim.hpp),
 // with the STUN server core giving each side its server-reflexive address.
-#include <catch2/catch.hpp>
+#include "p2p/ice_agent.hpp"
 
+#include <catch2/catch.hpp>
 #include <functional>
 #include <map>
 
-#include "p2p/ice_agent.hpp"
 #include "p2p/nat_behavior.hpp"
 #include "p2p/rendezvous_server.hpp"
 #include "tests/unit/sim/nat_sim.hpp"
@@ -39,7 +39,7 @@ struct Host {
   std::unique_ptr<Agent> agent;
   std::optional<stun::NatBehaviorDiscovery> discovery;
   std::vector<ice::Event> events;
-  std::vector<std::string> trace;  // for the determinism check
+  std::vector<std::string> trace;        // for the determinism check
   std::unique_ptr<SeededRandom> random;  // the agent keeps a reference: a stable address
   Host(SocketAddress a, bool controlling, std::uint64_t seed, ice::AgentConfig base = {})
       : address(a), random(std::make_unique<SeededRandom>(seed)) {
@@ -192,7 +192,8 @@ TEST_CASE("ice: credentials are fresh ice-chars of the RFC's minimum lengths or 
   CHECK(c1.password.size() >= 22);
   CHECK(c1.ufrag != c2.ufrag);
   CHECK(c1.password != c2.password);
-  for (char ch : c1.ufrag + c1.password) CHECK((std::isalnum(static_cast<unsigned char>(ch)) || ch == '+' || ch == '/'));
+  for (char ch : c1.ufrag + c1.password)
+    CHECK((std::isalnum(static_cast<unsigned char>(ch)) || ch == '+' || ch == '/'));
 }
 
 TEST_CASE("ice: two agents on an open path connect over host candidates and keep consent", "[p2p][ice]") {

@@ -1,8 +1,9 @@
 // RFC 5780 discovery against the rendezvous server core through a simulated NAT,
 // all in memory on simulated time, for each mapping and filtering behaviour.
+#include "p2p/nat_behavior.hpp"
+
 #include <catch2/catch.hpp>
 
-#include "p2p/nat_behavior.hpp"
 #include "p2p/rendezvous_server.hpp"
 #include "tests/unit/sim/nat_sim.hpp"
 
@@ -16,9 +17,12 @@ SocketAddress addr(const char* ip, std::uint16_t port) { return SocketAddress::f
 
 sim::Dependence dependence(NatBehavior b) {
   switch (b) {
-    case NatBehavior::AddressDependent: return sim::Dependence::address_dependent;
-    case NatBehavior::AddressAndPortDependent: return sim::Dependence::address_and_port_dependent;
-    default: return sim::Dependence::endpoint_independent;
+    case NatBehavior::AddressDependent:
+      return sim::Dependence::address_dependent;
+    case NatBehavior::AddressAndPortDependent:
+      return sim::Dependence::address_and_port_dependent;
+    default:
+      return sim::Dependence::endpoint_independent;
   }
 }
 

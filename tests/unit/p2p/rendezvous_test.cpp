@@ -570,7 +570,8 @@ TEST_CASE("an introduction is retransmitted until the target answers, and the as
   CHECK(h.server.counters().introductions_failed == 1);
 }
 
-TEST_CASE("an introduction can wait for a peer that has not registered yet, bounded", "[p2p][rendezvous][introduction]") {
+TEST_CASE("an introduction can wait for a peer that has not registered yet, bounded",
+          "[p2p][rendezvous][introduction]") {
   Harness h;
   auto a_addr = addr("198.51.100.10", 40000), b_addr = addr("203.0.113.20", 50000);
   Client a(client_config("alice", 1)), b(client_config("bob", 2));

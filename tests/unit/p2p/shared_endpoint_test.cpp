@@ -9,15 +9,15 @@
 // half of the connections clear the fixed bit (first byte 0x00-0x3F, the range
 // of STUN's first byte); seeds are tried until both directions were seen
 // greased, and every run must route every datagram right.
-#include <catch2/catch.hpp>
+#include "p2p/shared_endpoint.hpp"
 
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <memory>
 #include <optional>
 
 #include "p2p/nat_behavior.hpp"
 #include "p2p/rendezvous_service.hpp"
-#include "p2p/shared_endpoint.hpp"
 #include "transport/core/random.hpp"
 #include "transport/core/uv.hpp"
 #include "transport/h3/client.hpp"

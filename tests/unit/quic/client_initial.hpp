@@ -71,8 +71,8 @@ class ClientInitialBuilder {
     params.initial_max_streams_uni = 3;
     params.initial_max_data = 1 << 20;
     params.initial_max_stream_data_uni = 1 << 20;
-    ngtcp2_path path{{const_cast<sockaddr*>(from.sa()), from.size()}, {const_cast<sockaddr*>(to.sa()), to.size()},
-                     nullptr};
+    ngtcp2_path path{
+        {const_cast<sockaddr*>(from.sa()), from.size()}, {const_cast<sockaddr*>(to.sa()), to.size()}, nullptr};
     if (ngtcp2_conn_client_new(&h.conn, &dcid, &scid, &path, NGTCP2_PROTO_VER_V1, &cb, &settings, &params, nullptr,
                                &h) != 0)
       return {};

@@ -1,10 +1,9 @@
 // The datagram-size rule (path_mtu.hpp): what --max-udp-payload accepts, which
 // peers count as loopback, and what reaches ngtcp2's settings.
-#include <catch2/catch.hpp>
-
-#include <string>
-
 #include "transport/quic/path_mtu.hpp"
+
+#include <catch2/catch.hpp>
+#include <string>
 
 using namespace quiclab;
 using namespace quiclab::quic;
@@ -30,8 +29,8 @@ TEST_CASE("loopback peers: 127/8, ::1 and v4-mapped 127/8 only", "[quic][mtu]") 
     INFO(ip);
     CHECK(is_loopback(*SocketAddress::from_ip(ip, 443)));
   }
-  for (const char* ip : {"10.0.0.1", "128.0.0.1", "126.255.255.255", "0.0.0.0", "::", "::2", "::ffff:10.0.0.1",
-                         "fe80::1"}) {
+  for (const char* ip :
+       {"10.0.0.1", "128.0.0.1", "126.255.255.255", "0.0.0.0", "::", "::2", "::ffff:10.0.0.1", "fe80::1"}) {
     INFO(ip);
     CHECK_FALSE(is_loopback(*SocketAddress::from_ip(ip, 443)));
   }

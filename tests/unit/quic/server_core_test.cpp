@@ -1,14 +1,14 @@
 // The QUIC server core on simulated time with a capturing packet sink: bad
 // input never crashes it or leaks connections, and the address-validation and
 // flood defences do what they say.
-#include <catch2/catch.hpp>
+#include "transport/quic/server_core.hpp"
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <map>
 #include <random>
 
 #include "tests/unit/quic/client_initial.hpp"
-#include "transport/quic/server_core.hpp"
 #include "transport/tls/tls.hpp"
 
 using namespace quiclab;
@@ -104,8 +104,7 @@ TEST_CASE("quic server core: random bytes, truncated and oversized datagrams are
   CHECK(core->stats().amplification_violations == 0);
 }
 
-TEST_CASE("quic server core: unknown versions get Version Negotiation, only for full-size datagrams",
-          "[quic][core]") {
+TEST_CASE("quic server core: unknown versions get Version Negotiation, only for full-size datagrams", "[quic][core]") {
   Fixture f;
   auto core = f.make_core();
   test::ClientInitialBuilder builder;

@@ -1,13 +1,13 @@
-#include <catch2/catch.hpp>
+#include "transport/quic/udp_socket.hpp"
 
 #include <sys/socket.h>
 
+#include <catch2/catch.hpp>
 #include <cerrno>
 #include <memory>
 #include <vector>
 
 #include "transport/core/uv.hpp"
-#include "transport/quic/udp_socket.hpp"
 
 using namespace quiclab;
 
@@ -72,9 +72,7 @@ TEST_CASE("udp socket: GSO burst arrives as separate datagrams with ECN (IPv4)",
   run_exchange("127.0.0.1");
 }
 
-TEST_CASE("udp socket: GSO burst arrives as separate datagrams with ECN (IPv6)", "[quic][udp]") {
-  run_exchange("::1");
-}
+TEST_CASE("udp socket: GSO burst arrives as separate datagrams with ECN (IPv6)", "[quic][udp]") { run_exchange("::1"); }
 
 TEST_CASE("udp socket: where the kernel refuses GSO, the burst goes out segment by segment", "[quic][udp]") {
   run_exchange("127.0.0.1", /*refuse_gso=*/true);

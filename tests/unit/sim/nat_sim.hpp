@@ -49,9 +49,12 @@ enum class Dependence { endpoint_independent, address_dependent, address_and_por
 
 inline const char* to_string(Dependence d) {
   switch (d) {
-    case Dependence::endpoint_independent: return "endpoint-independent";
-    case Dependence::address_dependent: return "address-dependent";
-    case Dependence::address_and_port_dependent: return "address-and-port-dependent";
+    case Dependence::endpoint_independent:
+      return "endpoint-independent";
+    case Dependence::address_dependent:
+      return "address-dependent";
+    case Dependence::address_and_port_dependent:
+      return "address-and-port-dependent";
   }
   return "?";
 }
@@ -136,8 +139,7 @@ class Nat {
       return std::nullopt;
     }
     auto& m = it->second;
-    if (config_.filtering != Dependence::endpoint_independent &&
-        m.permitted.count(key(from, config_.filtering)) == 0) {
+    if (config_.filtering != Dependence::endpoint_independent && m.permitted.count(key(from, config_.filtering)) == 0) {
       ++stats_.inbound_filtered;
       return std::nullopt;
     }
@@ -156,9 +158,12 @@ class Nat {
 
   static std::string key(const SocketAddress& a, Dependence d) {
     switch (d) {
-      case Dependence::endpoint_independent: return "*";
-      case Dependence::address_dependent: return a.ip();
-      case Dependence::address_and_port_dependent: return a.to_string();
+      case Dependence::endpoint_independent:
+        return "*";
+      case Dependence::address_dependent:
+        return a.ip();
+      case Dependence::address_and_port_dependent:
+        return a.to_string();
     }
     return "*";
   }

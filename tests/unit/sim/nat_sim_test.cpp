@@ -2,12 +2,11 @@
 // definitions, and a minimal punching exchange through it that reproduces the
 // matrix the hole-punching issue expects: which NAT pairs allow a direct path,
 // and where only a peer-reflexive address makes it.
-#include <catch2/catch.hpp>
+#include "tests/unit/sim/nat_sim.hpp"
 
+#include <catch2/catch.hpp>
 #include <set>
 #include <string>
-
-#include "tests/unit/sim/nat_sim.hpp"
 
 using namespace quiclab;
 using sim::Dependence;
@@ -26,8 +25,8 @@ const SocketAddress kServer2 = addr("192.0.2.2", 3478);
 
 TEST_CASE("nat sim: mapping behaviours give one port per endpoint, per remote IP, or per remote IP:port",
           "[sim][nat]") {
-  for (auto m : {Dependence::endpoint_independent, Dependence::address_dependent,
-                 Dependence::address_and_port_dependent}) {
+  for (auto m :
+       {Dependence::endpoint_independent, Dependence::address_dependent, Dependence::address_and_port_dependent}) {
     INFO(sim::to_string(m));
     NatConfig c;
     c.mapping = m;
@@ -60,8 +59,8 @@ TEST_CASE("nat sim: without port preservation the public port is not the inside 
 }
 
 TEST_CASE("nat sim: filtering lets in anyone, those IPs sent to, or exactly those IP:ports", "[sim][nat]") {
-  for (auto f : {Dependence::endpoint_independent, Dependence::address_dependent,
-                 Dependence::address_and_port_dependent}) {
+  for (auto f :
+       {Dependence::endpoint_independent, Dependence::address_dependent, Dependence::address_and_port_dependent}) {
     INFO(sim::to_string(f));
     NatConfig c;
     c.filtering = f;

@@ -24,12 +24,12 @@
 // This is the harness the hole-punching simulations build on.
 #pragma once
 
+#include <fmt/format.h>
 #include <ngtcp2/ngtcp2.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <filesystem>
-#include <fmt/format.h>
 #include <map>
 #include <memory>
 #include <optional>
@@ -212,8 +212,8 @@ class QuicSim {
 
   void log_link(const char* dir, const linkem::LinkEvent& e) {
     if (e.kind == linkem::LinkEvent::Kind::kArrival) {
-      events_.push_back(fmt::format("{:>12} {} #{} {} B {}", e.time - kStart, dir, e.seq, e.size,
-                                    linkem::fate_name(e.fate)));
+      events_.push_back(
+          fmt::format("{:>12} {} #{} {} B {}", e.time - kStart, dir, e.seq, e.size, linkem::fate_name(e.fate)));
     }
   }
 

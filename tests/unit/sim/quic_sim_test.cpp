@@ -4,6 +4,8 @@
 // key update, and a greased QUIC connection sharing the path with STUN. Each
 // runs in well under a second of wall time and replays the same event
 // sequence for the same seed.
+#include "tests/unit/sim/quic_sim.hpp"
+
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -11,7 +13,6 @@
 #include <filesystem>
 
 #include "p2p/stun.hpp"
-#include "tests/unit/sim/quic_sim.hpp"
 #include "transport/http/message.hpp"
 
 using namespace quiclab;
@@ -194,8 +195,7 @@ TEST_CASE("quic sim: a key update mid-transfer, the body still byte-exact", "[si
   bool updated = false;
   REQUIRE(world.run_until(
       [&] {
-        if (!updated && world.client().handshake_completed() &&
-            world.s2c().counters().delivered_bytes > 200'000) {
+        if (!updated && world.client().handshake_completed() && world.s2c().counters().delivered_bytes > 200'000) {
           REQUIRE(ngtcp2_conn_initiate_key_update(world.client().conn(), world.clock().now()) == 0);
           updated = true;
         }

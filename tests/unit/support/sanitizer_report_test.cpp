@@ -1,8 +1,8 @@
 // The test suite's own check for sanitizer reports in child output
 // (tests/sanitizer_report.hpp): it must see each kind, and nothing else.
-#include <catch2/catch.hpp>
-
 #include "tests/sanitizer_report.hpp"
+
+#include <catch2/catch.hpp>
 
 using quiclab::test::sanitizer_report;
 

@@ -1,17 +1,17 @@
-#include <catch2/catch.hpp>
+#include "transport/tls/tls.hpp"
 
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <filesystem>
-
-#include "transport/tls/tls.hpp"
 
 using namespace quiclab;
 namespace fs = std::filesystem;
 
 namespace {
 struct TempDir {
-  fs::path path = fs::temp_directory_path() / ("quiclab-tls-" + std::to_string(::getpid()) + "-" + std::to_string(rand()));
+  fs::path path =
+      fs::temp_directory_path() / ("quiclab-tls-" + std::to_string(::getpid()) + "-" + std::to_string(rand()));
   ~TempDir() { fs::remove_all(path); }
 };
 
