@@ -38,6 +38,11 @@ struct Harness {
     server.handle_datagram(socket, from, d, clock.now(), out);
     return out;
   }
+  // Registers c from `at` and hands it the answer (its events stay for the test).
+  void join(Client& c, const SocketAddress& at) {
+    c.register_name(clock.now());
+    deliver(exchange(c, at), c, at);
+  }
   void deliver(const std::vector<OutgoingDatagram>& out, Client& c, const SocketAddress& at) {
     for (const auto& d : out) {
       if (d.to == at) c.handle_datagram(d.data, clock.now());
@@ -82,13 +87,11 @@ TEST_CASE("two registered peers are introduced and get each other's candidates",
   auto b_addr = addr("203.0.113.20", 50000);
   Client a(client_config("alice", 1));
   Client b(client_config("bob", 2));
-  a.register_name(h.clock.now());
-  h.deliver(h.exchange(a, a_addr), a, a_addr);
+  h.join(a, a_addr);
   auto ea = only<Registered>(a);
   CHECK(ea.mapped == a_addr);
   CHECK(ea.lifetime_s == 300);
-  b.register_name(h.clock.now());
-  h.deliver(h.exchange(b, b_addr), b, b_addr);
+  h.join(b, b_addr);
   CHECK(is<Registered>(only_event(b)));
   CHECK(h.server.registrations() == 2);
 
@@ -147,10 +150,8 @@ TEST_CASE("a third party cannot take a name, look up or introduce without the ke
   auto m_addr = addr("192.0.2.66", 6666);
   Client a(client_config("alice", 1));
   Client b(client_config("bob", 2));
-  a.register_name(h.clock.now());
-  h.deliver(h.exchange(a, a_addr), a, a_addr);
-  b.register_name(h.clock.now());
-  h.deliver(h.exchange(b, b_addr), b, b_addr);
+  h.join(a, a_addr);
+  h.join(b, b_addr);
   a.take_events();
   b.take_events();
 
@@ -177,8 +178,7 @@ TEST_CASE("a third party cannot take a name, look up or introduce without the ke
   // protocol), but she never learns candidates by Lookup, and she cannot make the
   // server send anything to an address that is not a registered peer's own.
   Client m2(client_config("mallory", 9));
-  m2.register_name(h.clock.now());
-  h.deliver(h.exchange(m2, m_addr), m2, m_addr);
+  h.join(m2, m_addr);
   m2.take_events();
   m2.lookup("alice", h.clock.now());
   out = h.exchange(m2, m_addr);
@@ -362,8 +362,7 @@ TEST_CASE("while registered the client sends Binding indications when it has sen
   Harness h;
   auto at = addr("198.51.100.10", 40000);
   Client a(client_config("alice", 1));
-  a.register_name(h.clock.now());
-  h.deliver(h.exchange(a, at), a, at);
+  h.join(a, at);
   REQUIRE(is<Registered>(only_event(a)));
   const Timestamp t0 = h.clock.now();
   REQUIRE(a.expiry() == t0 + 15 * kNanosPerSecond);
@@ -435,8 +434,7 @@ bool introduction_reaches_nat_peer(Timestamp keepalive) {
   alice.register_name(h.clock.now());
   alice_out();
   REQUIRE(alice.registered());
-  bob.register_name(h.clock.now());
-  h.deliver(h.exchange(bob, bob_at), bob, bob_at);
+  h.join(bob, bob_at);
   const Timestamp intro_at = h.clock.now() + 100 * kNanosPerSecond;
   while (h.clock.now() < intro_at) {
     auto e = alice.expiry();
@@ -502,10 +500,8 @@ TEST_CASE("an introduction is retransmitted until the target answers, and the as
   Harness h;
   auto a_addr = addr("198.51.100.10", 40000), b_addr = addr("203.0.113.20", 50000);
   Client a(client_config("alice", 1)), b(client_config("bob", 2));
-  a.register_name(h.clock.now());
-  h.deliver(h.exchange(a, a_addr), a, a_addr);
-  b.register_name(h.clock.now());
-  h.deliver(h.exchange(b, b_addr), b, b_addr);
+  h.join(a, a_addr);
+  h.join(b, b_addr);
   (void)a.take_events();
   (void)b.take_events();
   a.introduce("bob", h.clock.now());
@@ -544,8 +540,7 @@ TEST_CASE("an introduction is retransmitted until the target answers, and the as
   // Now carol never answers: alice hears that it failed, within the bound.
   Client c(client_config("carol", 3));
   auto c_addr = addr("192.0.2.30", 7000);
-  c.register_name(h.clock.now());
-  h.deliver(h.exchange(c, c_addr), c, c_addr);
+  h.join(c, c_addr);
   CHECK(h.exchange(a, a_addr).empty());  // alice's acknowledgement ends it at the server
   CHECK(h.server.introductions_in_flight() == 0);
   a.introduce("carol", h.clock.now());
@@ -575,8 +570,7 @@ TEST_CASE("an introduction can wait for a peer that has not registered yet, boun
   Harness h;
   auto a_addr = addr("198.51.100.10", 40000), b_addr = addr("203.0.113.20", 50000);
   Client a(client_config("alice", 1)), b(client_config("bob", 2));
-  a.register_name(h.clock.now());
-  h.deliver(h.exchange(a, a_addr), a, a_addr);
+  h.join(a, a_addr);
   (void)a.take_events();
   // Without WAIT an absent peer is a 404, as before.
   a.introduce("bob", h.clock.now());
