@@ -59,8 +59,8 @@ std::string offer_to_json(const Offer& o) {
   j["fingerprint"] = quic::tls::fingerprint_text(o.ice.fingerprint);
   auto& cands = j["candidates"] = nlohmann::json::array();
   for (const auto& c : o.candidates)
-    cands.push_back({{"type", std::string(ice::to_string(c.type))}, {"address", c.address.to_string()},
-                     {"priority", c.priority}});
+    cands.push_back(
+        {{"type", std::string(ice::to_string(c.type))}, {"address", c.address.to_string()}, {"priority", c.priority}});
   return j.dump();
 }
 

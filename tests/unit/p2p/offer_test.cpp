@@ -1,8 +1,8 @@
 // The manual-signalling offer (p2p/offer.*): a round trip keeps every field,
 // and each kind of bad input is refused with an error that names it.
-#include <catch2/catch.hpp>
-
 #include "p2p/offer.hpp"
+
+#include <catch2/catch.hpp>
 
 using namespace quiclab;
 
