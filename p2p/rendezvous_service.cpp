@@ -63,6 +63,11 @@ Result<Sockets> bind_sockets(uv::Loop& loop, const SocketAddress& listen, const 
 struct Service::Reader final : quic::DatagramHandler {
   Reader(Service& s, int i) : service(s), index(i) {}
   void handle_datagram(const quic::ReceivedDatagram& d) override { service.handle_datagram(index, d); }
+  // Once per receive batch, not per datagram: the core's expiry() walks its
+  // introductions in flight.
+  void handle_batch_end() override {
+    if (service.timer_) service.timer_->rearm();
+  }
   Service& service;
   int index;
 };
@@ -115,7 +120,6 @@ void Service::handle_datagram(int index, const quic::ReceivedDatagram& d) {
     auto r = via->send(o.to, o.data, 0, quic::Ecn::not_ect, o.socket == index ? &d.local : nullptr);
     if (r.status != quic::SendStatus::sent) ++send_failures_;
   }
-  if (timer_) timer_->rearm();
 }
 
 void Service::stop() {

@@ -43,7 +43,8 @@ class Service {
   /// open for their other owners (they close when the last owner lets go).
   void stop();
 
-  /// One datagram that arrived on sockets[index].
+  /// One datagram that arrived on sockets[index]; the timer is re-armed at the
+  /// end of each receive batch (handler(index).handle_batch_end()).
   void handle_datagram(int index, const quic::ReceivedDatagram& d);
   /// The DatagramHandler for sockets[index] (0-3), to register with a
   /// dispatcher (p2p::SharedEndpoint) when the socket is shared.
