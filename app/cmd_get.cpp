@@ -17,6 +17,7 @@
 
 #include "app/clients.hpp"
 #include "app/commands.hpp"
+#include "app/fetch_json.hpp"
 #include "transport/core/uv.hpp"
 #include "transport/h3/alt_svc.hpp"
 #include "transport/http/app.hpp"
@@ -61,31 +62,9 @@ struct Fetch {
   std::optional<std::string> verify_error;
 };
 
-// ms from the connection start to a milestone, or nullopt when not reached.
-std::optional<double> since_start(const http::RequestTiming& t, Timestamp at) {
-  if (at == 0 || t.start == 0 || at < t.start) return std::nullopt;
-  return to_ms(at - t.start);
-}
-
 nlohmann::json json_line(const Fetch& f, std::string_view protocol) {
-  const auto& r = f.response;
-  const auto& t = r.timing;
-  nlohmann::json j;
-  j["url"] = f.url_text;
-  j["protocol"] = r.protocol.empty() ? std::string(protocol) : r.protocol;
-  j["status"] = r.status;
-  j["bytes"] = r.body_bytes;
-  auto put = [&](const char* key, Timestamp at) {
-    auto v = since_start(t, at);
-    j[key] = v ? nlohmann::json(*v) : nlohmann::json(nullptr);
-  };
-  put("connect", t.connected);
-  put("handshake", t.handshake_done);
-  put("sent", t.request_sent);
-  put("ttfb", t.first_byte);
-  put("total", t.complete);
-  if (r.error) j["error"] = r.error->message;
-  if (f.expected_bytes) j["verified"] = !f.verify_error.has_value() && !r.error && r.status == 200;
+  auto j = app::fetch_json(f.url_text, f.response, protocol);
+  if (f.expected_bytes) j["verified"] = !f.verify_error.has_value() && !f.response.error && f.response.status == 200;
   if (f.verify_error) j["verify_error"] = *f.verify_error;
   return j;
 }
@@ -303,9 +282,9 @@ int run(const GetOptions& o) {
       std::string status = f.response.error || f.verify_error ? "ERR" : std::to_string(f.response.status);
       std::string url = f.url_text.size() > 44 ? "…" + f.url_text.substr(f.url_text.size() - 42) : f.url_text;
       std::cout << fmt::format("{:<44} {:>6} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}\n", url, status,
-                               f.response.body_bytes, cell(since_start(t, t.connected)),
-                               cell(since_start(t, t.handshake_done)), cell(since_start(t, t.request_sent)),
-                               cell(since_start(t, t.first_byte)), cell(since_start(t, t.complete)));
+                               f.response.body_bytes, cell(app::since_connection_start(t, t.connected)),
+                               cell(app::since_connection_start(t, t.handshake_done)), cell(app::since_connection_start(t, t.request_sent)),
+                               cell(app::since_connection_start(t, t.first_byte)), cell(app::since_connection_start(t, t.complete)));
     }
     std::string conn;
     for (const auto& [key, info] : infos) {

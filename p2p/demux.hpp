@@ -6,7 +6,7 @@
 // Rules (DESIGN.md, "One UDP socket per peer"), in order:
 //   1. from the TURN server's address: a well-formed STUN message or
 //      ChannelData (first byte 0x40-0x4F) goes to the TURN client;
-//   2. a well-formed STUN message (is_stun_message: first byte 0-3, magic
+//   2. a well-formed STUN message (is_stun_message: top two bits zero, magic
 //      cookie, matching length) from the rendezvous server goes to the
 //      rendezvous client, from anywhere else to the connectivity-check agent;
 //   3. everything else is QUIC, whatever its first byte: ngtcp2 0.12.1

@@ -16,11 +16,12 @@ inline constexpr std::uint32_t kStunMagicCookie = 0x2112A442;
 inline constexpr std::size_t kStunHeaderSize = 20;
 
 /// A well-formed STUN message (RFC 8489 section 5): the two top bits zero
-/// (first byte 0-3), the magic cookie, and a message length that is a
+/// (first byte 0x00-0x3F; RFC 7983's narrower 0-3 covers only methods below
+/// 0x100, and the rendezvous methods are 0xA01 and up), the magic cookie, and a message length that is a
 /// multiple of 4 and accounts for exactly the rest of the datagram. A greased
 /// QUIC short-header packet matches all of that with probability about 2^-40.
 inline bool is_stun_message(ByteView d) {
-  if (d.size() < kStunHeaderSize || d[0] > 3) return false;
+  if (d.size() < kStunHeaderSize || (d[0] & 0xC0) != 0) return false;
   const std::uint32_t cookie =
       (std::uint32_t{d[4]} << 24) | (std::uint32_t{d[5]} << 16) | (std::uint32_t{d[6]} << 8) | d[7];
   const std::size_t length = (std::size_t{d[2]} << 8) | d[3];
