@@ -281,10 +281,11 @@ int run(const GetOptions& o) {
       const auto& t = f.response.timing;
       std::string status = f.response.error || f.verify_error ? "ERR" : std::to_string(f.response.status);
       std::string url = f.url_text.size() > 44 ? "…" + f.url_text.substr(f.url_text.size() - 42) : f.url_text;
-      std::cout << fmt::format("{:<44} {:>6} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}\n", url, status,
-                               f.response.body_bytes, cell(app::since_connection_start(t, t.connected)),
-                               cell(app::since_connection_start(t, t.handshake_done)), cell(app::since_connection_start(t, t.request_sent)),
-                               cell(app::since_connection_start(t, t.first_byte)), cell(app::since_connection_start(t, t.complete)));
+      std::cout << fmt::format(
+          "{:<44} {:>6} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}\n", url, status, f.response.body_bytes,
+          cell(app::since_connection_start(t, t.connected)), cell(app::since_connection_start(t, t.handshake_done)),
+          cell(app::since_connection_start(t, t.request_sent)), cell(app::since_connection_start(t, t.first_byte)),
+          cell(app::since_connection_start(t, t.complete)));
     }
     std::string conn;
     for (const auto& [key, info] : infos) {

@@ -56,12 +56,14 @@ Result<Bytes> load_or_create_key(const std::string& path) {
   };
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    if (errno != ENOENT) return make_error(ErrorDomain::config, errno, "--key-file " + path + ": " + std::strerror(errno));
+    if (errno != ENOENT)
+      return make_error(ErrorDomain::config, errno, "--key-file " + path + ": " + std::strerror(errno));
     Bytes key(32);
     Random::system().fill(key.data(), key.size());
     std::string text = to_hex(key) + "\n";
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
-    if (fd < 0) return make_error(ErrorDomain::config, errno, "cannot create --key-file " + path + ": " + std::strerror(errno));
+    if (fd < 0)
+      return make_error(ErrorDomain::config, errno, "cannot create --key-file " + path + ": " + std::strerror(errno));
     bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
     ::close(fd);
     if (!ok) return bad("cannot write it");
@@ -71,8 +73,9 @@ Result<Bytes> load_or_create_key(const std::string& path) {
   if (content.size() > 4096) return bad("too large for a key (at most 64 bytes, or 128 hex digits)");
   std::string trimmed = content;
   while (!trimmed.empty() && std::isspace(static_cast<unsigned char>(trimmed.back()))) trimmed.pop_back();
-  bool hex = !trimmed.empty() && trimmed.size() % 2 == 0 &&
-             std::all_of(trimmed.begin(), trimmed.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
+  bool hex = !trimmed.empty() && trimmed.size() % 2 == 0 && std::all_of(trimmed.begin(), trimmed.end(), [](char c) {
+    return std::isxdigit(static_cast<unsigned char>(c));
+  });
   if (hex && trimmed.size() >= 32 && trimmed.size() <= 128) {
     Bytes key;
     for (std::size_t i = 0; i < trimmed.size(); i += 2)
@@ -94,7 +97,8 @@ int run(const Options& o) {
   if (!manual && o.key_file.empty()) return usage("--key-file FILE is required with --rendezvous");
   if (manual && !o.rendezvous.empty()) return usage("--signal stdio and --rendezvous exclude each other");
   if (o.wait_s > 0 && o.connect.empty()) return usage("--wait-s needs --connect PEER");
-  if (!o.gets.empty() && o.connect.empty() && !manual) return usage("--get needs --connect PEER (the QUIC client side fetches)");
+  if (!o.gets.empty() && o.connect.empty() && !manual)
+    return usage("--get needs --connect PEER (the QUIC client side fetches)");
   if (!o.connect.empty() && o.connect == o.name) return usage("--connect: a peer cannot connect to itself");
 
   peer::PeerConfig pc;
@@ -162,8 +166,10 @@ int run(const Options& o) {
   peer::PeerSession session(
       loop, std::move(pc),
       [json](const peer::Report& r) {
-        if (json) std::cout << r.json.dump() << std::endl;
-        else std::cout << r.text << std::endl;
+        if (json)
+          std::cout << r.json.dump() << std::endl;
+        else
+          std::cout << r.text << std::endl;
       },
       [](const std::string& offer) {
         // The offer goes to stdout as its own line even in text mode: the

@@ -34,6 +34,13 @@ constexpr std::size_t kMaxEarlyChecks = 32;
 // After nomination, how long the controlled side waits for the QUIC handshake.
 constexpr Timestamp kQuicWait = 15 * kNanosPerSecond;
 
+// What a /bytes/N fetch has seen of the generated pattern.
+struct ByteCheck {
+  std::optional<std::uint64_t> expected;
+  std::uint64_t offset = 0;
+  bool mismatch = false;
+};
+
 // A DatagramHandler made of functions: the endpoint's per-route handlers.
 struct Forward final : quic::DatagramHandler {
   std::function<void(const quic::ReceivedDatagram&)> datagram;
@@ -159,8 +166,8 @@ struct PeerSession::Impl {
 
   // ---- start ----
   Status start() {
-    const bool v6 = config.rendezvous ? config.rendezvous->is_v6()
-                                      : (!config.hosts.empty() && config.hosts.front().is_v6());
+    const bool v6 =
+        config.rendezvous ? config.rendezvous->is_v6() : (!config.hosts.empty() && config.hosts.front().is_v6());
     auto bind_at = config.bind ? *config.bind : *SocketAddress::from_ip(v6 ? "::" : "0.0.0.0", 0);
     auto opened = quic::open_udp(loop, bind_at);
     if (!opened) return opened.error();
@@ -307,20 +314,24 @@ struct PeerSession::Impl {
       }
       begin_attempt(false, rec->candidates.name, rec->local, rec->remote, rec->candidates);
     } else if (const auto* f = std::get_if<rendezvous::IntroductionFailed>(&e)) {
-      if (config.connect && !agent) finish(Outcome::failed, introduction_failure(f->error_code, f->reason, f->peer), kNoPath);
+      if (config.connect && !agent)
+        finish(Outcome::failed, introduction_failure(f->error_code, f->reason, f->peer), kNoPath);
     } else if (const auto* rf = std::get_if<rendezvous::RequestFailed>(&e)) {
       std::string why = fmt::format("rendezvous server refused {}: {} {}",
                                     rf->method == stun::method::kIntroduce ? "the introduction" : "the request",
                                     rf->error_code, rf->reason);
       if (rf->method == stun::method::kIntroduce) why = introduction_failure(rf->error_code, rf->reason, rf->peer);
-      if (!registered_once || (config.connect && !agent)) finish(Outcome::failed, why, kNoPath);
-      else log::warn("peer: {}", why);
+      if (!registered_once || (config.connect && !agent))
+        finish(Outcome::failed, why, kNoPath);
+      else
+        log::warn("peer: {}", why);
     } else if (const auto* t = std::get_if<rendezvous::RequestTimedOut>(&e)) {
-      std::string why =
-          fmt::format("the rendezvous server {} did not answer{}", config.rendezvous->to_string(),
-                      t->method == stun::method::kIntroduce ? " the introduction request" : "");
-      if (!registered_once || (config.connect && !agent)) finish(Outcome::failed, why, kNoPath);
-      else log::warn("peer: {}", why);
+      std::string why = fmt::format("the rendezvous server {} did not answer{}", config.rendezvous->to_string(),
+                                    t->method == stun::method::kIntroduce ? " the introduction request" : "");
+      if (!registered_once || (config.connect && !agent))
+        finish(Outcome::failed, why, kNoPath);
+      else
+        log::warn("peer: {}", why);
     }
   }
 
@@ -416,11 +427,11 @@ struct PeerSession::Impl {
                        {"rtt_ms", ms_or_null(c->rtt)}};
       if (p) j["pair"] = {{"local", candidate_json(p->local)}, {"remote", candidate_json(p->remote)}};
       if (!c->detail.empty()) j["detail"] = c->detail;
-      emit(std::move(j), fmt::format("check {} -> {}: {}{}{}", p ? candidate_text(p->local) : "?",
-                                     p ? candidate_text(p->remote) : c->remote.to_string(),
-                                     c->success ? "success" : "failure",
-                                     c->rtt ? fmt::format(", rtt {:.1f} ms", to_ms(*c->rtt)) : "",
-                                     c->detail.empty() ? "" : " (" + c->detail + ")"));
+      emit(std::move(j),
+           fmt::format("check {} -> {}: {}{}{}", p ? candidate_text(p->local) : "?",
+                       p ? candidate_text(p->remote) : c->remote.to_string(), c->success ? "success" : "failure",
+                       c->rtt ? fmt::format(", rtt {:.1f} ms", to_ms(*c->rtt)) : "",
+                       c->detail.empty() ? "" : " (" + c->detail + ")"));
     } else if (const auto* k = std::get_if<ice::Connected>(&e)) {
       connected_at = now();
       selected_remote = k->remote;
@@ -493,7 +504,8 @@ struct PeerSession::Impl {
     o.client_key_file = cert.key;
     o.timeout_ms = 30000;
     o.max_concurrent_streams = 100;
-    client = std::make_unique<h3::Client>(loop, origin, o, h3::QuicTuning{}, h3::ClientEndpoint{socket, quic::Attach::shared});
+    client = std::make_unique<h3::Client>(loop, origin, o, h3::QuicTuning{},
+                                          h3::ClientEndpoint{socket, quic::Attach::shared});
     const Timestamp started = now();
     client->connect([this, started, remote, origin](Status st) {
       if (!st) {
@@ -524,19 +536,47 @@ struct PeerSession::Impl {
       req.url = origin;
       req.url.path = path.empty() || path[0] != '/' ? "/" + path : path;
       const std::string url_text = req.url.to_string();
-      client->submit(std::move(req), nullptr, [this, url_text](http::ClientResponse&& r) {
+      // /bytes/N bodies are checked against the generated pattern, byte for
+      // byte, as `quiclab get --verify-bytes` does.
+      auto check = std::make_shared<ByteCheck>();
+      std::string_view p = req.url.path;
+      p = p.substr(0, p.find('?'));
+      if (p.substr(0, 7) == "/bytes/") check->expected = http::parse_size(p.substr(7));
+      http::BodyCallback on_body;
+      if (check->expected)
+        on_body = [check](ByteView chunk) {
+          if (!check->mismatch && !http::check_generated(check->offset, chunk)) check->mismatch = true;
+          check->offset += chunk.size();
+        };
+      client->submit(std::move(req), std::move(on_body), [this, url_text, check](http::ClientResponse&& r) {
         auto j = app::fetch_json(url_text, r, "h3");
         j["event"] = "fetch";
-        if (r.error) fetch_failed = true;
-        else if (r.status >= 400) fetch_http_error = true;
+        std::optional<std::string> verify_error;
+        if (check->expected && !r.error && r.status == 200) {
+          if (check->mismatch)
+            verify_error = "body differs from the generated /bytes pattern";
+          else if (r.body_bytes != *check->expected)
+            verify_error = fmt::format("got {} bytes, expected {}", r.body_bytes, *check->expected);
+          j["verified"] = !verify_error;
+          if (verify_error) j["verify_error"] = *verify_error;
+        }
+        if (r.error || verify_error)
+          fetch_failed = true;
+        else if (r.status >= 400)
+          fetch_http_error = true;
         const auto& t = r.timing;
         auto ms = [&](Timestamp at) {
           auto v = app::since_connection_start(t, at);
           return v ? fmt::format("{:.1f}", *v) : std::string("-");
         };
-        emit(std::move(j), r.error ? fmt::format("GET {}: {}", url_text, r.error->message)
-                                   : fmt::format("GET {}: {}, {} bytes, ttfb {} ms, total {} ms (since the QUIC start)",
-                                                 url_text, r.status, r.body_bytes, ms(t.first_byte), ms(t.complete)));
+        emit(std::move(j), r.error
+                               ? fmt::format("GET {}: {}", url_text, r.error->message)
+                               : fmt::format("GET {}: {}, {} bytes{}, ttfb {} ms, total {} ms (since the QUIC start)",
+                                             url_text, r.status, r.body_bytes,
+                                             verify_error      ? " (" + *verify_error + ")"
+                                             : check->expected ? " (verified)"
+                                                               : "",
+                                             ms(t.first_byte), ms(t.complete)));
         if (--fetches_left == 0) close_client();
       });
     }
@@ -546,7 +586,10 @@ struct PeerSession::Impl {
     if (!client) return;
     client->close([this] {
       int code = fetch_failed ? kTransport : fetch_http_error ? kHttpError : kOk;
-      finish(Outcome::direct, fetch_failed ? "a fetch failed" : fetch_http_error ? "a fetch got an HTTP error" : "",
+      finish(Outcome::direct,
+             fetch_failed       ? "a fetch failed"
+             : fetch_http_error ? "a fetch got an HTTP error"
+                                : "",
              code);
     });
   }
@@ -683,7 +726,8 @@ struct PeerSession::Impl {
     auto creds = ice::random_credentials(r);
     o.ice.ufrag = creds.ufrag;
     o.ice.password = creds.password;
-    while (o.ice.tie_breaker == 0) r.fill(reinterpret_cast<std::uint8_t*>(&o.ice.tie_breaker), sizeof o.ice.tie_breaker);
+    while (o.ice.tie_breaker == 0)
+      r.fill(reinterpret_cast<std::uint8_t*>(&o.ice.tie_breaker), sizeof o.ice.tie_breaker);
     o.ice.fingerprint = fingerprint;
     start_agent(o.controlling, "", creds, o.ice.tie_breaker, local_candidates());
     o.candidates = agent->local_candidates();

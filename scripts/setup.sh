@@ -17,6 +17,8 @@ PACKAGES=(
   iproute2 nftables iptables ethtool procps psmisc iputils-ping
   # reports
   python3 python3-matplotlib
+  # tests read JSON lines with jq
+  jq
 )
 
 missing=()
