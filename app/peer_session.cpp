@@ -460,15 +460,21 @@ struct PeerSession::Impl {
     }
   }
 
-  // Accept a QUIC connection only from the nominated pair's remote, or from a
-  // remote whose check we saw succeed (it knows our ICE password): the
-  // controlled side may hear the Initial a moment before the nomination.
+  // Accept a QUIC connection only from a remote candidate of the current
+  // attempt: one the integrity-protected introduction (or offer) named, or a
+  // peer-reflexive one learned from a check that carried our ICE password.
+  // Waiting for our own check on that pair to succeed would refuse the
+  // client's first Initial whenever its nomination overtakes our check (a
+  // restricted NAT drops our first checks) and cost a whole PTO; the address
+  // only decides who may start a handshake, the pinned certificates decide
+  // who completes one.
   bool accept_from(const SocketAddress& remote) const {
     if (!agent) return false;
     if (selected_remote && selected_remote->address == remote) return true;
     for (const auto& p : agent->pairs())
-      if (p.remote.address == remote && p.state == ice::PairState::succeeded) return true;
-    log::info("peer: QUIC from {} refused: not a validated candidate of '{}'", remote.to_string(), peer_name);
+      if (p.remote.address == remote && p.state != ice::PairState::failed) return true;
+    log::info("peer: QUIC from {} refused: not a candidate of '{}'", remote.to_string(),
+              peer_name.empty() ? std::string("the peer") : peer_name);
     return false;
   }
 

@@ -1,0 +1,274 @@
+#!/usr/bin/python3
+"""Summarises a scripts/p2p-matrix.sh run and checks it against the expected matrix.
+
+Reads OUT/cells/<cell>/{cell.json, a<N>.jsonl, b<N>.jsonl, a<N>.rc, b<N>.rc}
+(the `quiclab peer --json` lines of both sides of every trial) and writes
+  OUT/matrix.json   per cell: outcome counts, time to connect (median, p95,
+                    from the introduction to the nominated pair, as peer a saw
+                    it), the pair types that won, failure reasons, checks
+  OUT/matrix.md     the same as tables
+  OUT/matrix.png    the matrix as a coloured grid (matplotlib, Agg backend)
+  OUT/ttc_cdf.png   time-to-connect CDFs per cell
+Exits 1 when a cell's outcome differs from the expected one (docs/p2p.md), a
+trial gave no verdict, the two sides disagree, or a failed verdict came later
+than the timeout allows.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+
+TYPES = ["none", "full-cone", "address-restricted", "port-restricted", "symmetric"]
+SHORT = {"none": "none", "full-cone": "FC", "address-restricted": "AR", "port-restricted": "PR", "symmetric": "SYM"}
+
+
+def expected(a, b, same_nat):
+    """The outcome the NAT types allow without a relay (RFC 4787 behaviours)."""
+    if same_nat:
+        return "direct"
+    pair = {a, b}
+    if pair == {"symmetric"} or pair == {"port-restricted", "symmetric"}:
+        return "failed"
+    return "direct"
+
+
+def read_jsonl(path):
+    events = []
+    if not os.path.exists(path):
+        return events
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                j = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "event" in j:
+                events.append(j)
+    return events
+
+
+def last(events, name):
+    found = [e for e in events if e["event"] == name]
+    return found[-1] if found else None
+
+
+def percentile(values, p):
+    if not values:
+        return None
+    s = sorted(values)
+    k = (len(s) - 1) * p / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def read_rc(path):
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def summarise_cell(dir_, timeout_ms):
+    with open(os.path.join(dir_, "cell.json")) as f:
+        cell = json.load(f)
+    trials = sorted(
+        int(n[1:-6]) for n in os.listdir(dir_) if n.startswith("a") and n.endswith(".jsonl")
+    )
+    outcomes = {"direct": 0, "failed": 0, "no verdict": 0}
+    ttc, ttfb, pairs, reasons, problems = [], [], {}, {}, []
+    for n in trials:
+        a = read_jsonl(os.path.join(dir_, f"a{n}.jsonl"))
+        b = read_jsonl(os.path.join(dir_, f"b{n}.jsonl"))
+        ra, rb = last(a, "result"), last(b, "result")
+        if ra is None:
+            outcomes["no verdict"] += 1
+            problems.append(f"trial {n}: peer a gave no verdict (exit {read_rc(os.path.join(dir_, f'a{n}.rc'))})")
+            continue
+        outcomes[ra["outcome"]] = outcomes.get(ra["outcome"], 0) + 1
+        if ra["outcome"] == "direct":
+            c = last(a, "connected")
+            if c:
+                ttc.append(c["ms_since_introduction"])
+                key = f"{c['local']['type']}-{c['remote']['type']}"
+                pairs[key] = pairs.get(key, 0) + 1
+            fetch = last(a, "fetch")
+            if fetch is None or fetch.get("status") != 200 or fetch.get("verified") is False:
+                problems.append(f"trial {n}: the fetch over the punched path failed: {fetch}")
+            elif fetch.get("ttfb") is not None:
+                ttfb.append(fetch["ttfb"])
+            if rb is None or rb["outcome"] != "direct":
+                problems.append(f"trial {n}: b's verdict is {rb and rb['outcome']}, a's is direct")
+        else:
+            reasons[ra["reason"]] = reasons.get(ra["reason"], 0) + 1
+            intro = last(a, "introduced")
+            if intro is not None and ra["t_ms"] - intro["t_ms"] > timeout_ms + 1000:
+                problems.append(f"trial {n}: the failed verdict came {ra['t_ms'] - intro['t_ms']:.0f} ms after the introduction")
+    want = expected(cell["nat_a"], cell["nat_b"], cell["same_nat"])
+    got_all = outcomes.get(want, 0) == len(trials) and len(trials) > 0
+    if not got_all:
+        problems.append(f"expected {want} in every trial, got {outcomes}")
+    return {
+        "cell": os.path.basename(dir_),
+        **cell,
+        "trials": len(trials),
+        "expected": want,
+        "outcomes": outcomes,
+        "as_expected": got_all and not problems,
+        "time_to_connect_ms": {
+            "median": statistics.median(ttc) if ttc else None,
+            "p95": percentile(ttc, 95),
+            "samples": ttc,
+        },
+        "ttfb_ms": {"median": statistics.median(ttfb) if ttfb else None, "samples": ttfb},
+        "winning_pairs": pairs,
+        "failure_reasons": reasons,
+        "problems": problems,
+    }
+
+
+def fmt_ms(v):
+    return "–" if v is None else f"{v:.0f}"
+
+
+def write_md(out, cells, args):
+    lines = ["# NAT matrix", ""]
+    lines.append(f"Trials per cell: {cells[0]['trials'] if cells else 0}; internet RTT "
+                 f"{cells[0]['rtt_ms'] if cells else 0} ms, loss {cells[0]['loss_pct'] if cells else 0} %; "
+                 f"verdict timeout {args.timeout_ms} ms. Rows: peer a's NAT (controlling, QUIC client); "
+                 "columns: peer b's NAT.")
+    lines.append("")
+    grid = [c for c in cells if not c["same_nat"]]
+    types = [t for t in TYPES if any(c["nat_a"] == t for c in grid)]
+    if grid:
+        lines.append("| A \\ B | " + " | ".join(types) + " |")
+        lines.append("|---" * (len(types) + 1) + "|")
+        for ta in types:
+            row = [ta]
+            for tb in types:
+                c = next((x for x in grid if x["nat_a"] == ta and x["nat_b"] == tb), None)
+                if c is None:
+                    row.append("")
+                    continue
+                d = c["outcomes"].get("direct", 0)
+                text = f"{d}/{c['trials']} direct" if c["expected"] == "direct" else f"{c['outcomes'].get('failed', 0)}/{c['trials']} no direct path"
+                if c["expected"] == "direct" and c["winning_pairs"]:
+                    text += " (" + ", ".join(sorted(c["winning_pairs"])) + ")"
+                if not c["as_expected"]:
+                    text = "**" + text + " — unexpected**"
+                row.append(text)
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    lines.append("| cell | expected | direct | failed | time to connect median / p95 (ms) | TTFB median (ms) | pairs | ok |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for c in cells:
+        t = c["time_to_connect_ms"]
+        lines.append(
+            f"| {c['cell']} | {c['expected']} | {c['outcomes'].get('direct', 0)} | {c['outcomes'].get('failed', 0)} | "
+            f"{fmt_ms(t['median'])} / {fmt_ms(t['p95'])} | {fmt_ms(c['ttfb_ms']['median'])} | "
+            f"{', '.join(f'{k} ×{v}' for k, v in sorted(c['winning_pairs'].items())) or '–'} | "
+            f"{'yes' if c['as_expected'] else 'NO'} |")
+    reasons = {}
+    for c in cells:
+        for r in c["failure_reasons"]:
+            reasons.setdefault(r, []).append(c["cell"])
+    if reasons:
+        lines += ["", "Failure reasons (as the peer printed them):", ""]
+        for r, where in reasons.items():
+            lines.append(f"- {', '.join(where)}: \"{r}\"")
+    problems = [(c["cell"], p) for c in cells for p in c["problems"]]
+    if problems:
+        lines += ["", "Problems:", ""] + [f"- {cell}: {p}" for cell, p in problems]
+    with open(os.path.join(out, "matrix.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def plot(out, cells):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = [c for c in cells if not c["same_nat"]]
+    types = [t for t in TYPES if any(c["nat_a"] == t for c in grid)]
+    if grid:
+        fig, ax = plt.subplots(figsize=(1.6 * len(types) + 2, 1.3 * len(types) + 1.5))
+        for i, ta in enumerate(types):
+            for j, tb in enumerate(types):
+                c = next((x for x in grid if x["nat_a"] == ta and x["nat_b"] == tb), None)
+                if c is None:
+                    continue
+                direct = c["outcomes"].get("direct", 0)
+                if not c["as_expected"]:
+                    color = "#d62728"
+                elif c["expected"] == "direct":
+                    color = "#2ca02c"
+                else:
+                    color = "#bbbbbb"
+                ax.add_patch(plt.Rectangle((j, i), 1, 1, color=color, ec="white"))
+                med = c["time_to_connect_ms"]["median"]
+                label = f"{direct}/{c['trials']} direct" + (f"\n{med:.0f} ms" if med is not None else "\nno direct path")
+                if c["winning_pairs"]:
+                    label += "\n" + ",".join(sorted(c["winning_pairs"]))
+                ax.text(j + 0.5, i + 0.5, label, ha="center", va="center", fontsize=8)
+        ax.set_xlim(0, len(types))
+        ax.set_ylim(len(types), 0)
+        ax.set_xticks([k + 0.5 for k in range(len(types))])
+        ax.set_xticklabels([SHORT[t] for t in types])
+        ax.set_yticks([k + 0.5 for k in range(len(types))])
+        ax.set_yticklabels([SHORT[t] for t in types])
+        ax.set_xlabel("peer b's NAT (controlled, QUIC server)")
+        ax.set_ylabel("peer a's NAT (controlling)")
+        ax.set_title("NAT matrix: green direct as expected, grey no direct path as expected, red unexpected",
+                     fontsize=9)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "matrix.png"), dpi=110)
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for c in cells:
+        s = sorted(c["time_to_connect_ms"]["samples"])
+        if not s:
+            continue
+        ys = [(k + 1) / len(s) for k in range(len(s))]
+        ax.step(s, ys, where="post", label=c["cell"])
+    ax.set_xlabel("time from introduction to nominated pair (ms), peer a")
+    ax.set_ylabel("fraction of trials")
+    ax.set_title("Time to connect per cell")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "ttc_cdf.png"), dpi=110)
+    plt.close(fig)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--timeout-ms", type=int, default=10000)
+    ap.add_argument("--no-plots", action="store_true")
+    args = ap.parse_args()
+    root = os.path.join(args.out, "cells")
+    cells = [summarise_cell(os.path.join(root, d), args.timeout_ms) for d in sorted(os.listdir(root))
+             if os.path.exists(os.path.join(root, d, "cell.json"))]
+    order = {t: k for k, t in enumerate(TYPES)}
+    cells.sort(key=lambda c: (c["same_nat"], order[c["nat_a"]], order[c["nat_b"]]))
+    with open(os.path.join(args.out, "matrix.json"), "w") as f:
+        json.dump({"timeout_ms": args.timeout_ms, "cells": cells}, f, indent=1)
+    write_md(args.out, cells, args)
+    if not args.no_plots:
+        plot(args.out, cells)
+    bad = [c for c in cells if not c["as_expected"]]
+    for c in bad:
+        for p in c["problems"]:
+            print(f"p2p-matrix: {c['cell']}: {p}", file=sys.stderr)
+    print(f"p2p-matrix: {len(cells) - len(bad)}/{len(cells)} cells as expected; {args.out}/matrix.md")
+    return 1 if bad or not cells else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
