@@ -7,7 +7,8 @@
 #   2. the side-by-side H2 vs H3 comparison under emulated delay and loss, when
 #      the lab is available (scripts/compare.sh; needs root for namespaces);
 #   3. the P2P side: the STUN/rendezvous server and RFC 5780 NAT behaviour
-#      discovery on loopback (hole punching between NATed peers comes next).
+#      discovery on loopback, and as root hole punching between peers behind NATs
+#      in the NAT lab, with HTTP/3 over the punched path (scripts/p2p-demo.sh).
 # Everything runs on loopback or in namespaces this script creates, and is
 # cleaned up on exit, error or Ctrl-C.
 set -euo pipefail
@@ -76,6 +77,6 @@ fi
 
 if [[ -x "$here/scripts/p2p-demo.sh" ]]; then
   echo
-  echo "== 3. P2P: STUN/rendezvous server and NAT behaviour discovery (RFC 5780)"
+  echo "== 3. P2P: STUN/rendezvous server, NAT behaviour discovery (RFC 5780), hole punching"
   "$here/scripts/p2p-demo.sh"
 fi

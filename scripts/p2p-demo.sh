@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# The P2P part of the demo, as far as it is built: the STUN/rendezvous server
-# with RFC 5780 behaviour discovery on loopback (127.0.0.1 + 127.0.0.2), asked by
-# our own STUN client and, for comparison, by coturn's turnutils_stunclient.
-# (Hole punching between NATed peers in namespaces is the next step.)
+# The P2P part of the demo:
+#   1. the STUN/rendezvous server with RFC 5780 behaviour discovery on
+#      loopback (127.0.0.1 + 127.0.0.2), asked by our own STUN client and, for
+#      comparison, by coturn's turnutils_stunclient;
+#   2. as root: hole punching in the NAT lab (scripts/natlab.sh). Peer a behind
+#      a port-restricted NAT meets peer b behind a full-cone NAT through the
+#      lab's rendezvous server, they punch through with connectivity checks and
+#      a fetches over HTTP/3 on the punched path; then a cell with no direct
+#      path (symmetric <-> port-restricted) and the verdict's reason.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${QUICLAB_BIN:-$here/build/app/quiclab}
 work=$(mktemp -d /tmp/quiclab-p2p-demo.XXXXXX)
 pid=""
+lab=""
 cleanup() {
   [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  [[ -n "$lab" ]] && "$here/scripts/natlab.sh" down "$lab" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
@@ -32,3 +39,49 @@ if command -v turnutils_stunclient >/dev/null; then
   echo "-- coturn's turnutils_stunclient against the same server"
   turnutils_stunclient -p "${addr##*:}" "${addr%:*}" 2>&1 | grep -iE "mapped|addr" | head -4 || true
 fi
+
+# ---- 2. hole punching through the NAT lab (root: network namespaces) ----
+if [[ $(id -u) != 0 ]]; then
+  echo
+  echo "p2p-demo: hole punching through the NAT lab needs root (network namespaces); run: sudo $0"
+  exit 0
+fi
+natlab=$here/scripts/natlab.sh
+export QUICLAB_BIN=$bin
+punch() {  # NAT_A NAT_B: one pair of peers, both logs
+  local nat_a=$1 nat_b=$2 server b
+  lab=p2pdemo$$
+  lab=${lab:0:9}
+  "$natlab" up --name "$lab" --nat-a "$nat_a" --nat-b "$nat_b" --rtt-ms 20 >"$work/lab.log" 2>&1 || {
+    cat "$work/lab.log" >&2
+    return 1
+  }
+  server=$("$natlab" addr "$lab" server)
+  echo
+  echo "-- peer a (10.0.1.2) behind a $nat_a NAT, peer b (10.0.2.2) behind a $nat_b NAT, rendezvous server"
+  echo "   $server:3478, 20 ms internet RTT. b waits to be introduced; a asks for b and fetches over HTTP/3:"
+  echo "   quiclab peer --rendezvous $server:3478 --name b --key-file b.key"
+  echo "   quiclab peer --rendezvous $server:3478 --name a --key-file a.key --connect b --get /bytes/1m --get /health"
+  "$natlab" exec "$lab" b -- "$bin" --log-level warn peer --rendezvous "$server:3478" --name b \
+    --key-file "$work/b.key" >"$work/b.out" 2>&1 &
+  b=$!
+  for _ in $(seq 1 100); do grep -q registered "$work/b.out" && break; sleep 0.05; done
+  local rc=0
+  "$natlab" exec "$lab" a -- "$bin" --log-level warn peer --rendezvous "$server:3478" --name a \
+    --key-file "$work/a.key" --connect b --get /bytes/1m --get /health >"$work/a.out" 2>&1 || rc=$?
+  for _ in $(seq 1 150); do kill -0 "$b" 2>/dev/null || break; sleep 0.1; done
+  kill "$b" 2>/dev/null || true
+  wait "$b" 2>/dev/null || true
+  echo
+  echo "   peer a (exit $rc):"
+  sed 's/^/     /' "$work/a.out"
+  echo "   peer b:"
+  sed 's/^/     /' "$work/b.out"
+  "$natlab" down "$lab" >/dev/null 2>&1 || true
+  lab=""
+  rm -f "$work/a.key" "$work/b.key"
+}
+echo
+echo "-- hole punching in the NAT lab (scripts/natlab.sh; the whole matrix: scripts/p2p-matrix.sh)"
+punch port-restricted full-cone
+punch symmetric port-restricted
