@@ -153,6 +153,7 @@ struct PeerSession::Impl {
   std::size_t fetches_left = 0;
   bool fetch_http_error = false, fetch_failed = false;
   std::uint64_t sessions = 0;
+  std::uint64_t quic_refused = 0;
 
   Impl(uv::Loop& l, PeerConfig c, ReportFn r, std::function<void(const std::string&)> w)
       : loop(l), config(std::move(c)), report(std::move(r)), write_offer(std::move(w)) {}
@@ -209,6 +210,8 @@ struct PeerSession::Impl {
       if (quic::DatagramHandler* h = quic_target()) {
         if (first_quic_at == 0) first_quic_at = now();
         h->handle_datagram(d);
+      } else {
+        refused(d.peer, "no session is open");
       }
     };
     quic_handler.batch_end = [this] {
@@ -468,14 +471,24 @@ struct PeerSession::Impl {
   // restricted NAT drops our first checks) and cost a whole PTO; the address
   // only decides who may start a handshake, the pinned certificates decide
   // who completes one.
-  bool accept_from(const SocketAddress& remote) const {
-    if (!agent) return false;
+  bool accept_from(const SocketAddress& remote) {
+    if (!agent) {
+      refused(remote, "no attempt is running");
+      return false;
+    }
     if (selected_remote && selected_remote->address == remote) return true;
     for (const auto& p : agent->pairs())
       if (p.remote.address == remote && p.state != ice::PairState::failed) return true;
-    log::info("peer: QUIC from {} refused: not a candidate of '{}'", remote.to_string(),
-              peer_name.empty() ? std::string("the peer") : peer_name);
+    refused(remote, "not a candidate of '" + (peer_name.empty() ? std::string("the peer") : peer_name) + "'");
     return false;
+  }
+
+  // Refused QUIC datagrams are counted; the log says so for the 1st, 2nd,
+  // 4th, 8th ... (a flood cannot fill the log).
+  void refused(const SocketAddress& from, const std::string& why) {
+    ++quic_refused;
+    if ((quic_refused & (quic_refused - 1)) == 0)
+      log::info("peer: QUIC from {} refused: {} ({} refused so far)", from.to_string(), why, quic_refused);
   }
 
   void start_server() {

@@ -32,7 +32,7 @@ sleep 120
 rc=0
 (peer a asker1 --connect kept --get /bytes/1000000) >"$TEST_TMP/a1.out" 2>"$TEST_TMP/a1.err" || rc=$?
 ((rc == 0)) || fail "introduction to the peer with keepalives: exit $rc: $(tail -3 "$TEST_TMP/a1.out")"
-jq -e 'select(.event == "fetch") | .verified' "$TEST_TMP/a1.out" >/dev/null || fail "no verified fetch"
+jq -s -e 'map(select(.event == "fetch")) | length == 1 and .[0].verified == true' "$TEST_TMP/a1.out" >/dev/null || fail "no verified fetch"
 rc=0
 (peer a asker2 --connect idle) >"$TEST_TMP/a2.out" 2>"$TEST_TMP/a2.err" || rc=$?
 ((rc == 4)) || fail "introduction to the peer without keepalives: exit $rc, want 4: $(tail -3 "$TEST_TMP/a2.out")"

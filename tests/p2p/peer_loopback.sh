@@ -105,7 +105,7 @@ timeout 20 "$quiclab" get --h3 -k --timeout 1500 "https://127.0.0.1:$bob_port/he
 rc=$?
 set -e
 [[ $rc == 3 ]] || fail "a third party got an answer from bob (rc $rc): $(cat "$tmp/third.out")"
-grep -q "QUIC from 127.0.0.1:.* refused: not a candidate" "$tmp/bob2.err" || fail "bob did not log the refused connection"
+grep -q "QUIC from 127.0.0.1:.* refused" "$tmp/bob2.err" || fail "bob did not log the refused connection"
 
 echo "== a peer killed and restarted is introduced again"
 kill -9 "$bob"
