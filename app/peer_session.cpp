@@ -4,6 +4,7 @@
 #include <uv.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <utility>
 
@@ -162,6 +163,9 @@ struct PeerSession::Impl {
 
   void emit(nlohmann::json j, std::string text) {
     j["t_ms"] = to_ms(now() - t0);
+    // Wall clock, so that two peers' lines (one machine, any namespaces) can
+    // be put on one time line (bench/p2p/ladder.py).
+    j["wall_ms"] = std::chrono::duration<double, std::milli>(std::chrono::system_clock::now().time_since_epoch()).count();
     report(Report{std::move(j), fmt::format("[{:9.1f} ms] {}", to_ms(now() - t0), text)});
   }
 
