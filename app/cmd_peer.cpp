@@ -44,6 +44,7 @@ struct Options {
   std::uint64_t keepalive_s = 15;
   bool json = false;
   bool stay = false;
+  bool checks_only = false;
   std::string signal;
 };
 
@@ -144,6 +145,8 @@ int run(const Options& o) {
   pc.timeout = o.timeout_ms * kNanosPerMilli;
   pc.keepalive = o.keepalive_s * kNanosPerSecond;
   pc.stay = o.stay;
+  pc.checks_only = o.checks_only;
+  if (o.checks_only && !o.gets.empty()) return usage("--checks-only and --get exclude each other (no QUIC)");
   pc.signal_stdio = manual;
   pc.controlling_stdio = manual && !o.connect.empty();
 
@@ -264,6 +267,8 @@ const Registration reg{
           ->capture_default_str();
       sub.add_flag("--json", o->json, "one JSON object per line");
       sub.add_flag("--stay", o->stay, "after a session, wait for the next introduction");
+      sub.add_flag("--checks-only", o->checks_only,
+                   "stop after the connectivity checks, no QUIC (interop with plain ICE agents)");
       sub.add_option("--signal", o->signal, "manual signalling: 'stdio' (offers on stdout/stdin)");
       return [o] { return run(*o); };
     }};

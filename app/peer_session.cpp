@@ -120,6 +120,7 @@ struct PeerSession::Impl {
   std::unique_ptr<p2p::SharedEndpoint> endpoint;
   std::unique_ptr<uv::DeadlineTimer> timer;
   std::optional<uv::Timer> monitor;
+  std::optional<uv::Timer> checks_done;
   Forward rendezvous_handler, check_handler, quic_handler;
 
   tls::CertificatePaths cert;
@@ -165,7 +166,8 @@ struct PeerSession::Impl {
     j["t_ms"] = to_ms(now() - t0);
     // Wall clock, so that two peers' lines (one machine, any namespaces) can
     // be put on one time line (bench/p2p/ladder.py).
-    j["wall_ms"] = std::chrono::duration<double, std::milli>(std::chrono::system_clock::now().time_since_epoch()).count();
+    j["wall_ms"] =
+        std::chrono::duration<double, std::milli>(std::chrono::system_clock::now().time_since_epoch()).count();
     report(Report{std::move(j), fmt::format("[{:9.1f} ms] {}", to_ms(now() - t0), text)});
   }
 
@@ -398,7 +400,7 @@ struct PeerSession::Impl {
                      quic::tls::fingerprint_text(peer_fingerprint).substr(0, 23) + "…",
                      controlling ? "controlling" : "controlled", controlling ? "client" : "server",
                      text.empty() ? "none" : text));
-    if (!controlling) start_server();
+    if (!controlling && !config.checks_only) start_server();
     agent->set_remote(std::move(creds), std::move(candidates), now());
     for (auto& [from, data] : std::exchange(early_checks, {})) agent->handle_datagram(from, data, now());
     flush_agent();
@@ -453,7 +455,12 @@ struct PeerSession::Impl {
            fmt::format("connected to '{}': {} <-> {}, direct, {:.1f} ms after the introduction{}", peer_name,
                        candidate_text(k->local), candidate_text(k->remote), to_ms(connected_at - introduced_at),
                        k->rtt ? fmt::format(", rtt {:.1f} ms", to_ms(*k->rtt)) : ""));
-      if (controlling) start_client(k->remote.address);
+      if (config.checks_only) {
+        checks_done.emplace(loop);
+        checks_done->start(1000, 0, [this] { finish(Outcome::direct, "checks only (--checks-only)", kOk); });
+      } else if (controlling) {
+        start_client(k->remote.address);
+      }
     } else if (const auto* f = std::get_if<ice::Failed>(&e)) {
       if (phase == Phase::connected) {
         finish(Outcome::failed, "the path to the peer was lost: " + f->reason, kTransport);
@@ -737,6 +744,8 @@ struct PeerSession::Impl {
     timer.reset();
     if (monitor) monitor->close();
     monitor.reset();
+    if (checks_done) checks_done->close();
+    checks_done.reset();
     if (socket) socket->close();
   }
 

@@ -50,6 +50,10 @@ struct PeerConfig {
   Timestamp timeout = 10 * kNanosPerSecond;
   Timestamp keepalive = 15 * kNanosPerSecond;
   bool stay = false;
+  /// Stop after the connectivity checks (no QUIC): interop with ICE agents
+  /// that do not speak QUIC (libnice). The verdict comes a second after the
+  /// nomination, so the other side's last checks are still answered.
+  bool checks_only = false;
   /// Manual signalling: print our offer as one JSON line, read the other's.
   bool signal_stdio = false;
   bool controlling_stdio = false;  ///< with signal_stdio: our role (the side with --connect controls)

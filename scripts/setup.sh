@@ -11,6 +11,8 @@ PACKAGES=(
   libuv1-dev libnghttp2-dev libssl-dev libngtcp2-dev libngtcp2-crypto-gnutls-dev
   libgnutls28-dev libnghttp3-dev libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev
   catch2 zlib1g-dev
+  # a real ICE agent for the interop test (tests/p2p/nice_peer.cpp)
+  libnice-dev
   # peers to test and benchmark against
   nghttp2-client nghttp2-server ngtcp2-client ngtcp2-server coturn stun-client curl openssl
   # the lab
