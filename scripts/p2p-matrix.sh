@@ -74,15 +74,8 @@ fi
 [[ -x $QUICLAB_BIN ]] || { echo "p2p-matrix: no quiclab binary at $QUICLAB_BIN" >&2; exit 1; }
 
 mkdir -p "$out/cells" "$out/keys"
-lab=
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  [[ -n $lab ]] && "$natlab" down "$lab" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=p2plib.sh
+source "$here/scripts/p2plib.sh"
 
 # Lab names must be short (namespace and interface names); one lab per cell.
 lab_name() { printf 'pm%s' "$(printf '%s' "$1" | md5sum | cut -c1-6)"; }
@@ -97,7 +90,7 @@ run_trial() {  # CELLDIR TRIAL
     >"$dir/b$n.jsonl" 2>"$dir/b$n.log" &
   local b=$!
   pids+=("$b")
-  for _ in $(seq 1 100); do grep -q '"event":"registered"' "$dir/b$n.jsonl" 2>/dev/null && break; sleep 0.05; done
+  p2p_wait_for "$dir/b$n.jsonl" '"event":"registered"' || true
   set +e
   timeout $((timeout_ms / 1000 + 40)) "$natlab" exec "$lab" a -- "$QUICLAB_BIN" peer "${common[@]}" --name "a$n" \
     --key-file "$out/keys/a$n" --connect "b$n" --get "$get" >"$dir/a$n.jsonl" 2>"$dir/a$n.log"

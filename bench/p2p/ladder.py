@@ -20,24 +20,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from events import read_events  # noqa: E402
 
 X = {"a": 0.0, "server": 1.0, "b": 2.0}
 
 
 def read(path):
-    out = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                j = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "event" in j and "wall_ms" in j:
-                out.append(j)
-    return out
+    return read_events(path, ("event", "wall_ms"))
 
 
 def main():

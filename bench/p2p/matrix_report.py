@@ -19,6 +19,8 @@ import os
 import statistics
 import sys
 
+from events import read_events
+
 TYPES = ["none", "full-cone", "address-restricted", "port-restricted", "symmetric"]
 SHORT = {"none": "none", "full-cone": "FC", "address-restricted": "AR", "port-restricted": "PR", "symmetric": "SYM"}
 
@@ -34,21 +36,7 @@ def expected(a, b, same_nat):
 
 
 def read_jsonl(path):
-    events = []
-    if not os.path.exists(path):
-        return events
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                j = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "event" in j:
-                events.append(j)
-    return events
+    return read_events(path)
 
 
 def last(events, name):

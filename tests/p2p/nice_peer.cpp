@@ -38,7 +38,10 @@ struct State {
   nlohmann::json selected_pair;
 };
 
-void emit(const nlohmann::json& j) {
+// Every line carries wall_ms (the wall clock, as quiclab peer's lines do) so
+// that bench/p2p can time libnice the way it times quiclab.
+void emit(nlohmann::json j) {
+  j["wall_ms"] = static_cast<double>(g_get_real_time()) / 1000.0;
   std::cout << j.dump() << std::endl;
 }
 
@@ -211,10 +214,14 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--controlling") s.controlling = true;
-    else if (a == "--host") hosts.push_back(next());
-    else if (a == "--stun") stun = next();
-    else if (a == "--timeout-s") timeout_s = static_cast<unsigned>(std::stoul(next()));
+    if (a == "--controlling")
+      s.controlling = true;
+    else if (a == "--host")
+      hosts.push_back(next());
+    else if (a == "--stun")
+      stun = next();
+    else if (a == "--timeout-s")
+      timeout_s = static_cast<unsigned>(std::stoul(next()));
     else {
       std::cerr << "usage: nice_peer [--controlling] --host ADDR... [--stun ADDR:PORT] [--timeout-s N]\n";
       return 2;
