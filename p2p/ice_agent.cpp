@@ -468,9 +468,12 @@ void Agent::pair_succeeded(std::size_t pair, const Transaction& t, const SocketA
   }
   if (config_.controlling) {
     if (!nominating_) {
+      // The nomination goes out at once, outside the Ta pacing: it is one
+      // check to an address that has just answered us, so it adds no
+      // unsolicited traffic, and waiting for the next Ta slot would add up
+      // to 50 ms to every connection.
       nominating_ = pair;
-      enqueue_triggered(pair, true);
-      schedule_next_check(now);
+      send_check(pair, true, false, now);
     }
   } else if (p.nominate_on_success) {
     select(pair, now);

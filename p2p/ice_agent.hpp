@@ -25,7 +25,8 @@
 //     peer-reflexive candidate, and the triggered check waits until the
 //     credentials are known.
 //   - Nomination: the controlling side nominates the first pair that succeeds
-//     with one more check carrying USE-CANDIDATE; both sides report
+//     with one more check carrying USE-CANDIDATE, sent at once (not paced:
+//     it goes to an address that has just answered); both sides report
 //     `connected` for that pair. Role conflicts are repaired with 487 and the
 //     tie-breaker (7.3.1.1).
 //   - Consent freshness (RFC 7675) on the selected pair: a check every 5 s

@@ -30,10 +30,14 @@ def f(v, nd=0):
 def main():
     out = sys.argv[1]
     rows = [json.loads(l) for l in open(os.path.join(out, "trials.jsonl")) if l.strip()]
+    meta = next((r for r in rows if r["kind"] == "meta"), {})
+    rows = [r for r in rows if r["kind"] != "meta"]
     lines = ["# P2P benchmark", "",
              "Times in ms on peer a (controlling). quiclab: introduction → nominated pair, and → first "
              "HTTP/3 response byte over the punched path; libnice (against libnice): remote offer → selected "
-             "pair. Ratio: quiclab median / libnice median (target ≤ 1.0). Floor: one peer RTT + Ta (50 ms).",
+             f"pair, with its pacing timer at {meta.get('nice_ta_ms', '?')} ms (ours: Ta = 50 ms). Ratio: quiclab "
+             "median / libnice median (target ≤ 1.0). Floor: one peer RTT + Ta (50 ms). "
+             f"Commit {meta.get('commit', '?')}.",
              "",
              "| cell | RTT | quiclab nominated median / p95 | first byte median / p95 | libnice median / p95 | ratio | floor | ok (ours / libnice) |",
              "|---|---|---|---|---|---|---|---|"]

@@ -12,7 +12,7 @@
 # plain lab path of the same RTT (quiclab serve in the server namespace), and
 # the peak memory (VmHWM) of a controlled peer of each kind.
 #
-#   sudo bench/p2p/p2p_bench.sh [--trials N] [--rtts "0 40"] [--bulk-mb M] --out DIR
+#   sudo bench/p2p/p2p_bench.sh [--trials N] [--rtts "0 40"] [--bulk-mb M] [--nice-ta-ms 50] --out DIR
 # Writes DIR/trials.jsonl and DIR/report.md (bench/p2p/bench_report.py).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
@@ -20,14 +20,19 @@ natlab=$here/scripts/natlab.sh
 export QUICLAB_BIN=${QUICLAB_BIN:-$here/build/app/quiclab}
 nice=${NICE_PEER:-$here/build/tests/p2p/nice_peer}
 trials=5 rtts="0 40" bulk_mb=100 out=
+# libnice paces its checks every 20 ms by default; ours (RFC 8445's default)
+# every 50 ms. The comparison runs libnice at our Ta, so it compares the
+# agents and not the pacing; --nice-ta-ms 20 shows libnice's default.
+nice_ta=50
 cells=("port-restricted full-cone" "port-restricted port-restricted" "full-cone symmetric")
 while (($#)); do
   case $1 in
     --trials) trials=$2; shift 2 ;;
     --rtts) rtts=$2; shift 2 ;;
     --bulk-mb) bulk_mb=$2; shift 2 ;;
+    --nice-ta-ms) nice_ta=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h | --help) sed -n 2,18p "$0"; exit 0 ;;
+    -h | --help) sed -n 2,19p "$0"; exit 0 ;;
     *) echo "p2p_bench: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -83,10 +88,10 @@ libnice() {  # CELL RTT N
   server=$("$natlab" addr "$lab" server)
   rm -f "$d/a.in" "$d/b.in"
   mkfifo "$d/a.in" "$d/b.in"
-  "$natlab" exec "$lab" a -- "$nice" --controlling --host 10.0.1.2 --stun "$server:3478" \
+  "$natlab" exec "$lab" a -- "$nice" --controlling --host 10.0.1.2 --stun "$server:3478" --ta-ms "$nice_ta" \
     0<>"$d/a.in" >"$d/a.jsonl" 2>"$d/a.log" &
   a=$!
-  "$natlab" exec "$lab" b -- "$nice" --host 10.0.2.2 --stun "$server:3478" 0<>"$d/b.in" >"$d/b.jsonl" 2>"$d/b.log" &
+  "$natlab" exec "$lab" b -- "$nice" --host 10.0.2.2 --stun "$server:3478" --ta-ms "$nice_ta" 0<>"$d/b.in" >"$d/b.jsonl" 2>"$d/b.log" &
   b=$!
   pids+=("$a" "$b")
   wait_for "$d/a.jsonl" '"ufrag"' && wait_for "$d/b.jsonl" '"ufrag"' || true
@@ -177,4 +182,5 @@ for rtt in $rtts; do
   done
 done
 bulk 20
+echo "{\"kind\": \"meta\", \"nice_ta_ms\": $nice_ta, \"commit\": \"$(git -C "$here" rev-parse --short HEAD)\"}" >>"$out/trials.jsonl"
 /usr/bin/python3 "$here/bench/p2p/bench_report.py" "$out"
