@@ -95,8 +95,8 @@ libnice() {  # CELL RTT N
   b=$!
   pids+=("$a" "$b")
   wait_for "$d/a.jsonl" '"ufrag"' && wait_for "$d/b.jsonl" '"ufrag"' || true
-  grep -m 1 '"ufrag"' "$d/a.jsonl" >"$d/b.in" || true
-  grep -m 1 '"ufrag"' "$d/b.jsonl" >"$d/a.in" || true
+  grep -m 1 '"ufrag"' "$d/a.jsonl" 1<>"$d/b.in" || true
+  grep -m 1 '"ufrag"' "$d/b.jsonl" 1<>"$d/a.in" || true
   wait_for "$d/b.jsonl" '"event":"selected"' || true
   local mem
   mem=$(hwm "$b")

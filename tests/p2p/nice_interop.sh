@@ -59,8 +59,8 @@ run_pair() {
   pids+=("$n")
   wait_for "$tmp/$tag.q.out" '"fingerprint"'
   wait_for "$tmp/$tag.n.out" '"ufrag"'
-  grep -m 1 '"ufrag"' "$tmp/$tag.q.out" >"$tmp/n.in"
-  grep -m 1 '"ufrag"' "$tmp/$tag.n.out" >"$tmp/q.in"
+  grep -m 1 '"ufrag"' "$tmp/$tag.q.out" 1<>"$tmp/n.in"
+  grep -m 1 '"ufrag"' "$tmp/$tag.n.out" 1<>"$tmp/q.in"
   local qrc nrc
   wait_pid "$q"
   qrc=$rc

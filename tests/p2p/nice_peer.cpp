@@ -226,6 +226,8 @@ int main(int argc, char** argv) {
       stun = next();
     else if (a == "--timeout-s")
       timeout_s = static_cast<unsigned>(std::stoul(next()));
+    else if (a == "--ta-ms")
+      ta_ms = static_cast<unsigned>(std::stoul(next()));
     else {
       std::cerr << "usage: nice_peer [--controlling] --host ADDR... [--stun ADDR:PORT] [--timeout-s N] [--ta-ms N]\n";
       return 2;

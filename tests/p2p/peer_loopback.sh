@@ -166,8 +166,8 @@ mb=$!
 pids+=("$mb")
 wait_for "$tmp/ma.out" '"fingerprint"'
 wait_for "$tmp/mb.out" '"fingerprint"'
-head -n 1 "$tmp/ma.out" >"$tmp/to_b"
-head -n 1 "$tmp/mb.out" >"$tmp/to_a"
+head -n 1 "$tmp/ma.out" 1<>"$tmp/to_b"
+head -n 1 "$tmp/mb.out" 1<>"$tmp/to_a"
 for _ in $(seq 1 300); do kill -0 "$ma" 2>/dev/null || break; sleep 0.1; done
 wait "$ma" || fail "manual signalling: ma exited $?"
 for _ in $(seq 1 100); do kill -0 "$mb" 2>/dev/null || break; sleep 0.1; done
