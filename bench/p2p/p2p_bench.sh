@@ -65,7 +65,9 @@ ours() {  # CELL RTT N
   wait_for "$d/b.jsonl" '"event":"result"' || true
   local mem
   mem=$(hwm "$b")
-  bounded_wait "$b"
+  # --stay: b waits for the next introduction; its session is over.
+  kill "$b" 2>/dev/null || true
+  wait "$b" 2>/dev/null || true
   /usr/bin/python3 - "$d" "$1" "$2" "$mem" >>"$out/trials.jsonl" <<'EOF'
 import json, sys
 d, cell, rtt, mem = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])

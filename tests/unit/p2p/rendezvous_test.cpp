@@ -620,3 +620,36 @@ TEST_CASE("an introduction can wait for a peer that has not registered yet, boun
     }
   CHECK(failures == h.server.config().max_waiting_per_asker);
 }
+
+TEST_CASE("a forged introduction cannot point a peer at a third address", "[p2p][rendezvous]") {
+  Harness h;
+  auto b_addr = addr("203.0.113.20", 50000);
+  Client b(client_config("bob", 2));
+  h.join(b, b_addr);
+  b.take_events();
+  // Mallory (no key of bob's) sends bob a PeerIntroduction naming "alice" at
+  // her own address, with an offer of her own: signed with a wrong key,
+  // without any integrity, and with the right integrity of another name.
+  IntroductionOffer offer;
+  offer.ufrag = "abcd";
+  offer.password = std::string(22, 'p');
+  offer.tie_breaker = 7;
+  offer.fingerprint = Bytes(32, 0x66);
+  for (int variant = 0; variant < 3; ++variant) {
+    Message m;
+    m.method = method::kPeerIntroduction;
+    m.transaction_id = random_transaction_id();
+    m.add_u64(attr::kIntroductionId, 4242 + static_cast<std::uint64_t>(variant));
+    m.add_string(attr::kPeerName, "alice");
+    m.add_xor_address(attr::kReflexiveCandidate, addr("192.0.2.66", 6666));
+    add_offer(m, offer);
+    EncodeOptions eo;
+    if (variant == 0) eo.integrity_sha256_key = Bytes(32, 9);  // a key that is not bob's
+    if (variant == 2) eo.integrity_sha256_key = Bytes(32, 1);  // alice's key, not bob's
+    eo.fingerprint = true;
+    INFO("variant " << variant);
+    CHECK_FALSE(b.handle_datagram(encode(m, eo), h.clock.now()));
+    CHECK(b.take_events().empty());
+    CHECK(b.take_datagrams().empty());  // not even an answer that would confirm bob is there
+  }
+}
