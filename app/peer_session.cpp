@@ -462,7 +462,15 @@ struct PeerSession::Impl {
         start_client(k->remote.address);
       }
     } else if (const auto* f = std::get_if<ice::Failed>(&e)) {
-      if (phase == Phase::connected) {
+      if (phase == Phase::connected && !controlling && server && server->connection_count() > 0) {
+        // The client's NAT may have rebound: QUIC validated its new path
+        // (RFC 9000 9.3, which ngtcp2 0.12.1 does on the server side) and
+        // carries on, while our consent checks still go to the old address.
+        // QUIC's path validation is the consent for its own traffic, and its
+        // idle timeout ends the session if the peer is really gone.
+        log::warn("peer: {}; the QUIC connection carries on (its own path validation and idle timeout decide)",
+                  f->reason);
+      } else if (phase == Phase::connected) {
         finish(Outcome::failed, "the path to the peer was lost: " + f->reason, kTransport);
       } else {
         end_attempt(Outcome::failed, f->reason, kNoPath);
@@ -690,6 +698,8 @@ struct PeerSession::Impl {
                      {"reason", reason},
                      {"exit_code", code}};
     if (!peer_name.empty()) j["peer"] = peer_name;
+    // New paths QUIC validated (the client's NAT rebinding, RFC 9000 9.3).
+    if (server) j["path_validations"] = server->quic_stats().path_validations;
     if (agent) {
       const auto& st = agent->stats();
       j["checks_sent"] = st.checks_sent;

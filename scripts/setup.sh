@@ -16,7 +16,7 @@ PACKAGES=(
   # peers to test and benchmark against
   nghttp2-client nghttp2-server ngtcp2-client ngtcp2-server coturn stun-client curl openssl
   # the lab
-  iproute2 nftables iptables ethtool procps psmisc iputils-ping
+  iproute2 nftables iptables ethtool procps psmisc iputils-ping conntrack
   # reports
   python3 python3-matplotlib
   # tests read JSON lines with jq
