@@ -542,8 +542,12 @@ struct PeerSession::Impl {
     o.client_key_file = cert.key;
     o.timeout_ms = 30000;
     o.max_concurrent_streams = 100;
-    client = std::make_unique<h3::Client>(loop, origin, o, h3::QuicTuning{},
-                                          h3::ClientEndpoint{socket, quic::Attach::shared});
+    h3::QuicTuning tuning;
+    // Keepalive on the nominated path, at QUIC's level: a PING after 1 s of
+    // silence keeps the NAT mappings fresh and, when our NAT rebinds mid-
+    // transfer, is the packet that shows the server our new address.
+    tuning.keep_alive_ms = 1000;
+    client = std::make_unique<h3::Client>(loop, origin, o, tuning, h3::ClientEndpoint{socket, quic::Attach::shared});
     const Timestamp started = now();
     client->connect([this, started, remote, origin](Status st) {
       if (!st) {

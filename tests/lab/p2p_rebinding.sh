@@ -6,14 +6,11 @@
 # b's server carries the connection on (b reports a validated path), and the
 # body arrives complete and byte-exact.
 #
-# NOT IN THE SUITE YET: a reproducer of an open failure. With the release
-# build the transfer stalls after the flush (a's fetch ends with "QUIC idle
-# timeout: the server went silent", after about 5 MB), although b's server
-# logs the new path as validated; with the ASan build, or a flush 1.6 s in, it
-# passes. Under `masquerade fully-random` nat-a showed two conntrack entries
-# for the same inside 4-tuple (two public ports) before the flush, so the
-# client may already have been alternating between two mappings.
-# Run by hand: QUICLAB_BIN=build/app/quiclab NATLAB=scripts/natlab.sh bash tests/lab/p2p_rebinding.sh
+# What it caught: after the flush the server's packets die at the NAT, the
+# client (which only sends ACKs during a download) has nothing to send, and
+# the server never learns the new port: the transfer stalled until QUIC's idle
+# timeout. The peer's QUIC client now sends a PING after 1 s of silence
+# (QuicTuning::keep_alive_ms), which reveals the new mapping.
 source "$(dirname "$0")/lib.sh"
 source "$HERE/natlab_lib.sh"
 command -v conntrack >/dev/null || fail "conntrack (Debian's conntrack) is not installed: scripts/setup.sh installs it"

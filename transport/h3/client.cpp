@@ -439,6 +439,8 @@ Status ClientConnection::init(Timestamp now) {
     return make_error(ErrorDomain::quic, rv, "ngtcp2_conn_client_new: " + liberr_text(rv));
   }
   ngtcp2_conn_set_tls_native_handle(conn_, tls_->native_handle());
+  if (config_.tuning.keep_alive_ms)
+    ngtcp2_conn_set_keep_alive_timeout(conn_, config_.tuning.keep_alive_ms * NGTCP2_MILLISECONDS);
 
   tx_buf_.resize(kMaxBurstBytes);
 

@@ -74,6 +74,11 @@ struct QuicTuning {
   std::size_t ack_thresh = 8;           ///< ACK-eliciting packets before an immediate ACK (ngtcp2 default: 2).
   std::uint64_t max_ack_delay_ms = 25;  ///< Our max_ack_delay transport parameter.
   std::uint64_t handshake_timeout_ms = 10000;
+  /// After this long without receiving anything, send a PING (0: never).
+  /// The hole-punching peer sets it: when its NAT rebinds while the server
+  /// is sending, the server's packets die at the NAT and only a packet of
+  /// ours reveals the new mapping (QUIC then validates the new path).
+  std::uint64_t keep_alive_ms = 0;
   std::size_t flush_every = 16;    ///< Received datagrams between two writes (ACKs) within one batch.
   std::filesystem::path qlog_dir;  ///< h3::Client writes <scid>.sqlog here when set (through Config::qlog).
   /// Connection IDs and ngtcp2's draws (greasing ...); null: the system's.
