@@ -495,16 +495,16 @@ struct PeerSession::Impl {
       refused(remote, "no attempt is running");
       return false;
     }
-    if (selected_remote && selected_remote->address == remote) return true;
+    // The nominated pair is one of them (succeeded).
     for (const auto& p : agent->pairs())
       if (p.remote.address == remote && p.state != ice::PairState::failed) return true;
-    refused(remote, "not a candidate of '" + (peer_name.empty() ? std::string("the peer") : peer_name) + "'");
+    refused(remote, "not a candidate of the current attempt");
     return false;
   }
 
   // Refused QUIC datagrams are counted; the log says so for the 1st, 2nd,
-  // 4th, 8th ... (a flood cannot fill the log).
-  void refused(const SocketAddress& from, const std::string& why) {
+  // 4th, 8th ... (a flood cannot fill the log, and builds no string).
+  void refused(const SocketAddress& from, std::string_view why) {
     ++quic_refused;
     if ((quic_refused & (quic_refused - 1)) == 0)
       log::info("peer: QUIC from {} refused: {} ({} refused so far)", from.to_string(), why, quic_refused);

@@ -12,15 +12,7 @@ import os
 import statistics
 import sys
 
-
-def pct(v, p):
-    s = sorted(v)
-    if not s:
-        return None
-    k = (len(s) - 1) * p / 100
-    lo = int(k)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+from events import percentile
 
 
 def f(v, nd=0):
@@ -50,9 +42,9 @@ def main():
         nn = [r["nominated_ms"] for r in nice if "nominated_ms" in r]
         ratio = statistics.median(on) / statistics.median(nn) if on and nn else None
         lines.append(
-            f"| {cell} | {rtt:.0f} | {f(statistics.median(on) if on else None)} / {f(pct(on, 95))} | "
-            f"{f(statistics.median(ob) if ob else None)} / {f(pct(ob, 95))} | "
-            f"{f(statistics.median(nn) if nn else None)} / {f(pct(nn, 95))} | {f(ratio, 2)}× | {rtt + 50:.0f} | "
+            f"| {cell} | {rtt:.0f} | {f(statistics.median(on) if on else None)} / {f(percentile(on, 95))} | "
+            f"{f(statistics.median(ob) if ob else None)} / {f(percentile(ob, 95))} | "
+            f"{f(statistics.median(nn) if nn else None)} / {f(percentile(nn, 95))} | {f(ratio, 2)}× | {rtt + 50:.0f} | "
             f"{len(on)}/{len(ours)} / {len(nn)}/{len(nice)} |")
     bulk = [r for r in rows if r["kind"] == "bulk"]
     if bulk:

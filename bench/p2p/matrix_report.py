@@ -19,7 +19,7 @@ import os
 import statistics
 import sys
 
-from events import read_events
+from events import percentile, read_events
 
 TYPES = ["none", "full-cone", "address-restricted", "port-restricted", "symmetric"]
 SHORT = {"none": "none", "full-cone": "FC", "address-restricted": "AR", "port-restricted": "PR", "symmetric": "SYM"}
@@ -35,23 +35,9 @@ def expected(a, b, same_nat):
     return "direct"
 
 
-def read_jsonl(path):
-    return read_events(path)
-
-
 def last(events, name):
     found = [e for e in events if e["event"] == name]
     return found[-1] if found else None
-
-
-def percentile(values, p):
-    if not values:
-        return None
-    s = sorted(values)
-    k = (len(s) - 1) * p / 100.0
-    lo = int(k)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 def read_rc(path):
@@ -71,8 +57,8 @@ def summarise_cell(dir_, timeout_ms):
     outcomes = {"direct": 0, "failed": 0, "no verdict": 0}
     ttc, ttfb, pairs, reasons, problems = [], [], {}, {}, []
     for n in trials:
-        a = read_jsonl(os.path.join(dir_, f"a{n}.jsonl"))
-        b = read_jsonl(os.path.join(dir_, f"b{n}.jsonl"))
+        a = read_events(os.path.join(dir_, f"a{n}.jsonl"))
+        b = read_events(os.path.join(dir_, f"b{n}.jsonl"))
         ra, rb = last(a, "result"), last(b, "result")
         if ra is None:
             outcomes["no verdict"] += 1
