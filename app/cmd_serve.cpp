@@ -122,64 +122,81 @@ int run(const ServeOptions& o) {
 
   // ---- HTTP/3 over QUIC: UDP on the same port number as TCP ----
   // It binds first so that with port 0 the TCP listener can take the port UDP
-  // got, and the H2 responses can advertise it (Alt-Svc).
-  SocketAddress tcp_listen = *listen;
-  std::string alt_svc = o.alt_svc;
+  // got, and the H2 responses can advertise it (Alt-Svc). That TCP port may be
+  // taken by someone else (UDP and TCP ports are allocated independently): with
+  // port 0 we then let both go and try another UDP port, a bounded number of times.
+  constexpr int kPortAttempts = 16;
   std::unique_ptr<quic::UdpSocket> h3_socket;
   std::unique_ptr<h3::Server> h3_server;
-  if (!o.no_h3) {
-    h3::ServerConfig h3_config;
-    h3_config.cert_file = cert.cert;
-    h3_config.key_file = cert.key;
-    h3_config.quic.retry = o.retry;
-    h3_config.qlog_dir = o.qlog_dir;
-    h3_config.quic.cc_algo = *quic::cc_algo_from_name(o.cc);  // --cc admits only known names
-    h3_config.quic.udp_payload = o.udp_payload;
-    h3_config.quic.idle_timeout = o.idle_timeout_ms * kNanosPerMilli;
-    h3_config.quic.shutdown_timeout = o.drain_timeout_ms * kNanosPerMilli;
-    // One header section limit for both protocols.
-    h3_config.max_header_list_size = o.max_header_list_size;
-    // With port 0 the port is known only once bound, so the Alt-Svc value
-    // (the same on both protocols) must be known before: pick the port first.
-    if (alt_svc.empty() && listen->port() != 0) alt_svc = "h3=\":" + std::to_string(listen->port()) + "\"";
-    h3_config.alt_svc = alt_svc;
-    auto socket = quic::open_udp(loop, *listen, h3_config.udp);
-    if (!socket) {
-      log::error("serve: HTTP/3: {}", socket.error().message);
-      return kExitTransport;
+  std::unique_ptr<h2::Server> h2_server_owner;
+  for (int attempt = 1;; ++attempt) {
+    SocketAddress tcp_listen = *listen;
+    std::string alt_svc = o.alt_svc;
+    if (!o.no_h3) {
+      h3::ServerConfig h3_config;
+      h3_config.cert_file = cert.cert;
+      h3_config.key_file = cert.key;
+      h3_config.quic.retry = o.retry;
+      h3_config.qlog_dir = o.qlog_dir;
+      h3_config.quic.cc_algo = *quic::cc_algo_from_name(o.cc);  // --cc admits only known names
+      h3_config.quic.udp_payload = o.udp_payload;
+      h3_config.quic.idle_timeout = o.idle_timeout_ms * kNanosPerMilli;
+      h3_config.quic.shutdown_timeout = o.drain_timeout_ms * kNanosPerMilli;
+      // One header section limit for both protocols.
+      h3_config.max_header_list_size = o.max_header_list_size;
+      // With port 0 the port is known only once bound, so the Alt-Svc value
+      // (the same on both protocols) must be known before: pick the port first.
+      if (alt_svc.empty() && listen->port() != 0) alt_svc = "h3=\":" + std::to_string(listen->port()) + "\"";
+      h3_config.alt_svc = alt_svc;
+      auto socket = quic::open_udp(loop, *listen, h3_config.udp);
+      if (!socket) {
+        log::error("serve: HTTP/3: {}", socket.error().message);
+        return kExitTransport;
+      }
+      h3_socket = std::move(*socket);
+      h3_server = std::make_unique<h3::Server>(loop, app, h3_config, *h3_socket);
+      if (auto st = h3_server->start(); !st) {
+        log::error("serve: HTTP/3: {}", st.error().message);
+        return kExitTransport;
+      }
+      tcp_listen.set_port(h3_server->local_address().port());
+      if (alt_svc.empty()) {
+        alt_svc = "h3=\":" + std::to_string(tcp_listen.port()) + "\"";
+        h3_server->set_alt_svc(alt_svc);
+      }
     }
-    h3_socket = std::move(*socket);
-    h3_server = std::make_unique<h3::Server>(loop, app, h3_config, *h3_socket);
-    if (auto st = h3_server->start(); !st) {
-      log::error("serve: HTTP/3: {}", st.error().message);
-      return kExitTransport;
-    }
-    tcp_listen.set_port(h3_server->local_address().port());
-    if (alt_svc.empty()) {
-      alt_svc = "h3=\":" + std::to_string(tcp_listen.port()) + "\"";
-      h3_server->set_alt_svc(alt_svc);
-    }
-  }
 
-  // ---- HTTP/2 over TCP+TLS ----
-  h2::ServerConfig h2_config;
-  h2_config.listen = tcp_listen;
-  h2_config.tcp_congestion = o.tcp_cc;
-  h2_config.cert = cert.cert;
-  h2_config.key = cert.key;
-  h2_config.max_concurrent_streams = o.max_concurrent_streams;
-  h2_config.stream_window = o.stream_window;
-  h2_config.connection_window = o.connection_window;
-  h2_config.max_header_list_size = o.max_header_list_size;
-  h2_config.header_timeout_ms = o.header_timeout_ms;
-  h2_config.idle_timeout_ms = o.idle_timeout_ms;
-  h2_config.drain_timeout_ms = o.drain_timeout_ms;
-  h2_config.alt_svc = alt_svc;
-  h2::Server h2_server(loop, app, h2_config);
-  if (auto st = h2_server.start(); !st) {
+    // ---- HTTP/2 over TCP+TLS ----
+    h2::ServerConfig h2_config;
+    h2_config.listen = tcp_listen;
+    h2_config.tcp_congestion = o.tcp_cc;
+    h2_config.cert = cert.cert;
+    h2_config.key = cert.key;
+    h2_config.max_concurrent_streams = o.max_concurrent_streams;
+    h2_config.stream_window = o.stream_window;
+    h2_config.connection_window = o.connection_window;
+    h2_config.max_header_list_size = o.max_header_list_size;
+    h2_config.header_timeout_ms = o.header_timeout_ms;
+    h2_config.idle_timeout_ms = o.idle_timeout_ms;
+    h2_config.drain_timeout_ms = o.drain_timeout_ms;
+    h2_config.alt_svc = alt_svc;
+    h2_server_owner = std::make_unique<h2::Server>(loop, app, h2_config);
+    auto st = h2_server_owner->start();
+    if (st) break;
+    const bool port_taken = st.error().domain == ErrorDomain::uv && st.error().code == UV_EADDRINUSE;
+    if (h3_server && listen->port() == 0 && port_taken && attempt < kPortAttempts) {
+      log::debug("serve: TCP port {} is taken; trying another UDP port", tcp_listen.port());
+      h2_server_owner.reset();
+      h3_server->close_now();
+      h3_server.reset();
+      h3_socket->close();
+      h3_socket.reset();
+      continue;
+    }
     log::error("serve: HTTP/2: {}", st.error().message);
     return kExitTransport;
   }
+  h2::Server& h2_server = *h2_server_owner;
   announce("h2", "tcp", h2_server.local_address());
   drains.push_back([&](std::function<void()> done) { h2_server.shutdown(std::move(done)); });
   hard_stops.push_back([&] { h2_server.close_now(); });
