@@ -200,6 +200,27 @@ std::string attr::name(std::uint16_t type) {
       return "USERHASH";
     case kXorMappedAddress:
       return "XOR-MAPPED-ADDRESS";
+    // TURN (RFC 8656); the constants live in p2p/turn_client.hpp.
+    case 0x000C:
+      return "CHANNEL-NUMBER";
+    case 0x000D:
+      return "LIFETIME";
+    case 0x0012:
+      return "XOR-PEER-ADDRESS";
+    case 0x0013:
+      return "DATA";
+    case 0x0016:
+      return "XOR-RELAYED-ADDRESS";
+    case 0x0017:
+      return "REQUESTED-ADDRESS-FAMILY";
+    case 0x0018:
+      return "EVEN-PORT";
+    case 0x0019:
+      return "REQUESTED-TRANSPORT";
+    case 0x001A:
+      return "DONT-FRAGMENT";
+    case 0x0022:
+      return "RESERVATION-TOKEN";
     case kPriority:
       return "PRIORITY";
     case kUseCandidate:
