@@ -5,7 +5,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$HERE/natlab_lib.sh"
 out=$("$NATLAB" --help) || fail "--help exited $?"
-for want in "natlab.sh up" "--nat-a TYPE" "full-cone" "address-restricted" "port-restricted" "symmetric" "--same-nat" "--udp-timeout-s"; do
+for want in "natlab.sh up" "--nat-a TYPE" "full-cone" "address-restricted" "port-restricted" "symmetric" "--same-nat" "--udp-timeout-s" "--turn" "turn-secret NAME"; do
   grep -q -- "$want" <<<"$out" || fail "--help does not mention '$want'"
 done
 name=$(new_name)
