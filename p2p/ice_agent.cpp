@@ -91,43 +91,58 @@ void Agent::add_local_candidate(Candidate c) {
   for (const auto& l : local_)
     if (l.address == c.address) return;
   local_.push_back(c);
+  if (c.type == CandidateType::relay && remote_credentials_ && state_ == State::checking) {
+    // The allocation finished after the introduction: pair the relay with what we know of the peer.
+    std::vector<Candidate> remotes;
+    for (const auto& p : pairs_)
+      if (!p.relayed && p.remote.type != CandidateType::relay) remotes.push_back(p.remote);
+    for (const auto& r : remotes) (void)add_pair(r, true);
+  }
   reprioritize();
 }
 
-Candidate Agent::local_for(const SocketAddress& remote) const {
+const Candidate* Agent::local_relay(const SocketAddress& remote) const {
+  for (const auto& l : local_)
+    if (l.type == CandidateType::relay && l.address.family() == remote.family()) return &l;
+  return nullptr;
+}
+
+Candidate Agent::local_for(const SocketAddress& remote, bool relayed) const {
+  if (relayed) {
+    if (const auto* r = local_relay(remote)) return *r;
+  }
   for (const auto& l : local_)
     if (l.type == CandidateType::host && l.address.family() == remote.family()) return l;
   for (const auto& l : local_)
-    if (l.address.family() == remote.family()) return l;
+    if (l.address.family() == remote.family() && l.type != CandidateType::relay) return l;
   Candidate none;
   none.priority = candidate_priority(CandidateType::host, 0);
   return none;
 }
 
-std::uint32_t Agent::local_priority_for(const SocketAddress& remote) const { return local_for(remote).priority; }
-
 void Agent::reprioritize() {
   for (auto& p : pairs_) {
-    const std::uint32_t l = p.local.priority ? p.local.priority : local_priority_for(p.remote.address);
+    const std::uint32_t l = p.local.priority ? p.local.priority : local_for(p.remote.address, p.relayed).priority;
     p.priority = config_.controlling ? pair_priority(l, p.remote.priority) : pair_priority(p.remote.priority, l);
   }
 }
 
-std::optional<std::size_t> Agent::find_pair(const SocketAddress& remote) const {
+std::optional<std::size_t> Agent::find_pair(const SocketAddress& remote, bool relayed) const {
   for (std::size_t i = 0; i < pairs_.size(); ++i)
-    if (pairs_[i].remote.address == remote) return i;
+    if (pairs_[i].remote.address == remote && pairs_[i].relayed == relayed) return i;
   return std::nullopt;
 }
 
-std::optional<std::size_t> Agent::add_pair(const Candidate& remote) {
-  if (auto i = find_pair(remote.address)) return i;
+std::optional<std::size_t> Agent::add_pair(const Candidate& remote, bool relayed) {
+  if (auto i = find_pair(remote.address, relayed)) return i;
   if (pairs_.size() >= config_.max_pairs) {
     ++stats_.pairs_refused;
     return std::nullopt;
   }
   Pair p;
-  p.local = local_for(remote.address);
+  p.local = local_for(remote.address, relayed);
   p.remote = remote;
+  p.relayed = relayed;
   pairs_.push_back(p);
   reprioritize();
   return pairs_.size() - 1;
@@ -140,16 +155,25 @@ void Agent::set_remote(Credentials remote, std::vector<Candidate> candidates, Ti
     bool family_ok = false;
     for (const auto& l : local_) family_ok = family_ok || l.address.family() == c.address.family();
     if (!family_ok || c.address.empty()) continue;
-    if (auto i = find_pair(c.address)) {
-      // Known already as peer-reflexive (its check came first): now we know its real type.
-      pairs_[*i].remote.type = c.type;
-      pairs_[*i].remote.priority = c.priority;
-      continue;
+    bool known = false;
+    for (const bool relayed : {false, true}) {
+      if (auto i = find_pair(c.address, relayed)) {
+        // Known already as peer-reflexive (its check came first): now we know its real type.
+        pairs_[*i].remote.type = c.type;
+        pairs_[*i].remote.priority = c.priority;
+        known = true;
+      }
     }
-    (void)add_pair(c);
+    if (!known) add_pairs_for(c);
   }
   reprioritize();
   schedule_next_check(now);
+}
+
+void Agent::add_pairs_for(const Candidate& c) {
+  // Direct from the socket (the peer's relay counts: it is relayed on their side), unless relay_only.
+  if (!config_.relay_only || c.type == CandidateType::relay) (void)add_pair(c, false);
+  if (c.type != CandidateType::relay && local_relay(c.address)) (void)add_pair(c, true);
 }
 
 const Pair* Agent::selected() const { return selected_ ? &pairs_[*selected_] : nullptr; }
@@ -164,6 +188,7 @@ std::optional<Timestamp> Agent::expiry() const {
   if (next_check_at_) take(*next_check_at_);
   for (const auto& [id, t] : transactions_) take(t.next_at);
   if (next_consent_at_) take(*next_consent_at_);
+  if (relay_deadline_ && state_ == State::checking) take(*relay_deadline_);
   if (state_ == State::connected) take(consent_expires_);
   return e;
 }
@@ -194,7 +219,7 @@ void Agent::handle_expiry(Timestamp now) {
     t.rto *= 2;
     // The last transmission waits one more RTO for its answer (like STUN's Rm).
     t.next_at = now + t.rto;
-    out_.push_back({pairs_[t.pair].remote.address, t.request});
+    out_.push_back({pairs_[t.pair].remote.address, t.request, pairs_[t.pair].relayed});
     ++it;
   }
   if (state_ == State::checking && now >= start_ + config_.timeout) {
@@ -215,9 +240,27 @@ void Agent::handle_expiry(Timestamp now) {
     const double jitter = 0.8 + 0.4 * ((b[0] << 8 | b[1]) / 65535.0);
     next_consent_at_ = now + static_cast<Timestamp>(static_cast<double>(config_.consent_interval) * jitter);
   }
+  if (relay_deadline_ && now >= *relay_deadline_) {
+    relay_deadline_.reset();
+    if (state_ == State::checking && config_.controlling && !nominating_) {
+      // No direct pair within relay_wait: the best relayed pair that works, ours first (the QUIC
+      // client's relayed path then has a local address of its own, the relayed one).
+      std::optional<std::size_t> best;
+      for (std::size_t i = 0; i < pairs_.size(); ++i) {
+        const auto& p = pairs_[i];
+        if (p.state != PairState::succeeded || !is_relayed(p)) continue;
+        if (!best || std::pair(p.relayed, p.priority) > std::pair(pairs_[*best].relayed, pairs_[*best].priority))
+          best = i;
+      }
+      if (best) {
+        nominating_ = *best;
+        send_check(*best, true, false, now);
+      }
+    }
+  }
   if (next_check_at_ && now >= *next_check_at_) {
     next_check_at_.reset();
-    if (state_ == State::checking && can_send_checks()) {
+    if (checking_pairs() && can_send_checks()) {
       // Triggered checks first, then the best waiting pair.
       std::optional<std::pair<std::size_t, bool>> pick;
       while (!triggered_.empty() && !pick) {
@@ -230,6 +273,7 @@ void Agent::handle_expiry(Timestamp now) {
         std::optional<std::size_t> best;
         for (std::size_t i = 0; i < pairs_.size(); ++i) {
           if (pairs_[i].state != PairState::waiting) continue;
+          if (upgrading_ && is_relayed(pairs_[i])) continue;  // connected over a relay: only direct ones matter
           if (!best || pairs_[i].priority > pairs_[*best].priority) best = i;
         }
         if (best) pick = {{*best, false}};
@@ -245,11 +289,12 @@ void Agent::handle_expiry(Timestamp now) {
 }
 
 void Agent::schedule_next_check(Timestamp now) {
-  if (state_ != State::checking || !can_send_checks() || next_check_at_) return;
+  if (!checking_pairs() || !can_send_checks() || next_check_at_) return;
   bool work = !triggered_.empty();
-  for (const auto& p : pairs_) work = work || p.state == PairState::waiting;
+  for (const auto& p : pairs_) work = work || (p.state == PairState::waiting && !(upgrading_ && is_relayed(p)));
   if (!work) return;
   next_check_at_ = any_check_sent_ ? std::max(now, last_check_ + config_.ta) : now;
+  if (!checks_started_) checks_started_ = *next_check_at_;
 }
 
 void Agent::enqueue_triggered(std::size_t pair, bool use_candidate) {
@@ -266,9 +311,10 @@ void Agent::send_check(std::size_t pair, bool use_candidate, bool consent, Times
   m.transaction_id = new_transaction_id(random_);
   m.add_string(stun::attr::kUsername, remote_credentials_->ufrag + ":" + config_.local.ufrag);
   // The priority a peer-reflexive candidate learned from this check would have.
-  m.add_u32(stun::attr::kPriority,
-            candidate_priority(CandidateType::prflx,
-                               static_cast<std::uint16_t>((local_for(p.remote.address).priority >> 8) & 0xFFFF)));
+  m.add_u32(
+      stun::attr::kPriority,
+      candidate_priority(p.relayed ? CandidateType::relay : CandidateType::prflx,
+                         static_cast<std::uint16_t>((local_for(p.remote.address, p.relayed).priority >> 8) & 0xFFFF)));
   m.add_u64(config_.controlling ? stun::attr::kIceControlling : stun::attr::kIceControlled, config_.tie_breaker);
   if (use_candidate) m.add(stun::attr::kUseCandidate, {});
   stun::EncodeOptions eo;
@@ -285,12 +331,13 @@ void Agent::send_check(std::size_t pair, bool use_candidate, bool consent, Times
   t.consent = consent;
   t.controlling = config_.controlling;
   if (!consent && p.state != PairState::succeeded) p.state = PairState::in_progress;
-  out_.push_back({p.remote.address, t.request});
+  out_.push_back({p.remote.address, t.request, p.relayed});
   ++stats_.checks_sent;
   transactions_.emplace(m.transaction_id, std::move(t));
 }
 
-void Agent::send_answer(const stun::Message& request, const SocketAddress& to, std::optional<int> error) {
+void Agent::send_answer(const stun::Message& request, const SocketAddress& to, std::optional<int> error,
+                        bool via_relay) {
   auto r =
       stun::make_response(request, error ? stun::MessageClass::ErrorResponse : stun::MessageClass::SuccessResponse);
   if (error)
@@ -300,10 +347,10 @@ void Agent::send_answer(const stun::Message& request, const SocketAddress& to, s
   stun::EncodeOptions eo;
   eo.integrity_key = Bytes(config_.local.password.begin(), config_.local.password.end());
   eo.fingerprint = true;
-  out_.push_back({to, stun::encode(r, eo)});
+  out_.push_back({to, stun::encode(r, eo), via_relay});
 }
 
-void Agent::handle_datagram(const SocketAddress& from, ByteView data, Timestamp now) {
+void Agent::handle_datagram(const SocketAddress& from, ByteView data, Timestamp now, bool via_relay) {
   if (state_ == State::failed) return;
   auto m = stun::decode(data);
   if (!m || m->method != stun::method::kBinding) {
@@ -312,11 +359,11 @@ void Agent::handle_datagram(const SocketAddress& from, ByteView data, Timestamp 
   }
   switch (m->message_class) {
     case stun::MessageClass::Request:
-      handle_request(*m, from, now);
+      handle_request(*m, from, now, via_relay);
       break;
     case stun::MessageClass::SuccessResponse:
     case stun::MessageClass::ErrorResponse:
-      handle_response(*m, from, now);
+      handle_response(*m, from, now, via_relay);
       break;
     case stun::MessageClass::Indication:
       break;  // keepalive (RFC 8445 11): nothing to do
@@ -324,7 +371,7 @@ void Agent::handle_datagram(const SocketAddress& from, ByteView data, Timestamp 
   schedule_next_check(now);
 }
 
-void Agent::handle_request(const stun::Message& m, const SocketAddress& from, Timestamp now) {
+void Agent::handle_request(const stun::Message& m, const SocketAddress& from, Timestamp now, bool via_relay) {
   auto user = m.string(stun::attr::kUsername);
   const std::string prefix = config_.local.ufrag + ":";
   if (!user || user->rfind(prefix, 0) != 0 ||
@@ -343,7 +390,7 @@ void Agent::handle_request(const stun::Message& m, const SocketAddress& from, Ti
   if (config_.controlling && their_controlling->has_value()) {
     ++stats_.role_conflicts;
     if (config_.tie_breaker >= **their_controlling) {
-      send_answer(m, from, stun::error_code::kRoleConflict);
+      send_answer(m, from, stun::error_code::kRoleConflict, via_relay);
       return;
     }
     switch_role(now);
@@ -352,21 +399,21 @@ void Agent::handle_request(const stun::Message& m, const SocketAddress& from, Ti
     if (config_.tie_breaker >= **their_controlled) {
       switch_role(now);
     } else {
-      send_answer(m, from, stun::error_code::kRoleConflict);
+      send_answer(m, from, stun::error_code::kRoleConflict, via_relay);
       return;
     }
   }
-  send_answer(m, from, std::nullopt);
-  if (state_ != State::checking) return;  // consent checks of a connected peer: answered, nothing else
+  send_answer(m, from, std::nullopt, via_relay);
+  if (!checking_pairs()) return;  // consent checks of a connected peer: answered, nothing else
   // The source is a peer-reflexive candidate when we did not know it.
-  auto idx = find_pair(from);
+  auto idx = find_pair(from, via_relay);
   if (!idx) {
     Candidate c;
     c.type = CandidateType::prflx;
     auto prio = m.u32(stun::attr::kPriority);
     c.priority = prio && prio->has_value() ? **prio : candidate_priority(CandidateType::prflx);
     c.address = from;
-    idx = add_pair(c);
+    idx = add_pair(c, via_relay);
     if (!idx) return;
     ++stats_.prflx_remote;
   }
@@ -374,7 +421,10 @@ void Agent::handle_request(const stun::Message& m, const SocketAddress& from, Ti
   const bool use_candidate = m.find(stun::attr::kUseCandidate) != nullptr;
   if (use_candidate && !config_.controlling) {
     if (p.state == PairState::succeeded) {
-      select(*idx, now);
+      if (state_ == State::checking)
+        select(*idx, now);
+      else if (!is_relayed(p) && selected_ != idx)
+        change_path(*idx, now);
       return;
     }
     p.nominate_on_success = true;
@@ -392,7 +442,7 @@ void Agent::handle_request(const stun::Message& m, const SocketAddress& from, Ti
   }
 }
 
-void Agent::handle_response(const stun::Message& m, const SocketAddress& from, Timestamp now) {
+void Agent::handle_response(const stun::Message& m, const SocketAddress& from, Timestamp now, bool via_relay) {
   auto it = transactions_.find(m.transaction_id);
   if (it == transactions_.end()) return;  // late or foreign: nothing to match
   if (!remote_credentials_ ||
@@ -404,7 +454,7 @@ void Agent::handle_response(const stun::Message& m, const SocketAddress& from, T
   transactions_.erase(it);
   ++stats_.responses_received;
   auto& p = pairs_[t.pair];
-  if (!(from == p.remote.address)) {
+  if (!(from == p.remote.address) || via_relay != p.relayed) {
     // RFC 8445 7.2.5.2.1: the answer must come from where the check went.
     if (!t.consent) p.state = PairState::failed;
     events_.push_back(CheckResult{p.remote.address, false, std::nullopt, "answer from " + from.to_string()});
@@ -460,13 +510,34 @@ void Agent::pair_succeeded(std::size_t pair, const Transaction& t, const SocketA
       p.local = c;
     }
   }
-  events_.push_back(CheckResult{p.remote.address, true, rtt, t.use_candidate ? "nominated" : ""});
-  if (state_ != State::checking) return;
+  events_.push_back(CheckResult{p.remote.address, true, rtt,
+                                std::string(t.use_candidate ? "nominated" : "") + (p.relayed ? " via relay" : "")});
+  if (!checking_pairs()) return;
   if (t.use_candidate) {
-    select(pair, now);
+    if (state_ == State::checking)
+      select(pair, now);
+    else if (!is_relayed(p))
+      change_path(pair, now);
+    return;
+  }
+  if (upgrading_) {
+    // Connected over a relay: a direct pair that works takes over (controlling nominates it).
+    if (is_relayed(p)) return;
+    if (config_.controlling && !nominating_) {
+      nominating_ = pair;
+      send_check(pair, true, false, now);
+    } else if (!config_.controlling && p.nominate_on_success) {
+      change_path(pair, now);
+    }
     return;
   }
   if (config_.controlling) {
+    if (!nominating_ && is_relayed(p) && !config_.relay_only && checks_started_ &&
+        now < *checks_started_ + config_.relay_wait) {
+      // Held back: a direct pair may still work. Nominated at the deadline if none did.
+      relay_deadline_ = *checks_started_ + config_.relay_wait;
+      return;
+    }
     if (!nominating_) {
       // The nomination goes out at once, outside the Ta pacing: it is one
       // check to an address that has just answered us, so it adds no
@@ -486,11 +557,17 @@ void Agent::select(std::size_t pair, Timestamp now) {
   p.nominated = true;
   selected_ = pair;
   state_ = State::connected;
-  next_check_at_.reset();
-  triggered_.clear();
-  // Checks still in flight on other pairs are no longer needed.
+  nominating_.reset();
+  relay_deadline_.reset();
+  // Over a relay the direct pairs are still checked (a path that works later takes over).
+  upgrading_ = is_relayed(p) && !config_.relay_only;
+  if (!upgrading_) {
+    next_check_at_.reset();
+    triggered_.clear();
+  }
+  // Checks still in flight on other pairs are no longer needed (direct ones are, when upgrading).
   for (auto it = transactions_.begin(); it != transactions_.end();) {
-    if (it->second.pair != pair)
+    if (it->second.pair != pair && !(upgrading_ && !is_relayed(pairs_[it->second.pair])))
       it = transactions_.erase(it);
     else
       ++it;
@@ -500,11 +577,32 @@ void Agent::select(std::size_t pair, Timestamp now) {
   events_.push_back(Connected{p.local, p.remote, now - start_, p.rtt});
 }
 
+void Agent::change_path(std::size_t pair, Timestamp now) {
+  if (!upgrading_ || !selected_) return;
+  pairs_[*selected_].nominated = false;
+  auto& p = pairs_[pair];
+  p.nominated = true;
+  selected_ = pair;
+  upgrading_ = false;
+  nominating_.reset();
+  next_check_at_.reset();
+  triggered_.clear();
+  for (auto it = transactions_.begin(); it != transactions_.end();) {
+    if (it->second.pair != pair)
+      it = transactions_.erase(it);
+    else
+      ++it;
+  }
+  consent_expires_ = now + config_.consent_timeout;
+  next_consent_at_ = now + config_.consent_interval;
+  events_.push_back(PathChanged{p.local, p.remote, p.relayed, now - start_, p.rtt});
+}
+
 void Agent::switch_role(Timestamp now) {
   config_.controlling = !config_.controlling;
   nominating_.reset();
   reprioritize();
-  events_.push_back(RoleChanged{config_.controlling});
+  events_.emplace_back(std::in_place_type<RoleChanged>, config_.controlling);
   // A new controlling side nominates what already works.
   if (config_.controlling && state_ == State::checking) {
     for (std::size_t i = 0; i < pairs_.size(); ++i) {

@@ -6,11 +6,15 @@
 //   - Candidates: host and server-reflexive ones come from the adapter;
 //     peer-reflexive ones are learned from incoming checks (remote) and from
 //     the XOR-MAPPED-ADDRESS of check responses (local). Relay candidates
-//     (next issue) have the lowest type preference and are otherwise the same.
-//     All candidates share one base, the peer's one socket, so a pair is
-//     identified by its remote address (RFC 8445 6.1.2.4 prunes pairs whose
-//     local candidate is reflexive to their base; with one base that leaves
-//     one pair per remote address).
+//     (a TURN allocation, p2p/turn_client.hpp) have the lowest type
+//     preference and are a second base: their checks leave through the relay
+//     (Datagram::via_relay) and what arrives through it is handed in with
+//     via_relay. Host and reflexive candidates share the socket's base, so a
+//     pair is identified by its remote address and whether it is relayed
+//     (RFC 8445 6.1.2.4 prunes pairs whose local candidate is reflexive to
+//     their base; with two bases that leaves two pairs per remote address).
+//     Our relay is paired with the peer's host, reflexive and peer-reflexive
+//     candidates, never with its relay (one relay hop is enough).
 //   - Priorities by RFC 8445's formulas (5.1.2.1 and 6.1.2.3), no frozen
 //     state (one component, one stream: every pair starts Waiting).
 //   - One check every Ta (50 ms) across the agent, triggered checks first,
@@ -29,6 +33,14 @@
 //     it goes to an address that has just answered); both sides report
 //     `connected` for that pair. Role conflicts are repaired with 487 and the
 //     tie-breaker (7.3.1.1).
+//   - Relayed pairs (our relay, or the peer's relay candidate) are held back:
+//     the controlling side nominates one only when no direct pair has
+//     succeeded within relay_wait of the first check (2 s: LiveKit measured
+//     longer per-type waits costing about a second per connection), or at
+//     once with relay_only. Connected over a relayed pair, checks on the
+//     direct pairs go on; the first that succeeds is nominated too (both
+//     sides are our agents) and both report PathChanged: the relay becomes
+//     the fallback the owner may release.
 //   - Consent freshness (RFC 7675) on the selected pair: a check every 5 s
 //     ± 20 %; no answer for 30 s and the path is lost.
 //   - A verdict for every attempt: connected, or failed with a reason a person
@@ -86,6 +98,9 @@ struct AgentConfig {
   Timestamp consent_interval = 5 * kNanosPerSecond;
   Timestamp consent_timeout = 30 * kNanosPerSecond;
   std::size_t max_pairs = 64;  ///< bounds what a flood of checks from new addresses can pin
+  Timestamp relay_wait =
+      2 * kNanosPerSecond;  ///< controlling: how long a direct pair may take before a relayed one is nominated
+  bool relay_only = false;  ///< only relayed pairs (no direct checks at all)
 };
 
 enum class PairState : std::uint8_t { waiting, in_progress, succeeded, failed };
@@ -99,7 +114,10 @@ struct Pair {
   bool nominated = false;
   bool nominate_on_success = false;  ///< controlled: a USE-CANDIDATE check came before our check succeeded
   std::optional<Timestamp> rtt;
+  bool relayed = false;  ///< the local end is our relay: checks and data go through the TURN server
 };
+/// Through a relay: ours (local end) or the peer's (remote relay candidate).
+inline bool is_relayed(const Pair& p) { return p.relayed || p.remote.type == CandidateType::relay; }
 
 // ---- events ----
 struct CheckResult {
@@ -114,17 +132,26 @@ struct Connected {
   Timestamp since_start = 0;
   std::optional<Timestamp> rtt;
 };
+/// Connected over a relayed pair, a direct pair was nominated and took over.
+struct PathChanged {
+  Candidate local;
+  Candidate remote;
+  bool relayed = false;  ///< the new pair's local end is our relay (never, today: moves go relay -> direct)
+  Timestamp since_start = 0;
+  std::optional<Timestamp> rtt;
+};
 struct Failed {
   std::string reason;
 };
 struct RoleChanged {
   bool controlling = false;
 };
-using Event = std::variant<CheckResult, Connected, Failed, RoleChanged>;
+using Event = std::variant<CheckResult, Connected, Failed, RoleChanged, PathChanged>;
 
 struct Datagram {
   SocketAddress to;
   Bytes data;
+  bool via_relay = false;  ///< send through our TURN allocation (wrap it), not from the socket
 };
 
 struct AgentStats {
@@ -158,7 +185,8 @@ class Agent {
   bool has_remote() const { return remote_credentials_.has_value(); }
 
   /// A STUN datagram that the demultiplexer routed to the checks.
-  void handle_datagram(const SocketAddress& from, ByteView data, Timestamp now);
+  /// via_relay: it came through our TURN allocation (from: the peer's address as the relay saw it).
+  void handle_datagram(const SocketAddress& from, ByteView data, Timestamp now, bool via_relay = false);
   std::optional<Timestamp> expiry() const;
   void handle_expiry(Timestamp now);
 
@@ -185,15 +213,18 @@ class Agent {
     bool cancelled = false;    // replaced by a triggered check: no retransmission, answer still taken
   };
 
-  std::optional<std::size_t> find_pair(const SocketAddress& remote) const;
-  std::optional<std::size_t> add_pair(const Candidate& remote);
-  Candidate local_for(const SocketAddress& remote) const;
-  std::uint32_t local_priority_for(const SocketAddress& remote) const;
+  std::optional<std::size_t> find_pair(const SocketAddress& remote, bool relayed) const;
+  std::optional<std::size_t> add_pair(const Candidate& remote, bool relayed);
+  void add_pairs_for(const Candidate& remote);
+  Candidate local_for(const SocketAddress& remote, bool relayed) const;
+  const Candidate* local_relay(const SocketAddress& remote) const;
+  bool checking_pairs() const { return state_ == State::checking || upgrading_; }
+  void change_path(std::size_t pair, Timestamp now);
   void reprioritize();
-  void handle_request(const stun::Message& m, const SocketAddress& from, Timestamp now);
-  void handle_response(const stun::Message& m, const SocketAddress& from, Timestamp now);
+  void handle_request(const stun::Message& m, const SocketAddress& from, Timestamp now, bool via_relay);
+  void handle_response(const stun::Message& m, const SocketAddress& from, Timestamp now, bool via_relay);
   void send_check(std::size_t pair, bool use_candidate, bool consent, Timestamp now);
-  void send_answer(const stun::Message& request, const SocketAddress& to, std::optional<int> error);
+  void send_answer(const stun::Message& request, const SocketAddress& to, std::optional<int> error, bool via_relay);
   void enqueue_triggered(std::size_t pair, bool use_candidate);
   void schedule_next_check(Timestamp now);
   void pair_succeeded(std::size_t pair, const Transaction& t, const SocketAddress& mapped, Timestamp now);
@@ -217,6 +248,9 @@ class Agent {
   bool any_check_sent_ = false;
   std::optional<std::size_t> nominating_;
   std::optional<std::size_t> selected_;
+  std::optional<Timestamp> checks_started_;
+  std::optional<Timestamp> relay_deadline_;  // controlling: a relayed pair succeeded and waits for this
+  bool upgrading_ = false;                   // connected over a relayed pair, still checking direct ones
   Timestamp consent_expires_ = 0;
   std::optional<Timestamp> next_consent_at_;
   std::vector<Datagram> out_;

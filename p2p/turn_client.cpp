@@ -1,10 +1,10 @@
 #include "p2p/turn_client.hpp"
 
+#include <fmt/format.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
 #include <algorithm>
-#include <fmt/format.h>
 
 namespace quiclab::turn {
 
@@ -61,7 +61,8 @@ Result<ChannelData> decode_channel_data(ByteView d) {
   const std::uint16_t channel = static_cast<std::uint16_t>((d[0] << 8) | d[1]);
   const std::size_t length = (std::size_t{d[2]} << 8) | d[3];
   if (channel < kFirstChannel || channel > kLastChannel)
-    return make_error(ErrorDomain::stun, -1, fmt::format("ChannelData: channel 0x{:04x} outside 0x4000-0x4fff", channel));
+    return make_error(ErrorDomain::stun, -1,
+                      fmt::format("ChannelData: channel 0x{:04x} outside 0x4000-0x4fff", channel));
   if (length + 4 > d.size())
     return make_error(ErrorDomain::stun, -1,
                       fmt::format("ChannelData: length {} runs past the datagram ({} bytes)", length, d.size()));
@@ -129,7 +130,7 @@ Bytes Client::sign(const stun::Message& m) const {
 
 void Client::send(Kind kind, stun::Message m, Timestamp now, SocketAddress peer, std::uint16_t channel,
                   std::uint32_t lifetime) {
-  Pending p{kind, stun::ClientTransaction(sign(m), m.transaction_id, now, config_.transaction), m, peer, channel,
+  Pending p{kind,    stun::ClientTransaction(sign(m), m.transaction_id, now, config_.transaction), m, peer, channel,
             lifetime};
   p.signed_request = !realm_.empty();
   p.first_sent = now;

@@ -32,10 +32,10 @@
 
 #include <cstdint>
 #include <map>
-#include <unordered_map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <variant>
 #include <vector>
 
@@ -160,8 +160,8 @@ struct ClientStats {
   std::uint64_t channel_data_sent = 0;
   std::uint64_t data_indications = 0;
   std::uint64_t channel_data_received = 0;
-  std::uint64_t bad_messages = 0;    ///< undecodable, unknown channel, unsigned or badly signed response
-  std::uint64_t unmatched = 0;       ///< responses to no transaction of ours
+  std::uint64_t bad_messages = 0;         ///< undecodable, unknown channel, unsigned or badly signed response
+  std::uint64_t unmatched = 0;            ///< responses to no transaction of ours
   std::uint64_t refused_permissions = 0;  ///< over max_permissions
 };
 
@@ -259,7 +259,7 @@ class Client {
   Timestamp started_ = 0;
   std::optional<Timestamp> refresh_at_;
   std::unordered_map<SocketAddress, Permission> permissions_;  // key: IP with port 0
-  std::unordered_map<SocketAddress, Channel> channels_;       // key: peer address
+  std::unordered_map<SocketAddress, Channel> channels_;        // key: peer address
   std::map<std::uint16_t, SocketAddress> channel_peers_;
   std::uint16_t next_channel_ = 0x4000;
   std::vector<Bytes> out_;

@@ -10,8 +10,8 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <memory>
+#include <sstream>
 
 #include "p2p/turn_client.hpp"
 #include "process.hpp"
@@ -43,13 +43,42 @@ struct Coturn {
     dir = mkdtemp(tmpl);
     for (int attempt = 0; attempt < 5 && !address.port(); ++attempt) {
       const auto port = free_udp_port();
-      process = std::make_unique<quiclab::test::ChildProcess>(std::vector<std::string>{
-          "/usr/bin/turnserver", "-n", "--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "-p",
-          std::to_string(port), "--use-auth-secret", "--static-auth-secret", kSecret, "--realm", "quiclab.test",
-          "--allow-loopback-peers", "--no-tcp", "--no-tls", "--no-dtls", "--no-tcp-relay", "--no-cli",
-          "--no-multicast-peers", "--fingerprint", "--user-quota", "10", "--total-quota", "100", "--log-file",
-          dir + "/turn.log", "--simple-log", "--pidfile", dir + "/turn.pid", "--userdb", dir + "/turndb",
-          "--min-port", "49152", "--max-port", "65535"});
+      process = std::make_unique<quiclab::test::ChildProcess>(std::vector<std::string>{"/usr/bin/turnserver",
+                                                                                       "-n",
+                                                                                       "--listening-ip",
+                                                                                       "127.0.0.1",
+                                                                                       "--relay-ip",
+                                                                                       "127.0.0.1",
+                                                                                       "-p",
+                                                                                       std::to_string(port),
+                                                                                       "--use-auth-secret",
+                                                                                       "--static-auth-secret",
+                                                                                       kSecret,
+                                                                                       "--realm",
+                                                                                       "quiclab.test",
+                                                                                       "--allow-loopback-peers",
+                                                                                       "--no-tcp",
+                                                                                       "--no-tls",
+                                                                                       "--no-dtls",
+                                                                                       "--no-tcp-relay",
+                                                                                       "--no-cli",
+                                                                                       "--no-multicast-peers",
+                                                                                       "--fingerprint",
+                                                                                       "--user-quota",
+                                                                                       "10",
+                                                                                       "--total-quota",
+                                                                                       "100",
+                                                                                       "--log-file",
+                                                                                       dir + "/turn.log",
+                                                                                       "--simple-log",
+                                                                                       "--pidfile",
+                                                                                       dir + "/turn.pid",
+                                                                                       "--userdb",
+                                                                                       dir + "/turndb",
+                                                                                       "--min-port",
+                                                                                       "49152",
+                                                                                       "--max-port",
+                                                                                       "65535"});
       // Ready when it answers (any answer) to an Allocate.
       UdpSocket s;
       auto target = SocketAddress::from_ip("127.0.0.1", port).value();

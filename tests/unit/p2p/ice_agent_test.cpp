@@ -55,6 +55,7 @@ const char* name(const ice::Event& e) {
   if (std::holds_alternative<ice::CheckResult>(e)) return "check";
   if (std::holds_alternative<ice::Connected>(e)) return "connected";
   if (std::holds_alternative<ice::Failed>(e)) return "failed";
+  if (std::holds_alternative<ice::PathChanged>(e)) return "path_changed";
   return "role";
 }
 
@@ -68,6 +69,10 @@ struct World {
   Host a, b;
   Timestamp now = 0;
   bool introduced = false;
+  // TURN relays, one per host when set: a public address whose traffic the
+  // host's agent sends and receives with via_relay (the client <-> server leg
+  // is instantaneous here; p2p/turn_client is tested on its own).
+  std::optional<SocketAddress> relay_a, relay_b;
   Timestamp introduce_b_after = 0;  // B gets its introduction this much later (checks may come first)
 
   World(std::uint64_t seed, bool with_stun, SocketAddress a_at = addr("10.0.1.2", 5000),
@@ -86,11 +91,15 @@ struct World {
   }
 
   Host& at(const SocketAddress& x) { return x == a.address ? a : b; }
+  const std::optional<SocketAddress>& relay_of(const Host& h) const { return &h == &a ? relay_a : relay_b; }
 
   void flush(Host& h) {
     if (h.discovery)
       for (auto& d : h.discovery->take_datagrams()) net.send(h.address, d.to, d.data, now);
-    for (auto& d : h.agent->take_datagrams()) net.send(h.address, d.to, d.data, now);
+    for (auto& d : h.agent->take_datagrams()) {
+      REQUIRE((!d.via_relay || relay_of(h)));
+      net.send(d.via_relay ? *relay_of(h) : h.address, d.to, d.data, now);
+    }
     for (auto& e : h.agent->take_events()) {
       h.trace.push_back(std::to_string(now) + " " + name(e));
       h.events.push_back(std::move(e));
@@ -105,6 +114,7 @@ struct World {
     for (Host* h : {&a, &b}) {
       if (h->discovery && h->discovery->result().error.empty() && h->discovery->result().behind_nat)
         h->agent->add_local_candidate(Candidate{CandidateType::srflx, h->discovery->result().mapped, 0});
+      if (relay_of(*h)) h->agent->add_local_candidate(Candidate{CandidateType::relay, *relay_of(*h), 0});
     }
     a.agent->set_remote(offer_of(*b.agent).credentials, offer_of(*b.agent).candidates, now);
     if (introduce_b_after == 0) b.agent->set_remote(offer_of(*a.agent).credentials, offer_of(*a.agent).candidates, now);
@@ -133,6 +143,14 @@ struct World {
       now = std::max(now, *next);
       if (now > until) break;
       for (auto& d : net.take_due(now)) {
+        if (relay_a && d.to == *relay_a) {
+          a.agent->handle_datagram(d.from, d.data, now, true);
+          continue;
+        }
+        if (relay_b && d.to == *relay_b) {
+          b.agent->handle_datagram(d.from, d.data, now, true);
+          continue;
+        }
         if (stun_server && d.to == stun_config.local[rendezvous::kPrimary]) {
           std::vector<rendezvous::OutgoingDatagram> out;
           stun_server->handle_datagram(rendezvous::kPrimary, d.from, d.data, now, out);
@@ -366,4 +384,131 @@ TEST_CASE("ice: the same seed gives the same event sequence, 5% loss included", 
   CHECK(one.trace_b == two.trace_b);
   CHECK(one.a == Agent::State::connected);
   CHECK(one.b == Agent::State::connected);
+}
+
+namespace {
+
+struct RelayCell {
+  Agent::State a = Agent::State::checking, b = Agent::State::checking;
+  const ice::Connected* connected_a = nullptr;
+  const ice::Connected* connected_b = nullptr;
+  const ice::PathChanged* changed_a = nullptr;
+  const ice::PathChanged* changed_b = nullptr;
+  std::unique_ptr<World> w;
+};
+
+// A cell with a relay on each side (198.51.100.10 and .11, like coturn's relayed ports).
+RelayCell run_relay_cell(sim::NatConfig na, sim::NatConfig nb, std::uint64_t seed, Timestamp until,
+                         ice::AgentConfig base = {}, sim::Network::Blocker blocker = nullptr) {
+  RelayCell c;
+  c.w = std::make_unique<World>(seed, true);
+  auto& w = *c.w;
+  for (Host* h : {&w.a, &w.b}) {
+    auto config = base;
+    config.controlling = h->agent->controlling();
+    config.tie_breaker = h->agent->config().tie_breaker;
+    config.local = h->agent->config().local;
+    h->agent = std::make_unique<Agent>(config, *h->random, 0);
+    h->agent->add_local_candidate(host(h->address));
+  }
+  na.public_ip = "203.0.113.1";
+  nb.public_ip = "203.0.113.2";
+  w.net.add_nat("10.0.1.", na);
+  w.net.add_nat("10.0.2.", nb);
+  if (blocker) w.net.set_blocker(std::move(blocker));
+  w.relay_a = addr("198.51.100.10", 49152);
+  w.relay_b = addr("198.51.100.11", 49152);
+  w.run(until, false);
+  c.a = w.a.agent->state();
+  c.b = w.b.agent->state();
+  c.connected_a = find_event<ice::Connected>(w.a);
+  c.connected_b = find_event<ice::Connected>(w.b);
+  c.changed_a = find_event<ice::PathChanged>(w.a);
+  c.changed_b = find_event<ice::PathChanged>(w.b);
+  return c;
+}
+
+bool relayed_end(const Candidate& local, const Candidate& remote) {
+  return local.type == CandidateType::relay || remote.type == CandidateType::relay;
+}
+
+}  // namespace
+
+TEST_CASE("ice: with relays, symmetric <-> symmetric connects over the relay after the 2 s wait",
+          "[p2p][ice][nat][relay]") {
+  auto c = run_relay_cell(sim::NatConfig::symmetric(), sim::NatConfig::symmetric(), 11, 12 * kNanosPerSecond);
+  REQUIRE(c.a == Agent::State::connected);
+  REQUIRE(c.b == Agent::State::connected);
+  REQUIRE(c.connected_a);
+  REQUIRE(c.connected_b);
+  // The controlling side picks its own relay (a local address of its own for QUIC).
+  CHECK(c.connected_a->local.type == CandidateType::relay);
+  CHECK(c.connected_a->local.address == *c.w->relay_a);
+  CHECK(c.connected_b->remote.address == *c.w->relay_a);
+  CHECK(c.w->a.agent->selected()->relayed);
+  CHECK(c.connected_a->since_start >= 2 * kNanosPerSecond);
+  CHECK(c.connected_a->since_start < 3 * kNanosPerSecond);
+  CHECK(!c.changed_a);  // no direct path ever works here
+  CHECK(!c.changed_b);
+}
+
+TEST_CASE("ice: with relays, the direct cells stay direct and are not slowed by the relay", "[p2p][ice][nat][relay]") {
+  const std::pair<const char*, sim::NatConfig> cells[][2] = {
+      {{"full-cone", sim::NatConfig::full_cone()}, {"symmetric", sim::NatConfig::symmetric()}},
+      {{"port-restricted", sim::NatConfig::port_restricted()}, {"port-restricted", sim::NatConfig::port_restricted()}},
+      {{"address-restricted", sim::NatConfig::address_restricted()}, {"full-cone", sim::NatConfig::full_cone()}},
+  };
+  for (const auto& cell : cells) {
+    INFO(cell[0].first << " <-> " << cell[1].first);
+    auto c = run_relay_cell(cell[0].second, cell[1].second, 11, 12 * kNanosPerSecond);
+    REQUIRE(c.connected_a);
+    REQUIRE(c.connected_b);
+    CHECK(!relayed_end(c.connected_a->local, c.connected_a->remote));
+    CHECK(!relayed_end(c.connected_b->local, c.connected_b->remote));
+    CHECK(c.connected_a->since_start < 2 * kNanosPerSecond);
+  }
+}
+
+TEST_CASE("ice: connected over the relay, a direct path that opens later takes over on both sides",
+          "[p2p][ice][nat][relay]") {
+  // The internet drops everything between the two NATs' public addresses for the first 5 s.
+  auto blocker = [](const SocketAddress& from, const SocketAddress& to, Timestamp now) {
+    const bool between_nats = from.ip().rfind("203.0.113.", 0) == 0 && to.ip().rfind("203.0.113.", 0) == 0;
+    return between_nats && now < 5 * kNanosPerSecond;
+  };
+  auto c = run_relay_cell(sim::NatConfig::port_restricted(), sim::NatConfig::port_restricted(), 11,
+                          30 * kNanosPerSecond, {}, blocker);
+  REQUIRE(c.connected_a);
+  REQUIRE(c.connected_b);
+  CHECK(relayed_end(c.connected_a->local, c.connected_a->remote));
+  REQUIRE(c.changed_a);
+  REQUIRE(c.changed_b);
+  CHECK(!relayed_end(c.changed_a->local, c.changed_a->remote));
+  CHECK(!relayed_end(c.changed_b->local, c.changed_b->remote));
+  CHECK(c.changed_a->since_start >= 5 * kNanosPerSecond);
+  CHECK(!c.w->a.agent->selected()->relayed);
+  CHECK(!c.w->b.agent->selected()->relayed);
+  CHECK(c.a == Agent::State::connected);
+  CHECK(c.b == Agent::State::connected);
+}
+
+TEST_CASE("ice: relay_only uses the relay at once; without a relay the symmetric cell still fails clearly",
+          "[p2p][ice][nat][relay]") {
+  ice::AgentConfig only;
+  only.relay_only = true;
+  auto c = run_relay_cell(sim::NatConfig::full_cone(), sim::NatConfig::full_cone(), 11, 12 * kNanosPerSecond, only);
+  REQUIRE(c.connected_a);
+  REQUIRE(c.connected_b);
+  CHECK(relayed_end(c.connected_a->local, c.connected_a->remote));
+  CHECK(c.connected_a->since_start < kNanosPerSecond);  // no 2 s wait
+  CHECK(!c.changed_a);
+  for (const auto& p : c.w->a.agent->pairs()) CHECK(is_relayed(p));
+}
+
+TEST_CASE("ice: relayed runs are deterministic for a seed", "[p2p][ice][nat][relay]") {
+  auto one = run_relay_cell(sim::NatConfig::symmetric(), sim::NatConfig::port_restricted(), 5, 12 * kNanosPerSecond);
+  auto two = run_relay_cell(sim::NatConfig::symmetric(), sim::NatConfig::port_restricted(), 5, 12 * kNanosPerSecond);
+  CHECK(one.w->a.trace == two.w->a.trace);
+  CHECK(one.w->b.trace == two.w->b.trace);
+  CHECK(one.a == Agent::State::connected);
 }

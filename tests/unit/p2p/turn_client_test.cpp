@@ -71,8 +71,7 @@ struct TurnModel {
       auto cd = turn::decode_channel_data(data);
       REQUIRE(cd);
       auto it = channels.find(cd->channel);
-      if (!allocated(now) || it == channels.end() || now >= it->second.second ||
-          !permitted(it->second.first, now)) {
+      if (!allocated(now) || it == channels.end() || now >= it->second.second || !permitted(it->second.first, now)) {
         ++dropped_no_channel;
         return out;
       }
@@ -160,7 +159,8 @@ struct TurnModel {
       }
       case turn::method::kChannelBind: {
         ++channel_binds;
-        const std::uint16_t number = static_cast<std::uint16_t>(m->u32(turn::attr::kChannelNumber).value().value() >> 16);
+        const std::uint16_t number =
+            static_cast<std::uint16_t>(m->u32(turn::attr::kChannelNumber).value().value() >> 16);
         auto peer = m->xor_address(turn::attr::kXorPeerAddress).value().value();
         channels[number] = {peer, now + 600 * kSec};
         permissions[ip_of(peer)] = now + 300 * kSec;
@@ -420,8 +420,8 @@ TEST_CASE("turn: half an hour of refreshes: allocation, permission and channel n
   CHECK(rig.model.relayed_out.size() == sent);
   CHECK(rig.model.dropped_no_channel == 0);
   CHECK(rig.model.dropped_no_permission == 0);
-  CHECK(rig.model.refreshes >= 3);        // 600 s lifetime: a refresh every 540 s
-  CHECK(rig.model.channel_binds >= 4);    // 1 + every 540 s
+  CHECK(rig.model.refreshes >= 3);            // 600 s lifetime: a refresh every 540 s
+  CHECK(rig.model.channel_binds >= 4);        // 1 + every 540 s
   CHECK(rig.model.permission_requests >= 8);  // `other`: 1 + every 240 s
   CHECK(rig.client->state() == Client::State::allocated);
   CHECK(rig.count<turn::AllocationLost>() == 0);

@@ -31,6 +31,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -219,6 +220,10 @@ class Network {
   }
   /// Each datagram crossing the internet is lost with this probability (seeded).
   void set_loss(double p) { loss_ = p; }
+  /// A firewall on the internet: datagrams (public source after NAT, destination)
+  /// for which it returns true are dropped.
+  using Blocker = std::function<bool(const SocketAddress& from, const SocketAddress& to, Timestamp now)>;
+  void set_blocker(Blocker b) { blocker_ = std::move(b); }
 
   /// Sends; the datagram is delivered one_way later, or dropped (logged).
   void send(const SocketAddress& from, const SocketAddress& to, ByteView data, Timestamp now) {
@@ -232,6 +237,7 @@ class Network {
     if (dst_inside_nat != nullptr) return drop(now, from, to, "no route to a private address");
     if (src_nat != nullptr) src = src_nat->nat->outbound(from, to, now);
     if (loss_ > 0 && std::uniform_real_distribution<double>(0, 1)(rng_) < loss_) return drop(now, src, to, "lost");
+    if (blocker_ && blocker_(src, to, now)) return drop(now, src, to, "blocked");
     for (auto& n : nats_) {
       if (!n.nat->is_public(to)) continue;
       if (&n == src_nat && !n.nat->config().hairpin) return drop(now, src, to, "no hairpin");
@@ -299,6 +305,7 @@ class Network {
 
   std::mt19937_64 rng_;
   Timestamp one_way_;
+  Blocker blocker_;
   double loss_ = 0;
   std::vector<Entry> nats_;
   std::map<std::pair<Timestamp, std::uint64_t>, InFlight> in_flight_;
