@@ -602,7 +602,7 @@ void Agent::switch_role(Timestamp now) {
   config_.controlling = !config_.controlling;
   nominating_.reset();
   reprioritize();
-  events_.emplace_back(std::in_place_type<RoleChanged>, config_.controlling);
+  events_.emplace_back(std::in_place_type<RoleChanged>, RoleChanged{config_.controlling});
   // A new controlling side nominates what already works.
   if (config_.controlling && state_ == State::checking) {
     for (std::size_t i = 0; i < pairs_.size(); ++i) {
