@@ -595,7 +595,7 @@ void Agent::change_path(std::size_t pair, Timestamp now) {
   }
   consent_expires_ = now + config_.consent_timeout;
   next_consent_at_ = now + config_.consent_interval;
-  events_.push_back(PathChanged{p.local, p.remote, p.relayed, now - start_, p.rtt});
+  events_.push_back(PathChanged{p.local, p.remote, now - start_, p.rtt});
 }
 
 void Agent::switch_role(Timestamp now) {

@@ -136,7 +136,6 @@ struct Connected {
 struct PathChanged {
   Candidate local;
   Candidate remote;
-  bool relayed = false;  ///< the new pair's local end is our relay (never, today: moves go relay -> direct)
   Timestamp since_start = 0;
   std::optional<Timestamp> rtt;
 };

@@ -128,25 +128,15 @@ Bytes Client::sign(const stun::Message& m) const {
   return stun::encode(signed_m, options);
 }
 
-void Client::send(Kind kind, stun::Message m, Timestamp now, SocketAddress peer, std::uint16_t channel,
-                  std::uint32_t lifetime) {
-  Pending p{kind,    stun::ClientTransaction(sign(m), m.transaction_id, now, config_.transaction), m, peer, channel,
-            lifetime};
-  p.signed_request = !realm_.empty();
-  p.first_sent = now;
-  if (auto bytes = p.transaction.poll_transmit(now)) {
-    out_.push_back(std::move(*bytes));
-    ++stats_.requests_sent;
-  }
-  const auto id = m.transaction_id;
-  pending_.insert_or_assign(id, std::move(p));
+void Client::send(Kind kind, stun::Message m, Timestamp now, SocketAddress peer, std::uint32_t lifetime) {
+  launch(Pending{kind, stun::ClientTransaction({}, m.transaction_id, now, config_.transaction), std::move(m), peer,
+                 lifetime},
+         now);
 }
 
-void Client::resend(Pending p, Timestamp now) {
-  // A new transaction (new ID) for the same request, signed with what we know now.
-  p.request.transaction_id = new_id();
+void Client::launch(Pending p, Timestamp now) {
   p.transaction = stun::ClientTransaction(sign(p.request), p.request.transaction_id, now, config_.transaction);
-  p.signed_request = true;
+  p.signed_request = !realm_.empty();
   if (auto bytes = p.transaction.poll_transmit(now)) {
     out_.push_back(std::move(*bytes));
     ++stats_.requests_sent;
@@ -210,7 +200,7 @@ void Client::send_channel_bind(const SocketAddress& peer, Timestamp now) {
   auto m = request(method::kChannelBind);
   m.add_u32(attr::kChannelNumber, std::uint32_t{c.number} << 16);
   m.add_xor_address(attr::kXorPeerAddress, peer);
-  send(Kind::channel_bind, std::move(m), now, peer, c.number);
+  send(Kind::channel_bind, std::move(m), now, peer);
 }
 
 void Client::release(Timestamp now) {
@@ -225,7 +215,7 @@ void Client::release(Timestamp now) {
   refresh_at_.reset();
   auto m = request(method::kRefresh);
   m.add_u32(attr::kLifetime, 0);
-  send(Kind::refresh, std::move(m), now, {}, 0, 0);
+  send(Kind::refresh, std::move(m), now, {}, 0);
 }
 
 std::optional<Bytes> Client::wrap(const SocketAddress& peer, ByteView data) {
@@ -331,7 +321,7 @@ void Client::handle_response(const stun::Message& m, Timestamp now) {
       // Signed with what the server asked for and still refused: wrong credentials.
       Pending done = std::move(p);
       pending_.erase(it);
-      failed(done, code, describe(m) + " (credentials refused)", now);
+      failed(done, code, describe(m) + " (credentials refused)");
       return;
     }
     if (code == error_code::kStaleNonce) {
@@ -339,7 +329,7 @@ void Client::handle_response(const stun::Message& m, Timestamp now) {
       if (p.nonce_retries >= config_.max_nonce_retries) {
         Pending done = std::move(p);
         pending_.erase(it);
-        failed(done, code, describe(m) + " (repeated stale nonce)", now);
+        failed(done, code, describe(m) + " (repeated stale nonce)");
         return;
       }
     } else {
@@ -360,10 +350,12 @@ void Client::handle_response(const stun::Message& m, Timestamp now) {
       }
     }
     key_ = long_term_key(config_.credentials, realm_, algorithm_);
+    // A new transaction (new ID) for the same request, signed with what we know now.
     Pending again = std::move(p);
     pending_.erase(it);
     if (code == error_code::kStaleNonce) ++again.nonce_retries;
-    resend(std::move(again), now);
+    again.request.transaction_id = new_id();
+    launch(std::move(again), now);
     return;
   }
 
@@ -379,7 +371,7 @@ void Client::handle_response(const stun::Message& m, Timestamp now) {
   Pending done = std::move(p);
   pending_.erase(it);
   if (code != 0)
-    failed(done, code, describe(m), now);
+    failed(done, code, describe(m));
   else
     finished(done, m, now);
 }
@@ -443,8 +435,7 @@ void Client::finished(Pending& p, const stun::Message& m, Timestamp now) {
   }
 }
 
-void Client::failed(Pending& p, int code, std::string reason, Timestamp now) {
-  (void)now;
+void Client::failed(Pending& p, int code, std::string reason) {
   switch (p.kind) {
     case Kind::allocate:
       state_ = State::failed;
@@ -503,15 +494,15 @@ void Client::handle_expiry(Timestamp now) {
   }
   for (const auto& id : timed_out) {
     auto node = pending_.extract(id);
-    failed(node.mapped(), 0, fmt::format("no answer after {} transmissions", node.mapped().transaction.transmissions()),
-           now);
+    failed(node.mapped(), 0,
+           fmt::format("no answer after {} transmissions", node.mapped().transaction.transmissions()));
   }
   if (state_ != State::allocated) return;
   if (refresh_at_ && now >= *refresh_at_) {
     refresh_at_.reset();
     auto m = request(method::kRefresh);
     m.add_u32(attr::kLifetime, config_.requested_lifetime_s);
-    send(Kind::refresh, std::move(m), now, {}, 0, config_.requested_lifetime_s);
+    send(Kind::refresh, std::move(m), now, {}, config_.requested_lifetime_s);
   }
   for (auto& [ip, perm] : permissions_)
     if (perm.installed && !perm.pending && now >= perm.refresh_at) send_permission(ip, now);

@@ -210,13 +210,11 @@ class Client {
   struct Pending {
     Kind kind = Kind::allocate;
     stun::ClientTransaction transaction;
-    stun::Message request;  // unsigned form, re-signed on 401/438
-    SocketAddress peer;     // permission / channel
-    std::uint16_t channel = 0;
+    stun::Message request;       // unsigned form, re-signed on 401/438
+    SocketAddress peer;          // permission / channel
     std::uint32_t lifetime = 0;  // refresh
     unsigned nonce_retries = 0;
     bool signed_request = false;
-    Timestamp first_sent = 0;
   };
   struct Permission {
     bool installed = false;
@@ -232,13 +230,13 @@ class Client {
 
   stun::Message request(std::uint16_t method) const;
   stun::TransactionId new_id() const;
-  void send(Kind kind, stun::Message m, Timestamp now, SocketAddress peer = {}, std::uint16_t channel = 0,
-            std::uint32_t lifetime = 0);
+  void send(Kind kind, stun::Message m, Timestamp now, SocketAddress peer = {}, std::uint32_t lifetime = 0);
   Bytes sign(const stun::Message& m) const;
-  void resend(Pending p, Timestamp now);
+  /// Signs p.request with what we know now, starts its transaction and sends the first transmission.
+  void launch(Pending p, Timestamp now);
   void handle_response(const stun::Message& m, Timestamp now);
   void finished(Pending& p, const stun::Message& m, Timestamp now);
-  void failed(Pending& p, int code, std::string reason, Timestamp now);
+  void failed(Pending& p, int code, std::string reason);
   bool response_authentic(const stun::Message& m) const;
   void send_permission(const SocketAddress& ip, Timestamp now);
   void send_channel_bind(const SocketAddress& peer, Timestamp now);

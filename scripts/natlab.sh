@@ -23,10 +23,10 @@ STUN_PORT=3478
 TURN_PORT=3480
 TURN_REALM=quiclab.lab
 TURN_RELAY_PORTS=49152-49999
-# Peers a TURN allocation may reach: the lab's public peer side only (the NATs'
-# WAN addresses and the public peer networks of type none); everything else,
-# the server's own 198.51.100.0/24 included, is denied.
-TURN_ALLOWED_PEERS="192.0.2.0-192.0.2.127 192.0.2.128-192.0.2.255 203.0.113.0-203.0.113.127 203.0.113.128-203.0.113.255"
+# Peers a TURN allocation may reach: the lab's public peer side only (each
+# /24 holds a NAT's WAN /25 and the public peer network /25 of type none);
+# everything else, the server's own 198.51.100.0/24 included, is denied.
+TURN_ALLOWED_PEERS="192.0.2.0-192.0.2.255 203.0.113.0-203.0.113.255"
 TYPES="none full-cone address-restricted port-restricted symmetric"
 
 usage() {

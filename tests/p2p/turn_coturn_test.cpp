@@ -9,9 +9,7 @@
 #include <catch2/catch.hpp>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <memory>
-#include <sstream>
 
 #include "p2p/turn_client.hpp"
 #include "process.hpp"
@@ -99,12 +97,7 @@ struct Coturn {
     process.reset();
     std::filesystem::remove_all(dir);
   }
-  std::string log() const {
-    std::ifstream in(dir + "/turn.log");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
+  std::string log() const { return quiclab::test::read_file(dir + "/turn.log"); }
 };
 
 // A TURN client on its own socket, driven by hand.
