@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -54,6 +55,8 @@ struct UdpSocket::Impl : std::enable_shared_from_this<UdpSocket::Impl> {
   bool closed = false;
   bool reading = false;
   DatagramCallback on_datagram;
+  // Source addresses that are not ours (divert_source): few (one TURN allocation), so a vector.
+  std::vector<std::pair<SocketAddress, DivertFn>> diverts;
   BatchEndCallback on_batch_end;
   std::vector<std::function<void()>> on_writable;  // one per waiting consumer
   ErrorCallback on_socket_error;
@@ -533,7 +536,17 @@ void UdpSocket::stop() {
 
 SendResult UdpSocket::send(const SocketAddress& to, ByteView data, std::size_t segment_size, Ecn ecn,
                            const SocketAddress* from) {
+  if (from && !impl_->diverts.empty()) {
+    for (auto& [addr, fn] : impl_->diverts)
+      if (addr == *from) return fn(to, data, segment_size, ecn);
+  }
   return impl_->send(to, data, segment_size, ecn, from);
+}
+
+void UdpSocket::divert_source(const SocketAddress& from, DivertFn fn) {
+  auto& d = impl_->diverts;
+  d.erase(std::remove_if(d.begin(), d.end(), [&](const auto& e) { return e.first == from; }), d.end());
+  if (fn) d.emplace_back(from, std::move(fn));
 }
 
 void UdpSocket::wait_writable(std::function<void()> cb) {

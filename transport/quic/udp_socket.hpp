@@ -142,6 +142,17 @@ class UdpSocket {
   SendResult send(const SocketAddress& to, ByteView data, std::size_t segment_size = 0, Ecn ecn = Ecn::not_ect,
                   const SocketAddress* from = nullptr);
 
+  /// A source address this socket does not own: a TURN relayed address, the
+  /// local end of a QUIC path that runs through the relay. send() with
+  /// `from` equal to it goes to `fn` (which wraps and sends to the TURN
+  /// server) instead of the kernel, so QUIC endpoints keep one path model:
+  /// each path has a local and a remote address, and the relayed path's
+  /// local address differs from the direct one's (ngtcp2 0.12.1 migrates
+  /// only to a path with a new local address). One function per address;
+  /// a null fn removes it.
+  using DivertFn = std::function<SendResult(const SocketAddress& to, ByteView data, std::size_t segment_size, Ecn ecn)>;
+  void divert_source(const SocketAddress& from, DivertFn fn);
+
   /// Calls cb once, when the socket becomes writable again (after SendStatus::blocked).
   /// Each consumer of a shared socket may wait; all waiting callbacks run.
   void wait_writable(std::function<void()> cb);
