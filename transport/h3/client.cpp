@@ -206,6 +206,13 @@ int cb_stream_stop_sending(ngtcp2_conn*, std::int64_t stream_id, std::uint64_t, 
   return QL_SELF->on_stream_reset(stream_id);
 }
 int cb_handshake_completed(ngtcp2_conn*, void* user_data) { return QL_SELF->on_handshake_completed(); }
+int cb_path_validation(ngtcp2_conn*, std::uint32_t, const ngtcp2_path* path, ngtcp2_path_validation_result res,
+                       void* user_data) {
+  QL_SELF->on_path_validation(SocketAddress(static_cast<const sockaddr*>(path->local.addr)),
+                              SocketAddress(static_cast<const sockaddr*>(path->remote.addr)),
+                              res == NGTCP2_PATH_VALIDATION_RESULT_SUCCESS);
+  return 0;
+}
 int cb_recv_rx_key(ngtcp2_conn*, ngtcp2_crypto_level level, void* user_data) {
   if (level != NGTCP2_CRYPTO_LEVEL_APPLICATION) return 0;
   return QL_SELF->on_recv_rx_key_application();
@@ -392,6 +399,7 @@ Status ClientConnection::init(Timestamp now) {
   cb.version_negotiation = ngtcp2_crypto_version_negotiation_cb;
   cb.recv_rx_key = cb_recv_rx_key;
   cb.early_data_rejected = cb_early_data_rejected;
+  cb.path_validation = cb_path_validation;
   if (config_.on_session) cb.recv_new_token = cb_recv_new_token;
 
   ngtcp2_settings settings;
@@ -735,14 +743,22 @@ void ClientConnection::write(Timestamp now, const BurstSink& sink) {
 
   // Hands [0, len) of tx_buf_ to the sink as one burst; false when the socket
   // took less (the rest stays in tx_buf_ for flush_blocked()).
+  // The path of the burst being built: ngtcp2 names one per packet (a
+  // PATH_CHALLENGE during a migration goes on the new path, the rest on the
+  // current one), and a burst holds packets of one path only.
+  ngtcp2_path_storage ps;
+  ngtcp2_path_storage_zero(&ps);
+  SocketAddress burst_local, burst_remote;
   auto send = [&](std::size_t len) -> bool {
     if (len == 0) return true;
-    auto taken = sink(Burst{ByteView(tx_buf_.data(), len), seg, ecn});
+    auto taken = sink(Burst{ByteView(tx_buf_.data(), len), seg, ecn, &burst_local, &burst_remote});
     if (taken < len) {
       blocked_off_ = taken;
       blocked_len_ = len - taken;
       blocked_seg_ = seg;
       blocked_ecn_ = ecn;
+      blocked_local_ = burst_local;
+      blocked_remote_ = burst_remote;
       return false;
     }
     return true;
@@ -776,7 +792,7 @@ void ClientConnection::write(Timestamp now, const BurstSink& sink) {
     if (fin) flags |= NGTCP2_WRITE_STREAM_FLAG_FIN;
     ngtcp2_ssize ndatalen = 0;
     ngtcp2_pkt_info pi{};
-    auto nwrite = ngtcp2_conn_writev_stream(conn_, nullptr, &pi, tx_buf_.data() + off, payload, &ndatalen, flags,
+    auto nwrite = ngtcp2_conn_writev_stream(conn_, &ps.path, &pi, tx_buf_.data() + off, payload, &ndatalen, flags,
                                             stream_id, reinterpret_cast<const ngtcp2_vec*>(vec.data()),
                                             static_cast<std::size_t>(veccnt), now);
     if (nwrite < 0) {
@@ -806,12 +822,17 @@ void ClientConnection::write(Timestamp now, const BurstSink& sink) {
     if (first_packet_sent_ == 0) first_packet_sent_ = now;
     auto n = static_cast<std::size_t>(nwrite);
     ++pkts;
+    SocketAddress pkt_local(static_cast<const sockaddr*>(ps.path.local.addr));
+    SocketAddress pkt_remote(static_cast<const sockaddr*>(ps.path.remote.addr));
+    const bool same_path = pkt_local == burst_local && pkt_remote == burst_remote;
     if (count == 0) {
       seg = n;
       ecn = pi.ecn;
       off = n;
       count = 1;
-    } else if (n <= seg && pi.ecn == ecn) {
+      burst_local = pkt_local;
+      burst_remote = pkt_remote;
+    } else if (n <= seg && pi.ecn == ecn && same_path) {
       off += n;
       ++count;
       if (n < seg) {
@@ -829,7 +850,7 @@ void ClientConnection::write(Timestamp now, const BurstSink& sink) {
         blocked = true;
         // The new packet cannot join the blocked bytes unless it fits their
         // segment size; otherwise it is dropped and loss recovery resends it.
-        if (n == blocked_seg_ && pi.ecn == blocked_ecn_) {
+        if (n == blocked_seg_ && pi.ecn == blocked_ecn_ && same_path) {
           std::memmove(tx_buf_.data() + blocked_off_ + blocked_len_, tx_buf_.data() + off, n);
           blocked_len_ += n;
         }
@@ -840,6 +861,8 @@ void ClientConnection::write(Timestamp now, const BurstSink& sink) {
       ecn = pi.ecn;
       off = n;
       count = 1;
+      burst_local = pkt_local;
+      burst_remote = pkt_remote;
     }
     if (pkts >= max_pkts) break;
   }
@@ -874,7 +897,8 @@ std::size_t ClientConnection::unfinished() const {
 
 bool ClientConnection::flush_blocked(const BurstSink& sink) {
   if (blocked_len_ == 0) return true;
-  auto taken = sink(Burst{ByteView(tx_buf_.data() + blocked_off_, blocked_len_), blocked_seg_, blocked_ecn_});
+  auto taken = sink(Burst{ByteView(tx_buf_.data() + blocked_off_, blocked_len_), blocked_seg_, blocked_ecn_,
+                          &blocked_local_, &blocked_remote_});
   blocked_off_ += taken;
   blocked_len_ -= std::min(taken, blocked_len_);
   if (blocked_len_ == 0) blocked_off_ = 0;
@@ -924,6 +948,41 @@ void ClientConnection::write_connection_close(Timestamp now, std::uint64_t app_e
     close_packet_.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
   }
   enter_closed(std::nullopt);
+}
+
+void ClientConnection::on_path_validation(SocketAddress local, SocketAddress remote, bool ok) {
+  events_.paths.push_back({std::move(local), std::move(remote), ok});
+}
+
+Status ClientConnection::migrate(const SocketAddress& local, const SocketAddress& remote, Timestamp now) {
+  if (state_ == State::closed || !conn_)
+    return make_error(ErrorDomain::quic, ENOTCONN, "cannot migrate: the connection is closed");
+  now_ = now;
+  ngtcp2_path path{
+      {const_cast<sockaddr*>(local.sa()), local.size()}, {const_cast<sockaddr*>(remote.sa()), remote.size()}, nullptr};
+  int rv = ngtcp2_conn_initiate_migration(conn_, &path, now);
+  switch (rv) {
+    case 0:
+      return {};
+    case NGTCP2_ERR_INVALID_STATE:
+      return make_error(ErrorDomain::quic, rv,
+                        "cannot migrate yet: the handshake is not confirmed (or the server disabled migration)");
+    case NGTCP2_ERR_CONN_ID_BLOCKED:
+      return make_error(ErrorDomain::quic, rv, "cannot migrate: no spare connection ID from the server");
+    case NGTCP2_ERR_INVALID_ARGUMENT:
+      return make_error(ErrorDomain::quic, rv,
+                        "cannot migrate to " + local.to_string() + " -> " + remote.to_string() +
+                            ": the local address is the current path's (ngtcp2 needs a new one)");
+    default:
+      return make_error(ErrorDomain::quic, rv, "ngtcp2_conn_initiate_migration: " + liberr_text(rv));
+  }
+}
+
+std::pair<SocketAddress, SocketAddress> ClientConnection::current_path() const {
+  if (!conn_) return {config_.local, config_.remote};
+  const ngtcp2_path* p = ngtcp2_conn_get_path(conn_);
+  return {SocketAddress(static_cast<const sockaddr*>(p->local.addr)),
+          SocketAddress(static_cast<const sockaddr*>(p->remote.addr))};
 }
 
 ClientConnection::Events ClientConnection::take_events() {
@@ -1250,6 +1309,7 @@ Client::Client(uv::Loop& loop, http::Url origin, http::ClientOptions options, Qu
       socket_(std::move(endpoint.socket)),
       attach_(endpoint.attach),
       alive_(std::make_shared<bool>(true)) {
+  endpoint_local_ = endpoint.local;
   if (tuning_.qlog_dir.empty()) tuning_.qlog_dir = options_.qlog_dir;
   // Experiment knobs for benchmarks (not part of the CLI contract).
   if (const char* v = std::getenv("QUICLAB_H3_ACK_THRESH")) tuning_.ack_thresh = std::strtoul(v, nullptr, 10);
@@ -1296,14 +1356,14 @@ void Client::connect(std::function<void(Status)> on_ready) {
     own_socket_ = true;
     attach_ = quic::Attach::exclusive;
   }
-  local_ = socket_->local_address();
+  local_ = endpoint_local_ ? *endpoint_local_ : socket_->local_address();
   if (local_.empty()) return fail_soon(make_error(ErrorDomain::os, EBADF, "h3: the client's socket is not bound"));
   if (local_.family() != remote_.family()) {
     return fail_soon(make_error(
         ErrorDomain::config, EINVAL,
         "h3: socket " + local_.to_string() + " cannot reach " + remote_.to_string() + " (another address family)"));
   }
-  if (local_.ip() == "0.0.0.0" || local_.ip() == "::") {
+  if (!endpoint_local_ && (local_.ip() == "0.0.0.0" || local_.ip() == "::")) {
     // A wildcard-bound shared socket: the path's local end is the address the
     // route uses (the socket learns it per datagram from PKTINFO and sends
     // from it).
@@ -1314,6 +1374,7 @@ void Client::connect(std::function<void(Status)> on_ready) {
     local_.set_port(port);
   }
 
+  paths_.push_back({local_, remote_, endpoint_local_.has_value()});
   auto conn = ClientConnection::create(connection_config(origin_, options_, tuning_, local_, remote_), loop_now());
   if (!conn) return fail_soon(conn.error());
   conn_ = std::move(*conn);
@@ -1326,15 +1387,30 @@ void Client::connect(std::function<void(Status)> on_ready) {
   after_core_call();
 }
 
+const SocketAddress* Client::path_local(const quic::ReceivedDatagram& d) const {
+  // A diverted (relayed) local end matches exactly; the socket's own end
+  // matches any datagram that did not come through a diverted one (PKTINFO
+  // names the concrete address, the path may hold the route's).
+  for (const auto& p : paths_)
+    if (p.remote == d.peer && p.diverted && p.local == d.local) return &p.local;
+  for (const auto& p : paths_)
+    if (p.remote == d.peer && !p.diverted && std::none_of(paths_.begin(), paths_.end(), [&](const KnownPath& k) {
+          return k.diverted && k.local == d.local;
+        }))
+      return &p.local;
+  return nullptr;
+}
+
 void Client::handle_datagram(const quic::ReceivedDatagram& d) {
   if (!conn_ || conn_->closed()) return;
-  if (d.peer != remote_) {
+  const SocketAddress* local = path_local(d);
+  if (!local) {
     // The socket is not connected: anyone can send to it. Only the remote
-    // speaks QUIC to this connection.
+    // (on one of the connection's paths) speaks QUIC to this connection.
     ++ignored_datagrams_;
     return;
   }
-  conn_->read(local_, d.peer, d.data, d.ecn, loop_now());
+  conn_->read(*local, d.peer, d.data, d.ecn, loop_now());
   // One GRO batch can hold thousands of packets: ACK as we go (every
   // few packets, as ack_thresh intends) rather than once per batch, or
   // the sender stalls on a starved congestion window.
@@ -1350,7 +1426,7 @@ void Client::handle_batch_end() {
 }
 
 void Client::handle_socket_error(int err, const SocketAddress& to) {
-  if (!to.empty() && to != remote_) return;  // about another peer of a shared socket
+  if (!to.empty() && to != remote_) return;  // about another peer of a shared socket (or an old path)
   if (err == ECONNREFUSED)
     note_refused();
   else
@@ -1407,9 +1483,27 @@ http::ConnectionInfo Client::info() const {
   return i;
 }
 
+Status Client::migrate(const SocketAddress& local, const SocketAddress& remote, bool diverted) {
+  if (!conn_) return make_error(ErrorDomain::quic, ENOTCONN, "cannot migrate: not connected");
+  if (auto st = conn_->migrate(local, remote, loop_now()); !st) return st;
+  paths_.push_back({local, remote, diverted});
+  if (in_delivery_)
+    rerun_ = true;
+  else if (timer_)
+    timer_->start(0, 0, [this] { after_core_call(); });
+  return {};
+}
+
+std::pair<SocketAddress, SocketAddress> Client::current_path() const {
+  if (conn_) return conn_->current_path();
+  return {local_, remote_};
+}
+
 std::size_t Client::send_burst(const ClientConnection::Burst& b) {
   std::size_t seg = b.data.size() > b.segment_size ? b.segment_size : 0;
-  auto r = socket_->send(remote_, b.data, seg, static_cast<quic::Ecn>(b.ecn & 3), &local_);
+  const SocketAddress& to = b.remote && !b.remote->empty() ? *b.remote : remote_;
+  const SocketAddress& from = b.local && !b.local->empty() ? *b.local : local_;
+  auto r = socket_->send(to, b.data, seg, static_cast<quic::Ecn>(b.ecn & 3), &from);
   switch (r.status) {
     case quic::SendStatus::sent:
       return b.data.size();
@@ -1455,7 +1549,10 @@ void Client::flush() {
   if (conn_->closed() && !close_sent_) {
     close_sent_ = true;
     auto pkt = conn_->close_packet();
-    if (!pkt.empty()) (void)socket_->send(remote_, pkt, 0, quic::Ecn::not_ect, &local_);
+    if (!pkt.empty()) {
+      auto [from, to] = conn_->current_path();
+      (void)socket_->send(to, pkt, 0, quic::Ecn::not_ect, &from);
+    }
   }
 }
 
@@ -1498,11 +1595,13 @@ bool Client::deliver_events() {
   bool any = false;
   std::optional<Status> ready;
   std::vector<ClientConnection::Completion> done;
+  std::vector<ClientConnection::Events::PathResult> paths;
   if (setup_error_ && on_ready_) ready = Status(*setup_error_);
   if (conn_) {
     auto ev = conn_->take_events();
     if (ev.ready && !ready) ready = std::move(ev.ready);
     done = std::move(ev.completions);
+    paths = std::move(ev.paths);
   }
   if (setup_error_) {
     for (auto& [rq, body, cb] : early_submits_) {
@@ -1520,6 +1619,17 @@ bool Client::deliver_events() {
     auto cb = std::move(on_ready_);
     on_ready_ = nullptr;
     cb(std::move(*ready));
+    if (!*alive) return true;
+  }
+  for (auto& p : paths) {
+    if (!p.ok) {
+      // Failed or aborted: ngtcp2 stays on (or falls back to) the old path.
+      paths_.erase(std::remove_if(paths_.begin(), paths_.end(),
+                                  [&](const KnownPath& k) { return k.local == p.local && k.remote == p.remote; }),
+                   paths_.end());
+    }
+    any = true;
+    if (on_path_) on_path_(p.local, p.remote, p.ok);
     if (!*alive) return true;
   }
   for (auto& c : done) {

@@ -130,6 +130,10 @@ class ClientConnection {
     ByteView data;
     std::size_t segment_size = 0;
     std::uint8_t ecn = 0;
+    /// The path every packet of the burst is for (ngtcp2's choice: the
+    /// current path, or a new one being validated). Valid during the sink call.
+    const SocketAddress* local = nullptr;
+    const SocketAddress* remote = nullptr;
   };
   /// Returns the number of bytes it took (whole segments); fewer than
   /// data.size() means the socket is blocked: write() stops and keeps the rest.
@@ -166,6 +170,14 @@ class ClientConnection {
   /// Graceful shutdown: fail queued (unsent) requests, let in-flight ones finish,
   /// then GOAWAY and CONNECTION_CLOSE. With abort, close at once.
   void close(bool abort, Timestamp now);
+  /// Moves the connection to a new path (RFC 9000 9.2): ngtcp2 validates it
+  /// with PATH_CHALLENGE and switches once answered, falling back to the
+  /// current path if not. ngtcp2 0.12.1 allows it only after the handshake
+  /// is confirmed, with a spare connection ID from the server, and to a path
+  /// whose local address differs from the current one. Errors name which.
+  Status migrate(const SocketAddress& local, const SocketAddress& remote, Timestamp now);
+  /// The path ngtcp2 sends on now (after a validated migration, the new one).
+  std::pair<SocketAddress, SocketAddress> current_path() const;
   /// The transport hit a socket error (e.g. ECONNREFUSED from ICMP): end now.
   void fail(Error error);
 
@@ -176,6 +188,11 @@ class ClientConnection {
   struct Events {
     std::optional<Status> ready;          ///< Handshake completed or failed (once).
     std::vector<Completion> completions;  ///< Finished requests, in completion order.
+    struct PathResult {
+      SocketAddress local, remote;
+      bool ok = false;  ///< validated (the connection moved there), or failed / aborted
+    };
+    std::vector<PathResult> paths;  ///< Path validations that ended (migrate()).
   };
   /// Takes the events accumulated since the last call.
   Events take_events();
@@ -196,6 +213,7 @@ class ClientConnection {
   int on_stream_close(std::uint32_t flags, std::int64_t stream_id, std::uint64_t app_error_code);
   int on_stream_reset(std::int64_t stream_id);
   int on_handshake_completed();
+  void on_path_validation(SocketAddress local, SocketAddress remote, bool ok);
   int on_recv_rx_key_application();
   void on_early_data_rejected();
   int on_extend_max_stream_data(std::int64_t stream_id);
@@ -255,6 +273,7 @@ class ClientConnection {
   Bytes tx_buf_;
   std::size_t blocked_off_ = 0, blocked_len_ = 0, blocked_seg_ = 0;
   std::uint8_t blocked_ecn_ = 0;
+  SocketAddress blocked_local_, blocked_remote_;
   std::unique_ptr<quic::QlogWriter> qlog_;
 };
 
@@ -267,6 +286,10 @@ struct ClientEndpoint {
   /// connection is gone); shared: the owner routes the remote's QUIC
   /// datagrams to the client's DatagramHandler methods.
   quic::Attach attach = quic::Attach::exclusive;
+  /// The first path's local end when it is not the socket's own address: a
+  /// TURN relayed address the socket diverts (quic::UdpSocket::divert_source),
+  /// whose datagrams the owner hands in with this address as their `local`.
+  std::optional<SocketAddress> local;
 };
 
 /// The libuv adapter: http::Client over one UDP socket and one timer.
@@ -293,6 +316,18 @@ class Client final : public http::Client, public quic::DatagramHandler {
   /// Datagrams that came from an address other than the remote's, dropped.
   std::uint64_t ignored_datagrams() const { return ignored_datagrams_; }
 
+  /// Moves the connection to the path local -> remote (ClientConnection::migrate);
+  /// diverted: local is a relayed address the socket diverts (see
+  /// ClientEndpoint::local). The old path keeps being read until ngtcp2
+  /// retires it; on_path_validated reports the outcome.
+  Status migrate(const SocketAddress& local, const SocketAddress& remote, bool diverted = false);
+  /// Called when a migration's path validation ended (ok: the connection moved).
+  void on_path_validated(std::function<void(const SocketAddress& local, const SocketAddress& remote, bool ok)> fn) {
+    on_path_ = std::move(fn);
+  }
+  /// The path the connection sends on now.
+  std::pair<SocketAddress, SocketAddress> current_path() const;
+
  private:
   void after_core_call();
   void flush();
@@ -302,6 +337,11 @@ class Client final : public http::Client, public quic::DatagramHandler {
   void finish_close();
   void release_socket();
   std::size_t send_burst(const ClientConnection::Burst& burst);
+  struct KnownPath {
+    SocketAddress local, remote;
+    bool diverted = false;
+  };
+  const SocketAddress* path_local(const quic::ReceivedDatagram& d) const;
 
   uv::Loop& loop_;
   http::Url origin_;
@@ -315,6 +355,9 @@ class Client final : public http::Client, public quic::DatagramHandler {
   std::unique_ptr<ClientConnection> conn_;
   SocketAddress remote_;
   SocketAddress local_;
+  std::optional<SocketAddress> endpoint_local_;
+  std::vector<KnownPath> paths_;  // the first path and every migration's (failed ones removed)
+  std::function<void(const SocketAddress&, const SocketAddress&, bool)> on_path_;
   std::function<void(Status)> on_ready_;
   std::function<void()> on_closed_;
   std::vector<std::tuple<http::ClientRequest, http::BodyCallback, http::CompleteCallback>> early_submits_;

@@ -136,7 +136,8 @@ RunResult run_once(const tls::CertificatePaths& cert, std::uint64_t seed) {
   h3::QuicTuning tuning;
   tuning.random = &client_random;
   const std::string base = "https://127.0.0.1:" + std::to_string(server_addr.port());
-  h3::Client client(loop, *http::Url::parse(base + "/"), opt, tuning, {client_socket, quic::Attach::shared});
+  h3::Client client(loop, *http::Url::parse(base + "/"), opt, tuning,
+                    {client_socket, quic::Attach::shared, std::nullopt});
   p2p::SharedEndpoint client_endpoint(*client_socket);
   client_endpoint.demux().set_rendezvous_server(server_addr);
   GreaseCounter client_quic(client);
