@@ -18,6 +18,7 @@ void add_offer(stun::Message& m, const IntroductionOffer& offer) {
   m.add_string(stun::attr::kIcePassword, offer.password);
   m.add_u64(stun::attr::kTieBreaker, offer.tie_breaker);
   m.add(stun::attr::kCertFingerprint, offer.fingerprint);
+  if (offer.relay) m.add_xor_address(stun::attr::kRelayCandidate, *offer.relay);
 }
 
 Result<IntroductionOffer> read_offer(const stun::Message& m) {
@@ -38,6 +39,9 @@ Result<IntroductionOffer> read_offer(const stun::Message& m) {
   o.password = std::move(*password);
   o.tie_breaker = **tb;
   o.fingerprint = fp->value;
+  auto relay = m.xor_address(stun::attr::kRelayCandidate);
+  if (!relay) return bad("RELAY-CANDIDATE: " + relay.error().message);
+  if (*relay) o.relay = **relay;
   return o;
 }
 

@@ -96,6 +96,8 @@ struct ClientConfig {
   std::vector<SocketAddress> host_candidates;
   /// SHA-256 of our certificate, handed to peers in introductions (32 bytes).
   Bytes certificate_fingerprint = Bytes(32, 0);
+  /// Our TURN relayed address, handed to peers in our offers (RELAY-CANDIDATE).
+  std::optional<SocketAddress> relay_candidate;
   /// ICE credentials and tie-breakers (fresh per introduction); null: the system's.
   Random* random = nullptr;
   std::uint32_t lifetime_s = 300;

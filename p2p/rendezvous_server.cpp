@@ -28,9 +28,10 @@ const std::vector<std::uint16_t> kBindingKnown = {
     attr::kUnknownAttributes,
 };
 const std::vector<std::uint16_t> kRendezvousKnown = {
-    attr::kUsername,      attr::kMessageIntegrity, attr::kMessageIntegritySha256, attr::kPeerName,
-    attr::kHostCandidate, attr::kLifetime,         attr::kRegistrationKey,        attr::kIceUfrag,
-    attr::kIcePassword,   attr::kTieBreaker,       attr::kCertFingerprint,        attr::kWait,
+    attr::kUsername,       attr::kMessageIntegrity, attr::kMessageIntegritySha256, attr::kPeerName,
+    attr::kHostCandidate,  attr::kLifetime,         attr::kRegistrationKey,        attr::kIceUfrag,
+    attr::kIcePassword,    attr::kTieBreaker,       attr::kCertFingerprint,        attr::kWait,
+    attr::kRelayCandidate,
 };
 constexpr std::size_t kMinKeySize = 16;
 constexpr std::size_t kMaxKeySize = 64;

@@ -267,6 +267,8 @@ std::string attr::name(std::uint16_t type) {
       return "CERT-FINGERPRINT";
     case kWait:
       return "WAIT";
+    case kRelayCandidate:
+      return "RELAY-CANDIDATE";
     case kIntroductionId:
       return "INTRODUCTION-ID";
     default:
