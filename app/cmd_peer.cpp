@@ -8,6 +8,7 @@
 
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <filesystem>
@@ -21,6 +22,7 @@
 
 #include "app/commands.hpp"
 #include "app/peer_session.hpp"
+#include "p2p/turn_client.hpp"
 #include "transport/core/random.hpp"
 #include "transport/core/result.hpp"
 #include "transport/core/uv.hpp"
@@ -46,7 +48,29 @@ struct Options {
   bool stay = false;
   bool checks_only = false;
   std::string signal;
+  std::string turn;
+  std::string turn_secret_file;
+  std::string turn_user;
+  std::string turn_password;
+  bool relay_only = false;
+  bool direct_only = false;
+  bool keep_relay = false;
+  std::uint64_t relay_wait_ms = 2000;
 };
+
+// The shared secret of coturn's use-auth-secret: the file's first line
+// (trailing white space removed). Never printed: errors name the file only.
+Result<std::string> load_turn_secret(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return make_error(ErrorDomain::config, errno, "--turn-secret-file " + path + ": " + std::strerror(errno));
+  std::string line;
+  std::getline(in, line);
+  while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
+  if (line.empty()) return make_error(ErrorDomain::config, EINVAL, "--turn-secret-file " + path + ": empty");
+  if (line.size() > 1024)
+    return make_error(ErrorDomain::config, EINVAL, "--turn-secret-file " + path + ": longer than 1024 bytes");
+  return line;
+}
 
 // The registration key: created (32 random bytes, as 64 hex digits, mode
 // 0600) when the file is missing; otherwise hex text (32..128 digits) or
@@ -149,6 +173,47 @@ int run(const Options& o) {
   if (o.checks_only && !o.gets.empty()) return usage("--checks-only and --get exclude each other (no QUIC)");
   pc.signal_stdio = manual;
   pc.controlling_stdio = manual && !o.connect.empty();
+
+  // The relay (TURN, RFC 8656, coturn).
+  const bool static_user = !o.turn_user.empty() || !o.turn_password.empty();
+  if (!o.turn.empty()) {
+    if (o.direct_only) return usage("--turn and --direct-only exclude each other");
+    if (static_user && !o.turn_secret_file.empty())
+      return usage("--turn-secret-file and --turn-user/--turn-password exclude each other");
+    if (o.turn_user.empty() != o.turn_password.empty()) return usage("--turn-user and --turn-password go together");
+    if (!static_user && o.turn_secret_file.empty())
+      return usage("--turn needs --turn-secret-file FILE (coturn use-auth-secret) or --turn-user/--turn-password");
+    auto ts = SocketAddress::parse(o.turn, 3478);
+    if (!ts) return usage("--turn: " + ts.error().message);
+    peer::TurnSettings t;
+    t.server = *ts;
+    if (static_user) {
+      t.username = o.turn_user;
+      t.password = o.turn_password;
+    } else {
+      auto secret = load_turn_secret(o.turn_secret_file);
+      if (!secret) return usage(secret.error().message);
+      // Valid for a day: long enough for --stay sessions that refresh their
+      // allocation with it, short enough to be worth little if it leaks.
+      const auto expiry =
+          std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+              .count() +
+          24 * 3600;
+      auto c = turn::time_limited_credentials(*secret, o.name, expiry);
+      t.username = std::move(c.username);
+      t.password = std::move(c.password);
+    }
+    pc.turn = std::move(t);
+  } else if (static_user || !o.turn_secret_file.empty()) {
+    return usage("--turn-secret-file, --turn-user and --turn-password need --turn ADDR:PORT");
+  }
+  if (o.relay_only && o.direct_only) return usage("--relay-only and --direct-only exclude each other");
+  if (o.relay_only && !pc.turn) return usage("--relay-only needs --turn ADDR:PORT");
+  if (o.keep_relay && !pc.turn) return usage("--keep-relay needs --turn ADDR:PORT");
+  pc.relay_only = o.relay_only;
+  pc.direct_only = o.direct_only;
+  pc.keep_relay = o.keep_relay;
+  pc.relay_wait = o.relay_wait_ms * kNanosPerMilli;
 
   char tmpl[] = "/tmp/quiclab-peer-XXXXXX";
   if (!::mkdtemp(tmpl)) {
@@ -270,6 +335,18 @@ const Registration reg{
       sub.add_flag("--checks-only", o->checks_only,
                    "stop after the connectivity checks, no QUIC (interop with plain ICE agents)");
       sub.add_option("--signal", o->signal, "manual signalling: 'stdio' (offers on stdout/stdin)");
+      sub.add_option("--turn", o->turn, "TURN server ADDR[:PORT] (coturn) for a relay candidate (port 3478 default)");
+      sub.add_option("--turn-secret-file", o->turn_secret_file,
+                     "coturn use-auth-secret shared secret: time-limited credentials (never logged)");
+      sub.add_option("--turn-user", o->turn_user, "static TURN user (coturn long-term user)");
+      sub.add_option("--turn-password", o->turn_password, "its password");
+      sub.add_flag("--relay-only", o->relay_only, "only relayed pairs (no direct checks)");
+      sub.add_flag("--direct-only", o->direct_only, "never relay: no allocation, the peer's relay candidate ignored");
+      sub.add_flag("--keep-relay", o->keep_relay, "keep the allocation after the connection moved to a direct path");
+      sub.add_option("--relay-wait-ms", o->relay_wait_ms,
+                     "controlling: how long direct pairs may take before a relayed one is nominated")
+          ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{60000}))
+          ->capture_default_str();
       return [o] { return run(*o); };
     }};
 

@@ -12,6 +12,8 @@
 #include "p2p/ice_agent.hpp"
 #include "p2p/rendezvous_client.hpp"
 #include "p2p/shared_endpoint.hpp"
+#include "p2p/turn_client.hpp"
+#include "transport/core/datagram_kind.hpp"
 #include "transport/core/deadline_timer.hpp"
 #include "transport/core/log.hpp"
 #include "transport/core/random.hpp"
@@ -34,6 +36,11 @@ constexpr int kOk = 0, kHttpError = 1, kTransport = 3, kNoPath = 4;
 constexpr std::size_t kMaxEarlyChecks = 32;
 // After nomination, how long the controlled side waits for the QUIC handshake.
 constexpr Timestamp kQuicWait = 15 * kNanosPerSecond;
+// The controlled side releases its allocation once the path moved to a
+// direct pair and no QUIC came through the relay for this long (the client
+// migrates; packets in flight on the relay still arrive for a moment).
+constexpr Timestamp kRelayQuiet = 3 * kNanosPerSecond;
+constexpr std::size_t kRelayUdpPayload = 1400;  // relay_safe_payload()
 
 // What a /bytes/N fetch has seen of the generated pattern.
 struct ByteCheck {
@@ -56,6 +63,12 @@ struct Forward final : quic::DatagramHandler {
   void handle_socket_error(int err, const SocketAddress& to) override {
     if (socket_error) socket_error(err, to);
   }
+};
+
+struct EarlyCheck {
+  SocketAddress from;
+  Bytes data;
+  bool via_relay = false;
 };
 
 nlohmann::json candidate_json(const ice::Candidate& c) {
@@ -121,7 +134,7 @@ struct PeerSession::Impl {
   std::unique_ptr<uv::DeadlineTimer> timer;
   std::optional<uv::Timer> monitor;
   std::optional<uv::Timer> checks_done;
-  Forward rendezvous_handler, check_handler, quic_handler;
+  Forward rendezvous_handler, check_handler, quic_handler, turn_handler;
 
   tls::CertificatePaths cert;
   Bytes fingerprint;
@@ -134,7 +147,7 @@ struct PeerSession::Impl {
   // The current attempt.
   std::unique_ptr<ice::Agent> agent;
   uv::DeadlineTimer::Id agent_timer = 0;
-  std::vector<std::pair<SocketAddress, Bytes>> early_checks;
+  std::vector<EarlyCheck> early_checks;
   std::uint64_t early_checks_dropped = 0;
   std::string peer_name;
   bool controlling = false;
@@ -156,6 +169,21 @@ struct PeerSession::Impl {
   bool fetch_http_error = false, fetch_failed = false;
   std::uint64_t sessions = 0;
   std::uint64_t quic_refused = 0;
+
+  // The relay (TURN through coturn).
+  std::optional<turn::Client> turn;
+  uv::DeadlineTimer::Id turn_timer = 0;
+  std::optional<SocketAddress> relayed;  // our allocation's relayed address
+  bool relay_settled = false;            // allocated or failed: registration (or the offer) may go on
+  bool relay_released = false;
+  bool on_relay = false;  // the selected pair runs through a relay
+  // Where the latest QUIC packet came from, and whether through our relay: the
+  // controlled side can serve QUIC before its own view of the pair settles.
+  std::optional<SocketAddress> last_quic_from;
+  bool last_quic_via_relay = false;
+  std::optional<Timestamp> path_changed_at;
+  Timestamp last_relayed_quic = 0;
+  std::uint64_t relayed_quic_in = 0;
 
   Impl(uv::Loop& l, PeerConfig c, ReportFn r, std::function<void(const std::string&)> w)
       : loop(l), config(std::move(c)), report(std::move(r)), write_offer(std::move(w)) {}
@@ -207,7 +235,7 @@ struct PeerSession::Impl {
         agent->handle_datagram(d.peer, d.data, now());
         flush_agent();
       } else if (early_checks.size() < kMaxEarlyChecks) {
-        early_checks.emplace_back(d.peer, Bytes(d.data.begin(), d.data.end()));
+        early_checks.push_back({d.peer, Bytes(d.data.begin(), d.data.end()), false});
       } else {
         ++early_checks_dropped;
       }
@@ -215,6 +243,8 @@ struct PeerSession::Impl {
     quic_handler.datagram = [this](const quic::ReceivedDatagram& d) {
       if (quic::DatagramHandler* h = quic_target()) {
         if (first_quic_at == 0) first_quic_at = now();
+        last_quic_from = d.peer;
+        last_quic_via_relay = false;
         h->handle_datagram(d);
       } else {
         refused(d.peer, "no session is open");
@@ -231,10 +261,24 @@ struct PeerSession::Impl {
     endpoint->set_handler(p2p::Route::connectivity_check, &check_handler);
     endpoint->set_handler(p2p::Route::quic, &quic_handler);
     if (config.rendezvous) endpoint->demux().set_rendezvous_server(*config.rendezvous);
+    if (config.turn) {
+      turn_handler.datagram = [this](const quic::ReceivedDatagram& d) { from_turn_server(d.data); };
+      endpoint->demux().set_turn_server(config.turn->server);
+      endpoint->set_handler(p2p::Route::turn, &turn_handler);
+    }
     if (auto st = endpoint->start(); !st) return st;
     monitor.emplace(loop);
     monitor->start(100, 100, [this] { tick(); });
 
+    if (config.turn) {
+      // The relayed address goes into our registration (or offer): allocate first.
+      start_turn();
+      return {};
+    }
+    return start_signalling();
+  }
+
+  Status start_signalling() {
     if (config.signal_stdio) return start_manual();
 
     rendezvous::ClientConfig rc;
@@ -243,6 +287,7 @@ struct PeerSession::Impl {
     rc.host_candidates = config.hosts;
     rc.certificate_fingerprint = fingerprint;
     rc.keepalive = config.keepalive;
+    rc.relay_candidate = relayed;
     rv.emplace(rc);
     rv_timer = timer->add(*rv, [this] { flush_rv(); });
     phase = Phase::registering;
@@ -266,6 +311,160 @@ struct PeerSession::Impl {
     if (r.status != quic::SendStatus::sent)
       log::debug("peer: cannot send to {}: {}", to.to_string(),
                  r.status == quic::SendStatus::blocked ? "socket buffer full" : std::strerror(r.error));
+  }
+
+  // ---- the relay ----
+  void start_turn() {
+    turn::ClientConfig tc;
+    tc.credentials = {config.turn->username, config.turn->password};
+    turn.emplace(tc, Random::system());
+    turn_timer = timer->add(*turn, [this] { flush_turn(); });
+    log::info("peer: allocating a relay on {} as '{}'", config.turn->server.to_string(), config.turn->username);
+    turn->start(now());
+    flush_turn();
+  }
+
+  void flush_turn() {
+    if (!turn) return;
+    for (;;) {
+      auto out = turn->take_datagrams();
+      auto events = turn->take_events();
+      if (out.empty() && events.empty()) break;
+      for (auto& d : out) send(config.turn->server, d);
+      for (auto& e : events) {
+        on_turn(e);
+        if (!turn) return;
+      }
+    }
+    if (timer) timer->rearm();
+  }
+
+  // Sends what the TURN client queued (a CreatePermission a wrap() asked
+  // for) without handling its events: safe from inside a QUIC send.
+  void send_turn_requests() {
+    if (!turn) return;
+    for (auto& d : turn->take_datagrams()) send(config.turn->server, d);
+    if (timer) timer->rearm();
+  }
+
+  // Once the allocation succeeded or failed: register (or write the offer).
+  void relay_settled_now() {
+    if (relay_settled) return;
+    relay_settled = true;
+    if (auto st = start_signalling(); !st) finish(Outcome::failed, st.error().message, kNoPath);
+  }
+
+  void on_turn(const turn::Event& e) {
+    if (const auto* a = std::get_if<turn::Allocated>(&e)) {
+      relayed = a->relayed;
+      // QUIC sent "from" the relayed address leaves through the relay.
+      socket->divert_source(a->relayed, [this](const SocketAddress& to, ByteView data, std::size_t seg, quic::Ecn) {
+        return send_relayed(to, data, seg);
+      });
+      emit({{"event", "relay"},
+            {"server", config.turn->server.to_string()},
+            {"relayed", a->relayed.to_string()},
+            {"mapped", a->mapped.to_string()},
+            {"lifetime_s", a->lifetime_s},
+            {"rtt_ms", to_ms(a->rtt)}},
+           fmt::format("relay allocated on {}: relayed address {} (mapped {}), lifetime {} s, {:.1f} ms",
+                       config.turn->server.to_string(), a->relayed.to_string(), a->mapped.to_string(), a->lifetime_s,
+                       to_ms(a->rtt)));
+      if (agent) agent->add_local_candidate({ice::CandidateType::relay, a->relayed, 0});
+      relay_settled_now();
+    } else if (const auto* f = std::get_if<turn::AllocationFailed>(&e)) {
+      // The TURN client's reason already starts with the code ("401 Unauthorized ...").
+      const std::string why = f->reason;
+      emit({{"event", "relay_failed"}, {"server", config.turn->server.to_string()}, {"code", f->code}, {"reason", why}},
+           fmt::format("no relay from {}: {}", config.turn->server.to_string(), why));
+      if (config.relay_only) {
+        finish(Outcome::failed, "no relay (--relay-only): " + why, kNoPath);
+        return;
+      }
+      relay_settled_now();
+    } else if (const auto* l = std::get_if<turn::AllocationLost>(&e)) {
+      emit({{"event", "relay_lost"}, {"reason", l->reason}}, "the relay allocation was lost: " + l->reason);
+    } else if (const auto* p = std::get_if<turn::PermissionResult>(&e)) {
+      if (!p->ok) log::warn("peer: TURN permission for {} refused: {}", p->peer.ip(), p->detail);
+    } else if (const auto* c = std::get_if<turn::ChannelResult>(&e)) {
+      if (c->ok)
+        log::info("peer: TURN channel 0x{:04x} bound to {}", c->channel, c->peer.to_string());
+      else
+        log::warn("peer: TURN channel for {} refused: {}", c->peer.to_string(), c->detail);
+    } else if (std::holds_alternative<turn::Released>(e)) {
+      log::info("peer: relay allocation released");
+    }
+  }
+
+  // QUIC packets (segment_size each, GSO style) for `to` through the relay:
+  // one ChannelData (or Send indication) per packet.
+  quic::SendResult send_relayed(const SocketAddress& to, ByteView data, std::size_t seg) {
+    if (!turn || !config.turn) return {quic::SendStatus::error, 0, ENETUNREACH};
+    turn->create_permission(to, now());
+    const std::size_t step = seg ? seg : data.size();
+    std::size_t off = 0;
+    while (off < data.size()) {
+      const std::size_t n = std::min(step, data.size() - off);
+      auto wrapped = turn->wrap(to, data.subspan(off, n));
+      if (!wrapped) {
+        send_turn_requests();
+        return {quic::SendStatus::error, 0, ENETUNREACH};  // no allocation (lost or released)
+      }
+      auto r = socket->send(config.turn->server, *wrapped);
+      if (r.status == quic::SendStatus::blocked) {
+        send_turn_requests();
+        return {quic::SendStatus::blocked, off, 0};
+      }
+      off += n;
+    }
+    send_turn_requests();
+    return {quic::SendStatus::sent, data.size(), 0};
+  }
+
+  // A check for `to` that leaves through our allocation.
+  void send_via_relay(const SocketAddress& to, ByteView data) {
+    if (!turn) return;
+    turn->create_permission(to, now());
+    if (auto wrapped = turn->wrap(to, data)) send(config.turn->server, *wrapped);
+  }
+
+  void from_turn_server(ByteView data) {
+    if (!turn) return;
+    auto inner = turn->handle_datagram(data, now());
+    flush_turn();
+    if (!inner || !turn) return;
+    if (is_stun_message(inner->data)) {
+      if (agent) {
+        agent->handle_datagram(inner->peer, inner->data, now(), true);
+        flush_agent();
+      } else if (early_checks.size() < kMaxEarlyChecks) {
+        early_checks.push_back({inner->peer, std::move(inner->data), true});
+      } else {
+        ++early_checks_dropped;
+      }
+      return;
+    }
+    quic::DatagramHandler* h = quic_target();
+    if (!h || !relayed) {
+      refused(inner->peer, "no session is open (through the relay)");
+      return;
+    }
+    if (first_quic_at == 0) first_quic_at = now();
+    ++relayed_quic_in;
+    last_relayed_quic = now();
+    last_quic_from = inner->peer;
+    last_quic_via_relay = true;
+    quic::ReceivedDatagram d{inner->data, inner->peer, *relayed, 0};
+    h->handle_datagram(d);
+  }
+
+  void release_relay(const std::string& why) {
+    if (!turn || relay_released || config.keep_relay) return;
+    if (turn->state() != turn::Client::State::allocated) return;
+    relay_released = true;
+    turn->release(now());
+    flush_turn();
+    emit({{"event", "relay_released"}, {"reason", why}}, "relay released: " + why);
   }
 
   // ---- the rendezvous client ----
@@ -350,6 +549,7 @@ struct PeerSession::Impl {
     if (!mapped.empty() &&
         std::none_of(out.begin(), out.end(), [&](const ice::Candidate& c) { return c.address == mapped; }))
       out.push_back({ice::CandidateType::srflx, mapped, 0});
+    if (relayed) out.push_back({ice::CandidateType::relay, *relayed, 0});
     return out;
   }
 
@@ -361,6 +561,8 @@ struct PeerSession::Impl {
     if (!where.reflexive.empty() && std::none_of(remote_candidates.begin(), remote_candidates.end(),
                                                  [&](const ice::Candidate& c) { return c.address == where.reflexive; }))
       remote_candidates.push_back({ice::CandidateType::srflx, where.reflexive, 0});
+    if (remote.relay) remote_candidates.push_back({ice::CandidateType::relay, *remote.relay, 0});
+    remote_relays = remote.relay.has_value() && !config.direct_only;
     start_agent(as_controlling, peer, {local.ufrag, local.password}, local.tie_breaker, local_candidates());
     introduce_remote(peer, {remote.ufrag, remote.password}, remote.fingerprint, remote_candidates);
   }
@@ -374,6 +576,8 @@ struct PeerSession::Impl {
     ac.tie_breaker = tie_breaker;
     ac.local = std::move(local);
     ac.timeout = config.timeout;
+    ac.relay_wait = config.relay_wait;
+    ac.relay_only = config.relay_only;
     agent = std::make_unique<ice::Agent>(ac, Random::system(), now());
     for (auto& c : locals) agent->add_local_candidate(c);
     agent_timer = timer->add(*agent, [this] { flush_agent(); });
@@ -385,6 +589,15 @@ struct PeerSession::Impl {
     peer_name = peer;
     remote_fingerprint = peer_fingerprint;
     introduced_at = now();
+    if (config.direct_only)
+      std::erase_if(candidates, [](const ice::Candidate& c) { return c.type == ice::CandidateType::relay; });
+    // Permissions first: the peer's checks reach our relayed address only
+    // from IPs we allowed (TURN permissions ignore the port).
+    if (turn && relayed) {
+      for (const auto& c : candidates)
+        if (c.type != ice::CandidateType::relay) turn->create_permission(c.address, now());
+      flush_turn();
+    }
     nlohmann::json list = nlohmann::json::array();
     std::string text;
     for (const auto& c : candidates) {
@@ -402,7 +615,7 @@ struct PeerSession::Impl {
                      text.empty() ? "none" : text));
     if (!controlling && !config.checks_only) start_server();
     agent->set_remote(std::move(creds), std::move(candidates), now());
-    for (auto& [from, data] : std::exchange(early_checks, {})) agent->handle_datagram(from, data, now());
+    for (auto& c : std::exchange(early_checks, {})) agent->handle_datagram(c.from, c.data, now(), c.via_relay);
     flush_agent();
   }
 
@@ -412,12 +625,18 @@ struct PeerSession::Impl {
       auto out = agent->take_datagrams();
       auto events = agent->take_events();
       if (out.empty() && events.empty()) break;
-      for (auto& d : out) send(d.to, d.data);
+      for (auto& d : out) {
+        if (d.via_relay)
+          send_via_relay(d.to, d.data);
+        else
+          send(d.to, d.data);
+      }
       for (auto& e : events) {
         on_agent(e);
         if (!agent) return;
       }
     }
+    send_turn_requests();
     if (timer) timer->rearm();
   }
 
@@ -445,22 +664,33 @@ struct PeerSession::Impl {
       connected_at = now();
       selected_remote = k->remote;
       phase = Phase::connected;
+      const ice::Pair* sel = agent->selected();
+      const bool through_our_relay = sel && sel->relayed;
+      on_relay = sel && ice::is_relayed(*sel);
       emit({{"event", "connected"},
             {"peer", peer_name},
             {"local", candidate_json(k->local)},
             {"remote", candidate_json(k->remote)},
-            {"path", "direct"},
+            {"path", on_relay ? "relayed" : "direct"},
             {"ms_since_introduction", to_ms(connected_at - introduced_at)},
             {"rtt_ms", ms_or_null(k->rtt)}},
-           fmt::format("connected to '{}': {} <-> {}, direct, {:.1f} ms after the introduction{}", peer_name,
-                       candidate_text(k->local), candidate_text(k->remote), to_ms(connected_at - introduced_at),
+           fmt::format("connected to '{}': {} <-> {}, {}, {:.1f} ms after the introduction{}", peer_name,
+                       candidate_text(k->local), candidate_text(k->remote), on_relay ? "relayed" : "direct",
+                       to_ms(connected_at - introduced_at),
                        k->rtt ? fmt::format(", rtt {:.1f} ms", to_ms(*k->rtt)) : ""));
+      if (through_our_relay && turn) {
+        // Data through our allocation as ChannelData (4 bytes of overhead, not 36).
+        turn->bind_channel(k->remote.address, now());
+        flush_turn();
+      }
       if (config.checks_only) {
         checks_done.emplace(loop);
         checks_done->start(1000, 0, [this] { finish(Outcome::direct, "checks only (--checks-only)", kOk); });
       } else if (controlling) {
-        start_client(k->remote.address);
+        start_client(k->remote.address, through_our_relay ? relayed : std::nullopt);
       }
+    } else if (const auto* pc = std::get_if<ice::PathChanged>(&e)) {
+      on_path_changed(*pc);
     } else if (const auto* f = std::get_if<ice::Failed>(&e)) {
       if (phase == Phase::connected && !controlling && server && server->connection_count() > 0) {
         // The client's NAT may have rebound: QUIC validated its new path
@@ -510,6 +740,18 @@ struct PeerSession::Impl {
       log::info("peer: QUIC from {} refused: {} ({} refused so far)", from.to_string(), why, quic_refused);
   }
 
+  // With a relay in play, datagrams of a size every hop carries: a relayed
+  // packet gains 4 bytes (ChannelData) or 36 (a Data or Send indication) and
+  // coturn drops what does not fit its buffers, so the loopback rule's 16 KiB
+  // datagrams (path_mtu.hpp) stalled every relayed transfer after the
+  // handshake. 1400 + 36 + IPv6's 48 header bytes still fit a 1500-byte MTU.
+  // Forced on both sides, it is also our advertised max_udp_payload_size.
+  // 0 (automatic) when neither side can relay.
+  std::size_t relay_safe_payload() const {
+    return (config.turn && !config.direct_only) || remote_relays ? kRelayUdpPayload : 0;
+  }
+  bool remote_relays = false;  // the peer offered a relay candidate this attempt
+
   void start_server() {
     if (!app) {
       http::AppConfig ac;
@@ -522,6 +764,7 @@ struct PeerSession::Impl {
     server_config.pinned_client_sha256 = remote_fingerprint;
     server_config.quic.accept_initial = [this](const SocketAddress& remote) { return accept_from(remote); };
     server_config.quic.shutdown_timeout = kNanosPerSecond;
+    server_config.quic.udp_payload.forced = relay_safe_payload();
     server = std::make_unique<h3::Server>(loop, *app, server_config, *socket);
     if (auto st = server->start(quic::Attach::shared); !st) {
       server.reset();
@@ -531,7 +774,45 @@ struct PeerSession::Impl {
     quic_reported = false;
   }
 
-  void start_client(const SocketAddress& remote) {
+  // The agent moved the selected pair from a relayed one to a direct one:
+  // the QUIC client migrates (RFC 9000 9.2) to the direct path; the relay
+  // stays until that path is validated, then is released (--keep-relay keeps it).
+  void on_path_changed(const ice::PathChanged& pc) {
+    path_changed_at = now();
+    on_relay = false;
+    selected_remote = pc.remote;
+    emit({{"event", "path_changed"},
+          {"peer", peer_name},
+          {"path", "direct"},
+          {"local", candidate_json(pc.local)},
+          {"remote", candidate_json(pc.remote)},
+          {"ms_since_introduction", to_ms(now() - introduced_at)},
+          {"ms_since_connected", to_ms(now() - connected_at)},
+          {"rtt_ms", ms_or_null(pc.rtt)}},
+         fmt::format("path changed: direct {} <-> {}, {:.1f} ms after the relayed connection{}",
+                     candidate_text(pc.local), candidate_text(pc.remote), to_ms(now() - connected_at),
+                     pc.rtt ? fmt::format(", rtt {:.1f} ms", to_ms(*pc.rtt)) : ""));
+    if (!controlling || !client) return;
+    SocketAddress local = socket->local_address();
+    if (local.ip() == "0.0.0.0" || local.ip() == "::") {
+      auto source = quic::route_source(pc.remote.address);
+      if (!source) {
+        log::warn("peer: cannot migrate to {}: {}", pc.remote.address.to_string(), source.error().message);
+        on_relay = true;
+        return;
+      }
+      const auto port = local.port();
+      local = *source;
+      local.set_port(port);
+    }
+    if (auto st = client->migrate(local, pc.remote.address); !st) {
+      on_relay = true;
+      emit({{"event", "quic_path"}, {"ok", false}, {"reason", st.error().message}},
+           "QUIC stays on the relay: " + st.error().message);
+    }
+  }
+
+  void start_client(const SocketAddress& remote, std::optional<SocketAddress> relayed_local = std::nullopt) {
     http::Url origin;
     origin.host = remote.ip();
     origin.port = remote.port();
@@ -542,12 +823,31 @@ struct PeerSession::Impl {
     o.client_key_file = cert.key;
     o.timeout_ms = 30000;
     o.max_concurrent_streams = 100;
+    o.max_udp_payload = relay_safe_payload();
     h3::QuicTuning tuning;
     // Keepalive on the nominated path, at QUIC's level: a PING after 1 s of
     // silence keeps the NAT mappings fresh and, when our NAT rebinds mid-
     // transfer, is the packet that shows the server our new address.
     tuning.keep_alive_ms = 1000;
-    client = std::make_unique<h3::Client>(loop, origin, o, tuning, h3::ClientEndpoint{socket, quic::Attach::shared});
+    client = std::make_unique<h3::Client>(loop, origin, o, tuning,
+                                          h3::ClientEndpoint{socket, quic::Attach::shared, relayed_local});
+    client->on_path_validated([this](const SocketAddress& vlocal, const SocketAddress& vremote, bool ok) {
+      emit({{"event", "quic_path"},
+            {"ok", ok},
+            {"local", vlocal.to_string()},
+            {"remote", vremote.to_string()},
+            {"ms_since_path_changed", path_changed_at ? nlohmann::json(to_ms(now() - *path_changed_at)) : nullptr}},
+           ok ? fmt::format("QUIC moved to {} -> {} (path validated{})", vlocal.to_string(), vremote.to_string(),
+                            path_changed_at
+                                ? fmt::format(", {:.1f} ms after the path change", to_ms(now() - *path_changed_at))
+                                : "")
+              : fmt::format("QUIC path {} -> {} not validated: it stays on the relay", vlocal.to_string(),
+                            vremote.to_string()));
+      if (ok)
+        release_relay("the direct path is validated");
+      else
+        on_relay = true;
+    });
     const Timestamp started = now();
     client->connect([this, started, remote, origin](Status st) {
       if (!st) {
@@ -644,7 +944,9 @@ struct PeerSession::Impl {
       ++sessions;
       emit({{"event", "quic"},
             {"role", "server"},
-            {"remote", selected_remote ? selected_remote->address.to_string() : ""},
+            {"remote", selected_remote  ? selected_remote->address.to_string()
+                       : last_quic_from ? last_quic_from->to_string()
+                                        : ""},
             {"handshake_ms", first_quic_at ? to_ms(now() - first_quic_at) : 0.0},
             {"peer_fingerprint", quic::tls::fingerprint_text(remote_fingerprint)}},
            fmt::format("QUIC connection from '{}' accepted ({:.1f} ms handshake; its certificate matches its pin)",
@@ -654,6 +956,9 @@ struct PeerSession::Impl {
 
   void tick() {
     watch_server();
+    if (path_changed_at && !controlling && turn && !relay_released &&
+        now() - std::max(*path_changed_at, last_relayed_quic) > kRelayQuiet)
+      release_relay("the path moved to a direct pair and no QUIC came through the relay for 3 s");
     if (!server || controlling) return;
     const auto& s = server->quic_stats();
     if (quic_reported && server->connection_count() == 0) {
@@ -687,6 +992,10 @@ struct PeerSession::Impl {
         agent.reset();
       }
       selected_remote.reset();
+      on_relay = false;
+      last_quic_from.reset();
+      last_quic_via_relay = false;
+      path_changed_at.reset();
       phase = Phase::waiting;
       return;
     }
@@ -697,8 +1006,14 @@ struct PeerSession::Impl {
     if (result_reported) return;
     result_reported = true;
     exit_code = code;
+    // A controlled side that served QUIC before its triggered check through
+    // the relay came back has no selected pair; where the QUIC came from says.
+    const bool relayed_session = on_relay || (!controlling && !selected_remote && last_quic_via_relay);
+    if (outcome == Outcome::direct && relayed_session) outcome = Outcome::relayed;
     nlohmann::json j{{"event", "result"},
-                     {"outcome", outcome == Outcome::direct ? "direct" : "failed"},
+                     {"outcome", outcome == Outcome::direct    ? "direct"
+                                 : outcome == Outcome::relayed ? "relayed"
+                                                               : "failed"},
                      {"reason", reason},
                      {"exit_code", code}};
     if (!peer_name.empty()) j["peer"] = peer_name;
@@ -714,8 +1029,20 @@ struct PeerSession::Impl {
         j["remote"] = candidate_json(p->remote);
       }
     }
-    emit(std::move(j), outcome == Outcome::direct
-                           ? fmt::format("result: direct{}", reason.empty() ? "" : " (" + reason + ")")
+    if (turn) {
+      const auto& t = turn->stats();
+      j["relay"] = {{"relayed", relayed ? relayed->to_string() : ""},
+                    {"channel_data_sent", t.channel_data_sent},
+                    {"channel_data_received", t.channel_data_received},
+                    {"send_indications", t.send_indications},
+                    {"data_indications", t.data_indications},
+                    {"quic_in", relayed_quic_in},
+                    {"released", relay_released}};
+    }
+    if (path_changed_at) j["path_changed_ms"] = to_ms(*path_changed_at - connected_at);
+    emit(std::move(j), outcome != Outcome::failed
+                           ? fmt::format("result: {}{}", outcome == Outcome::relayed ? "relayed" : "direct",
+                                         reason.empty() ? "" : " (" + reason + ")")
                            : fmt::format("result: failed: {}", reason));
   }
 
@@ -737,6 +1064,11 @@ struct PeerSession::Impl {
       client->close(nullptr, true);
     }
     if (server) server->close_now();
+    if (turn && turn->state() == turn::Client::State::allocated) {
+      // Free the allocation at once (Refresh, LIFETIME 0); best effort.
+      turn->release(now());
+      for (auto& d : turn->take_datagrams()) send(config.turn->server, d);
+    }
     // Later on this turn: we may be inside a callback of what we destroy.
     auto t = std::make_shared<uv::Timer>(loop);
     t->start(0, 0, [this, t] {
@@ -749,9 +1081,12 @@ struct PeerSession::Impl {
     if (timer) {
       if (agent_timer) timer->remove(agent_timer);
       if (rv_timer) timer->remove(rv_timer);
+      if (turn_timer) timer->remove(turn_timer);
     }
     agent.reset();
     rv.reset();
+    if (socket && relayed) socket->divert_source(*relayed, nullptr);
+    turn.reset();
     if (endpoint) endpoint->stop();
     client.reset();
     server.reset();

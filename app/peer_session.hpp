@@ -33,6 +33,13 @@
 
 namespace quiclab::peer {
 
+/// A TURN server for a relay candidate (p2p/turn_client.hpp).
+struct TurnSettings {
+  SocketAddress server;
+  std::string username;  ///< coturn long-term user, or "EXPIRY:NAME" (use-auth-secret)
+  std::string password;  ///< never logged
+};
+
 struct PeerConfig {
   /// The rendezvous server; unset with manual signalling.
   std::optional<SocketAddress> rendezvous;
@@ -59,6 +66,13 @@ struct PeerConfig {
   bool controlling_stdio = false;  ///< with signal_stdio: our role (the side with --connect controls)
   /// Where the self-signed certificate goes (a temporary directory, removed by the caller).
   std::filesystem::path work_dir;
+  /// The relay: allocate on this TURN server before registering (or writing
+  /// the offer) and offer the relayed address as a candidate.
+  std::optional<TurnSettings> turn;
+  bool relay_only = false;   ///< only relayed pairs
+  bool direct_only = false;  ///< ignore the peer's relay candidate (and allocate nothing)
+  bool keep_relay = false;   ///< keep the allocation once a direct path took over
+  Timestamp relay_wait = 2 * kNanosPerSecond;
 };
 
 /// One step, as text and as a JSON object with an "event" field.
@@ -67,7 +81,7 @@ struct Report {
   std::string text;
 };
 
-enum class Outcome { none, direct, failed };
+enum class Outcome { none, direct, relayed, failed };
 
 class PeerSession {
  public:
