@@ -653,3 +653,35 @@ TEST_CASE("a forged introduction cannot point a peer at a third address", "[p2p]
     CHECK(b.take_datagrams().empty());  // not even an answer that would confirm bob is there
   }
 }
+
+TEST_CASE("relay candidates travel in both offers, and a peer without one gets none", "[p2p][rendezvous]") {
+  for (const bool bob_relays : {true, false}) {
+    INFO("bob has a relay: " << bob_relays);
+    Harness h;
+    auto a_addr = addr("198.51.100.10", 40000);
+    auto b_addr = addr("203.0.113.20", 50000);
+    auto a_cfg = client_config("alice", 1);
+    a_cfg.relay_candidate = addr("198.51.100.2", 49200);
+    auto b_cfg = client_config("bob", 2);
+    if (bob_relays) b_cfg.relay_candidate = addr("198.51.100.2", 49300);
+    Client a(a_cfg);
+    Client b(b_cfg);
+    h.join(a, a_addr);
+    a.take_events();
+    h.join(b, b_addr);
+    b.take_events();
+    a.introduce("bob", h.clock.now());
+    auto out = h.exchange(a, a_addr);
+    h.deliver(out, a, a_addr);
+    h.deliver(out, b, b_addr);
+    a.take_events();
+    auto ib = only<IntroductionReceived>(b);
+    REQUIRE(ib.remote.relay.has_value());
+    CHECK(*ib.remote.relay == addr("198.51.100.2", 49200));
+    h.deliver(h.exchange(b, b_addr), a, a_addr);
+    auto ia = only<Introduced>(a);
+    CHECK(ia.remote.relay.has_value() == bob_relays);
+    if (bob_relays) CHECK(*ia.remote.relay == addr("198.51.100.2", 49300));
+    CHECK(ia.local.relay == a_cfg.relay_candidate);
+  }
+}
