@@ -7,7 +7,9 @@
 #      a port-restricted NAT meets peer b behind a full-cone NAT through the
 #      lab's rendezvous server, they punch through with connectivity checks and
 #      a fetches over HTTP/3 on the punched path; then a cell with no direct
-#      path (symmetric <-> port-restricted) and the verdict's reason.
+#      path (symmetric <-> port-restricted) and the verdict's reason; last a
+#      symmetric <-> symmetric pair that connects through the lab's coturn
+#      (quiclab peer --turn) and fetches over the relay.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${QUICLAB_BIN:-$here/build/app/quiclab}
@@ -48,27 +50,34 @@ if [[ $(id -u) != 0 ]]; then
 fi
 natlab=$here/scripts/natlab.sh
 export QUICLAB_BIN=$bin
-punch() {  # NAT_A NAT_B: one pair of peers, both logs
-  local nat_a=$1 nat_b=$2 server b
+punch() {  # NAT_A NAT_B [turn]: one pair of peers, both logs; "turn": coturn in the lab, both peers use it
+  local nat_a=$1 nat_b=$2 with_turn=${3:-} server b relay=() lab_turn=() shown=""
   lab=p2pdemo$$
   lab=${lab:0:9}
-  "$natlab" up --name "$lab" --nat-a "$nat_a" --nat-b "$nat_b" --rtt-ms 20 >"$work/lab.log" 2>&1 || {
+  [[ -n $with_turn ]] && lab_turn=(--turn)
+  "$natlab" up --name "$lab" --nat-a "$nat_a" --nat-b "$nat_b" --rtt-ms 20 "${lab_turn[@]}" >"$work/lab.log" 2>&1 || {
     cat "$work/lab.log" >&2
     return 1
   }
   server=$("$natlab" addr "$lab" server)
+  if [[ -n $with_turn ]]; then
+    relay=(--turn "$("$natlab" addr "$lab" turn)" --turn-secret-file "$("$natlab" turn-secret "$lab")")
+    shown=" --turn $("$natlab" addr "$lab" turn) --turn-secret-file SECRET"
+    echo
+    echo "-- with coturn in the lab (natlab.sh --turn, time-limited credentials from the lab's secret):"
+  fi
   echo
   echo "-- peer a (10.0.1.2) behind a $nat_a NAT, peer b (10.0.2.2) behind a $nat_b NAT, rendezvous server"
   echo "   $server:3478, 20 ms internet RTT. b waits to be introduced; a asks for b and fetches over HTTP/3:"
-  echo "   quiclab peer --rendezvous $server:3478 --name b --key-file b.key"
-  echo "   quiclab peer --rendezvous $server:3478 --name a --key-file a.key --connect b --get /bytes/1m --get /health"
+  echo "   quiclab peer --rendezvous $server:3478 --name b --key-file b.key$shown"
+  echo "   quiclab peer --rendezvous $server:3478 --name a --key-file a.key$shown --connect b --get /bytes/1m --get /health"
   "$natlab" exec "$lab" b -- "$bin" --log-level warn peer --rendezvous "$server:3478" --name b \
-    --key-file "$work/b.key" >"$work/b.out" 2>&1 &
+    --key-file "$work/b.key" "${relay[@]}" >"$work/b.out" 2>&1 &
   b=$!
   for _ in $(seq 1 100); do grep -q registered "$work/b.out" && break; sleep 0.05; done
   local rc=0
   "$natlab" exec "$lab" a -- "$bin" --log-level warn peer --rendezvous "$server:3478" --name a \
-    --key-file "$work/a.key" --connect b --get /bytes/1m --get /health >"$work/a.out" 2>&1 || rc=$?
+    --key-file "$work/a.key" "${relay[@]}" --connect b --get /bytes/1m --get /health >"$work/a.out" 2>&1 || rc=$?
   for _ in $(seq 1 150); do kill -0 "$b" 2>/dev/null || break; sleep 0.1; done
   kill "$b" 2>/dev/null || true
   wait "$b" 2>/dev/null || true
@@ -85,3 +94,4 @@ echo
 echo "-- hole punching in the NAT lab (scripts/natlab.sh; the whole matrix: scripts/p2p-matrix.sh)"
 punch port-restricted full-cone
 punch symmetric port-restricted
+punch symmetric symmetric turn
