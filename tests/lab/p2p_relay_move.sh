@@ -21,44 +21,15 @@ if [[ ${1:-} != --inside ]]; then
 fi
 
 ip link set lo up || cannot_run "the namespace's loopback device"
-tmp=$(mktemp -d /tmp/quiclab-relay-move-XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
-  for f in "$tmp"/*.out "$tmp"/*.err; do [[ -s $f ]] && { echo "--- $f"; tail -n 30 "$f" | cut -c1-600; }; done
-  exit 1
-}
-event() { grep "\"event\":\"$2\"" "$1" | tail -1; }
-field() { jq -r "$2" <<<"$1"; }
-wait_for() {  # FILE PATTERN [tenths]
-  for _ in $(seq 1 "${3:-100}"); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  fail "$1: no '$2'"
-}
+source "$(dirname "$0")/../p2p/peer_lib.sh"
+peer_lib_init relay-move
 
 # The namespace is ours alone: fixed ports are free.
 turn_port=3478 rv_port=3479 alice_port=40001 bob_port=40002
 secret=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
 printf '%s\n' "$secret" >"$tmp/secret"
-/usr/bin/turnserver -n --listening-ip 127.0.0.1 --relay-ip 127.0.0.1 -p $turn_port \
-  --use-auth-secret --static-auth-secret "$secret" --realm quiclab.test \
-  --allow-loopback-peers --no-tcp --no-tls --no-dtls --no-tcp-relay --no-cli --no-multicast-peers \
-  --fingerprint --user-quota 10 --total-quota 100 --log-file "$tmp/turn.log" --simple-log \
-  --pidfile "$tmp/turn.pid" --userdb "$tmp/turndb" --min-port 49152 --max-port 65535 \
-  >"$tmp/turnserver.stdout" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 50); do
-  timeout 2 "$quiclab" stun "127.0.0.1:$turn_port" --rto-ms 100 --rc 2 >/dev/null 2>&1 && break
-  sleep 0.1
-done
-"$quiclab" rendezvous --listen "127.0.0.1:$rv_port" >"$tmp/rv.out" 2>"$tmp/rv.err" &
-pids+=($!)
-wait_for "$tmp/rv.out" '^listening'
+start_coturn "$quiclab" $turn_port "$secret" || cannot_run "coturn in the namespace"
+start_rendezvous
 
 # No direct path between the two peers' sockets, either way.
 nft -f - <<EOF || cannot_run "the nftables blocker"
@@ -78,10 +49,8 @@ peer() {
     --bind "127.0.0.1:$port" --host-candidates "127.0.0.1" --json --turn "127.0.0.1:$turn_port" \
     --turn-secret-file "$tmp/secret" "$@"
 }
-peer bob $bob_port >"$tmp/bob.out" 2>"$tmp/bob.err" &
-bob=$!
-pids+=("$bob")
-wait_for "$tmp/bob.out" '"event":"registered"'
+start_peer "$tmp/bob" bob $bob_port
+bob=$peer_pid
 peer alice $alice_port --relay-wait-ms 300 --timeout-ms 20000 --connect bob \
   --get /bytes/100000000 --get /bytes/100000001 --get /bytes/100000002 >"$tmp/alice.out" 2>"$tmp/alice.err" &
 alice=$!
@@ -116,5 +85,4 @@ r=$(event "$tmp/alice.out" result)
 [[ $(field "$(event "$tmp/bob.out" path_changed)" .path) == direct ]] || fail "bob saw no path_changed"
 echo "moved to direct $(field "$pc" .ms_since_connected) ms after connecting over the relay;" \
   "QUIC path validated at $(field "$qp" .t_ms) ms, last byte at $last ms; $n x 100 MB byte-exact"
-[[ -n ${KEEP_OUT:-} ]] && cp "$tmp"/*.out "$KEEP_OUT"/
 echo "PASS"

@@ -12,29 +12,9 @@
 # Usage: peer_loopback.sh QUICLAB_BINARY
 set -euo pipefail
 quiclab=$1
-tmp=$(mktemp -d /tmp/quiclab-peer-e2e-XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
-  for f in "$tmp"/*.out "$tmp"/*.err; do [[ -s $f ]] && { echo "--- $f"; tail -n 40 "$f"; }; done
-  exit 1
-}
+source "$(dirname "$0")/peer_lib.sh"
+peer_lib_init peer-e2e
 
-rv_port=
-start_rendezvous() {  # [extra flags]: starts the server on $rv_port (0: pick one)
-  "$quiclab" rendezvous --listen "127.0.0.1:${rv_port:-0}" "$@" >"$tmp/rv.out" 2>"$tmp/rv.err" &
-  rv_pid=$!
-  pids+=("$rv_pid")
-  for _ in $(seq 1 200); do grep -q '^listening' "$tmp/rv.out" 2>/dev/null && break; sleep 0.05; done
-  rv_port=$(sed -n 's/.*primary=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$tmp/rv.out" | head -1)
-  [[ -n $rv_port ]] || fail "rendezvous server did not start"
-}
 # NAME [flags...]: becomes quiclab peer with the common flags, JSON out. Run it
 # in the background (`peer ... &`: $! is quiclab's pid) or in a subshell.
 # Every run is bounded by the peer's own timeouts and ctest's.
@@ -44,12 +24,6 @@ peer() {
   exec "$quiclab" peer --rendezvous "127.0.0.1:$rv_port" --name "$name" --key-file "$tmp/$name.key" \
     --host-candidates 127.0.0.1 --json "$@"
 }
-wait_for() {  # FILE PATTERN [tenths]
-  for _ in $(seq 1 "${3:-100}"); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  fail "$1: no '$2'"
-}
-event() { grep "\"event\":\"$2\"" "$1" | tail -1; }  # FILE EVENT: its last line
-field() { jq -r "$2" <<<"$1"; }
 
 start_rendezvous --max-lifetime 4
 

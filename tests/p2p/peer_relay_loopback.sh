@@ -10,25 +10,8 @@
 # Usage: peer_relay_loopback.sh QUICLAB_BINARY
 set -euo pipefail
 quiclab=$1
-tmp=$(mktemp -d /tmp/quiclab-relay-e2e-XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
-  for f in "$tmp"/*.out "$tmp"/*.err "$tmp"/turn.log; do [[ -s $f ]] && { echo "--- $f"; tail -n 40 "$f"; }; done
-  exit 1
-}
-event() { grep "\"event\":\"$2\"" "$1" | tail -1; }  # FILE EVENT: its last line
-field() { jq -r "$2" <<<"$1"; }
-wait_for() {  # FILE PATTERN [tenths]
-  for _ in $(seq 1 "${3:-100}"); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  fail "$1: no '$2'"
-}
+source "$(dirname "$0")/peer_lib.sh"
+peer_lib_init relay-e2e
 free_udp_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 secret=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
@@ -39,31 +22,14 @@ printf 'not-the-secret\n' >"$tmp/wrong"
 turn_port=
 for _ in 1 2 3 4 5; do
   port=$(free_udp_port)
-  /usr/bin/turnserver -n --listening-ip 127.0.0.1 --relay-ip 127.0.0.1 -p "$port" \
-    --use-auth-secret --static-auth-secret "$secret" --realm quiclab.test \
-    --allow-loopback-peers --no-tcp --no-tls --no-dtls --no-tcp-relay --no-cli --no-multicast-peers \
-    --fingerprint --user-quota 10 --total-quota 100 --log-file "$tmp/turn.log" --simple-log \
-    --pidfile "$tmp/turn.pid" --userdb "$tmp/turndb" --min-port 49152 --max-port 65535 \
-    >"$tmp/turnserver.stdout" 2>&1 &
-  turn_pid=$!
-  pids+=("$turn_pid")
-  # Ready when it answers a Binding request (quiclab stun prints the mapped address).
-  for _ in $(seq 1 30); do
-    kill -0 "$turn_pid" 2>/dev/null || break
-    if timeout 2 "$quiclab" stun "127.0.0.1:$port" --rto-ms 100 --rc 2 >/dev/null 2>&1; then
-      turn_port=$port
-      break 2
-    fi
-    sleep 0.1
-  done
+  if start_coturn "$quiclab" "$port" "$secret"; then
+    turn_port=$port
+    break
+  fi
 done
 [[ -n $turn_port ]] || fail "coturn did not start"
 
-"$quiclab" rendezvous --listen 127.0.0.1:0 >"$tmp/rv.out" 2>"$tmp/rv.err" &
-pids+=($!)
-for _ in $(seq 1 200); do grep -q '^listening' "$tmp/rv.out" 2>/dev/null && break; sleep 0.05; done
-rv_port=$(sed -n 's/.*primary=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$tmp/rv.out" | head -1)
-[[ -n $rv_port ]] || fail "rendezvous server did not start"
+start_rendezvous
 
 peer() {  # NAME [flags...]: quiclab peer with the common flags, JSON out
   local name=$1
@@ -73,10 +39,8 @@ peer() {  # NAME [flags...]: quiclab peer with the common flags, JSON out
 }
 
 echo "== relayed: 1 MB byte-exact and 20 MB over coturn (--relay-only on both sides)"
-peer bob --turn-secret-file "$tmp/secret" --relay-only >"$tmp/bob.out" 2>"$tmp/bob.err" &
-bob=$!
-pids+=("$bob")
-wait_for "$tmp/bob.out" '"event":"registered"'
+start_peer "$tmp/bob" bob --turn-secret-file "$tmp/secret" --relay-only
+bob=$peer_pid
 (peer alice --turn-secret-file "$tmp/secret" --relay-only --connect bob --get /bytes/1000000 --get /bytes/20000000) \
   >"$tmp/alice.out" 2>"$tmp/alice.err" || fail "relayed: alice exited $?"
 wait "$bob" || fail "relayed: bob exited $?"
@@ -112,10 +76,8 @@ grep -q "TURN channel 0x4[0-9a-f]* bound" "$tmp/alice.err" "$tmp/bob.err" || fai
 ! grep -q -- "$secret" "$tmp"/*.out "$tmp"/*.err || fail "the TURN secret appears in the output"
 
 echo "== both can relay, a direct pair works: the relay is not chosen"
-peer bob --turn-secret-file "$tmp/secret" >"$tmp/bob2.out" 2>"$tmp/bob2.err" &
-bob=$!
-pids+=("$bob")
-wait_for "$tmp/bob2.out" '"event":"registered"'
+start_peer "$tmp/bob2" bob --turn-secret-file "$tmp/secret"
+bob=$peer_pid
 (peer alice --turn-secret-file "$tmp/secret" --connect bob --get /bytes/100000) >"$tmp/alice2.out" 2>"$tmp/alice2.err" ||
   fail "direct: alice exited $?"
 wait "$bob" || fail "direct: bob exited $?"
@@ -135,10 +97,8 @@ rf=$(event "$tmp/carol.out" relay_failed)
 [[ -z $(event "$tmp/carol.out" relay) ]] || fail "wrong secret got an allocation"
 r=$(event "$tmp/carol.out" result)
 [[ $(field "$r" .outcome) == failed && $(field "$r" .reason) == *"no relay"*"401"* ]] || fail "wrong secret: $r"
-peer bob --turn-secret-file "$tmp/secret" >"$tmp/bob3.out" 2>"$tmp/bob3.err" &
-bob=$!
-pids+=("$bob")
-wait_for "$tmp/bob3.out" '"event":"registered"'
+start_peer "$tmp/bob3" bob --turn-secret-file "$tmp/secret"
+bob=$peer_pid
 (peer carol --turn-secret-file "$tmp/wrong" --connect bob --get /bytes/100000) >"$tmp/carol2.out" 2>"$tmp/carol2.err" ||
   fail "wrong secret: carol exited $?"
 wait "$bob" || fail "wrong secret: bob exited $?"
