@@ -385,7 +385,11 @@ struct PeerSession::Impl {
     } else if (const auto* l = std::get_if<turn::AllocationLost>(&e)) {
       emit({{"event", "relay_lost"}, {"reason", l->reason}}, "the relay allocation was lost: " + l->reason);
     } else if (const auto* p = std::get_if<turn::PermissionResult>(&e)) {
-      if (!p->ok) log::warn("peer: TURN permission for {} refused: {}", p->peer.ip(), p->detail);
+      if (!p->ok)
+        log::info(
+            "peer: TURN permission for {} refused ({}): the relay does not reach that address, other "
+            "candidates go on",
+            p->peer.ip(), p->detail);
     } else if (const auto* c = std::get_if<turn::ChannelResult>(&e)) {
       if (c->ok)
         log::info("peer: TURN channel 0x{:04x} bound to {}", c->channel, c->peer.to_string());

@@ -511,7 +511,8 @@ void Agent::pair_succeeded(std::size_t pair, const Transaction& t, const SocketA
     }
   }
   events_.push_back(CheckResult{p.remote.address, true, rtt,
-                                std::string(t.use_candidate ? "nominated" : "") + (p.relayed ? " via relay" : "")});
+                                std::string(t.use_candidate ? "nominated" : "") +
+                                    (p.relayed ? (t.use_candidate ? " via relay" : "via relay") : "")});
   if (!checking_pairs()) return;
   if (t.use_candidate) {
     if (state_ == State::checking)

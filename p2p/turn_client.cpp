@@ -167,7 +167,8 @@ void Client::create_permission(const SocketAddress& peer, Timestamp now) {
     }
     it = permissions_.emplace(ip, Permission{}).first;
   }
-  if (state_ == State::allocated && !it->second.installed && !it->second.pending) send_permission(ip, now);
+  if (state_ == State::allocated && !it->second.installed && !it->second.pending && !it->second.forbidden)
+    send_permission(ip, now);
 }
 
 void Client::send_permission(const SocketAddress& ip, Timestamp now) {
@@ -429,7 +430,7 @@ void Client::finished(Pending& p, const stun::Message& m, Timestamp now) {
     events_.push_back(Allocated{*relayed_, mapped_.value_or(SocketAddress{}), lifetime_s_, now - started_});
     // What was asked for before the allocation existed.
     for (auto& [ip, perm] : permissions_)
-      if (!perm.installed && !perm.pending) send_permission(ip, now);
+      if (!perm.installed && !perm.pending && !perm.forbidden) send_permission(ip, now);
     for (auto& [peer, c] : channels_)
       if (!c.bound && !c.pending) send_channel_bind(peer, now);
   }
@@ -454,6 +455,9 @@ void Client::failed(Pending& p, int code, std::string reason) {
       auto& perm = permissions_[p.peer];
       perm.pending = false;
       perm.installed = false;
+      // 403 (Forbidden IP: coturn's denied-peer-ip, e.g. a peer's private
+      // host address) is the server's policy, not a loss: not asked again.
+      perm.forbidden = code == 403;
       events_.push_back(PermissionResult{p.peer, false, std::move(reason)});
       return;
     }

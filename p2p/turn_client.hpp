@@ -219,6 +219,7 @@ class Client {
   struct Permission {
     bool installed = false;
     bool pending = false;
+    bool forbidden = false;  // the server answered 403: asking again gets the same answer
     Timestamp refresh_at = 0;
   };
   struct Channel {

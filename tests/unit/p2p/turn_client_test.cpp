@@ -354,6 +354,14 @@ TEST_CASE("turn: a forbidden peer gets a failed permission, the allocation stays
   CHECK(!p->ok);
   CHECK(p->detail.find("403") != std::string::npos);
   CHECK(rig.client->state() == Client::State::allocated);
+  // The server's policy does not change: asking again (every check to that
+  // address asks) sends nothing more.
+  const auto asked = rig.model.permission_requests;
+  for (int i = 0; i < 5; ++i) {
+    rig.client->create_permission(addr("10.0.0.9", 2), rig.clock.now());
+    rig.pump();
+  }
+  CHECK(rig.model.permission_requests == asked);
 }
 
 TEST_CASE("turn: Send indications before the channel, ChannelData after; both directions", "[turn]") {
