@@ -705,7 +705,13 @@ struct PeerSession::Impl {
         log::warn("peer: {}; the QUIC connection carries on (its own path validation and idle timeout decide)",
                   f->reason);
       } else if (phase == Phase::connected) {
-        finish(Outcome::failed, "the path to the peer was lost: " + f->reason, kTransport);
+        finish(Outcome::failed,
+               fmt::format("the path to the peer{} was lost: {}",
+                           on_relay && config.turn ? " through the relay " + config.turn->server.to_string()
+                           : on_relay              ? " through its relay"
+                                                   : "",
+                           f->reason),
+               kTransport);
       } else {
         end_attempt(Outcome::failed, f->reason, kNoPath);
       }

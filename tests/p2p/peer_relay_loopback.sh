@@ -125,4 +125,27 @@ expect_usage "${base[@]}" --turn 127.0.0.1:3478 --turn-secret-file "$tmp/secret"
 expect_usage "${base[@]}" --turn 127.0.0.1:3478 --turn-secret-file "$tmp/secret" --relay-wait-ms 70000
 ! grep -q -- "$secret" "$tmp/usage.out" || fail "a usage error printed the secret"
 kill -0 "$turn_pid" || fail "coturn died"
+
+echo "== coturn killed during a relayed transfer: the peers say the path is lost within the consent timeout (30 s)"
+start_peer "$tmp/bob4" bob --turn-secret-file "$tmp/secret" --relay-only
+bob=$peer_pid
+(peer alice --turn-secret-file "$tmp/secret" --relay-only --connect bob --get /bytes/4g) \
+  >"$tmp/alice4.out" 2>"$tmp/alice4.err" &
+alice=$!
+pids+=("$alice")
+wait_for "$tmp/alice4.out" '"event":"quic"'
+sleep 0.5
+kill "$turn_pid"
+killed=$(date +%s)
+rc=0
+wait "$alice" || rc=$?
+took=$(($(date +%s) - killed))
+((rc == 3)) || fail "alice exited $rc after coturn was killed, want 3"
+((took <= 40)) || fail "alice took $took s to notice, the consent timeout is 30 s"
+r=$(event "$tmp/alice4.out" result)
+[[ $(field "$r" .outcome) == failed && $(field "$r" .reason) == *"through the relay"*"lost"*"consent"* ]] ||
+  fail "alice's result after coturn was killed: $r"
+for _ in $(seq 1 150); do kill -0 "$bob" 2>/dev/null || break; sleep 0.1; done
+grep -q "consent lost" "$tmp/bob4.err" || fail "bob did not notice the lost path"
+echo "alice said the path was lost $took s after coturn was killed: $(field "$r" .reason)"
 echo "PASS"
