@@ -11,7 +11,7 @@ export QUICLAB_BIN=${QUICLAB_BIN:-$here/build/app/quiclab}
 usage() {
   cat <<'EOF'
 Usage: p2p-matrix.sh [--types LIST] [--trials N] [--rtt-ms R] [--loss-pct L] [--timeout-ms T]
-                     [--get PATH] [--no-same-nat] [--no-plots] --out DIR
+                     [--get PATH] [--turn] [--no-same-nat] [--no-plots] --out DIR
 
 Runs `quiclab peer` pairs in the NAT lab: for every ordered pair (A, B) of the types, peer a
 (behind NAT A, controlling, QUIC client, --connect) and peer b (behind NAT B, controlled, QUIC
@@ -25,12 +25,16 @@ port-restricted NAT, no hairpin). Each trial fetches PATH over HTTP/3 on the pun
   --loss-pct L     per-crossing loss on the internet links (default 0)
   --timeout-ms T   the peers' verdict timeout (default 10000)
   --get PATH       fetched by a from b (default /bytes/100000, checked byte for byte)
+  --turn           coturn in each cell's lab (natlab.sh --turn) and both peers use it
+                   (quiclab peer --turn ... --turn-secret-file ...)
   --no-same-nat    leave the same-NAT cell out
   --no-plots       matrix.json and matrix.md only
   --out DIR        results: DIR/matrix.json, matrix.md, matrix.png, ttc_cdf.png, cells/*/
 
 Expected: direct everywhere except port-restricted <-> symmetric (both ways) and symmetric <->
-symmetric, which must end in the failed verdict "no direct path" within the timeout.
+symmetric, which must end in the failed verdict "no direct path" within the timeout; with
+--turn those cells must be relayed (through coturn, after the 2 s relay wait) and every other
+cell must stay direct.
 Needs root (namespaces). Exit codes: 0 every cell as expected, 1 a cell differs or a trial
 could not run, 2 usage error.
 EOF
@@ -42,7 +46,7 @@ die_usage() {
 }
 
 types=full-cone,address-restricted,port-restricted,symmetric
-trials=3 rtt=0 loss=0 timeout_ms=10000 get=/bytes/100000 same_nat=1 plots=1 out=
+trials=3 rtt=0 loss=0 timeout_ms=10000 get=/bytes/100000 same_nat=1 plots=1 out= turn=0
 while (($#)); do
   case $1 in
     --types) types=${2:?}; shift 2 ;;
@@ -51,6 +55,7 @@ while (($#)); do
     --loss-pct) loss=${2:?}; shift 2 ;;
     --timeout-ms) timeout_ms=${2:?}; shift 2 ;;
     --get) get=${2:?}; shift 2 ;;
+    --turn) turn=1; shift ;;
     --no-same-nat) same_nat=0; shift ;;
     --no-plots) plots=0; shift ;;
     --out) out=${2:?}; shift 2 ;;
@@ -86,6 +91,7 @@ run_trial() {  # CELLDIR TRIAL
   local dir=$1 n=$2 server
   server=$("$natlab" addr "$lab" server)
   local common=(--rendezvous "$server:3478" --timeout-ms "$timeout_ms" --json)
+  ((turn)) && common+=(--turn "$("$natlab" addr "$lab" turn)" --turn-secret-file "$("$natlab" turn-secret "$lab")")
   "$natlab" exec "$lab" b -- "$QUICLAB_BIN" peer "${common[@]}" --name "b$n" --key-file "$out/keys/b$n" \
     >"$dir/b$n.jsonl" 2>"$dir/b$n.log" &
   local b=$!
@@ -112,19 +118,22 @@ run_cell() {  # NAT_A NAT_B SAME_NAT
   lab=$(lab_name "$cell")
   local up=(up --name "$lab" --nat-a "$a" --nat-b "$b" --rtt-ms "$rtt" --loss-pct "$loss")
   [[ $same == 1 ]] && up+=(--same-nat)
+  ((turn)) && up+=(--turn)
   if ! "$natlab" "${up[@]}" >"$dir/lab.log" 2>&1; then
     echo "p2p-matrix: cannot build the lab for $cell:" >&2
     cat "$dir/lab.log" >&2
     exit 1
   fi
-  printf '{"nat_a":"%s","nat_b":"%s","same_nat":%s,"rtt_ms":%s,"loss_pct":%s}\n' "$a" "$b" \
-    "$([[ $same == 1 ]] && echo true || echo false)" "$rtt" "$loss" >"$dir/cell.json"
+  printf '{"nat_a":"%s","nat_b":"%s","same_nat":%s,"rtt_ms":%s,"loss_pct":%s,"turn":%s}\n' "$a" "$b" \
+    "$([[ $same == 1 ]] && echo true || echo false)" "$rtt" "$loss" "$( ((turn)) && echo true || echo false)" \
+    >"$dir/cell.json"
   for n in $(seq 1 "$trials"); do run_trial "$dir" "$n"; done
   "$natlab" down "$lab" >/dev/null 2>&1
   lab=
-  local ok
-  ok=$(cat "$dir"/a*.jsonl | grep -c '"event":"result".*"outcome":"direct"\|"outcome":"direct".*"event":"result"' || true)
-  printf 'p2p-matrix: %-40s %d/%d direct\n' "$cell" "$ok" "$trials"
+  local ok relayed
+  ok=$(cat "$dir"/a*.jsonl | grep '"event":"result"' | grep -c '"outcome":"direct"' || true)
+  relayed=$(cat "$dir"/a*.jsonl | grep '"event":"result"' | grep -c '"outcome":"relayed"' || true)
+  printf 'p2p-matrix: %-40s %d/%d direct%s\n' "$cell" "$ok" "$trials" "$( ((turn)) && echo ", $relayed/$trials relayed")"
 }
 
 for a in "${type_list[@]}"; do

@@ -25,13 +25,14 @@ TYPES = ["none", "full-cone", "address-restricted", "port-restricted", "symmetri
 SHORT = {"none": "none", "full-cone": "FC", "address-restricted": "AR", "port-restricted": "PR", "symmetric": "SYM"}
 
 
-def expected(a, b, same_nat):
-    """The outcome the NAT types allow without a relay (RFC 4787 behaviours)."""
+def expected(a, b, same_nat, turn=False):
+    """The outcome the NAT types allow (RFC 4787 behaviours): without a direct
+    path "failed", or "relayed" when the peers have coturn (--turn)."""
     if same_nat:
         return "direct"
     pair = {a, b}
     if pair == {"symmetric"} or pair == {"port-restricted", "symmetric"}:
-        return "failed"
+        return "relayed" if turn else "failed"
     return "direct"
 
 
@@ -54,8 +55,9 @@ def summarise_cell(dir_, timeout_ms):
     trials = sorted(
         int(n[1:-6]) for n in os.listdir(dir_) if n.startswith("a") and n.endswith(".jsonl")
     )
-    outcomes = {"direct": 0, "failed": 0, "no verdict": 0}
+    outcomes = {"direct": 0, "relayed": 0, "failed": 0, "no verdict": 0}
     ttc, ttfb, pairs, reasons, problems = [], [], {}, {}, []
+    relay_ttfb, moved_ms = [], []
     for n in trials:
         a = read_events(os.path.join(dir_, f"a{n}.jsonl"))
         b = read_events(os.path.join(dir_, f"b{n}.jsonl"))
@@ -65,7 +67,7 @@ def summarise_cell(dir_, timeout_ms):
             problems.append(f"trial {n}: peer a gave no verdict (exit {read_rc(os.path.join(dir_, f'a{n}.rc'))})")
             continue
         outcomes[ra["outcome"]] = outcomes.get(ra["outcome"], 0) + 1
-        if ra["outcome"] == "direct":
+        if ra["outcome"] in ("direct", "relayed"):
             c = last(a, "connected")
             if c:
                 ttc.append(c["ms_since_introduction"])
@@ -76,14 +78,19 @@ def summarise_cell(dir_, timeout_ms):
                 problems.append(f"trial {n}: the fetch over the punched path failed: {fetch}")
             elif fetch.get("ttfb") is not None:
                 ttfb.append(fetch["ttfb"])
-            if rb is None or rb["outcome"] != "direct":
-                problems.append(f"trial {n}: b's verdict is {rb and rb['outcome']}, a's is direct")
+                if ra["outcome"] == "relayed":
+                    relay_ttfb.append(fetch["ttfb"])
+            pc = last(a, "path_changed")
+            if pc is not None:
+                moved_ms.append(pc["ms_since_connected"])
+            if rb is None or rb["outcome"] != ra["outcome"]:
+                problems.append(f"trial {n}: b's verdict is {rb and rb['outcome']}, a's is {ra['outcome']}")
         else:
             reasons[ra["reason"]] = reasons.get(ra["reason"], 0) + 1
             intro = last(a, "introduced")
             if intro is not None and ra["t_ms"] - intro["t_ms"] > timeout_ms + 1000:
                 problems.append(f"trial {n}: the failed verdict came {ra['t_ms'] - intro['t_ms']:.0f} ms after the introduction")
-    want = expected(cell["nat_a"], cell["nat_b"], cell["same_nat"])
+    want = expected(cell["nat_a"], cell["nat_b"], cell["same_nat"], cell.get("turn", False))
     got_all = outcomes.get(want, 0) == len(trials) and len(trials) > 0
     if not got_all:
         problems.append(f"expected {want} in every trial, got {outcomes}")
@@ -100,6 +107,8 @@ def summarise_cell(dir_, timeout_ms):
             "samples": ttc,
         },
         "ttfb_ms": {"median": statistics.median(ttfb) if ttfb else None, "samples": ttfb},
+        "relayed_ttfb_ms": {"median": statistics.median(relay_ttfb) if relay_ttfb else None, "samples": relay_ttfb},
+        "moved_to_direct_ms": {"median": statistics.median(moved_ms) if moved_ms else None, "samples": moved_ms},
         "winning_pairs": pairs,
         "failure_reasons": reasons,
         "problems": problems,
@@ -114,7 +123,9 @@ def write_md(out, cells, args):
     lines = ["# NAT matrix", ""]
     lines.append(f"Trials per cell: {cells[0]['trials'] if cells else 0}; internet RTT "
                  f"{cells[0]['rtt_ms'] if cells else 0} ms, loss {cells[0]['loss_pct'] if cells else 0} %; "
-                 f"verdict timeout {args.timeout_ms} ms. Rows: peer a's NAT (controlling, QUIC client); "
+                 f"verdict timeout {args.timeout_ms} ms"
+                 f"{'; coturn in the lab, both peers with --turn' if cells and cells[0].get('turn') else ''}. "
+                 "Rows: peer a's NAT (controlling, QUIC client); "
                  "columns: peer b's NAT.")
     lines.append("")
     grid = [c for c in cells if not c["same_nat"]]
@@ -130,21 +141,29 @@ def write_md(out, cells, args):
                     row.append("")
                     continue
                 d = c["outcomes"].get("direct", 0)
-                text = f"{d}/{c['trials']} direct" if c["expected"] == "direct" else f"{c['outcomes'].get('failed', 0)}/{c['trials']} no direct path"
-                if c["expected"] == "direct" and c["winning_pairs"]:
+                if c["expected"] == "direct":
+                    text = f"{d}/{c['trials']} direct"
+                elif c["expected"] == "relayed":
+                    text = f"{c['outcomes'].get('relayed', 0)}/{c['trials']} relayed"
+                else:
+                    text = f"{c['outcomes'].get('failed', 0)}/{c['trials']} no direct path"
+                if c["expected"] != "failed" and c["winning_pairs"]:
                     text += " (" + ", ".join(sorted(c["winning_pairs"])) + ")"
                 if not c["as_expected"]:
                     text = "**" + text + " — unexpected**"
                 row.append(text)
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
-    lines.append("| cell | expected | direct | failed | time to connect median / p95 (ms) | TTFB median (ms) | pairs | ok |")
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines.append("| cell | expected | direct | relayed | failed | time to connect median / p95 (ms) | TTFB median (ms) "
+                 "| TTFB over the relay (ms) | moved to direct after (ms) | pairs | ok |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for c in cells:
         t = c["time_to_connect_ms"]
         lines.append(
-            f"| {c['cell']} | {c['expected']} | {c['outcomes'].get('direct', 0)} | {c['outcomes'].get('failed', 0)} | "
+            f"| {c['cell']} | {c['expected']} | {c['outcomes'].get('direct', 0)} | {c['outcomes'].get('relayed', 0)} | "
+            f"{c['outcomes'].get('failed', 0)} | "
             f"{fmt_ms(t['median'])} / {fmt_ms(t['p95'])} | {fmt_ms(c['ttfb_ms']['median'])} | "
+            f"{fmt_ms(c['relayed_ttfb_ms']['median'])} | {fmt_ms(c['moved_to_direct_ms']['median'])} | "
             f"{', '.join(f'{k} ×{v}' for k, v in sorted(c['winning_pairs'].items())) or '–'} | "
             f"{'yes' if c['as_expected'] else 'NO'} |")
     reasons = {}
@@ -182,11 +201,18 @@ def plot(out, cells):
                     color = "#d62728"
                 elif c["expected"] == "direct":
                     color = "#2ca02c"
+                elif c["expected"] == "relayed":
+                    color = "#6baed6"
                 else:
                     color = "#bbbbbb"
                 ax.add_patch(plt.Rectangle((j, i), 1, 1, color=color, ec="white"))
                 med = c["time_to_connect_ms"]["median"]
-                label = f"{direct}/{c['trials']} direct" + (f"\n{med:.0f} ms" if med is not None else "\nno direct path")
+                if c["expected"] == "relayed":
+                    label = f"{c['outcomes'].get('relayed', 0)}/{c['trials']} relayed" + (
+                        f"\n{med:.0f} ms" if med is not None else "")
+                else:
+                    label = f"{direct}/{c['trials']} direct" + (
+                        f"\n{med:.0f} ms" if med is not None else "\nno direct path")
                 if c["winning_pairs"]:
                     label += "\n" + ",".join(sorted(c["winning_pairs"]))
                 ax.text(j + 0.5, i + 0.5, label, ha="center", va="center", fontsize=8)
@@ -198,7 +224,7 @@ def plot(out, cells):
         ax.set_yticklabels([SHORT[t] for t in types])
         ax.set_xlabel("peer b's NAT (controlled, QUIC server)")
         ax.set_ylabel("peer a's NAT (controlling)")
-        ax.set_title("NAT matrix: green direct as expected, grey no direct path as expected, red unexpected",
+        ax.set_title("NAT matrix: green direct, blue relayed (coturn), grey no direct path, as expected; red unexpected",
                      fontsize=9)
         fig.tight_layout()
         fig.savefig(os.path.join(out, "matrix.png"), dpi=110)
