@@ -72,3 +72,13 @@ start_peer() {
   pids+=("$peer_pid")
   wait_for "$out.out" '"event":"registered"'
 }
+
+# expect_usage ARGS...: `$quiclab peer ARGS` exits 2 and says why (in $tmp/usage.out).
+expect_usage() {
+  set +e
+  "$quiclab" peer "$@" >"$tmp/usage.out" 2>&1
+  local rc=$?
+  set -e
+  [[ $rc == 2 ]] || fail "'peer $*' exited $rc, want 2: $(cat "$tmp/usage.out")"
+  grep -q . "$tmp/usage.out" || fail "'peer $*' said nothing"
+}

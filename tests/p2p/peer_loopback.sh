@@ -151,14 +151,6 @@ f=$(event "$tmp/ma.out" fetch)
 [[ $(field "$(event "$tmp/ma.out" result)" .outcome) == direct ]] || fail "ma: no direct result"
 
 echo "== usage errors: exit 2 with a message"
-expect_usage() {
-  set +e
-  "$quiclab" peer "$@" >"$tmp/usage.out" 2>&1
-  local rc=$?
-  set -e
-  [[ $rc == 2 ]] || fail "'peer $*' exited $rc, want 2: $(cat "$tmp/usage.out")"
-  grep -q . "$tmp/usage.out" || fail "'peer $*' said nothing"
-}
 expect_usage --name x --key-file "$tmp/x.key"
 expect_usage --rendezvous 127.0.0.1:1 --name x
 expect_usage --rendezvous 127.0.0.1:1 --name x --key-file "$tmp/x.key" --wait-s 5

@@ -106,14 +106,6 @@ wait "$bob" || fail "wrong secret: bob exited $?"
 [[ $(field "$(event "$tmp/carol2.out" result)" .outcome) == direct ]] || fail "carol: $(event "$tmp/carol2.out" result)"
 
 echo "== usage errors"
-expect_usage() {
-  set +e
-  "$quiclab" peer "$@" >"$tmp/usage.out" 2>&1
-  local rc=$?
-  set -e
-  [[ $rc == 2 ]] || fail "'peer $*' exited $rc, want 2: $(cat "$tmp/usage.out")"
-  grep -q . "$tmp/usage.out" || fail "'peer $*' said nothing"
-}
 base=(--rendezvous 127.0.0.1:1 --name x --key-file "$tmp/x.key")
 expect_usage "${base[@]}" --turn 127.0.0.1:3478
 expect_usage "${base[@]}" --turn 127.0.0.1:3478 --turn-secret-file "$tmp/missing"
