@@ -644,15 +644,15 @@ struct PeerSession::Impl {
     if (timer) timer->rearm();
   }
 
-  const ice::Pair* pair_for(const SocketAddress& remote) const {
+  const ice::Pair* pair_for(const SocketAddress& remote, bool through_relay) const {
     for (const auto& p : agent->pairs())
-      if (p.remote.address == remote) return &p;
+      if (p.remote.address == remote && p.relayed == through_relay) return &p;
     return nullptr;
   }
 
   void on_agent(const ice::Event& e) {
     if (const auto* c = std::get_if<ice::CheckResult>(&e)) {
-      const auto* p = pair_for(c->remote);
+      const auto* p = pair_for(c->remote, c->relayed);
       nlohmann::json j{{"event", "check"},
                        {"remote", c->remote.to_string()},
                        {"result", c->success ? "success" : "failure"},

@@ -207,7 +207,7 @@ void Agent::handle_expiry(Timestamp now) {
       if (!t.consent && !t.cancelled && p.state == PairState::in_progress) {
         p.state = PairState::failed;
         events_.push_back(CheckResult{p.remote.address, false, std::nullopt,
-                                      fmt::format("no answer after {} transmissions", t.transmissions)});
+                                      fmt::format("no answer after {} transmissions", t.transmissions), p.relayed});
       }
       if (nominating_ && *nominating_ == t.pair && t.use_candidate) nominating_.reset();
       it = transactions_.erase(it);
@@ -457,7 +457,7 @@ void Agent::handle_response(const stun::Message& m, const SocketAddress& from, T
   if (!(from == p.remote.address) || via_relay != p.relayed) {
     // RFC 8445 7.2.5.2.1: the answer must come from where the check went.
     if (!t.consent) p.state = PairState::failed;
-    events_.push_back(CheckResult{p.remote.address, false, std::nullopt, "answer from " + from.to_string()});
+    events_.push_back(CheckResult{p.remote.address, false, std::nullopt, "answer from " + from.to_string(), p.relayed});
     return;
   }
   if (m.message_class == stun::MessageClass::ErrorResponse) {
@@ -471,11 +471,11 @@ void Agent::handle_response(const stun::Message& m, const SocketAddress& from, T
         p.state = PairState::waiting;
         enqueue_triggered(t.pair, false);
       }
-      events_.push_back(CheckResult{p.remote.address, false, std::nullopt, "487 role conflict"});
+      events_.push_back(CheckResult{p.remote.address, false, std::nullopt, "487 role conflict", p.relayed});
       return;
     }
     if (!t.consent) p.state = PairState::failed;
-    events_.push_back(CheckResult{p.remote.address, false, std::nullopt, fmt::format("error {}", code)});
+    events_.push_back(CheckResult{p.remote.address, false, std::nullopt, fmt::format("error {}", code), p.relayed});
     return;
   }
   auto mapped = m.xor_address(stun::attr::kXorMappedAddress);
@@ -512,7 +512,8 @@ void Agent::pair_succeeded(std::size_t pair, const Transaction& t, const SocketA
   }
   events_.push_back(CheckResult{p.remote.address, true, rtt,
                                 std::string(t.use_candidate ? "nominated" : "") +
-                                    (p.relayed ? (t.use_candidate ? " via relay" : "via relay") : "")});
+                                    (p.relayed ? (t.use_candidate ? " via relay" : "via relay") : ""),
+                                p.relayed});
   if (!checking_pairs()) return;
   if (t.use_candidate) {
     if (state_ == State::checking)

@@ -124,7 +124,8 @@ struct CheckResult {
   SocketAddress remote;
   bool success = false;
   std::optional<Timestamp> rtt;
-  std::string detail;  ///< e.g. "timeout after 7 transmissions", "487 role conflict"
+  std::string detail;    ///< e.g. "timeout after 7 transmissions", "487 role conflict"
+  bool relayed = false;  ///< the check went through our relay (the pair's local side is the relay)
 };
 struct Connected {
   Candidate local;
