@@ -404,25 +404,26 @@ struct PeerSession::Impl {
   // one ChannelData (or Send indication) per packet.
   quic::SendResult send_relayed(const SocketAddress& to, ByteView data, std::size_t seg) {
     if (!turn || !config.turn) return {quic::SendStatus::error, 0, ENETUNREACH};
-    turn->create_permission(to, now());
+    // The hot path: once the permission is installed (the usual case, a
+    // burst of a transfer), no request is queued and the timer needs no
+    // rearming; only a missing permission asks for one (and sends it).
+    const bool asked = !turn->has_permission(to);
+    if (asked) turn->create_permission(to, now());
+    auto done = [&](quic::SendResult r) {
+      if (asked) send_turn_requests();
+      return r;
+    };
     const std::size_t step = seg ? seg : data.size();
     std::size_t off = 0;
     while (off < data.size()) {
       const std::size_t n = std::min(step, data.size() - off);
       auto wrapped = turn->wrap(to, data.subspan(off, n));
-      if (!wrapped) {
-        send_turn_requests();
-        return {quic::SendStatus::error, 0, ENETUNREACH};  // no allocation (lost or released)
-      }
+      if (!wrapped) return done({quic::SendStatus::error, 0, ENETUNREACH});  // no allocation (lost or released)
       auto r = socket->send(config.turn->server, *wrapped);
-      if (r.status == quic::SendStatus::blocked) {
-        send_turn_requests();
-        return {quic::SendStatus::blocked, off, 0};
-      }
+      if (r.status == quic::SendStatus::blocked) return done({quic::SendStatus::blocked, off, 0});
       off += n;
     }
-    send_turn_requests();
-    return {quic::SendStatus::sent, data.size(), 0};
+    return done({quic::SendStatus::sent, data.size(), 0});
   }
 
   // A check for `to` that leaves through our allocation.
