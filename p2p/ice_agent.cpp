@@ -58,6 +58,18 @@ std::string_view to_string(PairState s) {
   return "?";
 }
 
+std::string_view to_string(BirthdayConfig::Role r) {
+  switch (r) {
+    case BirthdayConfig::Role::none:
+      return "none";
+    case BirthdayConfig::Role::open:
+      return "open";
+    case BirthdayConfig::Role::probe:
+      return "probe";
+  }
+  return "?";
+}
+
 std::uint32_t candidate_priority(CandidateType type, std::uint16_t local_preference) {
   return (type_preference(type) << 24) | (std::uint32_t{local_preference} << 8) | (256u - 1u);
 }
@@ -107,7 +119,8 @@ const Candidate* Agent::local_relay(const SocketAddress& remote) const {
   return nullptr;
 }
 
-Candidate Agent::local_for(const SocketAddress& remote, bool relayed) const {
+Candidate Agent::local_for(const SocketAddress& remote, bool relayed, std::uint16_t base) const {
+  if (const auto* b = birthday_base(base)) return *b;
   if (relayed) {
     if (const auto* r = local_relay(remote)) return *r;
   }
@@ -122,27 +135,29 @@ Candidate Agent::local_for(const SocketAddress& remote, bool relayed) const {
 
 void Agent::reprioritize() {
   for (auto& p : pairs_) {
-    const std::uint32_t l = p.local.priority ? p.local.priority : local_for(p.remote.address, p.relayed).priority;
+    const std::uint32_t l =
+        p.local.priority ? p.local.priority : local_for(p.remote.address, p.relayed, p.base).priority;
     p.priority = config_.controlling ? pair_priority(l, p.remote.priority) : pair_priority(p.remote.priority, l);
   }
 }
 
-std::optional<std::size_t> Agent::find_pair(const SocketAddress& remote, bool relayed) const {
+std::optional<std::size_t> Agent::find_pair(const SocketAddress& remote, bool relayed, std::uint16_t base) const {
   for (std::size_t i = 0; i < pairs_.size(); ++i)
-    if (pairs_[i].remote.address == remote && pairs_[i].relayed == relayed) return i;
+    if (pairs_[i].remote.address == remote && pairs_[i].relayed == relayed && pairs_[i].base == base) return i;
   return std::nullopt;
 }
 
-std::optional<std::size_t> Agent::add_pair(const Candidate& remote, bool relayed) {
-  if (auto i = find_pair(remote.address, relayed)) return i;
+std::optional<std::size_t> Agent::add_pair(const Candidate& remote, bool relayed, std::uint16_t base) {
+  if (auto i = find_pair(remote.address, relayed, base)) return i;
   if (pairs_.size() >= config_.max_pairs) {
     ++stats_.pairs_refused;
     return std::nullopt;
   }
   Pair p;
-  p.local = local_for(remote.address, relayed);
+  p.local = local_for(remote.address, relayed, base);
   p.remote = remote;
   p.relayed = relayed;
+  p.base = base;
   pairs_.push_back(p);
   reprioritize();
   return pairs_.size() - 1;
@@ -184,7 +199,13 @@ std::optional<Timestamp> Agent::expiry() const {
     if (!e || t < *e) e = t;
   };
   if (state_ == State::failed) return std::nullopt;
-  if (state_ == State::checking) take(start_ + config_.timeout);
+  if (state_ == State::checking) take(verdict_deadline());
+  if (birthday_ == BirthdayPhase::idle && config_.birthday.role != BirthdayConfig::Role::none && checks_started_)
+    take(*checks_started_ + config_.birthday.wait);
+  if (birthday_ == BirthdayPhase::running) {
+    if (next_probe_at_) take(*next_probe_at_);
+    if (birthday_end_at_) take(*birthday_end_at_);
+  }
   if (next_check_at_) take(*next_check_at_);
   for (const auto& [id, t] : transactions_) take(t.next_at);
   if (next_consent_at_) take(*next_consent_at_);
@@ -207,7 +228,8 @@ void Agent::handle_expiry(Timestamp now) {
       if (!t.consent && !t.cancelled && p.state == PairState::in_progress) {
         p.state = PairState::failed;
         events_.push_back(CheckResult{p.remote.address, false, std::nullopt,
-                                      fmt::format("no answer after {} transmissions", t.transmissions), p.relayed});
+                                      fmt::format("no answer after {} transmissions", t.transmissions), p.relayed,
+                                      p.base});
       }
       if (nominating_ && *nominating_ == t.pair && t.use_candidate) nominating_.reset();
       it = transactions_.erase(it);
@@ -219,10 +241,11 @@ void Agent::handle_expiry(Timestamp now) {
     t.rto *= 2;
     // The last transmission waits one more RTO for its answer (like STUN's Rm).
     t.next_at = now + t.rto;
-    out_.push_back({pairs_[t.pair].remote.address, t.request, pairs_[t.pair].relayed});
+    out_.push_back({pairs_[t.pair].remote.address, t.request, pairs_[t.pair].relayed, pairs_[t.pair].base});
     ++it;
   }
-  if (state_ == State::checking && now >= start_ + config_.timeout) {
+  birthday_step(now);
+  if (state_ == State::checking && now >= verdict_deadline()) {
     fail(failure_reason());
     return;
   }
@@ -303,26 +326,29 @@ void Agent::enqueue_triggered(std::size_t pair, bool use_candidate) {
   triggered_.emplace_back(pair, use_candidate);
 }
 
-void Agent::send_check(std::size_t pair, bool use_candidate, bool consent, Timestamp now) {
-  auto& p = pairs_[pair];
+Bytes Agent::encode_check(const Candidate& local, bool relayed, bool use_candidate, stun::TransactionId& id) {
   stun::Message m;
   m.message_class = stun::MessageClass::Request;
   m.method = stun::method::kBinding;
-  m.transaction_id = new_transaction_id(random_);
+  m.transaction_id = id = new_transaction_id(random_);
   m.add_string(stun::attr::kUsername, remote_credentials_->ufrag + ":" + config_.local.ufrag);
   // The priority a peer-reflexive candidate learned from this check would have.
-  m.add_u32(
-      stun::attr::kPriority,
-      candidate_priority(p.relayed ? CandidateType::relay : CandidateType::prflx,
-                         static_cast<std::uint16_t>((local_for(p.remote.address, p.relayed).priority >> 8) & 0xFFFF)));
+  m.add_u32(stun::attr::kPriority, candidate_priority(relayed ? CandidateType::relay : CandidateType::prflx,
+                                                      static_cast<std::uint16_t>((local.priority >> 8) & 0xFFFF)));
   m.add_u64(config_.controlling ? stun::attr::kIceControlling : stun::attr::kIceControlled, config_.tie_breaker);
   if (use_candidate) m.add(stun::attr::kUseCandidate, {});
   stun::EncodeOptions eo;
   eo.integrity_key = Bytes(remote_credentials_->password.begin(), remote_credentials_->password.end());
   eo.fingerprint = true;
+  return stun::encode(m, eo);
+}
+
+void Agent::send_check(std::size_t pair, bool use_candidate, bool consent, Timestamp now) {
+  auto& p = pairs_[pair];
+  stun::TransactionId id{};
   Transaction t;
   t.pair = pair;
-  t.request = stun::encode(m, eo);
+  t.request = encode_check(local_for(p.remote.address, p.relayed, p.base), p.relayed, use_candidate, id);
   t.first_sent = t.last_sent = now;
   t.rto = config_.initial_rto;
   t.next_at = now + t.rto;
@@ -331,13 +357,181 @@ void Agent::send_check(std::size_t pair, bool use_candidate, bool consent, Times
   t.consent = consent;
   t.controlling = config_.controlling;
   if (!consent && p.state != PairState::succeeded) p.state = PairState::in_progress;
-  out_.push_back({p.remote.address, t.request, p.relayed});
+  out_.push_back({p.remote.address, t.request, p.relayed, p.base});
   ++stats_.checks_sent;
-  transactions_.emplace(m.transaction_id, std::move(t));
+  transactions_.emplace(id, std::move(t));
 }
 
-void Agent::send_answer(const stun::Message& request, const SocketAddress& to, std::optional<int> error,
-                        bool via_relay) {
+// ---- birthday punching ----
+
+const Candidate* Agent::birthday_base(std::uint16_t k) const {
+  return k > 0 && k <= birthday_bases_.size() ? &birthday_bases_[k - 1] : nullptr;
+}
+
+std::uint16_t Agent::add_birthday_base(const SocketAddress& local, Timestamp now) {
+  if (birthday_ != BirthdayPhase::running || config_.birthday.role != BirthdayConfig::Role::open ||
+      birthday_bases_.size() >= config_.birthday.sockets || !birthday_target_)
+    return 0;
+  Candidate c;
+  c.type = CandidateType::host;
+  c.address = local;
+  // Below every candidate of the socket: a pair on a birthday base wins only when it is the one that works.
+  c.priority = candidate_priority(CandidateType::host, static_cast<std::uint16_t>(1024 - birthday_bases_.size()));
+  birthday_bases_.push_back(c);
+  const auto k = static_cast<std::uint16_t>(birthday_bases_.size());
+  // Its first check opens the mapping towards the prober; the prober's NAT
+  // drops it (it filters by port), unless a probe already went to that port.
+  ++stats_.birthday_sprays;
+  send_probe(*birthday_target_, k, now);
+  return k;
+}
+
+void Agent::send_probe(const SocketAddress& to, std::uint16_t base, Timestamp now) {
+  stun::TransactionId id{};
+  Bytes request = encode_check(local_for(to, false, base), false, false, id);
+  out_.push_back({to, std::move(request), false, base});
+  probes_[id] = Probe{to, base, now, config_.controlling};
+}
+
+Timestamp Agent::verdict_deadline() const {
+  Timestamp d = start_ + config_.timeout;
+  const auto& b = config_.birthday;
+  if (b.role != BirthdayConfig::Role::none && checks_started_ && b.rate > 0) {
+    // The whole probe window, and a second for the answers.
+    const Timestamp window = static_cast<Timestamp>(b.probes) * kNanosPerSecond / b.rate;
+    d = std::max(d, *checks_started_ + b.wait + 2 * config_.ta + window + kNanosPerSecond);
+  }
+  return d;
+}
+
+bool Agent::direct_pair_succeeded() const {
+  return std::any_of(pairs_.begin(), pairs_.end(),
+                     [](const Pair& p) { return p.state == PairState::succeeded && !is_relayed(p); });
+}
+
+void Agent::birthday_step(Timestamp now) {
+  const auto& b = config_.birthday;
+  if (b.role == BirthdayConfig::Role::none || birthday_ == BirthdayPhase::done) return;
+  if (birthday_ == BirthdayPhase::idle) {
+    if (!checks_started_ || now < *checks_started_ + b.wait) return;
+    if (!checking_pairs() || direct_pair_succeeded()) {
+      birthday_ = BirthdayPhase::done;  // not needed: checks alone found a way
+      return;
+    }
+    // The target: the peer's server-reflexive address (its public IP, and
+    // for the open role its one mapping: an endpoint-independent NAT keeps it).
+    for (const auto& p : pairs_)
+      if (!p.relayed && p.remote.type == CandidateType::srflx && !birthday_target_) birthday_target_ = p.remote.address;
+    if (!birthday_target_) {
+      birthday_ = BirthdayPhase::done;
+      end_birthday(false, "the peer offered no server-reflexive address", now);
+      return;
+    }
+    birthday_ = BirthdayPhase::running;
+    birthday_started_ = now;
+    const Timestamp window = b.rate ? static_cast<Timestamp>(b.probes) * kNanosPerSecond / b.rate : 0;
+    // The prober starts two Ta later, so the other side's mappings exist when
+    // the first probes arrive; both end when the last probe's answer is due.
+    if (b.role == BirthdayConfig::Role::probe) next_probe_at_ = now + 2 * config_.ta;
+    birthday_end_at_ = now + 2 * config_.ta + window + kNanosPerSecond;
+    events_.push_back(BirthdayStarted{b.role, *birthday_target_, now - start_});
+    return;
+  }
+  // Running.
+  if (!checking_pairs() || (direct_pair_succeeded() && stats_.birthday_hits == 0)) {
+    end_birthday(false, "not needed: a direct pair works", now);
+    return;
+  }
+  if (next_probe_at_ && now >= *next_probe_at_) {
+    next_probe_at_.reset();
+    const std::uint32_t span = std::uint32_t{b.last_port} - b.first_port + 1;
+    if (stats_.birthday_probes < b.probes && probed_ports_.size() < span) {
+      std::uint16_t port = 0;
+      do {
+        std::uint8_t r[4];
+        random_.fill(r, 4);
+        const std::uint32_t v = (std::uint32_t{r[0]} << 24) | (r[1] << 16) | (r[2] << 8) | r[3];
+        port = static_cast<std::uint16_t>(b.first_port + v % span);
+      } while (!probed_ports_.insert(port).second);
+      SocketAddress to = *birthday_target_;
+      to.set_port(port);
+      ++stats_.birthday_probes;
+      send_probe(to, 0, now);
+      if (stats_.birthday_probes < b.probes) next_probe_at_ = now + kNanosPerSecond / std::max(1u, b.rate);
+    }
+  }
+  if (birthday_end_at_ && now >= *birthday_end_at_)
+    end_birthday(false,
+                 b.role == BirthdayConfig::Role::probe
+                     ? fmt::format("no mapping found: {} probes to {} went unanswered", stats_.birthday_probes,
+                                   birthday_target_->ip())
+                     : fmt::format("no probe reached any of our {} birthday sockets", birthday_bases_.size()),
+                 now);
+}
+
+bool Agent::handle_probe_answer(const stun::Message& m, const SocketAddress& from, Timestamp now, std::uint16_t base) {
+  auto it = probes_.find(m.transaction_id);
+  if (it == probes_.end()) return false;
+  if (!remote_credentials_ ||
+      stun::check_integrity(m, as_bytes(remote_credentials_->password)) != stun::IntegrityCheck::Ok) {
+    ++stats_.bad_credentials;
+    return true;
+  }
+  const Probe probe = it->second;
+  probes_.erase(it);
+  ++stats_.responses_received;
+  if (!(from == probe.to) || base != probe.base || !checking_pairs()) return true;
+  bool conflict = false;
+  if (m.message_class == stun::MessageClass::ErrorResponse) {
+    auto e = m.error();
+    if (!e || !e->has_value() || (*e)->code != stun::error_code::kRoleConflict) return true;
+    // Both sides think they control: no check got through before this one
+    // (which is why we probe). Repair as for a check, then check the pair.
+    ++stats_.role_conflicts;
+    if (probe.controlling == config_.controlling) switch_role(now);
+    conflict = true;
+  }
+  ++stats_.birthday_hits;
+  // The answer proves the pair (this base, `from`): it is one like any other from here on.
+  Candidate c;
+  c.type = CandidateType::prflx;
+  c.address = from;
+  c.priority = candidate_priority(CandidateType::prflx);
+  for (const auto& q : pairs_)
+    if (q.remote.address == from) c = q.remote;
+  auto idx = add_pair(c, false, base);
+  if (!idx) return true;
+  if (birthday_ == BirthdayPhase::running)
+    end_birthday(true, fmt::format("probe to {} answered after {} probes", from.to_string(), stats_.birthday_probes),
+                 now);
+  if (pairs_[*idx].state == PairState::succeeded) return true;
+  if (conflict) {
+    pairs_[*idx].state = PairState::waiting;
+    enqueue_triggered(*idx, false);
+    schedule_next_check(now);
+    return true;
+  }
+  Transaction t;
+  t.pair = *idx;
+  t.first_sent = t.last_sent = probe.sent;
+  t.controlling = config_.controlling;
+  auto mapped = m.xor_address(stun::attr::kXorMappedAddress);
+  pair_succeeded(*idx, t, mapped && mapped->has_value() ? **mapped : SocketAddress{}, now);
+  return true;
+}
+
+void Agent::end_birthday(bool hit, std::string detail, Timestamp now) {
+  if (birthday_ != BirthdayPhase::running) return;
+  birthday_ = BirthdayPhase::done;
+  next_probe_at_.reset();
+  birthday_end_at_.reset();
+  probes_.clear();
+  events_.push_back(
+      BirthdayEnded{hit, std::move(detail), stats_.birthday_probes, stats_.birthday_sprays, now - start_});
+}
+
+void Agent::send_answer(const stun::Message& request, const SocketAddress& to, std::optional<int> error, bool via_relay,
+                        std::uint16_t base) {
   auto r =
       stun::make_response(request, error ? stun::MessageClass::ErrorResponse : stun::MessageClass::SuccessResponse);
   if (error)
@@ -347,10 +541,12 @@ void Agent::send_answer(const stun::Message& request, const SocketAddress& to, s
   stun::EncodeOptions eo;
   eo.integrity_key = Bytes(config_.local.password.begin(), config_.local.password.end());
   eo.fingerprint = true;
-  out_.push_back({to, stun::encode(r, eo), via_relay});
+  out_.push_back({to, stun::encode(r, eo), via_relay, base});
 }
 
-void Agent::handle_datagram(const SocketAddress& from, ByteView data, Timestamp now, bool via_relay) {
+void Agent::handle_datagram(const SocketAddress& from, ByteView data, Timestamp now, bool via_relay,
+                            std::uint16_t base) {
+  if (base > birthday_bases_.size()) return;  // not a socket we know
   if (state_ == State::failed) return;
   auto m = stun::decode(data);
   if (!m || m->method != stun::method::kBinding) {
@@ -359,11 +555,11 @@ void Agent::handle_datagram(const SocketAddress& from, ByteView data, Timestamp 
   }
   switch (m->message_class) {
     case stun::MessageClass::Request:
-      handle_request(*m, from, now, via_relay);
+      handle_request(*m, from, now, via_relay, base);
       break;
     case stun::MessageClass::SuccessResponse:
     case stun::MessageClass::ErrorResponse:
-      handle_response(*m, from, now, via_relay);
+      handle_response(*m, from, now, via_relay, base);
       break;
     case stun::MessageClass::Indication:
       break;  // keepalive (RFC 8445 11): nothing to do
@@ -371,7 +567,8 @@ void Agent::handle_datagram(const SocketAddress& from, ByteView data, Timestamp 
   schedule_next_check(now);
 }
 
-void Agent::handle_request(const stun::Message& m, const SocketAddress& from, Timestamp now, bool via_relay) {
+void Agent::handle_request(const stun::Message& m, const SocketAddress& from, Timestamp now, bool via_relay,
+                           std::uint16_t base) {
   auto user = m.string(stun::attr::kUsername);
   const std::string prefix = config_.local.ufrag + ":";
   if (!user || user->rfind(prefix, 0) != 0 ||
@@ -380,6 +577,14 @@ void Agent::handle_request(const stun::Message& m, const SocketAddress& from, Ti
     return;
   }
   ++stats_.requests_received;
+  if (base > 0 && birthday_ == BirthdayPhase::running) {
+    // A probe landed on one of our birthday mappings.
+    ++stats_.birthday_hits;
+    end_birthday(true,
+                 fmt::format("a probe from {} reached birthday socket {} ({})", from.to_string(), base,
+                             birthday_bases_[base - 1].address.to_string()),
+                 now);
+  }
   // Role conflict (RFC 8445 7.3.1.1).
   auto their_controlling = m.u64(stun::attr::kIceControlling);
   auto their_controlled = m.u64(stun::attr::kIceControlled);
@@ -390,7 +595,7 @@ void Agent::handle_request(const stun::Message& m, const SocketAddress& from, Ti
   if (config_.controlling && their_controlling->has_value()) {
     ++stats_.role_conflicts;
     if (config_.tie_breaker >= **their_controlling) {
-      send_answer(m, from, stun::error_code::kRoleConflict, via_relay);
+      send_answer(m, from, stun::error_code::kRoleConflict, via_relay, base);
       return;
     }
     switch_role(now);
@@ -399,21 +604,25 @@ void Agent::handle_request(const stun::Message& m, const SocketAddress& from, Ti
     if (config_.tie_breaker >= **their_controlled) {
       switch_role(now);
     } else {
-      send_answer(m, from, stun::error_code::kRoleConflict, via_relay);
+      send_answer(m, from, stun::error_code::kRoleConflict, via_relay, base);
       return;
     }
   }
-  send_answer(m, from, std::nullopt, via_relay);
+  send_answer(m, from, std::nullopt, via_relay, base);
   if (!checking_pairs()) return;  // consent checks of a connected peer: answered, nothing else
   // The source is a peer-reflexive candidate when we did not know it.
-  auto idx = find_pair(from, via_relay);
+  auto idx = find_pair(from, via_relay, base);
   if (!idx) {
     Candidate c;
     c.type = CandidateType::prflx;
     auto prio = m.u32(stun::attr::kPriority);
     c.priority = prio && prio->has_value() ? **prio : candidate_priority(CandidateType::prflx);
     c.address = from;
-    idx = add_pair(c, via_relay);
+    // A candidate we know from another base (a birthday socket meets the
+    // peer's reflexive address): keep what the introduction said it is.
+    for (const auto& q : pairs_)
+      if (q.remote.address == from && q.remote.type != CandidateType::prflx && base > 0) c = q.remote;
+    idx = add_pair(c, via_relay, base);
     if (!idx) return;
     ++stats_.prflx_remote;
   }
@@ -442,9 +651,13 @@ void Agent::handle_request(const stun::Message& m, const SocketAddress& from, Ti
   }
 }
 
-void Agent::handle_response(const stun::Message& m, const SocketAddress& from, Timestamp now, bool via_relay) {
+void Agent::handle_response(const stun::Message& m, const SocketAddress& from, Timestamp now, bool via_relay,
+                            std::uint16_t base) {
   auto it = transactions_.find(m.transaction_id);
-  if (it == transactions_.end()) return;  // late or foreign: nothing to match
+  if (it == transactions_.end()) {
+    if (!via_relay) (void)handle_probe_answer(m, from, now, base);
+    return;  // late or foreign: nothing to match
+  }
   if (!remote_credentials_ ||
       stun::check_integrity(m, as_bytes(remote_credentials_->password)) != stun::IntegrityCheck::Ok) {
     ++stats_.bad_credentials;
@@ -454,10 +667,11 @@ void Agent::handle_response(const stun::Message& m, const SocketAddress& from, T
   transactions_.erase(it);
   ++stats_.responses_received;
   auto& p = pairs_[t.pair];
-  if (!(from == p.remote.address) || via_relay != p.relayed) {
+  if (!(from == p.remote.address) || via_relay != p.relayed || base != p.base) {
     // RFC 8445 7.2.5.2.1: the answer must come from where the check went.
     if (!t.consent) p.state = PairState::failed;
-    events_.push_back(CheckResult{p.remote.address, false, std::nullopt, "answer from " + from.to_string(), p.relayed});
+    events_.push_back(
+        CheckResult{p.remote.address, false, std::nullopt, "answer from " + from.to_string(), p.relayed, p.base});
     return;
   }
   if (m.message_class == stun::MessageClass::ErrorResponse) {
@@ -471,11 +685,12 @@ void Agent::handle_response(const stun::Message& m, const SocketAddress& from, T
         p.state = PairState::waiting;
         enqueue_triggered(t.pair, false);
       }
-      events_.push_back(CheckResult{p.remote.address, false, std::nullopt, "487 role conflict", p.relayed});
+      events_.push_back(CheckResult{p.remote.address, false, std::nullopt, "487 role conflict", p.relayed, p.base});
       return;
     }
     if (!t.consent) p.state = PairState::failed;
-    events_.push_back(CheckResult{p.remote.address, false, std::nullopt, fmt::format("error {}", code), p.relayed});
+    events_.push_back(
+        CheckResult{p.remote.address, false, std::nullopt, fmt::format("error {}", code), p.relayed, p.base});
     return;
   }
   auto mapped = m.xor_address(stun::attr::kXorMappedAddress);
@@ -513,7 +728,7 @@ void Agent::pair_succeeded(std::size_t pair, const Transaction& t, const SocketA
   events_.push_back(CheckResult{p.remote.address, true, rtt,
                                 std::string(t.use_candidate ? "nominated" : "") +
                                     (p.relayed ? (t.use_candidate ? " via relay" : "via relay") : ""),
-                                p.relayed});
+                                p.relayed, p.base});
   if (!checking_pairs()) return;
   if (t.use_candidate) {
     if (state_ == State::checking)
@@ -577,6 +792,7 @@ void Agent::select(std::size_t pair, Timestamp now) {
   consent_expires_ = now + config_.consent_timeout;
   next_consent_at_ = now + config_.consent_interval;
   events_.push_back(Connected{p.local, p.remote, now - start_, p.rtt});
+  if (!upgrading_) end_birthday(stats_.birthday_hits > 0, "connected", now);
 }
 
 void Agent::change_path(std::size_t pair, Timestamp now) {
@@ -598,6 +814,7 @@ void Agent::change_path(std::size_t pair, Timestamp now) {
   consent_expires_ = now + config_.consent_timeout;
   next_consent_at_ = now + config_.consent_interval;
   events_.push_back(PathChanged{p.local, p.remote, now - start_, p.rtt});
+  end_birthday(stats_.birthday_hits > 0, "the path moved to a direct pair", now);
 }
 
 void Agent::switch_role(Timestamp now) {
@@ -634,17 +851,25 @@ std::string Agent::failure_reason() const {
   bool any_success = false;
   for (const auto& p : pairs_) any_success = any_success || p.state == PairState::succeeded;
   if (any_success) return "checks succeeded but no pair was nominated within " + secs;
+  std::string birthday;
+  if (config_.birthday.role == BirthdayConfig::Role::probe && stats_.birthday_probes > 0)
+    birthday = fmt::format("; birthday punching found no mapping ({} probes to random ports of {} unanswered)",
+                           stats_.birthday_probes, birthday_target_ ? birthday_target_->ip() : std::string("?"));
+  else if (config_.birthday.role == BirthdayConfig::Role::open && stats_.birthday_sprays > 0)
+    birthday = fmt::format("; birthday punching found no mapping (no probe reached our {} extra sockets)",
+                           stats_.birthday_sprays);
   if (stats_.requests_received > 0)
     return fmt::format(
         "no direct path: {} checks from the peer arrived, but none of our {} checks ({} datagrams) to {} addresses "
         "was answered (the peer's NAT keeps our packets out: it maps per destination or filters by port); a relay "
-        "is needed",
-        stats_.requests_received, stats_.checks_sent, stats_.checks_sent + stats_.retransmissions, pairs_.size());
+        "is needed{}",
+        stats_.requests_received, stats_.checks_sent, stats_.checks_sent + stats_.retransmissions, pairs_.size(),
+        birthday);
   return fmt::format(
       "no direct path: none of our {} checks ({} datagrams) to {} addresses was answered and no check from the "
       "peer arrived (both NATs keep the other's packets out, e.g. one maps per destination (symmetric NAT) and "
-      "the other filters by port); a relay is needed",
-      stats_.checks_sent, stats_.checks_sent + stats_.retransmissions, pairs_.size());
+      "the other filters by port); a relay is needed{}",
+      stats_.checks_sent, stats_.checks_sent + stats_.retransmissions, pairs_.size(), birthday);
 }
 
 }  // namespace quiclab::ice

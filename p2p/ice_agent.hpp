@@ -43,14 +43,28 @@
 //     the fallback the owner may release.
 //   - Consent freshness (RFC 7675) on the selected pair: a check every 5 s
 //     ± 20 %; no answer for 30 s and the path is lost.
+//   - Birthday-paradox punching (BirthdayConfig) for the one cell checks
+//     cannot open: the peer behind an endpoint-dependent ("symmetric")
+//     mapping opens many sockets, each a base of its own, and sends one check
+//     from each to the other's reflexive address (its NAT now holds that many
+//     mappings towards it); the peer behind the endpoint-independent mapping
+//     then probes random ports of the first one's public IP with checks,
+//     paced, within a budget. A probe that lands on one of the mappings is an
+//     authenticated check like any other: it is answered from that socket, and
+//     the pair (that base, the prober's address) is checked and nominated as
+//     usual. Probes and the first checks from the extra bases belong to no
+//     pair (hundreds of them would swamp the check list); an answer to one
+//     makes the pair it proves.
 //   - A verdict for every attempt: connected, or failed with a reason a person
-//     understands, at the latest `timeout` after start.
+//     understands, at the latest `timeout` after start (later with birthday
+//     punching: its probe window counts).
 #pragma once
 
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -87,6 +101,26 @@ struct Credentials {
 /// (48 bits) and a 24-character password (144 bits).
 Credentials random_credentials(Random& random);
 
+/// Birthday-paradox punching (see the top of this file). The roles come from
+/// the two sides' mapping behaviour (the offers' BIRTHDAY attribute): `open`
+/// behind the endpoint-dependent mapping, `probe` behind the endpoint-
+/// independent one. The expected number of probes until one lands is about
+/// ports / sockets (64 512 / 256 = 252): 2.5 s at 100 probes/s; the chance
+/// that 1024 probes all miss is (1 - 256/64512)^1024, about 1.7 %.
+struct BirthdayConfig {
+  enum class Role : std::uint8_t { none, open, probe };
+  Role role = Role::none;
+  /// Starts this long after the first check when no direct pair has succeeded
+  /// by then (the cells where checks alone work are done well before).
+  Timestamp wait = 1 * kNanosPerSecond;
+  std::size_t sockets = 256;        ///< open: extra sockets (the adapter opens them, add_birthday_base)
+  std::size_t probes = 1024;        ///< probe: the budget
+  unsigned rate = 100;              ///< probe: probes per second
+  std::uint16_t first_port = 1024;  ///< probe: the port range a NAT allocates from (Linux: 1024-65535)
+  std::uint16_t last_port = 65535;
+};
+std::string_view to_string(BirthdayConfig::Role r);
+
 struct AgentConfig {
   bool controlling = false;
   std::uint64_t tie_breaker = 0;
@@ -101,6 +135,7 @@ struct AgentConfig {
   Timestamp relay_wait =
       2 * kNanosPerSecond;  ///< controlling: how long a direct pair may take before a relayed one is nominated
   bool relay_only = false;  ///< only relayed pairs (no direct checks at all)
+  BirthdayConfig birthday;
 };
 
 enum class PairState : std::uint8_t { waiting, in_progress, succeeded, failed };
@@ -114,7 +149,8 @@ struct Pair {
   bool nominated = false;
   bool nominate_on_success = false;  ///< controlled: a USE-CANDIDATE check came before our check succeeded
   std::optional<Timestamp> rtt;
-  bool relayed = false;  ///< the local end is our relay: checks and data go through the TURN server
+  bool relayed = false;    ///< the local end is our relay: checks and data go through the TURN server
+  std::uint16_t base = 0;  ///< 0: the socket; k > 0: birthday socket k (Agent::add_birthday_base)
 };
 /// Through a relay: ours (local end) or the peer's (remote relay candidate).
 inline bool is_relayed(const Pair& p) { return p.relayed || p.remote.type == CandidateType::relay; }
@@ -124,8 +160,9 @@ struct CheckResult {
   SocketAddress remote;
   bool success = false;
   std::optional<Timestamp> rtt;
-  std::string detail;    ///< e.g. "timeout after 7 transmissions", "487 role conflict"
-  bool relayed = false;  ///< the check went through our relay (the pair's local side is the relay)
+  std::string detail;      ///< e.g. "timeout after 7 transmissions", "487 role conflict"
+  bool relayed = false;    ///< the check went through our relay (the pair's local side is the relay)
+  std::uint16_t base = 0;  ///< the pair's base (0: the socket)
 };
 struct Connected {
   Candidate local;
@@ -143,15 +180,34 @@ struct PathChanged {
 struct Failed {
   std::string reason;
 };
+/// Birthday punching began: `open` wants BirthdayConfig::sockets sockets
+/// (add_birthday_base for each, which sends their first checks to target);
+/// `probe` probes random ports of target's IP from now on.
+struct BirthdayStarted {
+  BirthdayConfig::Role role = BirthdayConfig::Role::none;
+  SocketAddress target;
+  Timestamp since_start = 0;
+};
+/// Birthday punching ended: a probe landed (hit), or it was no longer needed,
+/// or the budget ran out. The extra sockets other than the selected pair's
+/// base may close.
+struct BirthdayEnded {
+  bool hit = false;
+  std::string detail;
+  std::uint64_t probes = 0;  ///< probes we sent (probe role)
+  std::uint64_t sprays = 0;  ///< first checks from the extra bases (open role)
+  Timestamp since_start = 0;
+};
 struct RoleChanged {
   bool controlling = false;
 };
-using Event = std::variant<CheckResult, Connected, Failed, RoleChanged, PathChanged>;
+using Event = std::variant<CheckResult, Connected, Failed, RoleChanged, PathChanged, BirthdayStarted, BirthdayEnded>;
 
 struct Datagram {
   SocketAddress to;
   Bytes data;
   bool via_relay = false;  ///< send through our TURN allocation (wrap it), not from the socket
+  std::uint16_t base = 0;  ///< 0: from the socket; k > 0: from birthday socket k
 };
 
 struct AgentStats {
@@ -166,6 +222,9 @@ struct AgentStats {
   std::uint64_t prflx_local = 0;
   std::uint64_t pairs_refused = 0;  ///< over max_pairs
   std::uint64_t consent_checks = 0;
+  std::uint64_t birthday_sprays = 0;  ///< first checks from extra bases (open)
+  std::uint64_t birthday_probes = 0;  ///< probes to random ports (probe)
+  std::uint64_t birthday_hits = 0;    ///< authenticated packets that came through a birthday mapping
 };
 
 class Agent {
@@ -185,8 +244,16 @@ class Agent {
   bool has_remote() const { return remote_credentials_.has_value(); }
 
   /// A STUN datagram that the demultiplexer routed to the checks.
-  /// via_relay: it came through our TURN allocation (from: the peer's address as the relay saw it).
-  void handle_datagram(const SocketAddress& from, ByteView data, Timestamp now, bool via_relay = false);
+  /// via_relay: it came through our TURN allocation (from: the peer's address as the relay saw it);
+  /// base: the birthday socket it arrived on (0: the socket).
+  void handle_datagram(const SocketAddress& from, ByteView data, Timestamp now, bool via_relay = false,
+                       std::uint16_t base = 0);
+  /// Birthday punching, open role, after BirthdayStarted: one more socket,
+  /// bound at `local`. Its first check to the target goes out at once.
+  /// Returns the base number its datagrams carry (Datagram::base).
+  std::uint16_t add_birthday_base(const SocketAddress& local, Timestamp now);
+  /// The birthday socket bound at base k (k > 0), or nullptr.
+  const Candidate* birthday_base(std::uint16_t k) const;
   std::optional<Timestamp> expiry() const;
   void handle_expiry(Timestamp now);
 
@@ -213,18 +280,36 @@ class Agent {
     bool cancelled = false;    // replaced by a triggered check: no retransmission, answer still taken
   };
 
-  std::optional<std::size_t> find_pair(const SocketAddress& remote, bool relayed) const;
-  std::optional<std::size_t> add_pair(const Candidate& remote, bool relayed);
+  struct Probe {
+    SocketAddress to;
+    std::uint16_t base = 0;
+    Timestamp sent = 0;
+    bool controlling = false;  // the role it was sent in
+  };
+  enum class BirthdayPhase : std::uint8_t { idle, running, done };
+
+  std::optional<std::size_t> find_pair(const SocketAddress& remote, bool relayed, std::uint16_t base = 0) const;
+  std::optional<std::size_t> add_pair(const Candidate& remote, bool relayed, std::uint16_t base = 0);
   void add_pairs_for(const Candidate& remote);
-  Candidate local_for(const SocketAddress& remote, bool relayed) const;
+  Candidate local_for(const SocketAddress& remote, bool relayed, std::uint16_t base = 0) const;
+  Timestamp verdict_deadline() const;
+  bool direct_pair_succeeded() const;
+  void birthday_step(Timestamp now);
+  void send_probe(const SocketAddress& to, std::uint16_t base, Timestamp now);
+  bool handle_probe_answer(const stun::Message& m, const SocketAddress& from, Timestamp now, std::uint16_t base);
+  void end_birthday(bool hit, std::string detail, Timestamp now);
   const Candidate* local_relay(const SocketAddress& remote) const;
   bool checking_pairs() const { return state_ == State::checking || upgrading_; }
   void change_path(std::size_t pair, Timestamp now);
   void reprioritize();
-  void handle_request(const stun::Message& m, const SocketAddress& from, Timestamp now, bool via_relay);
-  void handle_response(const stun::Message& m, const SocketAddress& from, Timestamp now, bool via_relay);
+  void handle_request(const stun::Message& m, const SocketAddress& from, Timestamp now, bool via_relay,
+                      std::uint16_t base);
+  void handle_response(const stun::Message& m, const SocketAddress& from, Timestamp now, bool via_relay,
+                       std::uint16_t base);
+  Bytes encode_check(const Candidate& local, bool relayed, bool use_candidate, stun::TransactionId& id);
   void send_check(std::size_t pair, bool use_candidate, bool consent, Timestamp now);
-  void send_answer(const stun::Message& request, const SocketAddress& to, std::optional<int> error, bool via_relay);
+  void send_answer(const stun::Message& request, const SocketAddress& to, std::optional<int> error, bool via_relay,
+                   std::uint16_t base);
   void enqueue_triggered(std::size_t pair, bool use_candidate);
   void schedule_next_check(Timestamp now);
   void pair_succeeded(std::size_t pair, const Transaction& t, const SocketAddress& mapped, Timestamp now);
@@ -253,6 +338,15 @@ class Agent {
   bool upgrading_ = false;                   // connected over a relayed pair, still checking direct ones
   Timestamp consent_expires_ = 0;
   std::optional<Timestamp> next_consent_at_;
+  // Birthday punching.
+  BirthdayPhase birthday_ = BirthdayPhase::idle;
+  std::optional<SocketAddress> birthday_target_;
+  Timestamp birthday_started_ = 0;
+  std::optional<Timestamp> next_probe_at_;
+  std::optional<Timestamp> birthday_end_at_;
+  std::vector<Candidate> birthday_bases_;        // base k is birthday_bases_[k - 1]
+  std::set<std::uint16_t> probed_ports_;         // each port once
+  std::map<stun::TransactionId, Probe> probes_;  // unpaired checks whose answer would prove a pair
   std::vector<Datagram> out_;
   std::vector<Event> events_;
   AgentStats stats_;

@@ -41,6 +41,7 @@ struct Host {
   std::vector<ice::Event> events;
   std::vector<std::string> trace;        // for the determinism check
   std::unique_ptr<SeededRandom> random;  // the agent keeps a reference: a stable address
+  std::vector<SocketAddress> birthday;   // extra sockets (birthday punching, open role): base k is [k - 1]
   Host(SocketAddress a, bool controlling, std::uint64_t seed, ice::AgentConfig base = {})
       : address(a), random(std::make_unique<SeededRandom>(seed)) {
     base.controlling = controlling;
@@ -56,6 +57,8 @@ const char* name(const ice::Event& e) {
   if (std::holds_alternative<ice::Connected>(e)) return "connected";
   if (std::holds_alternative<ice::Failed>(e)) return "failed";
   if (std::holds_alternative<ice::PathChanged>(e)) return "path_changed";
+  if (std::holds_alternative<ice::BirthdayStarted>(e)) return "birthday_started";
+  if (std::holds_alternative<ice::BirthdayEnded>(e)) return "birthday_ended";
   return "role";
 }
 
@@ -90,19 +93,32 @@ struct World {
     }
   }
 
-  Host& at(const SocketAddress& x) { return x == a.address ? a : b; }
+  Host& at(const SocketAddress& x) { return x.ip() == a.address.ip() ? a : b; }
+  static std::uint16_t base_of(const Host& h, const SocketAddress& x) {
+    for (std::size_t i = 0; i < h.birthday.size(); ++i)
+      if (h.birthday[i] == x) return static_cast<std::uint16_t>(i + 1);
+    return 0;
+  }
   const std::optional<SocketAddress>& relay_of(const Host& h) const { return &h == &a ? relay_a : relay_b; }
 
   void flush(Host& h) {
     if (h.discovery)
       for (auto& d : h.discovery->take_datagrams()) net.send(h.address, d.to, d.data, now);
-    for (auto& d : h.agent->take_datagrams()) {
-      REQUIRE((!d.via_relay || relay_of(h)));
-      net.send(d.via_relay ? *relay_of(h) : h.address, d.to, d.data, now);
-    }
     for (auto& e : h.agent->take_events()) {
+      // Birthday punching, open role: the sockets the agent asks for, on ports 20000 and up.
+      if (auto* bs = std::get_if<ice::BirthdayStarted>(&e); bs && bs->role == ice::BirthdayConfig::Role::open) {
+        for (std::size_t i = 0; i < h.agent->config().birthday.sockets; ++i) {
+          h.birthday.push_back(SocketAddress::from_ip(h.address.ip(), static_cast<std::uint16_t>(20000 + i)).value());
+          CHECK(h.agent->add_birthday_base(h.birthday.back(), now) == h.birthday.size());
+        }
+      }
       h.trace.push_back(std::to_string(now) + " " + name(e));
       h.events.push_back(std::move(e));
+    }
+    for (auto& d : h.agent->take_datagrams()) {
+      REQUIRE((!d.via_relay || relay_of(h)));
+      REQUIRE(d.base <= h.birthday.size());
+      net.send(d.via_relay ? *relay_of(h) : d.base ? h.birthday[d.base - 1] : h.address, d.to, d.data, now);
     }
   }
 
@@ -163,7 +179,7 @@ struct World {
         if (stun_server && d.from == stun_config.local[rendezvous::kPrimary]) {
           if (h.discovery) h.discovery->handle_datagram(d.from, d.data, now);
         } else if (is_stun_message(d.data)) {
-          h.agent->handle_datagram(d.from, d.data, now);
+          h.agent->handle_datagram(d.from, d.data, now, false, base_of(h, d.to));
         }
       }
       for (Host* h : {&a, &b}) {
@@ -511,4 +527,176 @@ TEST_CASE("ice: relayed runs are deterministic for a seed", "[p2p][ice][nat][rel
   CHECK(one.w->a.trace == two.w->a.trace);
   CHECK(one.w->b.trace == two.w->b.trace);
   CHECK(one.a == Agent::State::connected);
+}
+
+// ---- birthday-paradox punching ----
+
+namespace {
+
+struct BirthdayCell {
+  std::unique_ptr<World> w;
+  const ice::Connected* connected_a = nullptr;
+  const ice::Connected* connected_b = nullptr;
+  const ice::PathChanged* changed_b = nullptr;
+  const ice::BirthdayEnded* ended_a = nullptr;
+  const ice::BirthdayEnded* ended_b = nullptr;
+  std::string reason;  // a Failed event's, if any
+};
+
+// A behind a port-restricted NAT (endpoint-independent mapping: the prober),
+// B behind a symmetric one with random ports (the opener). b_controls: B is
+// the controlling side (each role then meets the other's nomination path).
+BirthdayCell run_birthday_cell(std::uint64_t seed, bool b_controls = false, ice::BirthdayConfig birthday = {},
+                               bool relays = false, sim::NatConfig na = sim::NatConfig::port_restricted(),
+                               sim::NatConfig nb = sim::NatConfig::symmetric()) {
+  BirthdayCell c;
+  c.w = std::make_unique<World>(seed, true, addr("10.0.1.2", 5000), addr("10.0.2.2", 5000), b_controls);
+  auto& w = *c.w;
+  for (Host* h : {&w.a, &w.b}) {
+    ice::AgentConfig config;
+    config.controlling = h->agent->controlling();
+    config.tie_breaker = h->agent->config().tie_breaker;
+    config.local = h->agent->config().local;
+    config.birthday = birthday;
+    config.birthday.role = h == &w.a ? ice::BirthdayConfig::Role::probe : ice::BirthdayConfig::Role::open;
+    h->agent = std::make_unique<Agent>(config, *h->random, 0);
+    h->agent->add_local_candidate(host(h->address));
+  }
+  na.public_ip = "203.0.113.1";
+  nb.public_ip = "203.0.113.2";
+  nb.random_ports = true;
+  nb.port_seed = seed * 7 + 3;
+  w.net.add_nat("10.0.1.", na);
+  w.net.add_nat("10.0.2.", nb);
+  if (relays) {
+    w.relay_a = addr("198.51.100.10", 49152);
+    w.relay_b = addr("198.51.100.11", 49152);
+  }
+  w.run(30 * kNanosPerSecond, !relays);
+  c.connected_a = find_event<ice::Connected>(w.a);
+  c.connected_b = find_event<ice::Connected>(w.b);
+  c.changed_b = find_event<ice::PathChanged>(w.b);
+  c.ended_a = find_event<ice::BirthdayEnded>(w.a);
+  c.ended_b = find_event<ice::BirthdayEnded>(w.b);
+  for (Host* h : {&w.a, &w.b})
+    if (auto* f = find_event<ice::Failed>(*h)) c.reason = f->reason;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("ice: birthday punching opens port-restricted <-> symmetric in most trials, within its budget",
+          "[p2p][ice][nat][birthday]") {
+  // (1 - 256/64512)^1024 = 1.7 %: about one trial in 60 misses. 40 seeded
+  // trials, both sides controlling in turn.
+  int hits = 0, trials = 0;
+  std::uint64_t probes_to_hit = 0;
+  for (std::uint64_t seed = 1; seed <= 40; ++seed) {
+    INFO("seed " << seed);
+    auto c = run_birthday_cell(seed, seed % 2 == 0);
+    ++trials;
+    const auto& sa = c.w->a.agent->stats();
+    const auto& sb = c.w->b.agent->stats();
+    // The budget holds whatever happens: 256 sockets, one first check each, at most 1024 probes.
+    CHECK(c.w->b.birthday.size() == 256);
+    CHECK(sb.birthday_sprays == 256);
+    CHECK(sa.birthday_probes <= 1024);
+    CHECK(sa.birthday_sprays == 0);
+    CHECK(sb.birthday_probes == 0);
+    REQUIRE(c.ended_a);
+    if (!c.connected_a) {
+      CHECK(!c.ended_a->hit);
+      CHECK(sa.birthday_probes == 1024);
+      CHECK_THAT(c.reason, Catch::Contains("birthday punching found no mapping"));
+      continue;
+    }
+    REQUIRE(c.connected_b);
+    ++hits;
+    probes_to_hit += sa.birthday_probes;
+    CHECK(c.ended_a->hit);
+    // B's end of the pair is one of its birthday sockets (its local candidate
+    // the mapping the probe found); A's is its one socket.
+    const ice::Pair* sel_b = c.w->b.agent->selected();
+    REQUIRE(sel_b);
+    CHECK(sel_b->base > 0);
+    REQUIRE(c.w->b.agent->birthday_base(sel_b->base));
+    CHECK(c.w->b.agent->birthday_base(sel_b->base)->address == c.w->b.birthday[sel_b->base - 1]);
+    CHECK(sel_b->local.address.ip() == "203.0.113.2");
+    CHECK(c.w->a.agent->selected()->base == 0);
+    CHECK(c.connected_b->remote.address.ip() == "203.0.113.1");
+    // Birthday starts 1 s after the first check; 100 probes/s after that.
+    CHECK(c.connected_a->since_start > kNanosPerSecond);
+    CHECK(c.connected_a->since_start < 1200 * kNanosPerMilli + (sa.birthday_probes + 5) * 10 * kNanosPerMilli);
+  }
+  INFO(hits << "/" << trials << " trials, " << (hits ? probes_to_hit / hits : 0) << " probes to a hit on average");
+  CHECK(hits >= 36);
+  // About 64512 / 256 = 252 probes expected.
+  REQUIRE(hits > 0);
+  CHECK(probes_to_hit / hits > 100);
+  CHECK(probes_to_hit / hits < 500);
+}
+
+TEST_CASE("ice: a small birthday budget fails with a reason that says so", "[p2p][ice][nat][birthday]") {
+  ice::BirthdayConfig small;
+  small.sockets = 4;
+  small.probes = 16;
+  auto c = run_birthday_cell(3, false, small);
+  CHECK(!c.connected_a);
+  CHECK(c.w->a.agent->stats().birthday_probes == 16);
+  CHECK(c.w->b.agent->stats().birthday_sprays == 4);
+  CHECK_THAT(c.reason, Catch::Contains("no direct path") && Catch::Contains("birthday punching found no mapping"));
+  REQUIRE(c.ended_a);
+  CHECK(!c.ended_a->hit);
+  CHECK_THAT(c.ended_a->detail, Catch::Contains("16 probes"));
+}
+
+TEST_CASE("ice: birthday punching does not start where checks alone connect", "[p2p][ice][nat][birthday]") {
+  // Full cone <-> symmetric connects with a peer-reflexive candidate in one round trip or two.
+  auto c = run_birthday_cell(5, false, {}, false, sim::NatConfig::full_cone());
+  REQUIRE(c.connected_a);
+  REQUIRE(c.connected_b);
+  CHECK(c.connected_a->since_start < kNanosPerSecond);
+  CHECK(!find_event<ice::BirthdayStarted>(c.w->a));
+  CHECK(!find_event<ice::BirthdayStarted>(c.w->b));
+  CHECK(c.w->b.birthday.empty());
+  CHECK(c.w->a.agent->stats().birthday_probes == 0);
+}
+
+TEST_CASE("ice: with relays, port-restricted <-> symmetric starts on the relay and birthday moves it direct",
+          "[p2p][ice][nat][birthday][relay]") {
+  // A probe that lands within the 2 s relay wait connects directly; later
+  // ones move the relayed connection.
+  int moved = 0, direct = 0;
+  for (std::uint64_t seed = 1; seed <= 10; ++seed) {
+    INFO("seed " << seed);
+    auto c = run_birthday_cell(seed, seed % 2 == 1, {}, true);
+    REQUIRE(c.connected_a);
+    REQUIRE(c.connected_b);
+    if (!relayed_end(c.connected_a->local, c.connected_a->remote)) {
+      ++direct;
+      CHECK(c.connected_a->since_start < 2 * kNanosPerSecond);
+      CHECK(c.w->b.agent->selected()->base > 0);
+      CHECK(!c.changed_b);
+      continue;
+    }
+    CHECK(c.connected_a->since_start >= 2 * kNanosPerSecond);  // the relay wait, then the relay
+    if (!c.changed_b) continue;
+    ++moved;
+    CHECK(!relayed_end(c.changed_b->local, c.changed_b->remote));
+    CHECK(c.w->b.agent->selected()->base > 0);
+    CHECK(!c.w->a.agent->selected()->relayed);
+    CHECK(c.w->a.agent->state() == Agent::State::connected);
+  }
+  INFO(direct << " direct at once, " << moved << " moved from the relay");
+  CHECK(direct > 0);
+  CHECK(moved > 0);
+  CHECK(direct + moved >= 9);
+}
+
+TEST_CASE("ice: birthday runs are deterministic for a seed", "[p2p][ice][nat][birthday]") {
+  auto one = run_birthday_cell(9);
+  auto two = run_birthday_cell(9);
+  CHECK(one.w->a.trace == two.w->a.trace);
+  CHECK(one.w->b.trace == two.w->b.trace);
+  CHECK(one.w->a.agent->stats().birthday_probes == two.w->a.agent->stats().birthday_probes);
 }

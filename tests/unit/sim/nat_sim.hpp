@@ -13,6 +13,9 @@
 //     REQ-6 leaves that open; Linux conntrack refreshes both ways);
 //   - port preservation: a new mapping keeps the inside port when no other
 //     mapping holds it (Linux masquerade does), else takes the next free port;
+//   - random ports (random_ports, seeded): a new mapping takes a port drawn
+//     uniformly from 1024-65535, as masquerade's fully-random does (what
+//     birthday-paradox punching has to find);
 //   - hairpinning: an inside host sending to the NAT's public address reaches
 //     the inside host behind that mapping only with hairpin on.
 // The four usual names, as the lab's recipes give them:
@@ -69,6 +72,8 @@ struct NatConfig {
   Timestamp udp_timeout = 30 * kNanosPerSecond;  ///< Linux conntrack's default for unreplied UDP
   bool inbound_refresh = false;
   std::uint16_t port_base = 40000;  ///< where ports come from when the inside port is not kept
+  bool random_ports = false;        ///< new mappings take random ports (1024-65535), seeded by port_seed
+  std::uint64_t port_seed = 1;
 
   static NatConfig full_cone() { return {}; }
   static NatConfig address_restricted() {
@@ -99,7 +104,7 @@ struct NatStats {
 
 class Nat {
  public:
-  explicit Nat(NatConfig config) : config_(std::move(config)) {}
+  explicit Nat(NatConfig config) : config_(std::move(config)), ports_rng_(config_.port_seed) {}
 
   const NatConfig& config() const { return config_; }
   const NatStats& stats() const { return stats_; }
@@ -170,6 +175,14 @@ class Nat {
   }
 
   std::uint16_t allocate(std::uint16_t wanted) {
+    if (config_.random_ports) {
+      std::uniform_int_distribution<int> pick(1024, 65535);
+      for (int i = 0; i < 1 << 20; ++i) {
+        const auto p = static_cast<std::uint16_t>(pick(ports_rng_));
+        if (by_port_.count(p) == 0) return p;
+      }
+      return 0;
+    }
     if (config_.port_preservation && wanted != 0 && by_port_.count(wanted) == 0) return wanted;
     for (std::uint32_t i = 0; i < 65536; ++i) {
       auto p = static_cast<std::uint16_t>(config_.port_base + ((next_ + i) % (65536u - config_.port_base)));
@@ -198,6 +211,7 @@ class Nat {
   std::map<std::string, std::uint16_t> by_key_;  // inside|mapping key -> public port
   std::map<std::uint16_t, Mapping> by_port_;
   std::uint16_t next_ = 0;
+  std::mt19937_64 ports_rng_;
 };
 
 /// Hosts on private prefixes behind NATs, public hosts elsewhere.
