@@ -19,6 +19,7 @@ void add_offer(stun::Message& m, const IntroductionOffer& offer) {
   m.add_u64(stun::attr::kTieBreaker, offer.tie_breaker);
   m.add(stun::attr::kCertFingerprint, offer.fingerprint);
   if (offer.relay) m.add_xor_address(stun::attr::kRelayCandidate, *offer.relay);
+  if (offer.birthday) m.add_u32(stun::attr::kBirthday, static_cast<std::uint32_t>(*offer.birthday));
 }
 
 Result<IntroductionOffer> read_offer(const stun::Message& m) {
@@ -42,6 +43,12 @@ Result<IntroductionOffer> read_offer(const stun::Message& m) {
   auto relay = m.xor_address(stun::attr::kRelayCandidate);
   if (!relay) return bad("RELAY-CANDIDATE: " + relay.error().message);
   if (*relay) o.relay = **relay;
+  auto birthday = m.u32(stun::attr::kBirthday);
+  if (!birthday) return bad("BIRTHDAY: " + birthday.error().message);
+  if (*birthday) {
+    if (**birthday != 1 && **birthday != 2) return bad("BIRTHDAY: unknown mapping " + std::to_string(**birthday));
+    o.birthday = static_cast<Mapping>(**birthday);
+  }
   return o;
 }
 

@@ -14,6 +14,10 @@
 
 namespace quiclab::rendezvous {
 
+/// A side's NAT mapping behaviour as it measured it (RFC 4787): what decides
+/// its role in birthday-paradox punching.
+enum class Mapping : std::uint32_t { endpoint_independent = 1, endpoint_dependent = 2 };
+
 struct IntroductionOffer {
   std::string ufrag;
   std::string password;
@@ -21,13 +25,17 @@ struct IntroductionOffer {
   Bytes fingerprint;  ///< SHA-256, 32 bytes
   /// The side's TURN relayed address (RELAY-CANDIDATE), when it has an allocation.
   std::optional<SocketAddress> relay;
+  /// BIRTHDAY: the side takes part in birthday-paradox punching; its mapping.
+  std::optional<Mapping> birthday;
 };
 
-/// Appends ICE-UFRAG, ICE-PASSWORD, TIE-BREAKER, CERT-FINGERPRINT and, when set, RELAY-CANDIDATE.
+/// Appends ICE-UFRAG, ICE-PASSWORD, TIE-BREAKER, CERT-FINGERPRINT and, when
+/// set, RELAY-CANDIDATE and BIRTHDAY.
 void add_offer(stun::Message& m, const IntroductionOffer& offer);
 /// Reads them back. Errors (domain stun, EINVAL): one missing, a ufrag outside
 /// 4..64 or a password outside 22..128 ice-chars (RFC 8445 5.3), a fingerprint
-/// that is not 32 bytes, a RELAY-CANDIDATE that is not an address.
+/// that is not 32 bytes, a RELAY-CANDIDATE that is not an address, a BIRTHDAY
+/// that is not 1 or 2.
 Result<IntroductionOffer> read_offer(const stun::Message& m);
 
 }  // namespace quiclab::rendezvous

@@ -95,7 +95,7 @@ void NatBehaviorDiscovery::on_response(const Message& m, const SocketAddress& fr
       result_.other_address = **other;
       // Filtering first: the mapping tests send to the alternate IP, which would
       // open an address-dependent filter for it and spoil the filtering tests.
-      return send_test(Step::Filtering2, now);
+      return filtering_ ? send_test(Step::Filtering2, now) : start_mapping(now);
     }
     case Step::Mapping2:
       if (**mapped == result_.mapped) {

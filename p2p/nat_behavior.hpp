@@ -45,6 +45,10 @@ class NatBehaviorDiscovery {
   /// behavior: false runs only test I (mapped address).
   NatBehaviorDiscovery(SocketAddress server, SocketAddress local, bool behavior, TransactionConfig transaction = {});
 
+  /// Skips the filtering tests (call before start): test I and the mapping
+  /// tests only, no CHANGE-REQUEST, so no wait for answers a filtering NAT
+  /// drops (what a peer needs to pick its birthday-punching role).
+  void mapping_only() { filtering_ = false; }
   void start(Timestamp now);
   /// Feeds a datagram received from `from`.
   void handle_datagram(const SocketAddress& from, ByteView data, Timestamp now);
@@ -64,6 +68,7 @@ class NatBehaviorDiscovery {
 
   SocketAddress server_;
   bool behavior_;
+  bool filtering_ = true;
   TransactionConfig config_;
   Step step_ = Step::Idle;
   SocketAddress target_;

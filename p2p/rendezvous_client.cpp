@@ -108,6 +108,7 @@ IntroductionOffer Client::make_offer() {
   while (o.tie_breaker == 0) r.fill(reinterpret_cast<std::uint8_t*>(&o.tie_breaker), sizeof o.tie_breaker);
   o.fingerprint = config_.certificate_fingerprint;
   o.relay = config_.relay_candidate;
+  o.birthday = config_.birthday;
   return o;
 }
 

@@ -98,6 +98,8 @@ struct ClientConfig {
   Bytes certificate_fingerprint = Bytes(32, 0);
   /// Our TURN relayed address, handed to peers in our offers (RELAY-CANDIDATE).
   std::optional<SocketAddress> relay_candidate;
+  /// Our NAT's mapping, handed to peers in our offers (BIRTHDAY) when we take part in birthday punching.
+  std::optional<Mapping> birthday;
   /// ICE credentials and tie-breakers (fresh per introduction); null: the system's.
   Random* random = nullptr;
   std::uint32_t lifetime_s = 300;

@@ -31,7 +31,7 @@ const std::vector<std::uint16_t> kRendezvousKnown = {
     attr::kUsername,       attr::kMessageIntegrity, attr::kMessageIntegritySha256, attr::kPeerName,
     attr::kHostCandidate,  attr::kLifetime,         attr::kRegistrationKey,        attr::kIceUfrag,
     attr::kIcePassword,    attr::kTieBreaker,       attr::kCertFingerprint,        attr::kWait,
-    attr::kRelayCandidate,
+    attr::kRelayCandidate, attr::kBirthday,
 };
 constexpr std::size_t kMinKeySize = 16;
 constexpr std::size_t kMaxKeySize = 64;

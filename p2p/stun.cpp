@@ -269,6 +269,8 @@ std::string attr::name(std::uint16_t type) {
       return "WAIT";
     case kRelayCandidate:
       return "RELAY-CANDIDATE";
+    case kBirthday:
+      return "BIRTHDAY";
     case kIntroductionId:
       return "INTRODUCTION-ID";
     default:

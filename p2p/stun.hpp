@@ -95,6 +95,7 @@ inline constexpr std::uint16_t kCertFingerprint = 0x4A09;     ///< SHA-256 of on
 inline constexpr std::uint16_t kWait = 0x4A0A;                ///< u32 seconds: hold an Introduce for an absent peer
 inline constexpr std::uint16_t kIntroductionId = 0x4A0B;      ///< u64, names one introduction end to end
 inline constexpr std::uint16_t kRelayCandidate = 0x4A0C;  ///< XOR-encoded TURN relayed address of one side (optional)
+inline constexpr std::uint16_t kBirthday = 0x4A0D;        ///< u32, one side's NAT mapping: birthday punching (optional)
 
 /// True for 0x0000-0x7FFF.
 constexpr bool is_comprehension_required(std::uint16_t type) { return type < 0x8000; }

@@ -662,8 +662,10 @@ TEST_CASE("relay candidates travel in both offers, and a peer without one gets n
     auto b_addr = addr("203.0.113.20", 50000);
     auto a_cfg = client_config("alice", 1);
     a_cfg.relay_candidate = addr("198.51.100.2", 49200);
+    a_cfg.birthday = Mapping::endpoint_dependent;
     auto b_cfg = client_config("bob", 2);
     if (bob_relays) b_cfg.relay_candidate = addr("198.51.100.2", 49300);
+    if (bob_relays) b_cfg.birthday = Mapping::endpoint_independent;
     Client a(a_cfg);
     Client b(b_cfg);
     h.join(a, a_addr);
@@ -683,5 +685,29 @@ TEST_CASE("relay candidates travel in both offers, and a peer without one gets n
     CHECK(ia.remote.relay.has_value() == bob_relays);
     if (bob_relays) CHECK(*ia.remote.relay == addr("198.51.100.2", 49300));
     CHECK(ia.local.relay == a_cfg.relay_candidate);
+    // BIRTHDAY (birthday punching and the side's mapping) travels the same way.
+    CHECK(ib.remote.birthday == Mapping::endpoint_dependent);
+    CHECK(ia.remote.birthday == b_cfg.birthday);
   }
+}
+
+TEST_CASE("an offer's BIRTHDAY must name a mapping", "[p2p][rendezvous]") {
+  IntroductionOffer o;
+  o.ufrag = "abcd";
+  o.password = std::string(22, 'x');
+  o.tie_breaker = 7;
+  o.fingerprint = Bytes(32, 1);
+  stun::Message good;
+  o.birthday = Mapping::endpoint_independent;
+  add_offer(good, o);
+  auto read = read_offer(good);
+  REQUIRE(read);
+  CHECK(read->birthday == Mapping::endpoint_independent);
+  stun::Message bad;
+  o.birthday.reset();
+  add_offer(bad, o);
+  bad.add_u32(stun::attr::kBirthday, 3);
+  auto r = read_offer(bad);
+  REQUIRE(!r);
+  CHECK_THAT(r.error().message, Catch::Contains("BIRTHDAY") && Catch::Contains("3"));
 }
