@@ -56,6 +56,11 @@ struct Options {
   bool direct_only = false;
   bool keep_relay = false;
   std::uint64_t relay_wait_ms = 2000;
+  bool birthday = false;
+  std::size_t birthday_sockets = 256;
+  std::size_t birthday_probes = 1024;
+  unsigned birthday_rate = 100;
+  std::uint64_t birthday_wait_ms = 1000;
 };
 
 // The shared secret of coturn's use-auth-secret: the file's first line
@@ -215,6 +220,24 @@ int run(const Options& o) {
   pc.keep_relay = o.keep_relay;
   pc.relay_wait = o.relay_wait_ms * kNanosPerMilli;
 
+  // Birthday punching: the budget flags mean nothing without it.
+  if (!o.birthday &&
+      (o.birthday_sockets != 256 || o.birthday_probes != 1024 || o.birthday_rate != 100 || o.birthday_wait_ms != 1000))
+    return usage("--birthday-sockets, --birthday-probes, --birthday-rate and --birthday-wait-ms need --birthday");
+  if (o.birthday) {
+    if (manual)
+      return usage(
+          "--birthday needs --rendezvous: our NAT's mapping is measured against the rendezvous server's alternate "
+          "address");
+    if (o.relay_only) return usage("--birthday and --relay-only exclude each other (birthday punching is direct)");
+    peer::BirthdaySettings b;
+    b.sockets = o.birthday_sockets;
+    b.probes = o.birthday_probes;
+    b.rate = o.birthday_rate;
+    b.wait = o.birthday_wait_ms * kNanosPerMilli;
+    pc.birthday = b;
+  }
+
   char tmpl[] = "/tmp/quiclab-peer-XXXXXX";
   if (!::mkdtemp(tmpl)) {
     std::cerr << "quiclab peer: cannot create a temporary directory: " << std::strerror(errno) << "\n";
@@ -312,6 +335,12 @@ const Registration reg{
           "  our lowest-priority candidate. The controlling side nominates a relayed pair only when no\n"
           "  direct pair worked within --relay-wait-ms, keeps checking the direct ones and moves the\n"
           "  QUIC connection to the first that works (no new handshake), then releases the relay.\n"
+          "--birthday: before registering, measure our NAT's mapping against the rendezvous server's\n"
+          "  alternate address (event nat_mapping) and offer it. Between an endpoint-dependent\n"
+          "  (symmetric) and an endpoint-independent side with no direct pair after --birthday-wait-ms,\n"
+          "  the first opens --birthday-sockets sockets and sends one check from each, the second\n"
+          "  probes random ports of its public IP (events birthday, birthday_ended; result.birthday\n"
+          "  counts probes and sockets). With --turn the relay carries QUIC meanwhile.\n"
           "Exit codes: 0 connected and every fetch 2xx/3xx, 1 some fetch 4xx/5xx, 2 usage,\n"
           "3 transport failure after connecting, 4 no path found (or no introduction).\n"
           "--signal stdio: print this side's offer as one JSON line and read the other side's from\n"
@@ -351,6 +380,23 @@ const Registration reg{
       sub.add_flag("--keep-relay", o->keep_relay, "keep the allocation after the connection moved to a direct path");
       sub.add_option("--relay-wait-ms", o->relay_wait_ms,
                      "controlling: how long direct pairs may take before a relayed one is nominated")
+          ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{60000}))
+          ->capture_default_str();
+      sub.add_flag("--birthday", o->birthday,
+                   "birthday-paradox punching for port-restricted <-> symmetric NATs (both sides need it)");
+      sub.add_option("--birthday-sockets", o->birthday_sockets,
+                     "behind an endpoint-dependent mapping: extra sockets to open")
+          ->check(CLI::Range(std::size_t{1}, std::size_t{1024}))
+          ->capture_default_str();
+      sub.add_option("--birthday-probes", o->birthday_probes,
+                     "behind an endpoint-independent mapping: probes to random ports, at most")
+          ->check(CLI::Range(std::size_t{1}, std::size_t{4096}))
+          ->capture_default_str();
+      sub.add_option("--birthday-rate", o->birthday_rate, "probes per second")
+          ->check(CLI::Range(1u, 1000u))
+          ->capture_default_str();
+      sub.add_option("--birthday-wait-ms", o->birthday_wait_ms,
+                     "start punching this long after the first check if no direct pair works by then")
           ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{60000}))
           ->capture_default_str();
       return [o] { return run(*o); };

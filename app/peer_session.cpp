@@ -10,6 +10,7 @@
 
 #include "app/fetch_json.hpp"
 #include "p2p/ice_agent.hpp"
+#include "p2p/nat_behavior.hpp"
 #include "p2p/rendezvous_client.hpp"
 #include "p2p/shared_endpoint.hpp"
 #include "p2p/turn_client.hpp"
@@ -185,6 +186,23 @@ struct PeerSession::Impl {
   Timestamp last_relayed_quic = 0;
   std::uint64_t relayed_quic_in = 0;
 
+  // Birthday punching: our NAT's mapping (measured before registering), the
+  // role of this attempt, and the extra sockets of the open role (base k is
+  // birthday_sockets[k - 1]; closed ones are null).
+  std::optional<stun::NatBehaviorDiscovery> discovery;
+  uv::DeadlineTimer::Id discovery_timer = 0;
+  bool mapping_settled = false;
+  std::optional<rendezvous::Mapping> our_mapping;
+  ice::BirthdayConfig::Role birthday_role = ice::BirthdayConfig::Role::none;
+  struct BirthdaySocket {
+    std::shared_ptr<quic::UdpSocket> socket;
+    SocketAddress local;
+    std::uint16_t base = 0;
+  };
+  std::vector<BirthdaySocket> birthday_sockets;
+  std::size_t birthday_opened = 0;
+  std::optional<bool> birthday_hit;
+
   Impl(uv::Loop& l, PeerConfig c, ReportFn r, std::function<void(const std::string&)> w)
       : loop(l), config(std::move(c)), report(std::move(r)), write_offer(std::move(w)) {}
 
@@ -224,14 +242,21 @@ struct PeerSession::Impl {
     endpoint = std::make_unique<p2p::SharedEndpoint>(*socket);
     timer = std::make_unique<uv::DeadlineTimer>(loop);
     rendezvous_handler.datagram = [this](const quic::ReceivedDatagram& d) {
-      if (rv) {
+      if (discovery && !discovery->done()) {
+        discovery->handle_datagram(d.peer, d.data, now());
+        flush_discovery();
+      } else if (rv) {
         if (!rv->handle_datagram(d.data, now()))
           log::debug("peer: ignored a datagram from the rendezvous server ({} bytes)", d.data.size());
         flush_rv();
       }
     };
     check_handler.datagram = [this](const quic::ReceivedDatagram& d) {
-      if (agent) {
+      if (discovery && !discovery->done()) {
+        // The mapping tests' answers come from the server's alternate address.
+        discovery->handle_datagram(d.peer, d.data, now());
+        flush_discovery();
+      } else if (agent) {
         agent->handle_datagram(d.peer, d.data, now());
         flush_agent();
       } else if (early_checks.size() < kMaxEarlyChecks) {
@@ -270,12 +295,64 @@ struct PeerSession::Impl {
     monitor.emplace(loop);
     monitor->start(100, 100, [this] { tick(); });
 
-    if (config.turn) {
-      // The relayed address goes into our registration (or offer): allocate first.
-      start_turn();
-      return {};
-    }
+    // The relayed address and our NAT's mapping go into our offers: both first.
+    if (config.birthday) start_discovery();
+    if (config.turn) start_turn();
+    return maybe_start_signalling();
+  }
+
+  Status maybe_start_signalling() {
+    if ((config.turn && !relay_settled) || (config.birthday && !mapping_settled)) return {};
+    if (phase != Phase::starting) return {};
     return start_signalling();
+  }
+
+  // ---- our NAT's mapping (birthday punching) ----
+  void start_discovery() {
+    stun::TransactionConfig tc;
+    tc.rto = 250 * kNanosPerMilli;
+    tc.rc = 4;
+    tc.rm = 4;
+    discovery.emplace(*config.rendezvous, socket->local_address(), true, tc);
+    discovery->mapping_only();
+    discovery_timer = timer->add(*discovery, [this] { flush_discovery(); });
+    discovery->start(now());
+    flush_discovery();
+  }
+
+  void flush_discovery() {
+    if (!discovery) return;
+    for (auto& d : discovery->take_datagrams()) send(d.to, d.data);
+    if (timer) timer->rearm();
+    if (!discovery->done() || mapping_settled) return;
+    mapping_settled = true;
+    const auto& r = discovery->result();
+    if (!r.error.empty()) {
+      emit({{"event", "nat_mapping"}, {"error", r.error}, {"birthday", false}},
+           fmt::format("--birthday: our NAT's mapping is unknown ({}): birthday punching is off", r.error));
+    } else {
+      our_mapping = r.mapping == stun::NatBehavior::EndpointIndependent ? rendezvous::Mapping::endpoint_independent
+                                                                        : rendezvous::Mapping::endpoint_dependent;
+      const bool dependent = our_mapping == rendezvous::Mapping::endpoint_dependent;
+      emit({{"event", "nat_mapping"},
+            {"mapping", std::string(stun::to_string(r.mapping))},
+            {"mapped", r.mapped.to_string()},
+            {"behind_nat", r.behind_nat},
+            {"birthday", true}},
+           fmt::format("our NAT's mapping: {} (mapped {}); birthday punching: we {} when the peer's is {}",
+                       stun::to_string(r.mapping), r.mapped.to_string(),
+                       dependent ? "open extra sockets" : "probe its ports",
+                       dependent ? "endpoint-independent" : "endpoint-dependent"));
+    }
+    // Destroyed later on this turn: we are inside its flush.
+    auto t = std::make_shared<uv::Timer>(loop);
+    t->start(0, 0, [this, t] {
+      t->close();
+      if (timer && discovery_timer) timer->remove(discovery_timer);
+      discovery_timer = 0;
+      discovery.reset();
+    });
+    if (auto st = maybe_start_signalling(); !st) finish(Outcome::failed, st.error().message, kNoPath);
   }
 
   Status start_signalling() {
@@ -288,6 +365,7 @@ struct PeerSession::Impl {
     rc.certificate_fingerprint = fingerprint;
     rc.keepalive = config.keepalive;
     rc.relay_candidate = relayed;
+    rc.birthday = our_mapping;
     rv.emplace(rc);
     rv_timer = timer->add(*rv, [this] { flush_rv(); });
     phase = Phase::registering;
@@ -351,7 +429,7 @@ struct PeerSession::Impl {
   void relay_settled_now() {
     if (relay_settled) return;
     relay_settled = true;
-    if (auto st = start_signalling(); !st) finish(Outcome::failed, st.error().message, kNoPath);
+    if (auto st = maybe_start_signalling(); !st) finish(Outcome::failed, st.error().message, kNoPath);
   }
 
   void on_turn(const turn::Event& e) {
@@ -568,6 +646,11 @@ struct PeerSession::Impl {
       remote_candidates.push_back({ice::CandidateType::srflx, where.reflexive, 0});
     if (remote.relay) remote_candidates.push_back({ice::CandidateType::relay, *remote.relay, 0});
     remote_relays = remote.relay.has_value() && !config.direct_only;
+    // Birthday punching when one side's mapping depends on the destination and the other's does not.
+    birthday_role = ice::BirthdayConfig::Role::none;
+    if (our_mapping && remote.birthday && *our_mapping != *remote.birthday && !config.relay_only)
+      birthday_role = *our_mapping == rendezvous::Mapping::endpoint_dependent ? ice::BirthdayConfig::Role::open
+                                                                              : ice::BirthdayConfig::Role::probe;
     start_agent(as_controlling, peer, {local.ufrag, local.password}, local.tie_breaker, local_candidates());
     introduce_remote(peer, {remote.ufrag, remote.password}, remote.fingerprint, remote_candidates);
   }
@@ -583,6 +666,13 @@ struct PeerSession::Impl {
     ac.timeout = config.timeout;
     ac.relay_wait = config.relay_wait;
     ac.relay_only = config.relay_only;
+    if (config.birthday) {
+      ac.birthday.role = birthday_role;
+      ac.birthday.sockets = config.birthday->sockets;
+      ac.birthday.probes = config.birthday->probes;
+      ac.birthday.rate = config.birthday->rate;
+      ac.birthday.wait = config.birthday->wait;
+    }
     agent = std::make_unique<ice::Agent>(ac, Random::system(), now());
     for (auto& c : locals) agent->add_local_candidate(c);
     agent_timer = timer->add(*agent, [this] { flush_agent(); });
@@ -609,15 +699,16 @@ struct PeerSession::Impl {
       list.push_back(candidate_json(c));
       text += (text.empty() ? "" : ", ") + candidate_text(c);
     }
-    emit({{"event", "introduced"},
-          {"peer", peer},
-          {"role", controlling ? "controlling" : "controlled"},
-          {"candidates", list},
-          {"fingerprint", quic::tls::fingerprint_text(peer_fingerprint)}},
-         fmt::format("introduced to '{}' ({}; we are {} and the QUIC {}): candidates {}", peer,
-                     quic::tls::fingerprint_text(peer_fingerprint).substr(0, 23) + "…",
-                     controlling ? "controlling" : "controlled", controlling ? "client" : "server",
-                     text.empty() ? "none" : text));
+    nlohmann::json intro{{"event", "introduced"},
+                         {"peer", peer},
+                         {"role", controlling ? "controlling" : "controlled"},
+                         {"candidates", list},
+                         {"fingerprint", quic::tls::fingerprint_text(peer_fingerprint)}};
+    if (config.birthday) intro["birthday"] = std::string(ice::to_string(birthday_role));
+    emit(std::move(intro), fmt::format("introduced to '{}' ({}; we are {} and the QUIC {}): candidates {}", peer,
+                                       quic::tls::fingerprint_text(peer_fingerprint).substr(0, 23) + "…",
+                                       controlling ? "controlling" : "controlled", controlling ? "client" : "server",
+                                       text.empty() ? "none" : text));
     if (!controlling && !config.checks_only) start_server();
     agent->set_remote(std::move(creds), std::move(candidates), now());
     for (auto& c : std::exchange(early_checks, {})) agent->handle_datagram(c.from, c.data, now(), c.via_relay);
@@ -633,6 +724,8 @@ struct PeerSession::Impl {
       for (auto& d : out) {
         if (d.via_relay)
           send_via_relay(d.to, d.data);
+        else if (d.base > 0)
+          send_from_base(d.base, d.to, d.data);
         else
           send(d.to, d.data);
       }
@@ -645,15 +738,120 @@ struct PeerSession::Impl {
     if (timer) timer->rearm();
   }
 
-  const ice::Pair* pair_for(const SocketAddress& remote, bool through_relay) const {
+  const ice::Pair* pair_for(const SocketAddress& remote, bool through_relay, std::uint16_t base) const {
     for (const auto& p : agent->pairs())
-      if (p.remote.address == remote && p.relayed == through_relay) return &p;
+      if (p.remote.address == remote && p.relayed == through_relay && p.base == base) return &p;
     return nullptr;
+  }
+
+  // ---- birthday punching: the open role's extra sockets ----
+  BirthdaySocket* birthday_socket(std::uint16_t base) {
+    if (base == 0 || base > birthday_sockets.size()) return nullptr;
+    auto& b = birthday_sockets[base - 1];
+    return b.socket ? &b : nullptr;
+  }
+
+  void send_from_base(std::uint16_t base, const SocketAddress& to, ByteView data) {
+    auto* b = birthday_socket(base);
+    if (!b) return;
+    auto r = b->socket->send(to, data);
+    if (r.status != quic::SendStatus::sent)
+      log::debug("peer: birthday socket {} cannot send to {}", b->local.to_string(), to.to_string());
+  }
+
+  // The agent asks for the open role's sockets: bound on the address our
+  // route to the peer leaves from, any port (the NAT gives each mapping a
+  // port of its own). Small receive buffers: one of them at most carries the
+  // session.
+  void open_birthday_sockets(const SocketAddress& target) {
+    auto source = quic::route_source(target);
+    if (!source) {
+      log::warn("peer: birthday punching: no route to {}: {}", target.to_string(), source.error().message);
+      return;
+    }
+    SocketAddress bind_at = *source;
+    bind_at.set_port(0);
+    quic::UdpSocketOptions opts;
+    opts.gro = false;
+    opts.recv_batch = 1;
+    opts.pktinfo = false;
+    const std::size_t n = config.birthday ? config.birthday->sockets : 0;
+    for (std::size_t i = 0; i < n && agent; ++i) {
+      auto opened = quic::open_udp(loop, bind_at, opts);
+      if (!opened) {
+        log::warn("peer: birthday punching: socket {} of {}: {} (going on with {})", i + 1, n, opened.error().message,
+                  birthday_opened);
+        break;
+      }
+      BirthdaySocket b;
+      b.socket = std::move(*opened);
+      b.local = b.socket->local_address();
+      b.base = agent->add_birthday_base(b.local, now());
+      if (b.base == 0) break;
+      const std::uint16_t base = b.base;
+      const SocketAddress local = b.local;
+      (void)b.socket->start([this, base, local](const quic::ReceivedDatagram& d) { from_base(base, local, d); },
+                            [this] {
+                              if (auto* h = quic_target()) h->handle_batch_end();
+                            });
+      // QUIC on this base: ngtcp2's path has this local address; the shared socket sends it from here.
+      auto* sock = b.socket.get();
+      socket->divert_source(local, [sock](const SocketAddress& to, ByteView data, std::size_t seg, quic::Ecn ecn) {
+        return sock->send(to, data, seg, ecn);
+      });
+      birthday_sockets.push_back(std::move(b));
+      ++birthday_opened;
+    }
+    flush_agent();
+  }
+
+  void from_base(std::uint16_t base, const SocketAddress& local, const quic::ReceivedDatagram& d) {
+    if (is_stun_message(d.data)) {
+      if (agent) {
+        agent->handle_datagram(d.peer, d.data, now(), false, base);
+        flush_agent();
+      }
+      return;
+    }
+    quic::DatagramHandler* h = quic_target();
+    if (!h) {
+      refused(d.peer, "no session is open (birthday socket)");
+      return;
+    }
+    if (first_quic_at == 0) first_quic_at = now();
+    last_quic_from = d.peer;
+    last_quic_via_relay = false;
+    quic::ReceivedDatagram in{d.data, d.peer, local, d.ecn};
+    h->handle_datagram(in);
+  }
+
+  // Every birthday socket but the selected pair's (keep: its base, 0 for none).
+  void close_birthday_sockets(std::uint16_t keep) {
+    for (auto& b : birthday_sockets) {
+      if (!b.socket || b.base == keep) continue;
+      if (socket) socket->divert_source(b.local, nullptr);
+      b.socket->close();
+      // Destroyed later on this turn: a callback of it may be running.
+      auto t = std::make_shared<uv::Timer>(loop);
+      t->start(0, 0, [s = std::move(b.socket), t]() mutable {
+        s.reset();
+        t->close();
+      });
+    }
+  }
+
+  std::uint16_t selected_base() const {
+    const ice::Pair* p = agent ? agent->selected() : nullptr;
+    return p ? p->base : 0;
+  }
+  std::optional<SocketAddress> base_local(std::uint16_t base) {
+    auto* b = birthday_socket(base);
+    return b ? std::optional<SocketAddress>(b->local) : std::nullopt;
   }
 
   void on_agent(const ice::Event& e) {
     if (const auto* c = std::get_if<ice::CheckResult>(&e)) {
-      const auto* p = pair_for(c->remote, c->relayed);
+      const auto* p = pair_for(c->remote, c->relayed, c->base);
       nlohmann::json j{{"event", "check"},
                        {"remote", c->remote.to_string()},
                        {"result", c->success ? "success" : "failure"},
@@ -688,14 +886,44 @@ struct PeerSession::Impl {
         turn->bind_channel(k->remote.address, now());
         flush_turn();
       }
+      if (!on_relay) close_birthday_sockets(sel ? sel->base : 0);
       if (config.checks_only) {
         checks_done.emplace(loop);
         checks_done->start(1000, 0, [this] { finish(Outcome::direct, "checks only (--checks-only)", kOk); });
       } else if (controlling) {
-        start_client(k->remote.address, through_our_relay ? relayed : std::nullopt);
+        start_client(k->remote.address, through_our_relay ? relayed : base_local(sel ? sel->base : 0));
       }
     } else if (const auto* pc = std::get_if<ice::PathChanged>(&e)) {
       on_path_changed(*pc);
+    } else if (const auto* bs = std::get_if<ice::BirthdayStarted>(&e)) {
+      const bool open = bs->role == ice::BirthdayConfig::Role::open;
+      nlohmann::json j{{"event", "birthday"},
+                       {"role", std::string(ice::to_string(bs->role))},
+                       {"target", open ? bs->target.to_string() : bs->target.ip()},
+                       {"ms_since_introduction", to_ms(now() - introduced_at)}};
+      if (open) {
+        j["sockets"] = config.birthday->sockets;
+      } else {
+        j["probes"] = config.birthday->probes;
+        j["rate"] = config.birthday->rate;
+      }
+      emit(std::move(j), open ? fmt::format("birthday punching: opening {} sockets, each sends one check to {}",
+                                            config.birthday->sockets, bs->target.to_string())
+                              : fmt::format("birthday punching: probing random ports of {}, at most {} probes at {}/s",
+                                            bs->target.ip(), config.birthday->probes, config.birthday->rate));
+      if (open) open_birthday_sockets(bs->target);
+    } else if (const auto* be = std::get_if<ice::BirthdayEnded>(&e)) {
+      birthday_hit = be->hit;
+      emit({{"event", "birthday_ended"},
+            {"hit", be->hit},
+            {"detail", be->detail},
+            {"probes", be->probes},
+            {"sprays", be->sprays},
+            {"sockets", birthday_opened},
+            {"ms_since_introduction", to_ms(now() - introduced_at)}},
+           fmt::format("birthday punching {}: {} ({} probes, {} sockets)", be->hit ? "found a mapping" : "ended",
+                       be->detail, be->probes, birthday_opened));
+      if (!be->hit) close_birthday_sockets(selected_base());
     } else if (const auto* f = std::get_if<ice::Failed>(&e)) {
       if (phase == Phase::connected && !controlling && server && server->connection_count() > 0) {
         // The client's NAT may have rebound: QUIC validated its new path
@@ -803,9 +1031,12 @@ struct PeerSession::Impl {
          fmt::format("path changed: direct {} <-> {}, {:.1f} ms after the relayed connection{}",
                      candidate_text(pc.local), candidate_text(pc.remote), to_ms(now() - connected_at),
                      pc.rtt ? fmt::format(", rtt {:.1f} ms", to_ms(*pc.rtt)) : ""));
+    close_birthday_sockets(selected_base());
     if (!controlling || !client) return;
     SocketAddress local = socket->local_address();
-    if (local.ip() == "0.0.0.0" || local.ip() == "::") {
+    if (auto b = base_local(selected_base())) {
+      local = *b;  // the pair's base is a birthday socket
+    } else if (local.ip() == "0.0.0.0" || local.ip() == "::") {
       auto source = quic::route_source(pc.remote.address);
       if (!source) {
         log::warn("peer: cannot migrate to {}: {}", pc.remote.address.to_string(), source.error().message);
@@ -998,6 +1229,10 @@ struct PeerSession::Impl {
           t->close();
         });
       }
+      close_birthday_sockets(0);
+      birthday_sockets.clear();
+      birthday_opened = 0;
+      birthday_hit.reset();
       if (agent) {
         timer->remove(agent_timer);
         agent.reset();
@@ -1051,6 +1286,22 @@ struct PeerSession::Impl {
                     {"released", relay_released}};
     }
     if (path_changed_at) j["path_changed_ms"] = to_ms(*path_changed_at - connected_at);
+    if (config.birthday) {
+      // Its packet cost: the probes (probe role) or the first checks from the extra sockets (open role).
+      nlohmann::json b{
+          {"role", std::string(ice::to_string(birthday_role))},
+          {"mapping", our_mapping ? (*our_mapping == rendezvous::Mapping::endpoint_dependent ? "endpoint-dependent"
+                                                                                             : "endpoint-independent")
+                                  : "unknown"},
+          {"hit", birthday_hit ? nlohmann::json(*birthday_hit) : nlohmann::json(nullptr)},
+          {"sockets", birthday_opened},
+          {"on_birthday_socket", selected_base() > 0}};
+      if (agent) {
+        b["probes"] = agent->stats().birthday_probes;
+        b["sprays"] = agent->stats().birthday_sprays;
+      }
+      j["birthday"] = std::move(b);
+    }
     emit(std::move(j), outcome != Outcome::failed
                            ? fmt::format("result: {}{}", outcome == Outcome::relayed ? "relayed" : "direct",
                                          reason.empty() ? "" : " (" + reason + ")")
@@ -1097,6 +1348,11 @@ struct PeerSession::Impl {
     agent.reset();
     rv.reset();
     if (socket && relayed) socket->divert_source(*relayed, nullptr);
+    close_birthday_sockets(0);
+    birthday_sockets.clear();
+    if (discovery_timer && timer) timer->remove(discovery_timer);
+    discovery_timer = 0;
+    discovery.reset();
     turn.reset();
     if (endpoint) endpoint->stop();
     client.reset();

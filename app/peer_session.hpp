@@ -40,6 +40,14 @@ struct TurnSettings {
   std::string password;  ///< never logged
 };
 
+/// Birthday-paradox punching (ice::BirthdayConfig): the budget and pace.
+struct BirthdaySettings {
+  std::size_t sockets = 256;             ///< behind an endpoint-dependent mapping: extra sockets
+  std::size_t probes = 1024;             ///< behind an endpoint-independent one: probes to random ports
+  unsigned rate = 100;                   ///< probes per second
+  Timestamp wait = 1 * kNanosPerSecond;  ///< after the first check, when no direct pair works yet
+};
+
 struct PeerConfig {
   /// The rendezvous server; unset with manual signalling.
   std::optional<SocketAddress> rendezvous;
@@ -73,6 +81,11 @@ struct PeerConfig {
   bool direct_only = false;  ///< ignore the peer's relay candidate (and allocate nothing)
   bool keep_relay = false;   ///< keep the allocation once a direct path took over
   Timestamp relay_wait = 2 * kNanosPerSecond;
+  /// Birthday punching: measure our NAT's mapping (RFC 5780 mapping tests
+  /// against the rendezvous server's alternate address) before registering,
+  /// offer it (BIRTHDAY), and punch when one side's mapping is endpoint-
+  /// dependent and the other's is not.
+  std::optional<BirthdaySettings> birthday;
 };
 
 /// One step, as text and as a JSON object with an "event" field.
