@@ -56,6 +56,7 @@ struct Options {
   bool direct_only = false;
   bool keep_relay = false;
   std::uint64_t relay_wait_ms = 2000;
+  std::uint64_t wait_direct_ms = 0;
   bool birthday = false;
   std::size_t birthday_sockets = 256;
   std::size_t birthday_probes = 1024;
@@ -215,6 +216,9 @@ int run(const Options& o) {
   if (o.relay_only && o.direct_only) return usage("--relay-only and --direct-only exclude each other");
   if (o.relay_only && !pc.turn) return usage("--relay-only needs --turn ADDR:PORT");
   if (o.keep_relay && !pc.turn) return usage("--keep-relay needs --turn ADDR:PORT");
+  if (o.wait_direct_ms > 0 && o.connect.empty())
+    return usage("--wait-direct-ms needs --connect PEER (the QUIC client side decides when to close)");
+  pc.wait_direct = o.wait_direct_ms * kNanosPerMilli;
   pc.relay_only = o.relay_only;
   pc.direct_only = o.direct_only;
   pc.keep_relay = o.keep_relay;
@@ -381,6 +385,10 @@ const Registration reg{
       sub.add_option("--relay-wait-ms", o->relay_wait_ms,
                      "controlling: how long direct pairs may take before a relayed one is nominated")
           ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{60000}))
+          ->capture_default_str();
+      sub.add_option("--wait-direct-ms", o->wait_direct_ms,
+                     "after the fetches, over a relay: stay connected up to this long for a direct path to take over")
+          ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{600000}))
           ->capture_default_str();
       sub.add_flag("--birthday", o->birthday,
                    "birthday-paradox punching for port-restricted <-> symmetric NATs (both sides need it)");

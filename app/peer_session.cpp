@@ -135,6 +135,7 @@ struct PeerSession::Impl {
   std::unique_ptr<uv::DeadlineTimer> timer;
   std::optional<uv::Timer> monitor;
   std::optional<uv::Timer> checks_done;
+  std::optional<uv::Timer> linger;  // --wait-direct-ms: fetches done over a relay, a direct path may still come
   Forward rendezvous_handler, check_handler, quic_handler, turn_handler;
 
   tls::CertificatePaths cert;
@@ -923,7 +924,10 @@ struct PeerSession::Impl {
             {"ms_since_introduction", to_ms(now() - introduced_at)}},
            fmt::format("birthday punching {}: {} ({} probes, {} sockets)", be->hit ? "found a mapping" : "ended",
                        be->detail, be->probes, birthday_opened));
-      if (!be->hit) close_birthday_sockets(selected_base());
+      if (!be->hit) {
+        close_birthday_sockets(selected_base());
+        stop_lingering();  // nothing else will take over from the relay
+      }
     } else if (const auto* f = std::get_if<ice::Failed>(&e)) {
       if (phase == Phase::connected && !controlling && server && server->connection_count() > 0) {
         // The client's NAT may have rebound: QUIC validated its new path
@@ -1085,10 +1089,12 @@ struct PeerSession::Impl {
                                 : "")
               : fmt::format("QUIC path {} -> {} not validated: it stays on the relay", vlocal.to_string(),
                             vremote.to_string()));
-      if (ok)
+      if (ok) {
         release_relay("the direct path is validated");
-      else
+        stop_lingering();
+      } else {
         on_relay = true;
+      }
     });
     const Timestamp started = now();
     client->connect([this, started, remote, origin](Status st) {
@@ -1161,9 +1167,31 @@ struct PeerSession::Impl {
                                              : check->expected ? " (verified)"
                                                                : "",
                                              ms(t.first_byte), ms(t.complete)));
-        if (--fetches_left == 0) close_client();
+        if (--fetches_left == 0) fetches_done();
       });
     }
+  }
+
+  // The fetches are done. Over a relay with --wait-direct-ms, the connection
+  // stays up (QUIC keepalives) until a direct path took over, or the wait
+  // ran out, or nothing can take over any more (birthday punching ended
+  // without a hit and no direct check is left).
+  void fetches_done() {
+    if (on_relay && config.wait_direct > 0 && client && !linger) {
+      emit({{"event", "waiting_direct"}, {"max_ms", to_ms(config.wait_direct)}},
+           fmt::format("fetches done over the relay: waiting up to {:.0f} ms for a direct path (--wait-direct-ms)",
+                       to_ms(config.wait_direct)));
+      linger.emplace(loop);
+      linger->start(config.wait_direct / kNanosPerMilli, 0, [this] { stop_lingering(); });
+      return;
+    }
+    close_client();
+  }
+  void stop_lingering() {
+    if (!linger) return;
+    linger->close();
+    linger.reset();
+    close_client();
   }
 
   void close_client() {
@@ -1362,6 +1390,8 @@ struct PeerSession::Impl {
     monitor.reset();
     if (checks_done) checks_done->close();
     checks_done.reset();
+    if (linger) linger->close();
+    linger.reset();
     if (socket) socket->close();
   }
 

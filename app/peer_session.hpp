@@ -81,6 +81,9 @@ struct PeerConfig {
   bool direct_only = false;  ///< ignore the peer's relay candidate (and allocate nothing)
   bool keep_relay = false;   ///< keep the allocation once a direct path took over
   Timestamp relay_wait = 2 * kNanosPerSecond;
+  /// After the fetches, over a relay: keep the connection up to this long for
+  /// a direct path to take over (0: close at once).
+  Timestamp wait_direct = 0;
   /// Birthday punching: measure our NAT's mapping (RFC 5780 mapping tests
   /// against the rendezvous server's alternate address) before registering,
   /// offer it (BIRTHDAY), and punch when one side's mapping is endpoint-
