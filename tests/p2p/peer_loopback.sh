@@ -8,7 +8,8 @@
 # controlled peer; an unknown peer (exit 4 with a reason); --wait-s before the
 # target registers; a peer killed and restarted is introduced again; the
 # rendezvous server restarted: peers re-register by themselves; manual
-# signalling over pipes; bad flags and key files (exit 2).
+# signalling over pipes; --birthday against a server without an alternate
+# address (punching off, the session goes on); bad flags and key files (exit 2).
 # Usage: peer_loopback.sh QUICLAB_BINARY
 set -euo pipefail
 quiclab=$1
@@ -150,6 +151,20 @@ f=$(event "$tmp/ma.out" fetch)
 [[ $(field "$f" .status) == 200 && $(field "$f" .verified) == true ]] || fail "manual signalling fetch: $f"
 [[ $(field "$(event "$tmp/ma.out" result)" .outcome) == direct ]] || fail "ma: no direct result"
 
+echo "== --birthday against a server without an alternate address: the mapping is unknown, punching is off, the session goes on"
+peer bob --birthday >"$tmp/bbob.out" 2>"$tmp/bbob.err" &
+bob=$!
+pids+=("$bob")
+wait_for "$tmp/bbob.out" '"event":"registered"'
+(peer alice --birthday --connect bob --get /bytes/1000) >"$tmp/balice.out" 2>"$tmp/balice.err" ||
+  fail "--birthday without alternate: alice exited $?"
+wait "$bob" || fail "--birthday without alternate: bob exited $?"
+m=$(event "$tmp/balice.out" nat_mapping)
+[[ $(field "$m" .birthday) == false && $(field "$m" .error) == *OTHER-ADDRESS* ]] || fail "nat_mapping: $m"
+[[ $(field "$(event "$tmp/balice.out" introduced)" .birthday) == none ]] || fail "role: $(event "$tmp/balice.out" introduced)"
+[[ $(field "$(event "$tmp/balice.out" result)" .birthday.mapping) == unknown ]] || fail "result: $(event "$tmp/balice.out" result)"
+[[ $(field "$(event "$tmp/balice.out" fetch)" .verified) == true ]] || fail "fetch: $(event "$tmp/balice.out" fetch)"
+
 echo "== usage errors: exit 2 with a message"
 expect_usage --name x --key-file "$tmp/x.key"
 expect_usage --rendezvous 127.0.0.1:1 --name x
@@ -159,6 +174,16 @@ expect_usage --rendezvous nowhere:99999 --name x --key-file "$tmp/x.key"
 printf 'short' >"$tmp/bad.key"
 expect_usage --rendezvous 127.0.0.1:1 --name x --key-file "$tmp/bad.key"
 grep -q "bad.key" "$tmp/usage.out" || fail "the bad key file is not named"
+base=(--rendezvous 127.0.0.1:1 --name x --key-file "$tmp/x.key")
+expect_usage --signal stdio --name x --birthday
+grep -q -- "--birthday needs --rendezvous" "$tmp/usage.out" || fail "--birthday with stdio: $(cat "$tmp/usage.out")"
+expect_usage "${base[@]}" --birthday-probes 10
+grep -q -- "need --birthday" "$tmp/usage.out" || fail "--birthday-probes alone: $(cat "$tmp/usage.out")"
+expect_usage "${base[@]}" --birthday --birthday-probes 5000
+expect_usage "${base[@]}" --birthday --birthday-rate 0
+expect_usage "${base[@]}" --birthday --birthday-sockets 0
+expect_usage "${base[@]}" --wait-direct-ms 100
+grep -q -- "--wait-direct-ms needs --connect" "$tmp/usage.out" || fail "--wait-direct-ms alone: $(cat "$tmp/usage.out")"
 # The key file is created with mode 0600.
 [[ $(stat -c %a "$tmp/alice.key") == 600 ]] || fail "key file mode $(stat -c %a "$tmp/alice.key")"
 kill -0 "$rv_pid" || fail "the rendezvous server died"
