@@ -9,7 +9,10 @@
 #      a fetches over HTTP/3 on the punched path; then a cell with no direct
 #      path (symmetric <-> port-restricted) and the verdict's reason; last a
 #      symmetric <-> symmetric pair that connects through the lab's coturn
-#      (quiclab peer --turn) and fetches over the relay.
+#      (quiclab peer --turn) and fetches over the relay, and a port-restricted
+#      <-> symmetric pair with coturn and birthday-paradox punching (--birthday)
+#      that starts on the relay and moves to the direct path the probes find
+#      (or says why it did not).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${QUICLAB_BIN:-$here/build/app/quiclab}
@@ -50,8 +53,9 @@ if [[ $(id -u) != 0 ]]; then
 fi
 natlab=$here/scripts/natlab.sh
 export QUICLAB_BIN=$bin
-punch() {  # NAT_A NAT_B [turn]: one pair of peers, both logs; "turn": coturn in the lab, both peers use it
-  local nat_a=$1 nat_b=$2 with_turn=${3:-} server b relay=() lab_turn=() shown=""
+punch() {  # NAT_A NAT_B [turn [birthday]]: one pair of peers, both logs; "turn": coturn in the lab, both peers
+  # use it; "birthday": both punch birthday-style, starting once QUIC runs on the relay, and a waits for the move
+  local nat_a=$1 nat_b=$2 with_turn=${3:-} with_birthday=${4:-} server b relay=() lab_turn=() shown="" a_extra=()
   lab=p2pdemo$$
   lab=${lab:0:9}
   [[ -n $with_turn ]] && lab_turn=(--turn)
@@ -66,18 +70,26 @@ punch() {  # NAT_A NAT_B [turn]: one pair of peers, both logs; "turn": coturn in
     echo
     echo "-- with coturn in the lab (natlab.sh --turn, time-limited credentials from the lab's secret):"
   fi
+  if [[ -n $with_birthday ]]; then
+    relay+=(--birthday --birthday-wait-ms 2000)
+    a_extra=(--wait-direct-ms 15000)
+    shown+=" --birthday --birthday-wait-ms 2000"
+    echo "   and birthday-paradox punching: the symmetric side opens 256 sockets, the port-restricted side"
+    echo "   probes random ports of its public IP (at most 1024, 100/s); QUIC runs on the relay meanwhile"
+    echo "   and moves to the pair a probe finds (a waits up to 15 s for it: --wait-direct-ms 15000)."
+  fi
   echo
   echo "-- peer a (10.0.1.2) behind a $nat_a NAT, peer b (10.0.2.2) behind a $nat_b NAT, rendezvous server"
   echo "   $server:3478, 20 ms internet RTT. b waits to be introduced; a asks for b and fetches over HTTP/3:"
   echo "   quiclab peer --rendezvous $server:3478 --name b --key-file b.key$shown"
-  echo "   quiclab peer --rendezvous $server:3478 --name a --key-file a.key$shown --connect b --get /bytes/1m --get /health"
+  echo "   quiclab peer --rendezvous $server:3478 --name a --key-file a.key$shown${a_extra[*]:+ ${a_extra[*]}} --connect b --get /bytes/1m --get /health"
   "$natlab" exec "$lab" b -- "$bin" --log-level warn peer --rendezvous "$server:3478" --name b \
     --key-file "$work/b.key" "${relay[@]}" >"$work/b.out" 2>&1 &
   b=$!
   for _ in $(seq 1 100); do grep -q registered "$work/b.out" && break; sleep 0.05; done
   local rc=0
   "$natlab" exec "$lab" a -- "$bin" --log-level warn peer --rendezvous "$server:3478" --name a \
-    --key-file "$work/a.key" "${relay[@]}" --connect b --get /bytes/1m --get /health >"$work/a.out" 2>&1 || rc=$?
+    --key-file "$work/a.key" "${relay[@]}" "${a_extra[@]}" --connect b --get /bytes/1m --get /health >"$work/a.out" 2>&1 || rc=$?
   for _ in $(seq 1 150); do kill -0 "$b" 2>/dev/null || break; sleep 0.1; done
   kill "$b" 2>/dev/null || true
   wait "$b" 2>/dev/null || true
@@ -95,3 +107,4 @@ echo "-- hole punching in the NAT lab (scripts/natlab.sh; the whole matrix: scri
 punch port-restricted full-cone
 punch symmetric port-restricted
 punch symmetric symmetric turn
+punch port-restricted symmetric turn birthday
