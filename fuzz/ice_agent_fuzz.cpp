@@ -4,8 +4,11 @@
 // exercised. The first byte chooses the source and a mode: with the low bit
 // set the input is decoded and signed again with the right password (and,
 // with bit 1, given the transaction ID of the agent's latest check), so the
-// fuzzer also reaches the paths behind MESSAGE-INTEGRITY. No input may crash,
-// hang, leak or grow the agent past its bounds.
+// fuzzer also reaches the paths behind MESSAGE-INTEGRITY. Every third agent
+// punches birthday-style (open role: four extra bases, which inputs reach in
+// turn; probe role: probes to random ports), so probe answers, hits on extra
+// bases and 487s on probes are fuzzed too. No input may crash, hang, leak or
+// grow the agent past its bounds (pairs, candidates, probes, bases).
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -22,12 +25,17 @@ SocketAddress addr(const char* ip, std::uint16_t port) { return *SocketAddress::
 const ice::Credentials kLocal{"fuzzLocl", "local-password-24-chars!"};
 const ice::Credentials kRemote{"fuzzRemt", "remote-password-24-chars"};
 
-std::unique_ptr<ice::Agent> make_agent(Random& r, bool controlling, Timestamp now) {
+std::unique_ptr<ice::Agent> make_agent(Random& r, bool controlling, ice::BirthdayConfig::Role role, Timestamp now) {
   ice::AgentConfig c;
   c.controlling = controlling;
   c.tie_breaker = 0x8000000000000000ull;
   c.local = kLocal;
   c.max_pairs = 16;
+  c.birthday.role = role;
+  c.birthday.wait = 0;
+  c.birthday.sockets = 4;
+  c.birthday.probes = 64;
+  c.birthday.rate = 1000;
   auto a = std::make_unique<ice::Agent>(c, r, now);
   a->add_local_candidate({ice::CandidateType::host, addr("10.0.0.2", 4000), 0});
   a->add_local_candidate({ice::CandidateType::srflx, addr("203.0.113.9", 4000), 0});
@@ -46,7 +54,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       addr("198.51.100.1", 5000), addr("198.51.100.1", 5001), addr("198.51.100.2", 6000), addr("203.0.113.50", 7000),
       addr("192.0.2.77", 9),      addr("2001:db8::7", 7000),  addr("198.51.100.3", 1),    addr("198.51.100.4", 65535)};
   if (!agent || ++inputs % 500 == 0) {
-    agent = make_agent(random, inputs % 1000 < 500, now);
+    static const ice::BirthdayConfig::Role roles[] = {ice::BirthdayConfig::Role::none, ice::BirthdayConfig::Role::open,
+                                                      ice::BirthdayConfig::Role::probe};
+    agent = make_agent(random, inputs % 1000 < 500, roles[(inputs / 500) % 3], now);
     agent->set_remote(kRemote, {{ice::CandidateType::srflx, sources[0], 0}, {ice::CandidateType::host, sources[2], 0}},
                       now);
   }
@@ -72,13 +82,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
   }
   now += ((sel >> 3) & 3) * 20 * kNanosPerMilli;
-  agent->handle_datagram(sources[(sel >> 5) & 7], datagram, now);
+  // On an extra base every other input, once there are any (base numbers past them are refused).
+  const auto base = static_cast<std::uint16_t>(inputs % 2 ? 0 : inputs % 7);
+  agent->handle_datagram(sources[(sel >> 5) & 7], datagram, now, false, base);
   if (auto e = agent->expiry(); e && *e <= now) agent->handle_expiry(now);
   for (auto& d : agent->take_datagrams()) {
     if (auto m = stun::decode(d.data); m && m->message_class == stun::MessageClass::Request)
       last_check = m->transaction_id;
   }
-  (void)agent->take_events();
+  for (auto& e : agent->take_events()) {
+    if (auto* bs = std::get_if<ice::BirthdayStarted>(&e); bs && bs->role == ice::BirthdayConfig::Role::open)
+      for (std::uint16_t k = 0; k < 6; ++k)  // two more than the budget: refused
+        (void)agent->add_birthday_base(addr("10.0.0.2", static_cast<std::uint16_t>(41000 + k)), now);
+  }
+  if (agent->birthday_base(5)) __builtin_trap();
+  if (agent->stats().birthday_probes > agent->config().birthday.probes) __builtin_trap();
   if (agent->pairs().size() > agent->config().max_pairs) __builtin_trap();
   if (agent->local_candidates().size() > agent->config().max_pairs + 2) __builtin_trap();
   return 0;

@@ -246,12 +246,13 @@ void Agent::handle_expiry(Timestamp now) {
   }
   birthday_step(now);
   if (state_ == State::checking && now >= verdict_deadline()) {
-    fail(failure_reason());
+    fail(failure_reason(), now);
     return;
   }
   if (state_ == State::connected && now >= consent_expires_) {
     fail(fmt::format("consent lost: no answer from {} for {} s", pairs_[*selected_].remote.address.to_string(),
-                     config_.consent_timeout / kNanosPerSecond));
+                     config_.consent_timeout / kNanosPerSecond),
+         now);
     return;
   }
   if (next_consent_at_ && now >= *next_consent_at_ && selected_) {
@@ -424,7 +425,7 @@ void Agent::birthday_step(Timestamp now) {
       if (!p.relayed && p.remote.type == CandidateType::srflx && !birthday_target_) birthday_target_ = p.remote.address;
     if (!birthday_target_) {
       birthday_ = BirthdayPhase::done;
-      end_birthday(false, "the peer offered no server-reflexive address", now);
+      events_.push_back(BirthdayEnded{false, "the peer offered no server-reflexive address", 0, 0, now - start_});
       return;
     }
     birthday_ = BirthdayPhase::running;
@@ -835,7 +836,8 @@ void Agent::switch_role(Timestamp now) {
   schedule_next_check(now);
 }
 
-void Agent::fail(std::string reason) {
+void Agent::fail(std::string reason, Timestamp now) {
+  end_birthday(false, "the checks ended without a path", now);
   state_ = State::failed;
   next_check_at_.reset();
   next_consent_at_.reset();

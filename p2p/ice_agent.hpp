@@ -315,7 +315,7 @@ class Agent {
   void pair_succeeded(std::size_t pair, const Transaction& t, const SocketAddress& mapped, Timestamp now);
   void select(std::size_t pair, Timestamp now);
   void switch_role(Timestamp now);
-  void fail(std::string reason);
+  void fail(std::string reason, Timestamp now);
   std::string failure_reason() const;
   bool can_send_checks() const { return remote_credentials_.has_value(); }
 
