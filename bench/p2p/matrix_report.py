@@ -283,6 +283,8 @@ def plot(out, cells):
                 direct = c["outcomes"].get("direct", 0)
                 if not c["as_expected"]:
                     color = "#d62728"
+                elif c["birthday_cell"]:
+                    color = "#98df8a"
                 elif c["expected"] == "direct":
                     color = "#2ca02c"
                 elif c["expected"] == "relayed":
@@ -292,7 +294,6 @@ def plot(out, cells):
                 ax.add_patch(plt.Rectangle((j, i), 1, 1, color=color, ec="white"))
                 med = c["time_to_connect_ms"]["median"]
                 if c["birthday_cell"]:
-                    color = "#98df8a" if c["as_expected"] else color
                     label = f"{direct}/{c['trials']} birthday" + (f"\n{med:.0f} ms" if med is not None else "")
                 elif c["expected"] == "relayed":
                     label = f"{c['outcomes'].get('relayed', 0)}/{c['trials']} relayed" + (
