@@ -46,11 +46,13 @@ struct ServeOptions {
   std::size_t max_request_body = 64 * 1024 * 1024;
   std::uint64_t max_buffered_bodies = 512ULL * 1024 * 1024;
   std::uint64_t max_buffered_bodies_per_connection = 128ULL * 1024 * 1024;
-  bool no_h3 = false;                  // HTTP/3 (QUIC over UDP) is on by default
-  bool retry = false;                  // H3: validate every client address with Retry
-  std::string qlog_dir;                // H3: one qlog file per connection
-  std::string cc = "cubic";            // H3: ngtcp2's congestion controller
-  std::string tcp_cc;                  // H2: the TCP congestion control (empty: the kernel default)
+  bool no_h3 = false;        // HTTP/3 (QUIC over UDP) is on by default
+  bool retry = false;        // H3: validate every client address with Retry
+  std::string qlog_dir;      // H3: one qlog file per connection
+  std::string cc = "cubic";  // H3: ngtcp2's congestion controller
+  std::string tcp_cc;        // H2: the TCP congestion control (empty: the kernel default)
+  std::string tls_records = "dynamic";
+  std::uint32_t tcp_mss = 0;
   quic::UdpPayloadPolicy udp_payload;  // H3: datagram size (path_mtu.hpp)
 };
 
@@ -170,6 +172,8 @@ int run(const ServeOptions& o) {
     h2::ServerConfig h2_config;
     h2_config.listen = tcp_listen;
     h2_config.tcp_congestion = o.tcp_cc;
+    h2_config.dynamic_records = o.tls_records == "dynamic";
+    h2_config.tcp_mss = o.tcp_mss;
     h2_config.cert = cert.cert;
     h2_config.key = cert.key;
     h2_config.max_concurrent_streams = o.max_concurrent_streams;
@@ -297,6 +301,14 @@ Registration reg{
       sub.add_option("--tcp-cc", o->tcp_cc,
                      "HTTP/2: TCP congestion control for its connections (e.g. cubic, bbr; default: the "
                      "kernel's net.ipv4.tcp_congestion_control)");
+      sub.add_option("--tls-records", o->tls_records,
+                     "HTTP/2: TLS record sizes: 'dynamic' (one TCP segment each for the first 1 MiB and after 1 s "
+                     "idle, then 16 KiB) or 'full' (always 16 KiB)")
+          ->check(CLI::IsMember({"dynamic", "full"}))
+          ->capture_default_str();
+      sub.add_option("--tcp-mss", o->tcp_mss,
+                     "HTTP/2: cap the TCP MSS of accepted connections (TCP_MAXSEG; 0: the route's)")
+          ->check(CLI::Range(0u, 65495u));
       return [o] { return run(*o); };
     }};
 

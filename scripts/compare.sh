@@ -28,6 +28,10 @@ Usage: scripts/compare.sh [options]
   --h2-cc ALGO         HTTP/2 congestion control (Linux TCP, set on the server's socket):
                        one of net.ipv4.tcp_available_congestion_control (default cubic;
                        explicit, because a machine's default may be another, e.g. bbr)
+  --h2-records R       HTTP/2 TLS record sizes: dynamic (one TCP segment each for the first
+                       1 MiB and after 1 s idle, then 16 KiB, as production servers do) | full
+                       (always 16 KiB: a large response's first byte waits a round trip longer)
+                       (default dynamic)
   --grid FILE          read the options above from FILE (one "--flag value" per line; # comments)
   --out DIR            output directory                             (default out/compare-<date>)
   --no-fidelity        skip the link fidelity check
@@ -39,7 +43,7 @@ USAGE
 }
 
 rtts=50 losses=0,1 loss_model=bernoulli rates=0 workloads=handshake,bulk,page protocols=h2,h3,h3-0rtt
-runs="" bulk_size=1m seed=1 emulator=auto out="" fidelity=1 h3_cc=cubic h2_cc=cubic
+runs="" bulk_size=1m seed=1 emulator=auto out="" fidelity=1 h3_cc=cubic h2_cc=cubic h2_records=dynamic
 cmdline="$0 $*"
 
 parse() {
@@ -57,6 +61,7 @@ parse() {
       --emulator) emulator=$2; shift 2 ;;
       --h3-cc) h3_cc=$2; shift 2 ;;
       --h2-cc) h2_cc=$2; shift 2 ;;
+      --h2-records) h2_records=$2; shift 2 ;;
       --out) out=$2; shift 2 ;;
       --no-fidelity) fidelity=0; shift ;;
       --grid)
@@ -91,6 +96,7 @@ for p in ${protocols//,/ }; do
   case "$p" in h2|h3|h3-0rtt) ;; *) echo "compare: unknown protocol '$p'" >&2; exit 2 ;; esac
 done
 case "$h3_cc" in cubic|reno|bbr|bbr2) ;; *) echo "compare: unknown --h3-cc '$h3_cc'" >&2; exit 2 ;; esac
+case "$h2_records" in dynamic|full) ;; *) echo "compare: unknown --h2-records '$h2_records' (dynamic, full)" >&2; exit 2 ;; esac
 [[ " $(sysctl -n net.ipv4.tcp_available_congestion_control 2>/dev/null) " == *" $h2_cc "* ]] || {
   echo "compare: --h2-cc '$h2_cc' is not in this kernel's tcp_available_congestion_control" >&2; exit 2; }
 [[ $(id -u) -eq 0 ]] || { echo "compare: needs root for network namespaces" >&2; exit 2; }
@@ -179,7 +185,7 @@ for rtt in "${rtt_list[@]}"; do
       echo "compare: cell $cell/$total_cells: rtt ${rtt} ms, loss ${loss} %, rate ${rate} Mbit/s, $n runs x ${#proto_list[@]} protocols x ${#wl_list[@]} workloads" >&2
       "$netlab" up --name "$lab" "${link[@]}" >"$work/lab.log" 2>&1 || { cat "$work/lab.log" >&2; exit 1; }
       server_addr=$("$netlab" addr "$lab" server)
-      "$netlab" exec "$lab" server -- "$bin" --log-level warn serve --listen "$server_addr:$port" --root "$work/root" --cc "$h3_cc" --tcp-cc "$h2_cc" \
+      "$netlab" exec "$lab" server -- "$bin" --log-level warn serve --listen "$server_addr:$port" --root "$work/root" --cc "$h3_cc" --tcp-cc "$h2_cc" --tls-records "$h2_records" \
         >"$work/serve.out" 2>"$work/serve.log" &
       server_pid=$!
       for _ in $(seq 1 100); do grep -q "^listening h3" "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
@@ -225,6 +231,7 @@ cat >"$out/meta.json" <<META
  "emulator": "$emul",
  "h3_congestion_control": "$h3_cc",
  "h2_congestion_control": "$h2_cc",
+ "h2_tls_records": "$h2_records",
  "seed": $seed,
  "runs_per_cell": "${runs:-10 lossless / 20 lossy}",
  "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",

@@ -202,3 +202,52 @@ TEST_CASE("/metrics counts h2 connections, streams, requests and bytes", "[h2][i
   CHECK(value("quiclab_response_body_bytes_total{protocol=\"h2\"}") >= 5000);
   CHECK(value("quiclab_protocol_errors_total{protocol=\"h2\"}") == 0);
 }
+
+TEST_CASE("TLS records: one segment each for the first MiB of a connection, 16 KiB after; --tls-records full",
+          "[h2][interop][sanitize]") {
+  auto records = [](test::Server& srv) {
+    auto m = run(curl(srv, {srv.url("/metrics")}));
+    REQUIRE(m.exit_code == 0);
+    auto value = [&](const std::string& metric) -> long {
+      auto at = m.out.find("\n" + metric + " ");
+      if (at == std::string::npos) return -1;
+      return std::stol(m.out.substr(at + metric.size() + 2));
+    };
+    return std::pair(value("quiclab_tls_records_total{protocol=\"h2\",size=\"small\"}"),
+                     value("quiclab_tls_records_total{protocol=\"h2\",size=\"full\"}"));
+  };
+  TempDir tmp;
+  // Loopback's MSS (about 64 KiB) holds a full record: --tcp-mss 1460 gives
+  // Ethernet's segments (1448 bytes with timestamps), so records of 1426 bytes.
+  {
+    test::Server srv({"--tcp-mss", "1460"});
+    REQUIRE(srv.ok());
+    auto out = tmp.path / "dyn";
+    auto r = run(curl(srv, {"-o", out.string(), srv.url("/bytes/3000000")}));
+    REQUIRE(r.exit_code == 0);
+    CHECK(file_matches_generated(out, 3000000));
+    auto [small, full] = records(srv);
+    INFO("small " << small << ", full " << full);
+    // 1 MiB of plaintext (DATA frames and their headers) in 1426-byte records: 736.
+    CHECK(small >= 730);
+    CHECK(small <= 760);  // plus the few small writes (SETTINGS, HEADERS)
+    // The remaining ~1.95 MB in 16 KiB records.
+    CHECK(full >= 115);
+    CHECK(full <= 150);  // a batch's last record may be short
+  }
+  {
+    test::Server srv({"--tcp-mss", "1460", "--tls-records", "full"});
+    REQUIRE(srv.ok());
+    auto out = tmp.path / "full";
+    auto r = run(curl(srv, {"-o", out.string(), srv.url("/bytes/3000000")}));
+    REQUIRE(r.exit_code == 0);
+    CHECK(file_matches_generated(out, 3000000));
+    auto [small, full] = records(srv);
+    CHECK(small == 0);
+    CHECK(full >= 3000000 / 16384);
+  }
+  // A bad MSS is a clear start-up error.
+  auto bad = run({QUICLAB_BIN, "serve", "--listen", "127.0.0.1:0", "--no-h3", "--tcp-mss", "50"});
+  CHECK(bad.exit_code != 0);
+  CHECK_THAT(bad.err, Catch::Contains("TCP_MAXSEG 50"));
+}

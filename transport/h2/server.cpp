@@ -141,6 +141,16 @@ class Connection {
   void flush();
   void write_tls_output();
   bool over_high_water() const { return tcp_.write_queue_size() >= server_.config_.write_high_water; }
+  /// The connection's MSS (TCP_MAXSEG once established); 1220 when the kernel does not say.
+  std::size_t tcp_mss() {
+    uv_os_fd_t fd = -1;
+    int mss = 0;
+    socklen_t len = sizeof mss;
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(tcp_.raw()), &fd) != 0 ||
+        ::getsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &mss, &len) != 0 || mss < 536)
+      return 1220;
+    return static_cast<std::size_t>(mss);
+  }
   void resume_deferred();
   /// Closes once nghttp2 has nothing more to read or write (after GOAWAY, or EOF).
   void maybe_close();
@@ -176,6 +186,7 @@ class Connection {
   std::uint64_t accepted_at_ = 0;
   std::uint64_t last_activity_ = 0;
   std::uint64_t closing_since_ = 0;
+  std::uint64_t records_seen_ = 0, small_records_seen_ = 0;  // tls_'s counts already in the metrics
   bool first_request_seen_ = false;
   bool closing_ = false;
   bool closed_ = false;
@@ -331,6 +342,13 @@ void Connection::on_read(ByteView data) {
       return;
     }
     log::debug("h2 {}: TLS {} {} established", peer_text_, tls_.version(), tls_.cipher());
+    if (server_.config_.dynamic_records) {
+      tls::RecordSizing rs;
+      rs.small_bytes = tls::one_segment_record(tcp_mss(), tls_.version() == "TLSv1.3");
+      rs.full_after = server_.config_.records_full_after;
+      // A segment that holds a full record (loopback's 64 KiB MSS) needs no small phase.
+      if (rs.small_bytes < 16384) tls_.set_record_sizing(rs);
+    }
   }
   auto buf = read_scratch();
   while (!closed_) {
@@ -412,6 +430,13 @@ void Connection::flush() {
     if (plain_.empty()) break;
     auto st = tls_.write(plain_);
     plain_.clear();
+    {
+      auto& c = counters();
+      c.tls_records_small += tls_.small_records() - small_records_seen_;
+      c.tls_records_full += (tls_.records() - tls_.small_records()) - (records_seen_ - small_records_seen_);
+      records_seen_ = tls_.records();
+      small_records_seen_ = tls_.small_records();
+    }
     if (!st) {
       log::warn("h2 {}: {}", peer_text_, st.error().message);
       in_flush_ = false;
@@ -811,7 +836,19 @@ Status Server::start() {
   if (!ctx) return ctx.error();
   tls_ = std::move(*ctx);
   auto st = listener_.listen(config_.listen, config_.backlog, [this](uv::TcpStream s) { on_accept(std::move(s)); });
-  if (!st || config_.tcp_congestion.empty()) return st;
+  if (!st) return st;
+  if (config_.tcp_mss > 0) {
+    // Accepted sockets inherit the listener's TCP_MAXSEG: our segments carry at
+    // most this much (the peer's advertised MSS may lower it further).
+    const int mss = static_cast<int>(config_.tcp_mss);
+    if (::setsockopt(listener_.fd(), IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof mss) != 0) {
+      int err = errno;
+      listener_.close();
+      return make_error(ErrorDomain::os, err, fmt::format("cannot set TCP_MAXSEG {}: {}", mss, std::strerror(err)));
+    }
+    log::info("h2: TCP MSS at most {}", mss);
+  }
+  if (config_.tcp_congestion.empty()) return st;
   // Accepted sockets inherit a congestion control set on the listener. Root
   // may pick any algorithm the kernel has; others only the allowed ones.
   const auto& cc = config_.tcp_congestion;

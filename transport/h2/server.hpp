@@ -64,6 +64,16 @@ struct ServerConfig {
   /// Back-pressure: no new frames are produced while libuv holds more than this
   /// many bytes not yet accepted by the kernel; producing resumes on drain.
   std::size_t write_high_water = 256 * 1024;
+  /// TLS record sizing (tls::RecordSizing): records of one TCP segment (the
+  /// connection's MSS, TCP_MAXSEG) for the first `records_full_after` bytes of
+  /// a connection and again after 1 s without a write, 16 KiB records
+  /// otherwise. false: 16 KiB records always (OpenSSL's default), which cost a
+  /// large response's first byte a round trip on a fresh connection.
+  bool dynamic_records = true;
+  /// TCP_MAXSEG on the listener (0: the route's): caps the MSS of accepted
+  /// connections, e.g. 1460 to give loopback Ethernet's segments.
+  std::uint32_t tcp_mss = 0;
+  std::uint64_t records_full_after = 1024 * 1024;
   /// When not empty, an Alt-Svc header with this value on every response
   /// (e.g. `h3=":8443"`, set by the serve command when HTTP/3 runs too).
   std::string alt_svc;

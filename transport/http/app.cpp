@@ -87,6 +87,13 @@ std::string Metrics::render() const {
     out += fmt::format("quiclab_tls_failures_total{{protocol=\"h2\",reason=\"{}\"}} {}\n",
                        to_string(static_cast<TlsFailure>(r)), of(Protocol::h2).tls_failures[r]);
   }
+  out += fmt::format(
+      "# HELP quiclab_tls_records_total TLS records written for HTTP/2 streams, by size: small (one TCP segment, "
+      "dynamic record sizing) or full (up to 16 KiB).\n"
+      "# TYPE quiclab_tls_records_total counter\n"
+      "quiclab_tls_records_total{{protocol=\"h2\",size=\"small\"}} {}\n"
+      "quiclab_tls_records_total{{protocol=\"h2\",size=\"full\"}} {}\n",
+      of(Protocol::h2).tls_records_small, of(Protocol::h2).tls_records_full);
   return out;
 }
 

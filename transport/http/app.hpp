@@ -82,6 +82,9 @@ class Metrics {
     /// By TlsFailure. A TLS failure is never a clean close: those are not counted here.
     std::array<std::uint64_t, kTlsFailureReasons> tls_failures{};
     std::uint64_t& tls_failure(TlsFailure r) { return tls_failures[static_cast<std::size_t>(r)]; }
+    /// TLS records the HTTP/2 server wrote for its streams: one TCP segment each
+    /// (dynamic record sizing's small phase) and full-size (up to 16 KiB).
+    std::uint64_t tls_records_small = 0, tls_records_full = 0;
   };
   Counters& of(Protocol p) { return by_protocol_[static_cast<int>(p)]; }
   const Counters& of(Protocol p) const { return by_protocol_[static_cast<int>(p)]; }

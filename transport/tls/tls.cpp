@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -370,23 +371,37 @@ Result<std::size_t> Session::read(MutableByteView dst) {
   return *failure_;
 }
 
-Status Session::write(ByteView data) {
+Status Session::write(ByteView data) { return write(data, SteadyClock::instance().now()); }
+
+Status Session::write(ByteView data, Timestamp now) {
   if (failure_) return *failure_;
+  if (sizing_.small_bytes > 0 && last_write_ && now - *last_write_ > sizing_.idle) small_phase_bytes_ = 0;
+  last_write_ = now;
   ERR_clear_error();
   // Room for the records: the payload plus at most 22 bytes of TLS 1.3
-  // overhead per 16 KiB record (more than enough for TLS 1.2's as well).
-  const std::size_t need = out_.size() + data.size() + (data.size() / 16384 + 1) * 64;
+  // overhead per record (64 is more than enough for TLS 1.2's as well).
+  const std::size_t record = sizing_.small_bytes > 0 ? std::min<std::size_t>(sizing_.small_bytes, 16384) : 16384;
+  const std::size_t need = out_.size() + data.size() + (data.size() / record + 1) * 64;
   if (out_.capacity() == 0) out_ = buffer_pool::take(need);  // warm pages, no faults
   out_.reserve(need);
   std::size_t done = 0;
   while (done < data.size()) {
+    // One SSL_write_ex of at most 16 KiB makes one record; a small record
+    // while the small phase lasts.
+    const bool small = sizing_.small_bytes > 0 && small_phase_bytes_ < sizing_.full_after;
+    const std::size_t chunk = std::min<std::size_t>(data.size() - done, small ? sizing_.small_bytes : 16384);
     std::size_t n = 0;
-    int rc = SSL_write_ex(ssl_, data.data() + done, data.size() - done, &n);
+    int rc = SSL_write_ex(ssl_, data.data() + done, chunk, &n);
     if (rc != 1) {
       failure_ = fail(SSL_get_error(ssl_, rc), "TLS write failed");
       return *failure_;
     }
     done += n;
+    ++records_;
+    if (small) {
+      ++small_records_;
+      small_phase_bytes_ += n;
+    }
   }
   return {};
 }

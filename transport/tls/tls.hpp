@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "transport/core/buffer.hpp"
+#include "transport/core/clock.hpp"
 #include "transport/core/result.hpp"
 
 namespace quiclab::tls {
@@ -68,6 +69,29 @@ class Context {
   bool server_ = false;
 };
 
+/// Dynamic record sizing. A TLS record is decrypted only once it has arrived
+/// whole, so a full 16 KiB record on a fresh TCP connection, whose initial
+/// window holds 10 segments (14 480 bytes with a 1448-byte MSS), cannot be
+/// read before the next round trip brings its tail: a whole round trip added
+/// to the first response byte. As production servers do (Google's frontends,
+/// nginx's ssl_dynamic_record_size, h2o, Go's crypto/tls), records start at
+/// about one TCP segment each, become full-size once `full_after` bytes went
+/// out small (the window is large by then), and start small again after
+/// `idle` without a write (the window may have collapsed, RFC 7661).
+struct RecordSizing {
+  std::size_t small_bytes = 0;  ///< plaintext per record while small; 0: off (OpenSSL's full 16 KiB records)
+  std::uint64_t full_after = 1024 * 1024;
+  Timestamp idle = 1 * kNanosPerSecond;
+};
+/// The plaintext of a record that fills one TCP segment of `mss` bytes: the
+/// segment less the record's overhead (5-byte header, then a 16-byte AEAD tag
+/// and the inner content-type byte in TLS 1.3: 22 bytes; an 8-byte explicit
+/// nonce and the tag in TLS 1.2 AES-GCM: 29 bytes). At least 512.
+constexpr std::size_t one_segment_record(std::size_t mss, bool tls13 = true) {
+  const std::size_t overhead = tls13 ? 22 : 29;
+  return mss > overhead + 512 ? mss - overhead : 512;
+}
+
 /// One TLS connection driven through BIOs in memory (a memory BIO in, our own
 /// appending BIO out).
 ///   network bytes in  -> feed()
@@ -92,8 +116,18 @@ class Session {
   /// Error of domain tls on a TLS failure (a fatal alert from the peer, a bad
   /// record): then peer_alert() tells which alert, if the peer sent one.
   Result<std::size_t> read(MutableByteView dst);
-  /// Encrypts data; the ciphertext appears in the output buffer.
+  /// Encrypts data; the ciphertext appears in the output buffer. `now`
+  /// (monotonic) drives the record sizing's idle rule; without it the
+  /// steady clock's.
   Status write(ByteView data);
+  Status write(ByteView data, Timestamp now);
+  /// Record sizing for what write() encrypts from now on (default: off).
+  void set_record_sizing(const RecordSizing& sizing) { sizing_ = sizing; }
+  /// Bytes written since the records last started small (for tests and the parity table).
+  std::uint64_t small_phase_bytes() const { return small_phase_bytes_; }
+  /// Records written so far, and how many of them were small.
+  std::uint64_t records() const { return records_; }
+  std::uint64_t small_records() const { return small_records_; }
   /// Sends close_notify (nothing once the session failed).
   void shutdown();
   /// Ciphertext waiting to be sent (moves it out).
@@ -121,6 +155,10 @@ class Session {
   bool closed_ = false;  // close_notify received
   std::optional<int> peer_alert_;
   std::optional<Error> failure_;  // the first error, reported again on later calls
+  RecordSizing sizing_;
+  std::uint64_t small_phase_bytes_ = 0;  // written since the records (re)started small
+  std::optional<Timestamp> last_write_;
+  std::uint64_t records_ = 0, small_records_ = 0;
 };
 
 }  // namespace quiclab::tls

@@ -132,3 +132,69 @@ TEST_CASE("read: close_notify is a clean close, a corrupted record a TLS failure
     CHECK_FALSE(again.error().is_clean_close());
   }
 }
+
+namespace {
+// The lengths of the TLS records in `wire` (5-byte headers: type, version, length).
+std::vector<std::size_t> record_lengths(ByteView wire) {
+  std::vector<std::size_t> out;
+  for (std::size_t at = 0; at + 5 <= wire.size();) {
+    const std::size_t len = (std::size_t{wire[at + 3]} << 8) | wire[at + 4];
+    out.push_back(len);
+    at += 5 + len;
+  }
+  return out;
+}
+}  // namespace
+
+TEST_CASE("dynamic record sizing: one-segment records first, full ones after, small again after idle", "[tls]") {
+  TempDir dir;
+  auto paths = tls::generate_self_signed(dir.path);
+  REQUIRE(paths.ok());
+  auto server_ctx = tls::Context::server({paths->cert, paths->key, {"h2"}});
+  auto client_ctx = tls::Context::client({{"h2"}, false, paths->cert});
+  REQUIRE(server_ctx.ok());
+  REQUIRE(client_ctx.ok());
+  tls::Session server(*server_ctx);
+  tls::Session client(*client_ctx, "localhost");
+  pump(client, server);
+  REQUIRE(server.established());
+  (void)server.take_output();
+
+  // 1448-byte segments: 1426 bytes of plaintext per record in TLS 1.3 (1443 on the wire after the header).
+  CHECK(tls::one_segment_record(1448) == 1426);
+  CHECK(tls::one_segment_record(1448, false) == 1419);
+  CHECK(tls::one_segment_record(100) == 512);
+  tls::RecordSizing rs;
+  rs.small_bytes = tls::one_segment_record(1448);
+  rs.full_after = 64 * 1024;
+  rs.idle = kNanosPerSecond;
+  server.set_record_sizing(rs);
+  Bytes body(200 * 1024, 0x5a);
+  const Timestamp t0 = 10 * kNanosPerSecond;
+  REQUIRE(server.write(body, t0).ok());
+  auto lengths = record_lengths(server.take_output());
+  // ceil(64 KiB / 1426) = 46 small records, then full ones (16384 + 17 on the wire).
+  const std::size_t small = (64 * 1024 + 1425) / 1426;
+  REQUIRE(lengths.size() > small);
+  for (std::size_t i = 0; i < small; ++i) CHECK(lengths[i] == 1426 + 17);
+  for (std::size_t i = small; i + 1 < lengths.size(); ++i) CHECK(lengths[i] == 16384 + 17);
+  CHECK(server.small_records() == small);
+  // Busy (written 100 ms later): still full-size.
+  REQUIRE(server.write(body, t0 + 100 * kNanosPerMilli).ok());
+  CHECK(record_lengths(server.take_output()).front() == 16384 + 17);
+  // Idle for 2 s: small again.
+  REQUIRE(server.write(Bytes(5000, 1), t0 + 2100 * kNanosPerMilli).ok());
+  auto again = record_lengths(server.take_output());
+  REQUIRE(again.size() == 4);  // 1426 * 3 + 722
+  CHECK(again[0] == 1426 + 17);
+  CHECK(again[3] == 5000 - 3 * 1426 + 17);
+  // Sizing off: records of 16 KiB as before.
+  tls::Session s2(*server_ctx);
+  tls::Session c2(*client_ctx, "localhost");
+  pump(c2, s2);
+  (void)s2.take_output();
+  REQUIRE(s2.write(body, t0).ok());
+  auto plain = record_lengths(s2.take_output());
+  CHECK(plain.front() == 16384 + 17);
+  CHECK(s2.small_records() == 0);
+}
