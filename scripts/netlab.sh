@@ -369,6 +369,9 @@ lab_up() {
   for ns in "$c" "$r" "$s"; do
     ip netns add "$ns"
     in_ns "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    # No TCP metrics cache (ssthresh, RTT from earlier connections to the same
+    # address): every run of a cell starts from the same state, as QUIC does.
+    in_ns "$ns" sysctl -qw net.ipv4.tcp_no_metrics_save=1
     ip -n "$ns" link set lo up
   done
   # Veth pairs are created directly inside the namespaces: nothing touches the host's.

@@ -16,6 +16,11 @@ grep -q "delay=5" "$TEST_TMP/bad.err" || fail "error does not name the bad item:
 # of probes 6, 7, 8) are dropped too. Deterministic: no randomness, no timing.
 a=$(new_name)
 lab_up "$a" --rtt-ms 2 --drop 3-5 --drop-flow udp:9000 --event-log "$TEST_TMP/events.tsv"
+# TCP keeps no metrics between connections in the lab (each run of a cell starts cold, as QUIC's do).
+for ns in client server; do
+  v=$("$NETLAB" exec "$a" "$ns" -- sysctl -n net.ipv4.tcp_no_metrics_save)
+  [[ $v == 1 ]] || fail "tcp_no_metrics_save in $ns is '$v', want 1"
+done
 "$NETLAB" exec "$a" server -- "$probe" serve --duration 60 >/dev/null 2>&1 &
 sleep 0.2
 "$NETLAB" exec "$a" client -- "$probe" measure --to 198.51.100.2:9000 --count 20 --interval-ms 5 >"$TEST_TMP/m.json"
