@@ -46,6 +46,7 @@ struct GetOptions {
   // HTTP/3 only.
   std::string session_file;
   std::string qlog_dir;
+  std::size_t ack_thresh = 0;
   quic::UdpPayloadPolicy udp_payload;  // --max-udp-payload
   bool alt_svc = false;                // HTTP/2 first, then HTTP/3 when the server offers it
 };
@@ -157,9 +158,10 @@ int run(const GetOptions& o) {
   copts.attempt_delay_ms = o.attempt_delay_ms;
   copts.session_file = o.session_file;
   copts.qlog_dir = o.qlog_dir;
+  copts.ack_thresh = o.ack_thresh;
   copts.max_udp_payload = o.udp_payload.forced;
-  if (!o.h3 && !o.alt_svc && (!o.session_file.empty() || !o.qlog_dir.empty())) {
-    std::cerr << "quiclab get: --session-file and --qlog-dir need --h3 (or --alt-svc)\n";
+  if (!o.h3 && !o.alt_svc && (!o.session_file.empty() || !o.qlog_dir.empty() || o.ack_thresh > 0)) {
+    std::cerr << "quiclab get: --session-file, --qlog-dir and --ack-thresh need --h3 (or --alt-svc)\n";
     return kExitUsage;
   }
   if (o.h3 && o.alt_svc) {
@@ -361,6 +363,10 @@ const Registration reg{
       sub.add_flag("--alt-svc", o->alt_svc,
                    "Start on HTTP/2; when the first response offers Alt-Svc h3=\":PORT\", send the other\n"
                    "requests over HTTP/3 (JSON 'protocol' says which carried each)");
+      sub.add_option("--ack-thresh", o->ack_thresh,
+                     "HTTP/3: acknowledge at once after N ack-eliciting packets (default 8; 2 acts like Linux "
+                     "TCP's delayed ACK)")
+          ->check(CLI::Range(std::size_t{1}, std::size_t{64}));
       sub.add_option("--qlog-dir", o->qlog_dir, "HTTP/3: write a qlog file per connection into DIR")
           ->check(CLI::ExistingDirectory);
       add_udp_payload_option(sub, o->udp_payload);

@@ -28,6 +28,9 @@ Usage: scripts/compare.sh [options]
   --h2-cc ALGO         HTTP/2 congestion control (Linux TCP, set on the server's socket):
                        one of net.ipv4.tcp_available_congestion_control (default cubic;
                        explicit, because a machine's default may be another, e.g. bbr)
+  --h3-ack-thresh N    HTTP/3 client: acknowledge at once after N ack-eliciting packets
+                       (default 2: every second packet, as Linux TCP's delayed ACK does for
+                       HTTP/2; quiclab get's own default is 8)
   --h2-records R       HTTP/2 TLS record sizes: dynamic (one TCP segment each for the first
                        1 MiB and after 1 s idle, then 16 KiB, as production servers do) | full
                        (always 16 KiB: a large response's first byte waits a round trip longer)
@@ -43,7 +46,7 @@ USAGE
 }
 
 rtts=50 losses=0,1 loss_model=bernoulli rates=0 workloads=handshake,bulk,page protocols=h2,h3,h3-0rtt
-runs="" bulk_size=1m seed=1 emulator=auto out="" fidelity=1 h3_cc=cubic h2_cc=cubic h2_records=dynamic
+runs="" bulk_size=1m seed=1 emulator=auto out="" fidelity=1 h3_cc=cubic h2_cc=cubic h2_records=dynamic h3_ack_thresh=2
 cmdline="$0 $*"
 
 parse() {
@@ -62,6 +65,7 @@ parse() {
       --h3-cc) h3_cc=$2; shift 2 ;;
       --h2-cc) h2_cc=$2; shift 2 ;;
       --h2-records) h2_records=$2; shift 2 ;;
+      --h3-ack-thresh) h3_ack_thresh=$2; shift 2 ;;
       --out) out=$2; shift 2 ;;
       --no-fidelity) fidelity=0; shift ;;
       --grid)
@@ -96,6 +100,8 @@ for p in ${protocols//,/ }; do
   case "$p" in h2|h3|h3-0rtt) ;; *) echo "compare: unknown protocol '$p'" >&2; exit 2 ;; esac
 done
 case "$h3_cc" in cubic|reno|bbr|bbr2) ;; *) echo "compare: unknown --h3-cc '$h3_cc'" >&2; exit 2 ;; esac
+[[ "$h3_ack_thresh" =~ ^[1-9][0-9]?$ ]] && ((h3_ack_thresh <= 64)) ||
+  { echo "compare: --h3-ack-thresh needs 1..64" >&2; exit 2; }
 case "$h2_records" in dynamic|full) ;; *) echo "compare: unknown --h2-records '$h2_records' (dynamic, full)" >&2; exit 2 ;; esac
 [[ " $(sysctl -n net.ipv4.tcp_available_congestion_control 2>/dev/null) " == *" $h2_cc "* ]] || {
   echo "compare: --h2-cc '$h2_cc' is not in this kernel's tcp_available_congestion_control" >&2; exit 2; }
@@ -152,8 +158,8 @@ run_get() {  # proto workload -> get's JSON lines on stdout
   local proto=$1 wl=$2 base="https://$server_addr:$port" flags=()
   case "$proto" in
     h2) flags=(--h2) ;;
-    h3) flags=(--h3) ;;
-    h3-0rtt) flags=(--h3 --session-file "$work/session.bin") ;;
+    h3) flags=(--h3 --ack-thresh "$h3_ack_thresh") ;;
+    h3-0rtt) flags=(--h3 --ack-thresh "$h3_ack_thresh" --session-file "$work/session.bin") ;;
   esac
   local urls=()
   case "$wl" in
@@ -232,6 +238,7 @@ cat >"$out/meta.json" <<META
  "h3_congestion_control": "$h3_cc",
  "h2_congestion_control": "$h2_cc",
  "h2_tls_records": "$h2_records",
+ "h3_ack_thresh": $h3_ack_thresh,
  "seed": $seed,
  "runs_per_cell": "${runs:-10 lossless / 20 lossy}",
  "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",

@@ -180,6 +180,17 @@ EOF
     check_json 1 200 52428800
     grep -q '"verified":true' "$work/out.txt" || fail "body not verified"
     ;;
+  ours_ack_thresh)
+    # The flag's wiring through the lab: tests/lab/ack_thresh.sh (on loopback
+    # the receive batches decide when ACKs go, not the threshold).
+    start_quiclab_serve 127.0.0.1:0 "h3 udp"
+    get --h3 --insecure --verify-bytes --json --ack-thresh 2 "https://127.0.0.1:$port/bytes/1m"
+    expect_rc 0 "--ack-thresh 2"
+    get --h2 --ack-thresh 2 "https://127.0.0.1:$port/"
+    expect_rc 2 "--ack-thresh without --h3"
+    get --h3 --ack-thresh 0 "https://127.0.0.1:$port/"
+    expect_rc 2 "--ack-thresh 0"
+    ;;
   ours_echo)
     start_quiclab_serve 127.0.0.1:0 "h3 udp"
     head -c 3000000 /dev/urandom >"$work/upload.bin"

@@ -1311,6 +1311,7 @@ Client::Client(uv::Loop& loop, http::Url origin, http::ClientOptions options, Qu
       alive_(std::make_shared<bool>(true)) {
   endpoint_local_ = endpoint.local;
   if (tuning_.qlog_dir.empty()) tuning_.qlog_dir = options_.qlog_dir;
+  if (options_.ack_thresh > 0) tuning_.ack_thresh = options_.ack_thresh;
   // Experiment knobs for benchmarks (not part of the CLI contract).
   if (const char* v = std::getenv("QUICLAB_H3_ACK_THRESH")) tuning_.ack_thresh = std::strtoul(v, nullptr, 10);
   if (const char* v = std::getenv("QUICLAB_H3_MAX_ACK_DELAY_MS"))

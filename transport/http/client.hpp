@@ -87,6 +87,10 @@ struct ClientOptions {
   std::filesystem::path session_file;  ///< H3: store/resume session tickets (0-RTT).
   std::filesystem::path qlog_dir;      ///< H3: write one qlog file per connection here (empty: none).
   std::size_t max_udp_payload = 0;     ///< H3: 0 automatic (transport/quic/path_mtu.hpp), else this many bytes.
+  /// H3: ACK-eliciting packets received before an immediate ACK (ngtcp2's
+  /// ack_thresh). 0: h3::QuicTuning's default (8, fewer ACKs on fast paths);
+  /// 2 acknowledges every second packet, as Linux TCP's delayed ACK does.
+  std::size_t ack_thresh = 0;
   /// Connect to this address instead of the URL's host (which still gives SNI
   /// and :authority). Clients never resolve names themselves: RacingClient
   /// (happy_eyeballs.hpp) resolves on the loop and sets this per attempt.
