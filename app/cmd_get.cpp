@@ -47,6 +47,7 @@ struct GetOptions {
   std::string session_file;
   std::string qlog_dir;
   std::size_t ack_thresh = 0;
+  std::string tls_cipher, tls_group;
   quic::UdpPayloadPolicy udp_payload;  // --max-udp-payload
   bool alt_svc = false;                // HTTP/2 first, then HTTP/3 when the server offers it
 };
@@ -159,6 +160,8 @@ int run(const GetOptions& o) {
   copts.session_file = o.session_file;
   copts.qlog_dir = o.qlog_dir;
   copts.ack_thresh = o.ack_thresh;
+  copts.tls_cipher = o.tls_cipher;
+  copts.tls_group = o.tls_group;
   copts.max_udp_payload = o.udp_payload.forced;
   if (!o.h3 && !o.alt_svc && (!o.session_file.empty() || !o.qlog_dir.empty() || o.ack_thresh > 0)) {
     std::cerr << "quiclab get: --session-file, --qlog-dir and --ack-thresh need --h3 (or --alt-svc)\n";
@@ -269,6 +272,13 @@ int run(const GetOptions& o) {
       auto it = infos.find(app::origin_key(f.url));
       // The address that answered (Happy Eyeballs may have tried others first).
       if (it != infos.end() && !it->second.peer_address.empty()) j["peer"] = it->second.peer_address;
+      // What TLS the connection really negotiated (the parity table compares them).
+      if (it != infos.end() && !it->second.tls_cipher.empty()) {
+        j["tls"] = {{"library", it->second.tls_library},
+                    {"version", it->second.tls_version},
+                    {"cipher", it->second.tls_cipher},
+                    {"group", it->second.tls_group}};
+      }
       if (j["protocol"] == "h3") {
         // 0-RTT facts of the request's connection (false when it never completed).
         j["resumed"] = it != infos.end() && it->second.resumed;
@@ -292,6 +302,8 @@ int run(const GetOptions& o) {
     std::string conn;
     for (const auto& [key, info] : infos) {
       conn += fmt::format("; {} {} {} {}", key, info.protocol, info.tls_version, info.peer_address);
+      if (!info.tls_cipher.empty())
+        conn += fmt::format(" {} {} ({})", info.tls_cipher, info.tls_group, info.tls_library);
       if (info.protocol == "h3") {
         conn += fmt::format(" resumed={} early_data={}", info.resumed ? "yes" : "no",
                             info.early_data_accepted ? "accepted" : "no");
@@ -363,6 +375,7 @@ const Registration reg{
       sub.add_flag("--alt-svc", o->alt_svc,
                    "Start on HTTP/2; when the first response offers Alt-Svc h3=\":PORT\", send the other\n"
                    "requests over HTTP/3 (JSON 'protocol' says which carried each)");
+      add_tls_suite_options(sub, o->tls_cipher, o->tls_group, "offer");
       sub.add_option("--ack-thresh", o->ack_thresh,
                      "HTTP/3: acknowledge at once after N ack-eliciting packets (default 8; 2 acts like Linux "
                      "TCP's delayed ACK)")

@@ -53,6 +53,7 @@ struct ServeOptions {
   std::string tcp_cc;        // H2: the TCP congestion control (empty: the kernel default)
   std::string tls_records = "dynamic";
   std::uint32_t tcp_mss = 0;
+  std::string tls_cipher, tls_group;   // both stacks: the only suite / group accepted
   quic::UdpPayloadPolicy udp_payload;  // H3: datagram size (path_mtu.hpp)
 };
 
@@ -138,6 +139,8 @@ int run(const ServeOptions& o) {
       h3::ServerConfig h3_config;
       h3_config.cert_file = cert.cert;
       h3_config.key_file = cert.key;
+      h3_config.tls_cipher = o.tls_cipher;
+      h3_config.tls_group = o.tls_group;
       h3_config.quic.retry = o.retry;
       h3_config.qlog_dir = o.qlog_dir;
       h3_config.quic.cc_algo = *quic::cc_algo_from_name(o.cc);  // --cc admits only known names
@@ -174,6 +177,8 @@ int run(const ServeOptions& o) {
     h2_config.tcp_congestion = o.tcp_cc;
     h2_config.dynamic_records = o.tls_records == "dynamic";
     h2_config.tcp_mss = o.tcp_mss;
+    h2_config.tls_cipher = o.tls_cipher;
+    h2_config.tls_group = o.tls_group;
     h2_config.cert = cert.cert;
     h2_config.key = cert.key;
     h2_config.max_concurrent_streams = o.max_concurrent_streams;
@@ -309,6 +314,7 @@ Registration reg{
       sub.add_option("--tcp-mss", o->tcp_mss,
                      "HTTP/2: cap the TCP MSS of accepted connections (TCP_MAXSEG; 0: the route's)")
           ->check(CLI::Range(0u, 65495u));
+      add_tls_suite_options(sub, o->tls_cipher, o->tls_group, "HTTP/2 and HTTP/3: accept");
       return [o] { return run(*o); };
     }};
 

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "transport/core/tls_names.hpp"
 #include "transport/quic/path_mtu.hpp"
 
 namespace quiclab::cli {
@@ -62,6 +63,30 @@ inline CLI::Option* add_udp_payload_option(CLI::App& sub, quic::UdpPayloadPolicy
           },
           "auto|BYTES")
       ->default_str("auto");
+}
+
+/// --tls-cipher and --tls-group, the same in serve and get: the only TLS 1.3
+/// cipher suite / key-exchange group to offer (both stacks, HTTP/2's OpenSSL
+/// and HTTP/3's GnuTLS), by IANA name (transport/core/tls_names.hpp).
+inline void add_tls_suite_options(CLI::App& sub, std::string& cipher, std::string& group, const std::string& who) {
+  auto check = [](bool is_cipher) {
+    return CLI::Validator(
+        [is_cipher](std::string& v) {
+          const bool known = is_cipher ? tls_names::find_cipher(v) != nullptr : tls_names::find_group(v) != nullptr;
+          if (known) return std::string();
+          return "unknown TLS " + std::string(is_cipher ? "cipher suite" : "group") + " '" + v + "' (" +
+                 (is_cipher ? tls_names::list(tls_names::kCiphers) : tls_names::list(tls_names::kGroups)) + ")";
+        },
+        is_cipher ? "SUITE" : "GROUP");
+  };
+  sub.add_option("--tls-cipher", cipher,
+                 who + " only this TLS 1.3 cipher suite (" + tls_names::list(tls_names::kCiphers) +
+                     "; default: the library's choice)")
+      ->check(check(true));
+  sub.add_option("--tls-group", group,
+                 who + " only this key-exchange group (" + tls_names::list(tls_names::kGroups) +
+                     "; default: the library's choice)")
+      ->check(check(false));
 }
 
 }  // namespace quiclab::cli

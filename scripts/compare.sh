@@ -31,6 +31,11 @@ Usage: scripts/compare.sh [options]
   --h3-ack-thresh N    HTTP/3 client: acknowledge at once after N ack-eliciting packets
                        (default 2: every second packet, as Linux TCP's delayed ACK does for
                        HTTP/2; quiclab get's own default is 8)
+  --tls-cipher SUITE   the TLS 1.3 cipher suite both stacks must use (OpenSSL for HTTP/2,
+                       GnuTLS for HTTP/3; default TLS_AES_128_GCM_SHA256; 'default': each
+                       library's own choice, which differ: AES-256-GCM on both here)
+  --tls-group GROUP    the key exchange both must use (default x25519; 'default': each
+                       library's own, x25519 for OpenSSL and secp256r1 for GnuTLS here)
   --h2-records R       HTTP/2 TLS record sizes: dynamic (one TCP segment each for the first
                        1 MiB and after 1 s idle, then 16 KiB, as production servers do) | full
                        (always 16 KiB: a large response's first byte waits a round trip longer)
@@ -46,7 +51,7 @@ USAGE
 }
 
 rtts=50 losses=0,1 loss_model=bernoulli rates=0 workloads=handshake,bulk,page protocols=h2,h3,h3-0rtt
-runs="" bulk_size=1m seed=1 emulator=auto out="" fidelity=1 h3_cc=cubic h2_cc=cubic h2_records=dynamic h3_ack_thresh=2
+runs="" bulk_size=1m seed=1 emulator=auto out="" fidelity=1 h3_cc=cubic h2_cc=cubic h2_records=dynamic h3_ack_thresh=2 tls_cipher=TLS_AES_128_GCM_SHA256 tls_group=x25519
 cmdline="$0 $*"
 
 parse() {
@@ -66,6 +71,8 @@ parse() {
       --h2-cc) h2_cc=$2; shift 2 ;;
       --h2-records) h2_records=$2; shift 2 ;;
       --h3-ack-thresh) h3_ack_thresh=$2; shift 2 ;;
+      --tls-cipher) tls_cipher=$2; shift 2 ;;
+      --tls-group) tls_group=$2; shift 2 ;;
       --out) out=$2; shift 2 ;;
       --no-fidelity) fidelity=0; shift ;;
       --grid)
@@ -102,6 +109,13 @@ done
 case "$h3_cc" in cubic|reno|bbr|bbr2) ;; *) echo "compare: unknown --h3-cc '$h3_cc'" >&2; exit 2 ;; esac
 [[ "$h3_ack_thresh" =~ ^[1-9][0-9]?$ ]] && ((h3_ack_thresh <= 64)) ||
   { echo "compare: --h3-ack-thresh needs 1..64" >&2; exit 2; }
+case "$tls_cipher" in TLS_AES_128_GCM_SHA256|TLS_AES_256_GCM_SHA384|TLS_CHACHA20_POLY1305_SHA256|default) ;;
+  *) echo "compare: unknown --tls-cipher '$tls_cipher'" >&2; exit 2 ;; esac
+case "$tls_group" in x25519|secp256r1|secp384r1|default) ;;
+  *) echo "compare: unknown --tls-group '$tls_group'" >&2; exit 2 ;; esac
+tls_pin=()
+[[ $tls_cipher != default ]] && tls_pin+=(--tls-cipher "$tls_cipher")
+[[ $tls_group != default ]] && tls_pin+=(--tls-group "$tls_group")
 case "$h2_records" in dynamic|full) ;; *) echo "compare: unknown --h2-records '$h2_records' (dynamic, full)" >&2; exit 2 ;; esac
 [[ " $(sysctl -n net.ipv4.tcp_available_congestion_control 2>/dev/null) " == *" $h2_cc "* ]] || {
   echo "compare: --h2-cc '$h2_cc' is not in this kernel's tcp_available_congestion_control" >&2; exit 2; }
@@ -167,7 +181,8 @@ run_get() {  # proto workload -> get's JSON lines on stdout
     bulk) urls=("$base/bytes/$bulk_size") ;;
     page) while read -r p; do urls+=("$base$p"); done < <(page_paths) ;;
   esac
-  timeout 120 "$netlab" exec "$lab" client -- "$bin" --log-level error get "${flags[@]}" --insecure -m 100 --json "${urls[@]}"
+  timeout 120 "$netlab" exec "$lab" client -- "$bin" --log-level error get "${flags[@]}" "${tls_pin[@]}" --insecure -m 100 \
+    --json "${urls[@]}"
 }
 
 IFS=, read -ra rtt_list <<<"$rtts"
@@ -191,7 +206,7 @@ for rtt in "${rtt_list[@]}"; do
       echo "compare: cell $cell/$total_cells: rtt ${rtt} ms, loss ${loss} %, rate ${rate} Mbit/s, $n runs x ${#proto_list[@]} protocols x ${#wl_list[@]} workloads" >&2
       "$netlab" up --name "$lab" "${link[@]}" >"$work/lab.log" 2>&1 || { cat "$work/lab.log" >&2; exit 1; }
       server_addr=$("$netlab" addr "$lab" server)
-      "$netlab" exec "$lab" server -- "$bin" --log-level warn serve --listen "$server_addr:$port" --root "$work/root" --cc "$h3_cc" --tcp-cc "$h2_cc" --tls-records "$h2_records" \
+      "$netlab" exec "$lab" server -- "$bin" --log-level warn serve --listen "$server_addr:$port" --root "$work/root" --cc "$h3_cc" --tcp-cc "$h2_cc" --tls-records "$h2_records" "${tls_pin[@]}" \
         >"$work/serve.out" 2>"$work/serve.log" &
       server_pid=$!
       for _ in $(seq 1 100); do grep -q "^listening h3" "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
@@ -239,6 +254,8 @@ cat >"$out/meta.json" <<META
  "h2_congestion_control": "$h2_cc",
  "h2_tls_records": "$h2_records",
  "h3_ack_thresh": $h3_ack_thresh,
+ "tls_cipher": "$tls_cipher",
+ "tls_group": "$tls_group",
  "seed": $seed,
  "runs_per_cell": "${runs:-10 lossless / 20 lossy}",
  "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",

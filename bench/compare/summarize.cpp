@@ -70,8 +70,8 @@ int make_run(const std::string& protocol, double rtt, double loss, double rate, 
                        {"bytes", number(r, "bytes", 0)},
                        {"ttfb_ms", t},
                        {"complete_ms", total}});
-    for (const char* k : {"retransmissions", "lost_packets", "early_data"}) {
-      if (r.contains(k)) rec[k] = r[k];
+    for (const char* k : {"retransmissions", "lost_packets", "early_data", "tls"}) {
+      if (r.contains(k)) rec[k] = r[k];  // tls: what the connection negotiated (library, version, cipher, group)
     }
   }
   rec["ok"] = lines > 0 && errors == 0;

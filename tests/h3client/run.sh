@@ -191,6 +191,32 @@ EOF
     get --h3 --ack-thresh 0 "https://127.0.0.1:$port/"
     expect_rc 2 "--ack-thresh 0"
     ;;
+  ours_tls_suite)
+    # --tls-cipher/--tls-group pin one suite and group on both stacks
+    # (OpenSSL for HTTP/2, GnuTLS for HTTP/3); the JSON reports what each
+    # connection negotiated; a client that offers neither fails at once with
+    # the alert (HTTP/3: a CONNECTION_CLOSE with TLS alert 40, not a timeout).
+    start_quiclab_serve 127.0.0.1:0 "h3 udp" --tls-cipher TLS_AES_256_GCM_SHA384 --tls-group secp384r1
+    for p in h2 h3; do
+      get --$p --insecure --json "https://127.0.0.1:$port/bytes/1000"
+      expect_rc 0 "$p against a pinned server"
+      want='{"cipher":"TLS_AES_256_GCM_SHA384","group":"secp384r1","version":"TLSv1.3"}'
+      got=$(jq -c '.tls | {cipher, group, version}' "$work/out.txt")
+      [[ $got == "$want" ]] || fail "$p negotiated $got, want $want"
+      start=$(date +%s%N)
+      get --$p --insecure --json --tls-cipher TLS_AES_128_GCM_SHA256 "https://127.0.0.1:$port/bytes/1000"
+      expect_rc 3 "$p offering another cipher"
+      grep -qi "handshake fail\|alert" "$work/err.log" || fail "$p: the error does not name the TLS failure: $(cat "$work/err.log")"
+      (( ($(date +%s%N) - start) / 1000000 < 5000 )) || fail "$p: the refused handshake took more than 5 s"
+    done
+    # Their client (ngtcp2's gtlsclient, its own defaults) gets the pinned suite too.
+    mkdir -p "$work/dl"
+    timeout 60 gtlsclient -q --exit-on-all-streams-close --no-http-dump --download "$work/dl" 127.0.0.1 "$port" \
+      "https://127.0.0.1:$port/bytes/1000" >"$work/gtls.log" 2>&1 || fail "gtlsclient: $(tail -3 "$work/gtls.log")"
+    [[ $(stat -c %s "$work/dl/1000" 2>/dev/null) == 1000 ]] || fail "gtlsclient did not get 1000 bytes"
+    get --h3 --tls-group x448 "https://127.0.0.1:$port/"
+    expect_rc 2 "an unknown group"
+    ;;
   ours_echo)
     start_quiclab_serve 127.0.0.1:0 "h3 udp"
     head -c 3000000 /dev/urandom >"$work/upload.bin"

@@ -9,7 +9,8 @@
 #   2. symmetric (controlling) <-> port-restricted with coturn, birthday
 #      starting after the relay wait: QUIC starts on the relay, the probe
 #      that lands moves it to the birthday socket (QUIC path validated, relay
-#      released), 20 MB byte-exact.
+#      released), 20 MB byte-exact; a waits for the move after its fetch
+#      (--wait-direct-ms), which may be over first.
 #   3. a budget too small to find a mapping: exit 4, the reason says so.
 #   4. full cone <-> symmetric: checks alone connect, no birthday starts.
 # The odds: one trial misses with probability (1 - S/64512)^P for S sockets
@@ -75,8 +76,9 @@ name=$(new_name)
 natlab_up "$name" --nat-a symmetric --nat-b port-restricted --rtt-ms 20 --turn
 turn=$("$NATLAB" addr "$name" turn)
 secret=$("$NATLAB" turn-secret "$name")
+# The fetch may be over before a probe lands: a stays connected for the move (--wait-direct-ms).
 peers "$name" symmetric port-restricted "${sure[@]}" --birthday-wait-ms 2500 --turn "$turn" --turn-secret-file "$secret" \
-  -- --connect b --get /bytes/20000000
+  -- --connect b --get /bytes/20000000 --wait-direct-ms 20000
 ((rc == 0)) || fail "2: a exited $rc: $(tail -3 "$out/a.out") $(tail -3 "$out/a.err")"
 c=$(ev a connected) pc=$(ev a path_changed) qp=$(ev a quic_path) f=$(ev a fetch) ra=$(ev a result) rb=$(ev b result)
 [[ $(jq -r .path <<<"$c") == relayed ]] || fail "2: the first path: $c"
@@ -92,6 +94,8 @@ qp_port=$(jq -r '.local | sub(".*:"; "")' <<<"$qp")
 [[ $(jq -r .outcome <<<"$ra") == direct && $(jq -r .outcome <<<"$rb") == direct ]] || fail "2: outcomes: $ra / $rb"
 [[ $(jq .birthday.on_birthday_socket <<<"$ra") == true && $(jq .birthday.hit <<<"$rb") == true ]] ||
   fail "2: birthday: $ra / $rb"
+moved_after=$(jq -n --argjson p "$(jq .t_ms <<<"$pc")" --argjson f "$(jq .t_ms <<<"$f")" '$p > $f')
+[[ $moved_after == false || -n $(ev a waiting_direct) ]] || fail "2: moved after the fetch without waiting_direct"
 echo "ok: symmetric <-> port-restricted on coturn first, moved to birthday socket :$qp_port" \
   "$(jq .ms_since_connected <<<"$pc") ms later ($(jq .birthday.probes <<<"$rb") probes), 20 MB in $(jq .total <<<"$f") ms"
 "$NATLAB" down "$name" >/dev/null

@@ -118,6 +118,8 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     topts.alpn = {"h2"};
     topts.insecure = options.insecure;
     topts.ca_file = options.ca_file;
+    topts.cipher = options.tls_cipher;
+    topts.group = options.tls_group;
     auto ctx = tls::Context::client(topts);
     if (!ctx) {
       start = now();
@@ -739,6 +741,9 @@ http::ConnectionInfo Client::info() const {
     i.tls_version = impl_->ssl_version;
     i.alpn = impl_->tls->alpn();
     i.resumed = SSL_session_reused(impl_->tls->ssl()) == 1;
+    i.tls_cipher = impl_->tls->cipher();
+    i.tls_group = impl_->tls->group();
+    i.tls_library = "OpenSSL";
   }
   if (impl_->tcp.is_open()) {
     i.local_address = impl_->tcp.local_address().to_string();

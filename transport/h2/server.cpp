@@ -832,7 +832,7 @@ Status Server::start() {
     return make_error(ErrorDomain::config, EINVAL,
                       "h2: stream and connection windows must be at most 2^31-1 bytes (RFC 9113 6.9.1)");
   }
-  auto ctx = tls::Context::server({config_.cert, config_.key, {"h2"}});
+  auto ctx = tls::Context::server({config_.cert, config_.key, {"h2"}, config_.tls_cipher, config_.tls_group});
   if (!ctx) return ctx.error();
   tls_ = std::move(*ctx);
   auto st = listener_.listen(config_.listen, config_.backlog, [this](uv::TcpStream s) { on_accept(std::move(s)); });

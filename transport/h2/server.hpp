@@ -73,6 +73,9 @@ struct ServerConfig {
   /// TCP_MAXSEG on the listener (0: the route's): caps the MSS of accepted
   /// connections, e.g. 1460 to give loopback Ethernet's segments.
   std::uint32_t tcp_mss = 0;
+  /// The only TLS 1.3 cipher suite / group offered (IANA names,
+  /// transport/core/tls_names.hpp); empty: OpenSSL's defaults.
+  std::string tls_cipher, tls_group;
   std::uint64_t records_full_after = 1024 * 1024;
   /// When not empty, an Alt-Svc header with this value on every response
   /// (e.g. `h3=":8443"`, set by the serve command when HTTP/3 runs too).

@@ -351,6 +351,8 @@ Status ClientConnection::init(Timestamp now) {
     tc.pinned_sha256 = opt.pinned_sha256;
     tc.cert_file = opt.client_cert_file;
     tc.key_file = opt.client_key_file;
+    tc.cipher = opt.tls_cipher;
+    tc.group = opt.tls_group;
     auto ctx = quic::tls::make_client_context(tc);
     if (!ctx) return ctx.error();
     config_.tls = std::shared_ptr<quic::tls::ClientContext>(std::move(*ctx));
@@ -1000,6 +1002,9 @@ http::ConnectionInfo ClientConnection::info() const {
     i.tls_version = "TLSv1.3";  // The only version QUIC runs over (RFC 9001).
     i.alpn = tls_->alpn();
     i.resumed = tls_->resumed();
+    i.tls_cipher = tls_->cipher();
+    i.tls_group = tls_->group();
+    i.tls_library = "GnuTLS";
   }
   i.early_data_accepted = early_data_accepted_;
   return i;

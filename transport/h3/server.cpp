@@ -546,6 +546,8 @@ Status Server::start(quic::Attach attach) {
   tc.key_file = s.config.key_file;
   tc.keylog_file = s.config.keylog_file;
   tc.pinned_client_sha256 = s.config.pinned_client_sha256;
+  tc.cipher = s.config.tls_cipher;
+  tc.group = s.config.tls_group;
   auto tls = quic::tls::make_server_context(tc);
   if (!tls) return tls.error();
   s.tls = std::move(*tls);

@@ -41,6 +41,9 @@ struct ServerConfig {
   /// When set (32 bytes): only clients presenting the certificate with this
   /// SHA-256 complete the handshake (a peer accepting exactly its partner).
   Bytes pinned_client_sha256;
+  /// The only TLS 1.3 cipher suite / group offered (IANA names,
+  /// transport/core/tls_names.hpp); empty: GnuTLS's NORMAL set.
+  std::string tls_cipher, tls_group;
   quic::ServerCoreConfig quic;  ///< retry, limits, windows, datagram size.
   /// One <id>.sqlog file per connection here (created if missing); Server
   /// turns it into quic.qlog unless that is already set.

@@ -91,6 +91,9 @@ struct ClientOptions {
   /// ack_thresh). 0: h3::QuicTuning's default (8, fewer ACKs on fast paths);
   /// 2 acknowledges every second packet, as Linux TCP's delayed ACK does.
   std::size_t ack_thresh = 0;
+  /// The only TLS 1.3 cipher suite / key-exchange group to offer, by IANA
+  /// name (transport/core/tls_names.hpp); empty: the TLS library's choice.
+  std::string tls_cipher, tls_group;
   /// Connect to this address instead of the URL's host (which still gives SNI
   /// and :authority). Clients never resolve names themselves: RacingClient
   /// (happy_eyeballs.hpp) resolves on the loop and sets this per attempt.
@@ -108,6 +111,9 @@ struct ConnectionInfo {
   std::string protocol;     ///< "h2" or "h3"
   std::string tls_version;  ///< e.g. "TLSv1.3"
   std::string alpn;
+  std::string tls_cipher;            ///< negotiated suite, IANA name ("TLS_AES_128_GCM_SHA256")
+  std::string tls_group;             ///< negotiated key exchange ("x25519")
+  std::string tls_library;           ///< "OpenSSL" (HTTP/2) or "GnuTLS" (HTTP/3)
   bool resumed = false;              ///< TLS session resumption happened
   bool early_data_accepted = false;  ///< H3 0-RTT accepted by the server
   std::string local_address;

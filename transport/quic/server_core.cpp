@@ -577,6 +577,16 @@ void ServerCore::on_datagram_for_new(Connection& c, const Path& path, ByteView d
       retire(c);
       return;
     }
+    if (rv == NGTCP2_ERR_CRYPTO && ngtcp2_conn_get_tls_alert(c.conn) != 0) {
+      // A ClientHello TLS refuses (no common cipher suite, group or ALPN):
+      // answer with CONNECTION_CLOSE carrying the alert (RFC 9001 4.8), one
+      // small Initial, so the client learns why at once instead of timing out.
+      log::info("quic {}: TLS handshake failed ({})", c.id, tls::alert_text(ngtcp2_conn_get_tls_alert(c.conn)));
+      ngtcp2_connection_close_error_set_transport_error_tls_alert(&c.last_error, ngtcp2_conn_get_tls_alert(c.conn),
+                                                                  nullptr, 0);
+      close_connection(c, now);
+      return;
+    }
     if (rv == NGTCP2_ERR_CRYPTO || rv == NGTCP2_ERR_DROP_CONN || rv == NGTCP2_ERR_DRAINING) {
       log::debug("quic {}: first packet refused: {}", c.id, ngtcp2_strerror(rv));
       retire(c);

@@ -47,6 +47,11 @@ class Session {
   virtual bool early_data_accepted() const = 0;
   /// "TLS1.3/AES-128-GCM"-style description, for logs and reports.
   virtual std::string description() const = 0;
+  /// The negotiated cipher suite (IANA name, "TLS_AES_128_GCM_SHA256") and
+  /// key-exchange group (transport/core/tls_names.hpp's spelling, "x25519");
+  /// empty before the handshake chose them.
+  virtual std::string cipher() const { return {}; }
+  virtual std::string group() const { return {}; }
   /// Server only: sends a NewSessionTicket (call once the handshake completed).
   virtual Status send_session_ticket() = 0;
   /// Why the peer's certificate was refused (a pinned fingerprint that did not
@@ -65,6 +70,9 @@ struct ServerConfig {
   /// When set (32 bytes): the client must present a certificate, and exactly
   /// the one with this SHA-256 (a peer pinning the other peer's fingerprint).
   Bytes pinned_client_sha256;
+  /// The only TLS 1.3 cipher suite / group allowed, by IANA name
+  /// (transport/core/tls_names.hpp); empty: GnuTLS's NORMAL set.
+  std::string cipher, group;
 };
 
 /// Shared by every server connection: certificate, session-ticket key, anti-replay state.
@@ -91,6 +99,7 @@ struct ClientConfig {
   Bytes pinned_sha256;
   /// A certificate to present when the server asks (mutual pinning).
   std::filesystem::path cert_file, key_file;
+  std::string cipher, group;  ///< As in ServerConfig.
 };
 
 /// SHA-256 of the first certificate in a PEM file, over its DER encoding (what

@@ -14,6 +14,7 @@
 #include <unordered_set>
 
 #include "transport/core/log.hpp"
+#include "transport/core/tls_names.hpp"
 #include "transport/quic/tls_backend.hpp"
 
 namespace quiclab::quic::tls {
@@ -22,6 +23,27 @@ namespace {
 
 // TLS 1.3 only, and no middlebox-compatibility mode: QUIC forbids it (RFC 9001 8.4).
 constexpr const char* kPriority = "NORMAL:-VERS-ALL:+VERS-TLS1.3:%DISABLE_TLS13_COMPAT_MODE";
+
+// The session priority: kPriority narrowed to one cipher suite and/or group
+// (IANA names). Errors: a name tls_names does not know.
+Result<std::string> priority_for(const std::string& cipher, const std::string& group) {
+  std::string p = kPriority;
+  if (!cipher.empty()) {
+    const auto* c = tls_names::find_cipher(cipher);
+    if (!c)
+      return make_error(ErrorDomain::gnutls, EINVAL,
+                        "tls: unknown TLS cipher '" + cipher + "' (" + tls_names::list(tls_names::kCiphers) + ")");
+    p += ":-CIPHER-ALL:" + std::string(c->gnutls);
+  }
+  if (!group.empty()) {
+    const auto* g = tls_names::find_group(group);
+    if (!g)
+      return make_error(ErrorDomain::gnutls, EINVAL,
+                        "tls: unknown TLS group '" + group + "' (" + tls_names::list(tls_names::kGroups) + ")");
+    p += ":-GROUP-ALL:" + std::string(g->gnutls);
+  }
+  return p;
+}
 
 Error gnutls_error(int rv, const std::string& what) {
   return make_error(ErrorDomain::gnutls, rv, "tls: " + what + ": " + gnutls_strerror(rv));
@@ -75,6 +97,14 @@ class GnutlsSession final : public Session {
     std::string out = d != nullptr ? d : "";
     gnutls_free(d);
     return out;
+  }
+  std::string cipher() const override {
+    const char* c = gnutls_ciphersuite_get(session_);
+    return c != nullptr ? c : "";
+  }
+  std::string group() const override {
+    const char* g = gnutls_group_get_name(gnutls_group_get(session_));
+    return g != nullptr ? tls_names::normalize_group(g) : "";
   }
   Status send_session_ticket() override {
     if (int rv = gnutls_session_ticket_send(session_, 1, 0); rv != 0)
@@ -145,6 +175,9 @@ class GnutlsServerContext final : public ServerContext {
 
   Status init(const ServerConfig& config) {
     config_ = config;
+    auto prio = priority_for(config.cipher, config.group);
+    if (!prio) return prio.error();
+    priority_ = *prio;
     if (int rv = gnutls_certificate_allocate_credentials(&cred_); rv != 0)
       return gnutls_error(rv, "allocate credentials");
     if (int rv = gnutls_certificate_set_x509_key_file(cred_, config.cert_file.c_str(), config.key_file.c_str(),
@@ -172,7 +205,8 @@ class GnutlsServerContext final : public ServerContext {
     if (config_.early_data) flags |= GNUTLS_ENABLE_EARLY_DATA;
     if (int rv = gnutls_init(&s, flags); rv != 0) return gnutls_error(rv, "gnutls_init");
     auto session = std::make_unique<GnutlsSession>(s);
-    if (int rv = gnutls_priority_set_direct(s, kPriority, nullptr); rv != 0) return gnutls_error(rv, "set priority");
+    if (int rv = gnutls_priority_set_direct(s, priority_.c_str(), nullptr); rv != 0)
+      return gnutls_error(rv, "set priority");
     if (!config_.pinned_client_sha256.empty()) {
       session->pinned_sha256 = config_.pinned_client_sha256;
       gnutls_db_set_ptr(s, session.get());
@@ -227,6 +261,7 @@ class GnutlsServerContext final : public ServerContext {
   }
 
   ServerConfig config_;
+  std::string priority_ = kPriority;
   gnutls_certificate_credentials_t cred_ = nullptr;
   gnutls_datum_t ticket_key_{};
   gnutls_anti_replay_t anti_replay_ = nullptr;
@@ -259,6 +294,9 @@ class GnutlsClientContext final : public ClientContext {
 
   Status init(const ClientConfig& config) {
     config_ = config;
+    auto prio = priority_for(config.cipher, config.group);
+    if (!prio) return prio.error();
+    priority_ = *prio;
     if (int rv = gnutls_certificate_allocate_credentials(&cred_); rv != 0)
       return gnutls_error(rv, "allocate credentials");
     if (!config.pinned_sha256.empty()) {
@@ -289,7 +327,8 @@ class GnutlsClientContext final : public ClientContext {
     auto session = std::make_unique<GnutlsSession>(s);
     session->client_options = options;
     session->pinned_sha256 = config_.pinned_sha256;
-    if (int rv = gnutls_priority_set_direct(s, kPriority, nullptr); rv != 0) return gnutls_error(rv, "set priority");
+    if (int rv = gnutls_priority_set_direct(s, priority_.c_str(), nullptr); rv != 0)
+      return gnutls_error(rv, "set priority");
     // The ticket hook finds its session object through the db pointer (the
     // session pointer is ngtcp2's conn_ref).
     gnutls_db_set_ptr(s, session.get());
@@ -325,6 +364,7 @@ class GnutlsClientContext final : public ClientContext {
 
  private:
   ClientConfig config_;
+  std::string priority_ = kPriority;
   gnutls_certificate_credentials_t cred_ = nullptr;
 };
 

@@ -17,6 +17,8 @@
 #include <mutex>
 #include <utility>
 
+#include "transport/core/tls_names.hpp"
+
 namespace quiclab::tls {
 
 namespace fs = std::filesystem;
@@ -202,6 +204,29 @@ Result<CertificatePaths> generate_self_signed(const fs::path& dir, const std::ve
   return paths;
 }
 
+// Restricts the context to one TLS 1.3 cipher suite and/or group (IANA names;
+// empty: the library's defaults). Errors: a name we do not know, or one
+// OpenSSL refuses.
+static Status pin_suite(SSL_CTX* raw, const std::string& cipher, const std::string& group) {
+  if (!cipher.empty()) {
+    const auto* c = tls_names::find_cipher(cipher);
+    if (!c)
+      return make_error(ErrorDomain::tls, EINVAL,
+                        "unknown TLS cipher '" + cipher + "' (" + tls_names::list(tls_names::kCiphers) + ")");
+    if (SSL_CTX_set_ciphersuites(raw, std::string(c->openssl).c_str()) != 1)
+      return make_error(ErrorDomain::tls, -1, "cannot set TLS cipher " + cipher + ": " + openssl_errors());
+  }
+  if (!group.empty()) {
+    const auto* g = tls_names::find_group(group);
+    if (!g)
+      return make_error(ErrorDomain::tls, EINVAL,
+                        "unknown TLS group '" + group + "' (" + tls_names::list(tls_names::kGroups) + ")");
+    if (SSL_CTX_set1_groups_list(raw, std::string(g->openssl).c_str()) != 1)
+      return make_error(ErrorDomain::tls, -1, "cannot set TLS group " + group + ": " + openssl_errors());
+  }
+  return {};
+}
+
 Result<Context> Context::server(const ServerOptions& options) {
   SSL_CTX* raw = SSL_CTX_new(TLS_server_method());
   if (!raw) return make_error(ErrorDomain::tls, -1, "SSL_CTX_new: " + openssl_errors());
@@ -244,6 +269,7 @@ Result<Context> Context::server(const ServerOptions& options) {
         return SSL_TLSEXT_ERR_OK;
       },
       wire);
+  if (auto st = pin_suite(raw, options.cipher, options.group); !st) return st.error();
   maybe_enable_keylog(raw);
   return c;
 }
@@ -272,6 +298,7 @@ Result<Context> Context::client(const ClientOptions& options) {
       return make_error(ErrorDomain::tls, -1,
                         "cannot load CA file " + options.ca_file.string() + ": " + openssl_errors());
   }
+  if (auto st = pin_suite(raw, options.cipher, options.group); !st) return st.error();
   maybe_enable_keylog(raw);
   return c;
 }
@@ -430,6 +457,12 @@ std::string Session::version() const { return ssl_ ? SSL_get_version(ssl_) : "";
 std::string Session::cipher() const {
   const char* c = ssl_ ? SSL_get_cipher_name(ssl_) : nullptr;
   return c ? c : "";
+}
+std::string Session::group() const {
+  if (!ssl_ || !established_) return {};
+  const int nid = SSL_get_negotiated_group(ssl_);
+  const char* n = nid > 0 ? SSL_group_to_name(ssl_, nid) : nullptr;
+  return n ? tls_names::normalize_group(n) : "";
 }
 
 }  // namespace quiclab::tls

@@ -42,12 +42,16 @@ struct ServerOptions {
   std::filesystem::path cert;
   std::filesystem::path key;
   std::vector<std::string> alpn = {"h2"};  ///< In preference order; a client offering none of them is refused.
+  /// TLS 1.3 cipher suite and key-exchange group to allow, by IANA name
+  /// (transport/core/tls_names.hpp); empty: OpenSSL's defaults.
+  std::string cipher, group;
 };
 
 struct ClientOptions {
   std::vector<std::string> alpn = {"h2"};
   bool insecure = false;          ///< Skip certificate verification.
   std::filesystem::path ca_file;  ///< Trust these CAs; system store when empty.
+  std::string cipher, group;      ///< As in ServerOptions.
 };
 
 /// An SSL_CTX configured for TLS 1.3 (1.2 allowed for clients' compatibility only
@@ -138,6 +142,8 @@ class Session {
   std::string alpn() const;
   std::string version() const;
   std::string cipher() const;
+  /// The negotiated key-exchange group in tls_names' spelling ("x25519"), empty before the handshake.
+  std::string group() const;
   SSL* ssl() const { return ssl_; }
   /// The fatal alert the peer sent (its TLS AlertDescription), once handshake(),
   /// read() or write() failed because of one.

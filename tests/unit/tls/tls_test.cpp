@@ -33,9 +33,9 @@ TEST_CASE("self-signed certificate, in-memory TLS 1.3 handshake with ALPN h2", "
   TempDir dir;
   auto paths = tls::generate_self_signed(dir.path);
   REQUIRE(paths.ok());
-  auto server_ctx = tls::Context::server({paths->cert, paths->key, {"h2"}});
+  auto server_ctx = tls::Context::server({paths->cert, paths->key, {"h2"}, {}, {}});
   REQUIRE(server_ctx.ok());
-  auto client_ctx = tls::Context::client({{"h2"}, false, paths->cert});
+  auto client_ctx = tls::Context::client({{"h2"}, false, paths->cert, {}, {}});
   REQUIRE(client_ctx.ok());
 
   tls::Session server(*server_ctx);
@@ -59,10 +59,10 @@ TEST_CASE("verification fails for the wrong name and for an unknown CA", "[tls]"
   TempDir dir;
   auto paths = tls::generate_self_signed(dir.path, {"localhost"});
   REQUIRE(paths.ok());
-  auto server_ctx = tls::Context::server({paths->cert, paths->key, {"h2"}});
+  auto server_ctx = tls::Context::server({paths->cert, paths->key, {"h2"}, {}, {}});
   REQUIRE(server_ctx.ok());
   SECTION("wrong host name") {
-    auto client_ctx = tls::Context::client({{"h2"}, false, paths->cert});
+    auto client_ctx = tls::Context::client({{"h2"}, false, paths->cert, {}, {}});
     tls::Session server(*server_ctx);
     tls::Session client(*client_ctx, "example.org");
     pump(client, server);
@@ -71,7 +71,7 @@ TEST_CASE("verification fails for the wrong name and for an unknown CA", "[tls]"
     CHECK(r.error().message.find("verify") != std::string::npos);
   }
   SECTION("no ALPN overlap is refused") {
-    auto client_ctx = tls::Context::client({{"http/1.1"}, true, {}});
+    auto client_ctx = tls::Context::client({{"http/1.1"}, true, {}, {}, {}});
     tls::Session server(*server_ctx);
     tls::Session client(*client_ctx, "localhost");
     pump(client, server);
@@ -81,7 +81,7 @@ TEST_CASE("verification fails for the wrong name and for an unknown CA", "[tls]"
 }
 
 TEST_CASE("a missing certificate file is a clear error", "[tls]") {
-  auto ctx = tls::Context::server({"/nonexistent/cert.pem", "/nonexistent/key.pem", {"h2"}});
+  auto ctx = tls::Context::server({"/nonexistent/cert.pem", "/nonexistent/key.pem", {"h2"}, {}, {}});
   REQUIRE_FALSE(ctx.ok());
   CHECK(ctx.error().message.find("/nonexistent/cert.pem") != std::string::npos);
 }
@@ -90,9 +90,9 @@ TEST_CASE("read: close_notify is a clean close, a corrupted record a TLS failure
   TempDir dir;
   auto paths = tls::generate_self_signed(dir.path);
   REQUIRE(paths.ok());
-  auto server_ctx = tls::Context::server({paths->cert, paths->key, {"h2"}});
+  auto server_ctx = tls::Context::server({paths->cert, paths->key, {"h2"}, {}, {}});
   REQUIRE(server_ctx.ok());
-  auto client_ctx = tls::Context::client({{"h2"}, false, paths->cert});
+  auto client_ctx = tls::Context::client({{"h2"}, false, paths->cert, {}, {}});
   REQUIRE(client_ctx.ok());
   Bytes buf(100);
 
@@ -150,8 +150,8 @@ TEST_CASE("dynamic record sizing: one-segment records first, full ones after, sm
   TempDir dir;
   auto paths = tls::generate_self_signed(dir.path);
   REQUIRE(paths.ok());
-  auto server_ctx = tls::Context::server({paths->cert, paths->key, {"h2"}});
-  auto client_ctx = tls::Context::client({{"h2"}, false, paths->cert});
+  auto server_ctx = tls::Context::server({paths->cert, paths->key, {"h2"}, {}, {}});
+  auto client_ctx = tls::Context::client({{"h2"}, false, paths->cert, {}, {}});
   REQUIRE(server_ctx.ok());
   REQUIRE(client_ctx.ok());
   tls::Session server(*server_ctx);
