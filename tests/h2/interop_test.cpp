@@ -28,6 +28,13 @@ void write_random_file(const fs::path& file, std::size_t n, unsigned seed) {
   std::ofstream(file, std::ios::binary).write(data.data(), static_cast<std::streamsize>(n));
 }
 
+// The value of one series in a Prometheus text exposition; -1 when it is missing.
+long metric_value(const std::string& exposition, const std::string& series) {
+  auto at = exposition.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stol(exposition.substr(at + series.size() + 2));
+}
+
 std::string sha256(const fs::path& file) {
   auto r = run({"sha256sum", file.string()});
   return r.out.substr(0, 64);
@@ -189,11 +196,7 @@ TEST_CASE("/metrics counts h2 connections, streams, requests and bytes", "[h2][i
   auto m = run(curl(srv, {srv.url("/metrics")}));
   REQUIRE(m.exit_code == 0);
   INFO(m.out);
-  auto value = [&](const std::string& metric) -> long {
-    auto at = m.out.find("\n" + metric + " ");
-    if (at == std::string::npos) return -1;
-    return std::stol(m.out.substr(at + metric.size() + 2));
-  };
+  auto value = [&](const std::string& metric) { return metric_value(m.out, metric); };
   CHECK(value("quiclab_connections_total{protocol=\"h2\"}") == 2);
   CHECK(value("quiclab_connections_active{protocol=\"h2\"}") >= 1);
   CHECK(value("quiclab_streams_total{protocol=\"h2\"}") == 6);
@@ -208,13 +211,8 @@ TEST_CASE("TLS records: one segment each for the first MiB of a connection, 16 K
   auto records = [](test::Server& srv) {
     auto m = run(curl(srv, {srv.url("/metrics")}));
     REQUIRE(m.exit_code == 0);
-    auto value = [&](const std::string& metric) -> long {
-      auto at = m.out.find("\n" + metric + " ");
-      if (at == std::string::npos) return -1;
-      return std::stol(m.out.substr(at + metric.size() + 2));
-    };
-    return std::pair(value("quiclab_tls_records_total{protocol=\"h2\",size=\"small\"}"),
-                     value("quiclab_tls_records_total{protocol=\"h2\",size=\"full\"}"));
+    return std::pair(metric_value(m.out, "quiclab_tls_records_total{protocol=\"h2\",size=\"small\"}"),
+                     metric_value(m.out, "quiclab_tls_records_total{protocol=\"h2\",size=\"full\"}"));
   };
   TempDir tmp;
   // Loopback's MSS (about 64 KiB) holds a full record: --tcp-mss 1460 gives
