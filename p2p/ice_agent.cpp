@@ -621,8 +621,9 @@ void Agent::handle_request(const stun::Message& m, const SocketAddress& from, Ti
     c.address = from;
     // A candidate we know from another base (a birthday socket meets the
     // peer's reflexive address): keep what the introduction said it is.
-    for (const auto& q : pairs_)
-      if (q.remote.address == from && q.remote.type != CandidateType::prflx && base > 0) c = q.remote;
+    if (base > 0)
+      for (const auto& q : pairs_)
+        if (q.remote.address == from && q.remote.type != CandidateType::prflx) c = q.remote;
     idx = add_pair(c, via_relay, base);
     if (!idx) return;
     ++stats_.prflx_remote;

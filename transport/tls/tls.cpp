@@ -413,10 +413,10 @@ Status Session::write(ByteView data, Timestamp now) {
   out_.reserve(need);
   std::size_t done = 0;
   while (done < data.size()) {
-    // One SSL_write_ex of at most 16 KiB makes one record; a small record
-    // while the small phase lasts.
+    // While the small phase lasts, one SSL_write_ex per small record; after
+    // it, the rest in one call, which OpenSSL cuts into 16 KiB records.
     const bool small = sizing_.small_bytes > 0 && small_phase_bytes_ < sizing_.full_after;
-    const std::size_t chunk = std::min<std::size_t>(data.size() - done, small ? sizing_.small_bytes : 16384);
+    const std::size_t chunk = small ? std::min(data.size() - done, sizing_.small_bytes) : data.size() - done;
     std::size_t n = 0;
     int rc = SSL_write_ex(ssl_, data.data() + done, chunk, &n);
     if (rc != 1) {
@@ -424,7 +424,7 @@ Status Session::write(ByteView data, Timestamp now) {
       return *failure_;
     }
     done += n;
-    ++records_;
+    records_ += (n + 16383) / 16384;
     if (small) {
       ++small_records_;
       small_phase_bytes_ += n;
