@@ -74,7 +74,7 @@ make_cert() {
 port_in_use() {
   local flag=-t
   [[ $1 == udp ]] && flag=-u
-  ss -Hln "$flag" "sport = :$2" | grep -q .
+  grep -q . <<<"$(ss -Hln "$flag" "sport = :$2")"
 }
 
 start_on_free_port() {

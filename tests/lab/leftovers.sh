@@ -11,7 +11,7 @@ lab_up "$a" --rtt-ms 10
 sleeper=$!
 sleep 0.2
 [[ $("$NETLAB" addr "$a" server) == 198.51.100.2 ]] || fail "addr server"
-"$NETLAB" exec "$a" client -- ip -4 addr show | grep -q 192.0.2.2 || fail "client address missing"
+grep -q 192.0.2.2 <<<"$("$NETLAB" exec "$a" client -- ip -4 addr show)" || fail "client address missing"
 "$NETLAB" down "$a" 2>/dev/null
 assert_gone "$a"
 wait "$sleeper" 2>/dev/null || true

@@ -31,7 +31,7 @@ natlab_assert_gone() {
   shift
   compgen -G "/run/netns/$name-*" >/dev/null && fail "namespaces of $name left behind: $(ls /run/netns | grep "^$name-" | tr '\n' ' ')"
   [[ ! -e /run/quiclab-natlab/$name ]] || fail "state dir of $name left behind"
-  if ip -o link show | grep -q -- " $name-"; then fail "interfaces of $name in the host namespace"; fi
+  if grep -q -- " $name-" <<<"$(ip -o link show)"; then fail "interfaces of $name in the host namespace"; fi
   for p in "$@"; do
     # A killed process may take a moment to be reaped (init is its parent);
     # a zombie is gone for this purpose.

@@ -17,7 +17,7 @@ for key in nf_conntrack_udp_timeout nf_conntrack_udp_timeout_stream; do
   v=$("$NATLAB" exec "$a" nat-a -- sysctl -n "net.netfilter.$key")
   [[ $v == 7 ]] || fail "$key in the NAT is $v, want 7"
 done
-"$NATLAB" exec "$a" nat-a -- nft list map ip natlab mapping | grep -q "timeout 7s" || fail "the full-cone mapping does not live 7 s"
+grep -q "timeout 7s" <<<"$("$NATLAB" exec "$a" nat-a -- nft list map ip natlab mapping)" || fail "the full-cone mapping does not live 7 s"
 
 pids=$(natlab_pids "$a")
 grep -q -- "--link delay=10ms" <<<"$(for p in $pids; do tr '\0' ' ' </proc/"$p"/cmdline; echo; done)" ||
@@ -66,7 +66,7 @@ left=$(awk '{ print $5 }' <<<"$entry")
 ((left <= 2)) || fail "the mapping has $left s left, want <= 2 (--udp-timeout-s 2): $entry"
 gone=0
 for _ in $(seq 300); do
-  if ! "$NATLAB" exec "$k" nat-a -- cat /proc/net/nf_conntrack | grep -q 'sport=40000 '; then gone=1; break; fi
+  if ! grep -q 'sport=40000 ' <<<"$("$NATLAB" exec "$k" nat-a -- cat /proc/net/nf_conntrack)"; then gone=1; break; fi
   sleep 0.1
 done
 ((gone)) || fail "the mapping did not expire"

@@ -34,7 +34,7 @@ turn_pid=$(cat "$dir/turn.pid")
   fail "pid $turn_pid is not our turnserver"
 ss=$("$NATLAB" exec "$name" server -- ss -Hlun)
 grep -q '198\.51\.100\.2:3480 ' <<<"$ss" || fail "coturn does not listen on UDP 198.51.100.2:3480: $ss"
-if "$NATLAB" exec "$name" server -- ss -Hltn | grep -q .; then fail "something listens on TCP in the server namespace"; fi
+if grep -q . <<<"$("$NATLAB" exec "$name" server -- ss -Hltn)"; then fail "something listens on TCP in the server namespace"; fi
 pids=$(natlab_pids "$name")
 
 # The echo peer in b (public, 203.0.113.130).

@@ -20,11 +20,21 @@ for arg in "$@"; do
     *) fail "unknown argument $arg" ;;
   esac
 done
+# CI keeps only the head of a failing test's output: the reason and the
+# unexpected cells' problems come first, the matrix and the run's log after.
+fail() {
+  echo "FAIL: $*" >&2
+  [[ -f $out/matrix.json ]] && jq -r '.cells[] | select(.problems | length > 0) | "\(.cell): \(.problems | join("; "))"' \
+    "$out/matrix.json" >&2
+  [[ -f $out/matrix.md ]] && cat "$out/matrix.md" >&2
+  cat "$TEST_TMP/matrix.log" >&2
+  exit 1
+}
 rc=0
 "$HERE/../../scripts/p2p-matrix.sh" --trials 3 --get /bytes/1000000 --no-plots "${turn[@]}" "${birthday[@]}" \
-  --out "$out" || rc=$?
-[[ -f $out/matrix.md ]] && cat "$out/matrix.md"
+  --out "$out" >"$TEST_TMP/matrix.log" 2>&1 || rc=$?
 ((rc == 0)) || fail "p2p-matrix.sh exited $rc"
+cat "$out/matrix.md"
 cells=$(jq '.cells | length' "$out/matrix.json")
 [[ $cells == 17 ]] || fail "want 17 cells, got $cells"
 short=$(jq '[.cells[] | select(.trials < 3)] | length' "$out/matrix.json")
