@@ -8,10 +8,13 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,8 +56,10 @@ struct ServeOptions {
   std::string tcp_cc;        // H2: the TCP congestion control (empty: the kernel default)
   std::string tls_records = "dynamic";
   std::uint32_t tcp_mss = 0;
-  std::string tls_cipher, tls_group;   // both stacks: the only suite / group accepted
-  quic::UdpPayloadPolicy udp_payload;  // H3: datagram size (path_mtu.hpp)
+  std::string tcp_pacing = "off", quic_pacing = "on";  // each stack's own behaviour by default
+  std::string conn_log;                                // one JSON line per ended connection
+  std::string tls_cipher, tls_group;                   // both stacks: the only suite / group accepted
+  quic::UdpPayloadPolicy udp_payload;                  // H3: datagram size (path_mtu.hpp)
 };
 
 // Many connections need many descriptors: take the hard limit.
@@ -71,6 +76,38 @@ void announce(std::string_view proto, std::string_view transport, const SocketAd
   std::printf("listening %.*s %.*s %s\n", static_cast<int>(proto.size()), proto.data(),
               static_cast<int>(transport.size()), transport.data(), addr.to_string().c_str());
   std::fflush(stdout);
+}
+
+// One JSON object per line: fields a stack cannot report are null.
+std::string record_json(const ConnectionRecord& r) {
+  auto opt = [](const auto& v) -> nlohmann::json { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
+  nlohmann::json j = {
+      {"protocol", r.protocol},
+      {"peer", r.peer},
+      {"duration_ms", r.duration_ms},
+      {"congestion_control", r.congestion_control},
+      {"segment_bytes", r.segment_bytes},
+      {"initial_cwnd_bytes", r.initial_cwnd_bytes},
+      {"initial_cwnd_packets", r.initial_cwnd_packets},
+      {"paced", r.paced},
+      {"pacing_ss_pct", opt(r.pacing_ss_pct)},
+      {"pacing_ca_pct", opt(r.pacing_ca_pct)},
+      {"bytes_sent", r.bytes_sent},
+      {"packets_sent", r.packets_sent},
+      {"retransmitted_packets", opt(r.retransmitted_packets)},
+      {"retransmitted_bytes", opt(r.retransmitted_bytes)},
+      {"timeouts", opt(r.timeouts)},
+      {"congestion_events", opt(r.congestion_events)},
+      {"min_rtt_ms", r.min_rtt_ms},
+      {"smoothed_rtt_ms", r.smoothed_rtt_ms},
+      {"timer_ms", r.timer_ms},
+      {"final_cwnd_bytes", r.final_cwnd_bytes},
+      {"resumed", opt(r.resumed)},
+      {"early_data", opt(r.early_data)},
+      {"tls_records_small", opt(r.tls_records_small)},
+      {"tls_records_full", opt(r.tls_records_full)},
+  };
+  return j.dump() + "\n";
 }
 
 int run(const ServeOptions& o) {
@@ -102,6 +139,23 @@ int run(const ServeOptions& o) {
     if (o.state_dir.empty()) remove_at_exit = dir;
     log::info("serve: no --cert given: generated a self-signed ECDSA P-256 certificate {} (key {}){}",
               cert.cert.string(), cert.key.string(), remove_at_exit ? ", removed at exit" : "");
+  }
+
+  // --conn-log: appended, one line per write, flushed at once, so a reader
+  // polling the file never sees half a record.
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> conn_log(nullptr, &std::fclose);
+  ConnectionRecordSink record_sink;
+  if (!o.conn_log.empty()) {
+    conn_log.reset(std::fopen(o.conn_log.c_str(), "a"));
+    if (!conn_log) {
+      log::error("serve: --conn-log {}: {}", o.conn_log, std::strerror(errno));
+      return kExitUsage;
+    }
+    record_sink = [f = conn_log.get()](const ConnectionRecord& r) {
+      const std::string line = record_json(r);
+      std::fwrite(line.data(), 1, line.size(), f);
+      std::fflush(f);
+    };
   }
 
   http::Metrics metrics;
@@ -147,6 +201,8 @@ int run(const ServeOptions& o) {
       h3_config.quic.udp_payload = o.udp_payload;
       h3_config.quic.idle_timeout = o.idle_timeout_ms * kNanosPerMilli;
       h3_config.quic.shutdown_timeout = o.drain_timeout_ms * kNanosPerMilli;
+      h3_config.quic.pacing = o.quic_pacing == "on";
+      h3_config.quic.on_connection_end = record_sink;
       // One header section limit for both protocols.
       h3_config.max_header_list_size = o.max_header_list_size;
       // With port 0 the port is known only once bound, so the Alt-Svc value
@@ -177,6 +233,8 @@ int run(const ServeOptions& o) {
     h2_config.tcp_congestion = o.tcp_cc;
     h2_config.dynamic_records = o.tls_records == "dynamic";
     h2_config.tcp_mss = o.tcp_mss;
+    h2_config.tcp_pacing = o.tcp_pacing == "on";
+    h2_config.on_connection_end = record_sink;
     h2_config.tls_cipher = o.tls_cipher;
     h2_config.tls_group = o.tls_group;
     h2_config.cert = cert.cert;
@@ -314,6 +372,18 @@ Registration reg{
       sub.add_option("--tcp-mss", o->tcp_mss,
                      "HTTP/2: cap the TCP MSS of accepted connections (TCP_MAXSEG; 0: the route's)")
           ->check(CLI::Range(0u, 65495u));
+      sub.add_option("--tcp-pacing", o->tcp_pacing,
+                     "HTTP/2: TCP's internal pacing on every connection (SO_MAX_PACING_RATE; at "
+                     "net.ipv4.tcp_pacing_ss_ratio/ca_ratio of cwnd/srtt); 'off': only BBR or an fq qdisc paces")
+          ->check(CLI::IsMember({"on", "off"}))
+          ->capture_default_str();
+      sub.add_option("--quic-pacing", o->quic_pacing,
+                     "HTTP/3: ngtcp2's pacing after the handshake (1.25 x cwnd/srtt); 'off': bursts up to cwnd")
+          ->check(CLI::IsMember({"on", "off"}))
+          ->capture_default_str();
+      sub.add_option("--conn-log", o->conn_log,
+                     "append one JSON line per ended connection to FILE: what its transport did (controller, "
+                     "MSS/datagram size, initial window, pacing, retransmissions, timeouts, RTT, RTO/PTO)");
       add_tls_suite_options(sub, o->tls_cipher, o->tls_group, "HTTP/2 and HTTP/3: accept");
       return [o] { return run(*o); };
     }};

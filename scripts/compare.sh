@@ -40,6 +40,19 @@ Usage: scripts/compare.sh [options]
                        1 MiB and after 1 s idle, then 16 KiB, as production servers do) | full
                        (always 16 KiB: a large response's first byte waits a round trip longer)
                        (default dynamic)
+  --pacing P           matched (default): both paced at 1.25 x cwnd/srtt (ngtcp2 0.12.1's fixed
+                       factor; Linux TCP's internal pacing switched on with tcp_pacing_ss_ratio and
+                       ca_ratio set to 125) | native: each stack's own (ngtcp2 paces, Linux Cubic on
+                       the lab's veths does not) | off: neither paces
+  --tcp-metrics M      nosave (default: net.ipv4.tcp_no_metrics_save=1, so no run inherits an
+                       earlier run's ssthresh and RTT) | save (the kernel's default)
+  --h2-rto-min-ms N    HTTP/2: the server's TCP RTO floor (rto_min on its routes; default: the
+                       kernel's 200 ms; QUIC's PTO has none beyond max_ack_delay)
+  --ablate KNOB        run the first cell with KNOB flipped on each side in turn, beside the
+                       baseline: records (h2 16 KiB records), ack (h3 ack-thresh 8), pacing (h2
+                       unpaced; h3 unpaced), metrics (TCP metrics saved), tls (each library's own
+                       cipher and group, both sides at once), timers (h2 RTO floor 25 ms), cc (h2
+                       BBR; h3 BBR). Writes OUT/ablation.md and .json
   --grid FILE          read the options above from FILE (one "--flag value" per line; # comments)
   --out DIR            output directory                             (default out/compare-<date>)
   --no-fidelity        skip the link fidelity check
@@ -52,7 +65,9 @@ USAGE
 
 rtts=50 losses=0,1 loss_model=bernoulli rates=0 workloads=handshake,bulk,page protocols=h2,h3,h3-0rtt
 runs="" bulk_size=1m seed=1 emulator=auto out="" fidelity=1 h3_cc=cubic h2_cc=cubic h2_records=dynamic h3_ack_thresh=2 tls_cipher=TLS_AES_128_GCM_SHA256 tls_group=x25519
+pacing=matched tcp_metrics=nosave ablate="" h2_pacing="" h3_pacing="" h2_rto_min_ms=""
 cmdline="$0 $*"
+orig_args=("$@")
 
 parse() {
   while (($#)); do
@@ -73,6 +88,13 @@ parse() {
       --h3-ack-thresh) h3_ack_thresh=$2; shift 2 ;;
       --tls-cipher) tls_cipher=$2; shift 2 ;;
       --tls-group) tls_group=$2; shift 2 ;;
+      --pacing) pacing=$2; shift 2 ;;
+      --tcp-metrics) tcp_metrics=$2; shift 2 ;;
+      --ablate) ablate=$2; shift 2 ;;
+      --h2-rto-min-ms) h2_rto_min_ms=$2; shift 2 ;;
+      # One side's pacing, for --ablate (on | off; overrides --pacing for that side).
+      --h2-pacing) h2_pacing=$2; shift 2 ;;
+      --h3-pacing) h3_pacing=$2; shift 2 ;;
       --out) out=$2; shift 2 ;;
       --no-fidelity) fidelity=0; shift ;;
       --grid)
@@ -117,6 +139,21 @@ tls_pin=()
 [[ $tls_cipher != default ]] && tls_pin+=(--tls-cipher "$tls_cipher")
 [[ $tls_group != default ]] && tls_pin+=(--tls-group "$tls_group")
 case "$h2_records" in dynamic|full) ;; *) echo "compare: unknown --h2-records '$h2_records' (dynamic, full)" >&2; exit 2 ;; esac
+case "$pacing" in matched|native|off) ;; *) echo "compare: unknown --pacing '$pacing' (matched, native, off)" >&2; exit 2 ;; esac
+case "$tcp_metrics" in nosave|save) ;; *) echo "compare: unknown --tcp-metrics '$tcp_metrics' (nosave, save)" >&2; exit 2 ;; esac
+case "$ablate" in ""|records|ack|pacing|metrics|tls|timers|cc) ;;
+  *) echo "compare: unknown --ablate '$ablate' (records, ack, pacing, metrics, tls, timers, cc)" >&2; exit 2 ;; esac
+[[ -z $h2_rto_min_ms || ( $h2_rto_min_ms =~ ^[1-9][0-9]*$ && $h2_rto_min_ms -le 1000 ) ]] ||
+  { echo "compare: --h2-rto-min-ms needs 1..1000" >&2; exit 2; }
+for v in "$h2_pacing" "$h3_pacing"; do
+  case "$v" in ""|on|off) ;; *) echo "compare: --h2-pacing/--h3-pacing take on or off" >&2; exit 2 ;; esac
+done
+# What each stack does under --pacing (the per-side options win).
+case "$pacing" in
+  matched) h2_pacing=${h2_pacing:-on} h3_pacing=${h3_pacing:-on} ;;
+  native) h2_pacing=${h2_pacing:-off} h3_pacing=${h3_pacing:-on} ;;
+  off) h2_pacing=${h2_pacing:-off} h3_pacing=${h3_pacing:-off} ;;
+esac
 [[ " $(sysctl -n net.ipv4.tcp_available_congestion_control 2>/dev/null) " == *" $h2_cc "* ]] || {
   echo "compare: --h2-cc '$h2_cc' is not in this kernel's tcp_available_congestion_control" >&2; exit 2; }
 [[ $(id -u) -eq 0 ]] || { echo "compare: needs root for network namespaces" >&2; exit 2; }
@@ -129,6 +166,34 @@ for f in "$bin" "$summarize"; do
 done
 out=${out:-$here/out/compare-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
+
+# --ablate KNOB: the first cell of the grid as a baseline and with KNOB
+# flipped on one side at a time, each a full compare.sh run of its own (same
+# seed, fresh lab), then one table (bench/compare/ablate.py).
+if [[ -n $ablate ]]; then
+  first=(--rtt-ms "${rtts%%,*}" --loss-pct "${losses%%,*}" --rate-mbit "${rates%%,*}" --ablate "")
+  declare -A flip=()
+  case "$ablate" in
+    records) flip[h2]="--h2-records full" ;;
+    ack) flip[h3]="--h3-ack-thresh 8" ;;
+    pacing) flip[h2]="--h2-pacing off" flip[h3]="--h3-pacing off" ;;
+    metrics) flip[h2]="--tcp-metrics save" ;;
+    tls) flip[both]="--tls-cipher default --tls-group default" ;;
+    timers) flip[h2]="--h2-rto-min-ms 25" ;;
+    cc) flip[h2]="--h2-cc bbr" flip[h3]="--h3-cc bbr" ;;
+  esac
+  variants=(baseline "${!flip[@]}")
+  for v in "${variants[@]}"; do
+    extra=()
+    [[ $v != baseline ]] && read -ra extra <<<"${flip[$v]}"
+    echo "compare: ablation of $ablate: ${v}${extra:+ (${extra[*]})}" >&2
+    "$0" "${orig_args[@]}" "${first[@]}" "${extra[@]}" --out "$out/ablate-$v" ||
+      { echo "compare: the $v run of the ablation failed" >&2; exit 1; }
+    [[ $v == baseline ]] || printf '%s\n' "${flip[$v]}" >"$out/ablate-$v/flip.txt"
+  done
+  /usr/bin/python3 "$here/bench/compare/ablate.py" --knob "$ablate" "$out" || exit 1
+  exit 0
+fi
 : >"$out/runs.jsonl"
 lab="qlc$$"
 port=4433
@@ -206,7 +271,25 @@ for rtt in "${rtt_list[@]}"; do
       echo "compare: cell $cell/$total_cells: rtt ${rtt} ms, loss ${loss} %, rate ${rate} Mbit/s, $n runs x ${#proto_list[@]} protocols x ${#wl_list[@]} workloads" >&2
       "$netlab" up --name "$lab" "${link[@]}" >"$work/lab.log" 2>&1 || { cat "$work/lab.log" >&2; exit 1; }
       server_addr=$("$netlab" addr "$lab" server)
+      # Pacing at ngtcp2's 1.25 x cwnd/srtt in slow start and congestion
+      # avoidance alike (Linux: 200 % and 120 %), and the TCP metrics cache.
+      if [[ $pacing == matched ]]; then
+        "$netlab" exec "$lab" server -- sysctl -qw net.ipv4.tcp_pacing_ss_ratio=125 net.ipv4.tcp_pacing_ca_ratio=125
+      fi
+      if [[ $tcp_metrics == save ]]; then
+        for ns in server client; do "$netlab" exec "$lab" "$ns" -- sysctl -qw net.ipv4.tcp_no_metrics_save=0; done
+      fi
+      if [[ -n $h2_rto_min_ms ]]; then
+        # rto_min on every route of the server namespace: TCP's RTO floor for its sends.
+        while read -r route; do
+          [[ -n $route ]] || continue
+          read -ra words <<<"$route"
+          "$netlab" exec "$lab" server -- ip route change "${words[@]}" rto_min "${h2_rto_min_ms}ms"
+        done < <("$netlab" exec "$lab" server -- ip -4 route show)
+      fi
+      : >"$work/conn.jsonl"
       "$netlab" exec "$lab" server -- "$bin" --log-level warn serve --listen "$server_addr:$port" --root "$work/root" --cc "$h3_cc" --tcp-cc "$h2_cc" --tls-records "$h2_records" "${tls_pin[@]}" \
+        --tcp-pacing "$h2_pacing" --quic-pacing "$h3_pacing" --conn-log "$work/conn.jsonl" \
         >"$work/serve.out" 2>"$work/serve.log" &
       server_pid=$!
       for _ in $(seq 1 100); do grep -q "^listening h3" "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
@@ -214,15 +297,23 @@ for rtt in "${rtt_list[@]}"; do
       if [[ ",$protocols," == *",h3-0rtt,"* ]]; then
         rm -f "$work/session.bin"
         run_get h3-0rtt handshake >/dev/null 2>&1 || true
+        # Its server record must not be taken for the first run's.
+        for _ in $(seq 1 50); do [[ -s $work/conn.jsonl ]] && break; sleep 0.1; done
       fi
       for ((r = 1; r <= n; r++)); do
         # Rotate the protocol order every run so no protocol always goes first.
         for ((k = 0; k < ${#proto_list[@]}; k++)); do
           proto=${proto_list[$(((k + r) % ${#proto_list[@]}))]}
           for wl in "${wl_list[@]}"; do
-            run_get "$proto" "$wl" 2>>"$work/get.log" |
-              "$summarize" run --protocol "$proto" --rtt-ms "$rtt" --loss-pct "$loss" --rate-mbit "$rate" \
-                --workload "$wl" --run "$r" --seed "$seed" >>"$out/runs.jsonl" || true
+            before=$(wc -l <"$work/conn.jsonl")
+            run_get "$proto" "$wl" >"$work/get.out" 2>>"$work/get.log" || true
+            # The server's record of the run's connection (serve --conn-log),
+            # written when the connection ends: wait for it, a bounded while.
+            for _ in $(seq 1 50); do (($(wc -l <"$work/conn.jsonl") > before)) && break; sleep 0.1; done
+            tail -n +$((before + 1)) "$work/conn.jsonl" >"$work/server.jsonl"
+            "$summarize" run --protocol "$proto" --rtt-ms "$rtt" --loss-pct "$loss" --rate-mbit "$rate" \
+              --workload "$wl" --run "$r" --seed "$seed" --server-records "$work/server.jsonl" \
+              <"$work/get.out" >>"$out/runs.jsonl" || true
           done
         done
         elapsed=$(( $(date +%s) - start ))
@@ -256,6 +347,11 @@ cat >"$out/meta.json" <<META
  "h3_ack_thresh": $h3_ack_thresh,
  "tls_cipher": "$tls_cipher",
  "tls_group": "$tls_group",
+ "pacing": "$pacing",
+ "h2_pacing": "$h2_pacing",
+ "h3_pacing": "$h3_pacing",
+ "tcp_metrics": "$tcp_metrics",
+ "h2_rto_min_ms": ${h2_rto_min_ms:-null},
  "seed": $seed,
  "runs_per_cell": "${runs:-10 lossless / 20 lossy}",
  "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",

@@ -19,6 +19,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import parity  # noqa: E402
+
 COLORS = {"h2": "tab:blue", "h3": "tab:orange", "h3-0rtt": "tab:green"}
 THEORY_RTTS = {"h2": 3, "h3": 2, "h3-0rtt": 1}
 
@@ -140,7 +143,9 @@ def main():
     lines = ["# HTTP/2 vs HTTP/3 under delay and loss", ""]
     if meta:
         lines += ["## Setup", ""]
-        for k in ("command", "machine", "cpu", "kernel", "libraries", "emulator", "h2_congestion_control", "h3_congestion_control", "seed", "runs_per_cell", "date"):
+        for k in ("command", "machine", "cpu", "kernel", "libraries", "emulator", "h2_congestion_control",
+                  "h3_congestion_control", "pacing", "tcp_metrics", "h2_tls_records", "h3_ack_thresh", "tls_cipher",
+                  "tls_group", "seed", "runs_per_cell", "date"):
             if k in meta:
                 v = meta[k]
                 if isinstance(v, dict):
@@ -150,6 +155,16 @@ def main():
             lines += ["", "Link fidelity (`scripts/netlab.sh check`, same emulator and settings):", "",
                       "```json", json.dumps(meta["fidelity"], indent=1), "```"]
         lines.append("")
+    par = parity.table(runs, meta)
+    with open(os.path.join(out, "parity.json"), "w") as f:
+        json.dump(par, f, indent=1)
+    lines += ["## Stack parity", "",
+              "What each stack did, from the server's per-connection records (`quiclab serve --conn-log`), the "
+              "client's TLS facts and the settings in meta.json (bench/compare/parity.py; also parity.json). "
+              + (f"Rows that differ: {', '.join(par['differs'])}." if par["differs"] else "No row differs."), ""]
+    lines += parity.markdown(par) + [""]
+    lines += ["## What each side did (server records, medians per connection)", ""]
+    lines += parity.what_each_side_did(runs) + [""]
     lines += ["## Medians per cell", "",
               "| workload | RTT ms | loss % | rate Mbit/s | protocol | runs (failed) | handshake ms | TTFB ms [95 % CI] | complete ms [95 % CI] | complete p95 |",
               "|---|---|---|---|---|---|---|---|---|---|"]

@@ -36,8 +36,28 @@ double number(const json& r, const char* key, double fallback = -1.0) {
   return it != r.end() && it->is_number() ? it->get<double>() : fallback;
 }
 
+// The server's records (quiclab serve --conn-log) of the run's connections:
+// those of the run's transport (h2, or h3 for h3 and h3-0rtt), in order. A
+// record of the other protocol is a straggler of an earlier run and is left out.
+json server_records(const std::string& path, const std::string& protocol) {
+  json out = json::array();
+  if (path.empty()) return out;
+  std::ifstream f(path);
+  const std::string want = protocol == "h2" ? "h2" : "h3";
+  std::string line;
+  while (std::getline(f, line)) {
+    try {
+      json r = json::parse(line);
+      if (r.is_object() && r.value("protocol", "") == want) out.push_back(std::move(r));
+    } catch (const json::exception& e) {
+      std::cerr << "quiclab-summarize: " << path << ": skipping a server record that is not JSON: " << e.what() << "\n";
+    }
+  }
+  return out;
+}
+
 int make_run(const std::string& protocol, double rtt, double loss, double rate, const std::string& workload, int run,
-             std::uint64_t seed) {
+             std::uint64_t seed, const std::string& server_path) {
   json rec = {{"protocol", protocol}, {"rtt_ms", rtt}, {"loss_pct", loss}, {"rate_mbit", rate},
               {"workload", workload}, {"run", run},    {"seed", seed}};
   std::vector<double> totals;
@@ -82,6 +102,7 @@ int make_run(const std::string& protocol, double rtt, double loss, double rate, 
   rec["complete_ms"] = lines > 0 ? json(complete) : json(nullptr);
   rec["bytes"] = bytes;
   rec["objects"] = objects;
+  rec["server_connections"] = server_records(server_path, protocol);
   std::cout << rec.dump() << "\n";
   return rec["ok"].get<bool>() ? 0 : 1;
 }
@@ -186,12 +207,15 @@ int main(int argc, char** argv) {
   run->add_option("--workload", workload)->required();
   run->add_option("--run", run_no)->required();
   run->add_option("--seed", seed);
+  std::string server_path;
+  run->add_option("--server-records", server_path,
+                  "the server's records of this run's connections (quiclab serve --conn-log lines)");
   auto* sum = app.add_subcommand("summary", "read run records, write summary.json and runs.csv");
   std::string in, out;
   sum->add_option("--in", in, "runs.jsonl")->required()->check(CLI::ExistingFile);
   sum->add_option("--out", out, "output directory")->required()->check(CLI::ExistingDirectory);
   sum->add_option("--seed", seed, "bootstrap seed");
   CLI11_PARSE(app, argc, argv);
-  if (*run) return make_run(protocol, rtt, loss, rate, workload, run_no, seed);
+  if (*run) return make_run(protocol, rtt, loss, rate, workload, run_no, seed, server_path);
   return summarize(in, out, seed);
 }

@@ -12,3 +12,24 @@ trap 'rm -rf "$out"' EXIT
 # The compact table and the report exist and name every protocol.
 for p in h2 h3 h3-0rtt; do grep -q "| $p |" "$out/report.md" || { echo "report lacks $p" >&2; exit 1; }; done
 ls "$out"/*.png >/dev/null
+# Every run carries the server's record of its one connection, of its own
+# transport, and the parity table finds the stacks matched on every row
+# compare.sh equalizes (the TLS libraries and the RTO/PTO floor differ by nature).
+bad=$(jq -s '[.[] | select(.ok) | select((.server_connections | length) != 1
+  or .server_connections[0].protocol != (if .protocol == "h2" then "h2" else "h3" end))] | length' "$out/runs.jsonl")
+[[ $bad == 0 ]] || { echo "$bad runs without exactly one server record of their protocol" >&2; exit 1; }
+for row in "congestion controller (observed)" "initial window, bytes" "initial window, packets" \
+  "largest packet on the wire, IP bytes" "ACK policy (client)" "pacing (server)" "TLS cipher suite" \
+  "TLS key exchange group" "TLS record sizing" "TCP metrics cache"; do
+  same=$(jq --arg r "$row" '.rows[] | select(.row == $r) | .same' "$out/parity.json")
+  [[ $same == true ]] || { echo "parity row '$row' differs: $(jq -c --arg r "$row" '.rows[] | select(.row == $r)' "$out/parity.json")" >&2; exit 1; }
+done
+grep -q "## Stack parity" "$out/report.md" || { echo "report lacks the parity table" >&2; exit 1; }
+# --ablate: the baseline and the flipped side, one table.
+"$here/scripts/compare.sh" --rtt-ms 50 --loss-pct 0 --workloads handshake --protocols h2,h3 --runs 2 --seed 7 \
+  --no-fidelity --ablate records --out "$out/ablate" </dev/null
+jq -e '[.rows[] | .variant] | unique == ["baseline", "h2"]' "$out/ablate/ablation.json" >/dev/null ||
+  { echo "ablation variants: $(jq -c '[.rows[] | .variant] | unique' "$out/ablate/ablation.json")" >&2; exit 1; }
+grep -q "| h2 | --h2-records full | handshake | h2 |" "$out/ablate/ablation.md" ||
+  { cat "$out/ablate/ablation.md" >&2; exit 1; }
+jq -e '.h2_tls_records == "full"' "$out/ablate/ablate-h2/meta.json" >/dev/null || { echo "the flip did not reach the run" >&2; exit 1; }

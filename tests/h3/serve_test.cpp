@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
 #include <thread>
@@ -142,6 +143,79 @@ TEST_CASE("serve: --tcp-cc sets HTTP/2's TCP congestion control; an unknown one 
                        60, tmp.path() / "ss.log");
   INFO(r.log);
   CHECK(r.log.find("CC-RENO") != std::string::npos);
+  ::kill(pid, SIGTERM);
+  auto done = wait_process(pid, 60, log);
+  CHECK(done.exit_code == 0);
+}
+
+TEST_CASE("serve: --conn-log records what each connection's transport did; --tcp-pacing/--quic-pacing in the record",
+          "[serve]") {
+  TempDir tmp("serve-conn-log");
+  auto bad = run_process({QUICLAB_BIN, "serve", "--listen", "127.0.0.1:0", "--tcp-pacing", "maybe"}, 60,
+                         tmp.path() / "bad.log");
+  INFO(bad.log);
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.log.find("--tcp-pacing") != std::string::npos);
+  auto nodir = run_process({QUICLAB_BIN, "serve", "--listen", "127.0.0.1:0", "--conn-log", "/nonexistent/dir/c.jsonl"},
+                           60, tmp.path() / "nodir.log");
+  INFO(nodir.log);
+  CHECK(nodir.exit_code == 2);
+  CHECK(nodir.log.find("--conn-log /nonexistent/dir/c.jsonl") != std::string::npos);
+
+  auto conn_log = tmp.path() / "conn.jsonl";
+  auto log = tmp.path() / "serve.log";
+  int pid = spawn_process({QUICLAB_BIN, "serve", "--listen", "127.0.0.1:0", "--tcp-cc", "reno", "--tcp-pacing", "on",
+                           "--quic-pacing", "off", "--conn-log", conn_log.string()},
+                          log);
+  REQUIRE(pid > 0);
+  std::string text;
+  const std::string port = listening_port(log, "h3 udp", text);
+  INFO(text);
+  REQUIRE(!port.empty());
+  const std::string url = "https://127.0.0.1:" + port + "/bytes/1m";
+  auto h2 = run_process({"curl", "-sk", "--http2", "-o", "/dev/null", url}, 60, tmp.path() / "curl.log");
+  CHECK(h2.exit_code == 0);
+  auto h3 = run_process({QUICLAB_BIN, "get", "--h3", "-k", "-o", "/dev/null", url}, 60, tmp.path() / "get.log");
+  CHECK(h3.exit_code == 0);
+  std::vector<nlohmann::json> recs;
+  for (int i = 0; i < 250 && recs.size() < 2; ++i) {
+    recs.clear();
+    std::istringstream lines(slurp(conn_log));
+    for (std::string line; std::getline(lines, line);) recs.push_back(nlohmann::json::parse(line));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  INFO(slurp(conn_log));
+  REQUIRE(recs.size() == 2);
+  for (const auto& r : recs) {
+    INFO(r.dump());
+    CHECK(r["bytes_sent"].get<std::uint64_t>() >= 1'000'000);
+    CHECK(r["segment_bytes"].get<std::uint64_t>() >= 1200);
+    CHECK(r["initial_cwnd_packets"].get<std::uint64_t>() >= 2);
+    CHECK(r["initial_cwnd_bytes"].get<std::uint64_t>() >= r["segment_bytes"].get<std::uint64_t>() * 2);
+    CHECK(r["min_rtt_ms"].get<double>() >= 0);
+    CHECK(r["timer_ms"].get<double>() > 0);
+    CHECK(r["peer"].get<std::string>().rfind("127.0.0.1:", 0) == 0);
+    if (r["protocol"] == "h2") {
+      CHECK(r["congestion_control"] == "reno");
+      CHECK(r["paced"] == true);
+      CHECK(r["pacing_ss_pct"].is_number());
+      CHECK(r["retransmitted_packets"] == 0);  // loopback loses nothing
+      CHECK(r["tls_records_full"].get<std::uint64_t>() > 0);
+      CHECK(r["congestion_events"].is_null());    // TCP_INFO has no such count
+      CHECK(r["timer_ms"].get<double>() >= 200);  // Linux's RTO floor
+    } else {
+      CHECK(r["protocol"] == "h3");
+      CHECK(r["congestion_control"] == "cubic");
+      CHECK(r["paced"] == false);
+      CHECK(r["pacing_ss_pct"].is_null());
+      CHECK(r["retransmitted_packets"].is_null());
+      CHECK(r["congestion_events"] == 0);
+      CHECK(r["timeouts"] == 0);
+      CHECK(r["early_data"] == false);
+      CHECK(r["packets_sent"].get<std::uint64_t>() >= 1'000'000 / r["segment_bytes"].get<std::uint64_t>());
+    }
+  }
+  CHECK(recs[0]["protocol"] != recs[1]["protocol"]);
   ::kill(pid, SIGTERM);
   auto done = wait_process(pid, 60, log);
   CHECK(done.exit_code == 0);

@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "transport/core/log.hpp"
+#include "transport/h2/tcp_info.hpp"
 
 namespace quiclab::h2 {
 
@@ -141,16 +142,22 @@ class Connection {
   void flush();
   void write_tls_output();
   bool over_high_water() const { return tcp_.write_queue_size() >= server_.config_.write_high_water; }
+  /// The socket's descriptor; -1 when libuv has none.
+  int socket_fd() {
+    uv_os_fd_t fd = -1;
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(tcp_.raw()), &fd) != 0) return -1;
+    return fd;
+  }
   /// The connection's MSS (TCP_MAXSEG once established); 1220 when the kernel does not say.
   std::size_t tcp_mss() {
-    uv_os_fd_t fd = -1;
     int mss = 0;
     socklen_t len = sizeof mss;
-    if (uv_fileno(reinterpret_cast<uv_handle_t*>(tcp_.raw()), &fd) != 0 ||
-        ::getsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &mss, &len) != 0 || mss < 536)
-      return 1220;
+    const int fd = socket_fd();
+    if (fd < 0 || ::getsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &mss, &len) != 0 || mss < 536) return 1220;
     return static_cast<std::size_t>(mss);
   }
+  /// The connection's record (ServerConfig::on_connection_end), from TCP_INFO now.
+  void report_connection();
   void resume_deferred();
   /// Closes once nghttp2 has nothing more to read or write (after GOAWAY, or EOF).
   void maybe_close();
@@ -187,6 +194,8 @@ class Connection {
   std::uint64_t last_activity_ = 0;
   std::uint64_t closing_since_ = 0;
   std::uint64_t records_seen_ = 0, small_records_seen_ = 0;  // tls_'s counts already in the metrics
+  std::optional<TcpInfo> info_at_accept_;                    // for the record: the initial window
+  bool paced_ = false;
   bool first_request_seen_ = false;
   bool closing_ = false;
   bool closed_ = false;
@@ -279,6 +288,12 @@ void Connection::start() {
   c.connections_total++;
   c.connections_active++;
   tcp_.set_nodelay(true);
+  if (server_.config_.tcp_pacing) {
+    paced_ = enable_tcp_pacing(socket_fd());
+    if (!paced_) log::warn("h2 {}: cannot switch TCP pacing on: {}", peer_text_, std::strerror(errno));
+  }
+  // Before the first byte of the response: the initial window, as the record shows it.
+  if (server_.config_.on_connection_end) info_at_accept_ = read_tcp_info(socket_fd());
   if (!lib_ok(nghttp2_session_server_new2(&session_, server_.callbacks_->callbacks, this, server_.callbacks_->option),
               "nghttp2_session_server_new2")) {
     session_ = nullptr;
@@ -484,9 +499,43 @@ void Connection::close_now(const char* why) {
   closed_ = true;
   log::debug("h2 {}: connection closed ({})", peer_text_, why);
   counters().connections_active--;
+  if (server_.config_.on_connection_end) report_connection();
   tcp_.close();
   timer_.close();
   server_.retire(this);
+}
+
+void Connection::report_connection() {
+  const int fd = socket_fd();
+  auto info = fd >= 0 ? read_tcp_info(fd) : std::nullopt;
+  if (!info) return;  // no socket left to ask: nothing true to report
+  ConnectionRecord r;
+  r.protocol = "h2";
+  r.peer = peer_text_;
+  r.duration_ms = static_cast<double>(now_ms() - accepted_at_);
+  r.congestion_control = tcp_congestion(fd);
+  r.segment_bytes = info->snd_mss;
+  const auto& first = info_at_accept_ ? *info_at_accept_ : *info;
+  r.initial_cwnd_packets = first.snd_cwnd;
+  r.initial_cwnd_bytes = std::uint64_t{first.snd_cwnd} * first.snd_mss;
+  // BBR paces by itself; Cubic and Reno only when asked (or under fq).
+  r.paced = paced_ || r.congestion_control == "bbr";
+  if (r.paced) {
+    r.pacing_ss_pct = tcp_pacing_ratio("ss");
+    r.pacing_ca_pct = tcp_pacing_ratio("ca");
+  }
+  r.bytes_sent = info->bytes_sent;
+  r.packets_sent = info->segs_out;
+  r.retransmitted_packets = info->total_retrans;
+  r.retransmitted_bytes = info->bytes_retrans;
+  r.timeouts = info->total_rto;
+  r.min_rtt_ms = info->min_rtt_us / 1000.0;
+  r.smoothed_rtt_ms = info->rtt_us / 1000.0;
+  r.timer_ms = info->rto_us / 1000.0;
+  r.final_cwnd_bytes = std::uint64_t{info->snd_cwnd} * info->snd_mss;
+  r.tls_records_small = tls_.small_records();
+  r.tls_records_full = tls_.records() - tls_.small_records();
+  server_.config_.on_connection_end(r);
 }
 
 void Connection::start_drain() {

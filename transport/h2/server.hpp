@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "transport/core/address.hpp"
+#include "transport/core/connection_record.hpp"
 #include "transport/core/result.hpp"
 #include "transport/core/uv.hpp"
 #include "transport/http/app.hpp"
@@ -77,6 +78,13 @@ struct ServerConfig {
   /// transport/core/tls_names.hpp); empty: OpenSSL's defaults.
   std::string tls_cipher, tls_group;
   std::uint64_t records_full_after = 1024 * 1024;
+  /// TCP's internal pacing on every accepted socket (tcp_info.hpp,
+  /// enable_tcp_pacing): Cubic and Reno do not pace by themselves unless the
+  /// qdisc is fq; QUIC stacks do. false: the kernel's behaviour.
+  bool tcp_pacing = false;
+  /// Called once per connection when it closes, with what its TCP did
+  /// (TCP_INFO at accept and at close); empty: nothing is recorded.
+  ConnectionRecordSink on_connection_end;
   /// When not empty, an Alt-Svc header with this value on every response
   /// (e.g. `h3=":8443"`, set by the serve command when HTTP/3 runs too).
   std::string alt_svc;

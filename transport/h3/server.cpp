@@ -564,6 +564,13 @@ Status Server::start(quic::Attach attach) {
   if (core_config.udp_payload.forced == 0)
     core_config.loopback_udp_payload = quic::probe_loopback_udp_payload(s.socket.local_address());
   // Through s.policy, which set_alt_svc() may change after start().
+  if (core_config.on_connection_end) {
+    core_config.on_connection_end = [sink = core_config.on_connection_end](const ConnectionRecord& r) {
+      ConnectionRecord named = r;
+      named.protocol = "h3";
+      sink(named);
+    };
+  }
   s.core = std::make_unique<quic::ServerCore>(core_config, *s.tls, s, application_factory(s.app, s.config, s.policy),
                                               s.config.random ? *s.config.random : Random::system());
   s.core_timer = s.timer.add(*s.core, [&s] { s.after_work(); });

@@ -22,6 +22,9 @@ constexpr std::size_t kMaxBatchPackets = 64;
 // Per write turn, at most this many GSO batches: bounds the time one
 // connection holds the loop; ngtcp2's pacing timer brings us back.
 constexpr std::size_t kMaxBatchesPerWrite = 1;
+// Unpaced (ServerCoreConfig::pacing off) no timer brings us back: write the
+// whole window now, as an unpaced TCP does (256 batches hold ~16 MB).
+constexpr std::size_t kMaxBatchesUnpaced = 256;
 // The largest datagram we build: IPv4's UDP payload limit (path_mtu.hpp
 // decides what a connection actually uses).
 constexpr std::size_t kMaxPacketSize = 65507;
@@ -80,6 +83,28 @@ struct ServerCore::Connection {
   Ecn pending_ecn = Ecn::not_ect;
   std::unique_ptr<QlogWriter> qlog;
   ngtcp2_connection_close_error last_error{};
+  // For the connection record (ServerCoreConfig::on_connection_end).
+  std::string peer;
+  Timestamp created_at = 0;
+  std::uint64_t initial_cwnd = 0, initial_payload = 0;
+  std::uint64_t bytes_out = 0, datagrams_out = 0;
+  std::uint64_t ptos = 0, congestion_events = 0;
+  std::size_t last_pto_count = 0;
+  ngtcp2_tstamp last_recovery_start = UINT64_MAX;
+  bool reported = false;
+
+  /// Counts PTO expirations and new recovery periods since the last look;
+  /// ngtcp2 0.12.1 keeps neither total (pto_count resets on an ACK).
+  void observe() {
+    if (conn == nullptr || !core->config_.on_connection_end) return;
+    ngtcp2_conn_stat st;
+    ngtcp2_conn_get_conn_stat(conn, &st);
+    if (st.pto_count > last_pto_count) ptos += st.pto_count - last_pto_count;
+    last_pto_count = st.pto_count;
+    if (st.congestion_recovery_start_ts != last_recovery_start && st.congestion_recovery_start_ts != UINT64_MAX)
+      ++congestion_events;
+    last_recovery_start = st.congestion_recovery_start_ts;
+  }
 
   ~Connection() {
     app.reset();  // the application holds nghttp3 state that refers to streams of conn
@@ -380,9 +405,11 @@ void ServerCore::on_datagram(const Path& path, ByteView data, Ecn ecn, Timestamp
   ngtcp2_path p = to_ngtcp2(path);
   ngtcp2_pkt_info pi{static_cast<std::uint32_t>(ecn)};
   rv = ngtcp2_conn_read_pkt(c.conn, &p, &pi, data.data(), data.size(), now);
+  c.observe();
   if (rv != 0) {
     switch (rv) {
       case NGTCP2_ERR_DRAINING:
+        report(c);
         c.state = Connection::State::draining;
         c.close_deadline = now + 3 * ngtcp2_conn_get_pto(c.conn);
         schedule(c);
@@ -548,6 +575,14 @@ void ServerCore::accept(const Path& path, ByteView data, Ecn ecn, Timestamp now)
   }
   c.tls = std::move(*session);
   ngtcp2_conn_set_tls_native_handle(c.conn, c.tls->native_handle());
+  c.peer = path.remote.to_string();
+  c.created_at = now;
+  {
+    ngtcp2_conn_stat st;
+    ngtcp2_conn_get_conn_stat(c.conn, &st);
+    c.initial_cwnd = st.cwnd;
+    c.initial_payload = st.max_tx_udp_payload_size;
+  }
   c.app = factory_ ? factory_(c.conn, ConnectionInfo{c.id, path.remote}) : nullptr;
 
   Connection* raw = owned.get();
@@ -692,6 +727,7 @@ void ServerCore::mark_dirty(Connection& c) {
 
 void ServerCore::close_connection(Connection& c, Timestamp now) {
   if (c.state != Connection::State::active) return;
+  report(c);
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);
   ngtcp2_pkt_info pi{};
@@ -721,8 +757,10 @@ namespace {
 // out, so HANDSHAKE_DONE and the first response waited ~22 ms after the
 // client's Finished even on loopback. Before the handshake completes the
 // amplification limit and the congestion window bound what we send anyway.
-void pace(ngtcp2_conn* conn, Timestamp now) {
-  if (ngtcp2_conn_get_handshake_completed(conn)) ngtcp2_conn_update_pkt_tx_time(conn, now);
+// Without the update (ServerCoreConfig::pacing off) ngtcp2 0.12.1 never
+// sets a next send time: nothing paces.
+void pace(ngtcp2_conn* conn, bool on, Timestamp now) {
+  if (on && ngtcp2_conn_get_handshake_completed(conn)) ngtcp2_conn_update_pkt_tx_time(conn, now);
 }
 }  // namespace
 
@@ -764,6 +802,8 @@ void ServerCore::write_connection(Connection& c, Timestamp now) {
       stats_.datagrams_out += gso > 0 ? (done + gso - 1) / gso : 0;
       stats_.max_datagram_out = std::max<std::uint64_t>(stats_.max_datagram_out, count > 1 ? gso : len);
       stats_.max_batch_datagrams = std::max<std::uint64_t>(stats_.max_batch_datagrams, count);
+      c.bytes_out += done;
+      c.datagrams_out += gso > 0 ? (done + gso - 1) / gso : 0;
     }
     c.note_sent(len);
     const bool ok = r.status != SendStatus::blocked;
@@ -834,7 +874,7 @@ void ServerCore::write_connection(Connection& c, Timestamp now) {
     }
     if (nwrite == 0) {
       send_batch();
-      pace(conn, now);
+      pace(conn, config_.pacing, now);
       return;
     }
     const auto n = static_cast<std::size_t>(nwrite);
@@ -850,7 +890,7 @@ void ServerCore::write_connection(Connection& c, Timestamp now) {
         // Blocked: queue this packet behind the pending rest.
         c.pending.insert(c.pending.end(), packet, packet + n);
         if (c.pending_gso != 0 && n != c.pending_gso) c.pending_gso = 0;  // mixed sizes: resend one by one
-        pace(conn, now);
+        pace(conn, config_.pacing, now);
         return;
       }
       std::memmove(buf, packet, n);
@@ -864,11 +904,11 @@ void ServerCore::write_connection(Connection& c, Timestamp now) {
     ++count;
     if (count >= quantum_pkts || n < gso) {
       if (!send_batch()) {
-        pace(conn, now);
+        pace(conn, config_.pacing, now);
         return;
       }
-      if (batches >= kMaxBatchesPerWrite) {
-        pace(conn, now);
+      if (batches >= (config_.pacing ? kMaxBatchesPerWrite : kMaxBatchesUnpaced)) {
+        pace(conn, config_.pacing, now);
         return;
       }
     }
@@ -897,8 +937,40 @@ void ServerCore::schedule(Connection& c) {
   timers_.emplace(t, &c);
 }
 
+void ServerCore::report(Connection& c) {
+  if (c.reported || c.conn == nullptr || !config_.on_connection_end) return;
+  c.reported = true;
+  c.observe();
+  ngtcp2_conn_stat st;
+  ngtcp2_conn_get_conn_stat(c.conn, &st);
+  ConnectionRecord r;
+  r.protocol = "quic";  // h3::Server names its own
+  r.peer = c.peer;
+  r.duration_ms = static_cast<double>(now_hint_ - c.created_at) / 1e6;
+  r.congestion_control = std::string(cc_algo_name(config_.cc_algo));
+  r.segment_bytes = st.max_tx_udp_payload_size;
+  r.initial_cwnd_bytes = c.initial_cwnd;
+  r.initial_cwnd_packets = c.initial_payload > 0 ? c.initial_cwnd / c.initial_payload : 0;
+  r.paced = config_.pacing;
+  if (r.paced) r.pacing_ss_pct = r.pacing_ca_pct = 125;  // ngtcp2_conn_update_pkt_tx_time's factor
+  r.bytes_sent = c.bytes_out;
+  r.packets_sent = c.datagrams_out;
+  r.timeouts = c.ptos;
+  r.congestion_events = c.congestion_events;
+  if (st.min_rtt != UINT64_MAX) r.min_rtt_ms = static_cast<double>(st.min_rtt) / 1e6;
+  r.smoothed_rtt_ms = static_cast<double>(st.smoothed_rtt) / 1e6;
+  r.timer_ms = static_cast<double>(ngtcp2_conn_get_pto(c.conn)) / 1e6;
+  r.final_cwnd_bytes = st.cwnd;
+  if (c.handshake_done && c.tls) {
+    r.resumed = c.tls->resumed();
+    r.early_data = c.tls->early_data_accepted();
+  }
+  config_.on_connection_end(r);
+}
+
 void ServerCore::retire(Connection& c) {
   if (c.state == Connection::State::dead) return;
+  report(c);
   if (c.timer_key) {
     timers_.erase({*c.timer_key, &c});
     c.timer_key.reset();
@@ -999,6 +1071,7 @@ void ServerCore::handle_expiry(Timestamp now) {
         break;
     }
     int rv = ngtcp2_conn_handle_expiry(c->conn, now);
+    c->observe();
     if (rv == NGTCP2_ERR_IDLE_CLOSE || rv == NGTCP2_ERR_HANDSHAKE_TIMEOUT) {
       ++stats_.idle_timeouts;
       log::debug("quic {}: {}", c->id, rv == NGTCP2_ERR_IDLE_CLOSE ? "idle timeout" : "handshake timeout");

@@ -50,6 +50,7 @@
 #include "transport/core/address.hpp"
 #include "transport/core/buffer.hpp"
 #include "transport/core/clock.hpp"
+#include "transport/core/connection_record.hpp"
 #include "transport/core/random.hpp"
 #include "transport/quic/path_mtu.hpp"
 #include "transport/quic/qlog.hpp"
@@ -156,6 +157,13 @@ struct ServerCoreConfig {
   std::uint64_t max_stream_data = 16ULL * 1024 * 1024;  ///< Stream receive window.
   std::uint64_t max_streams_bidi = 1000;                ///< Concurrent request streams per connection.
   ngtcp2_cc_algo cc_algo = NGTCP2_CC_ALGO_CUBIC;
+  /// ngtcp2's pacing after the handshake (1.25 x cwnd / smoothed RTT in
+  /// 0.12.1, slow start included); false: packets leave as fast as the
+  /// congestion window allows, as Linux Cubic sends without fq.
+  bool pacing = true;
+  /// Called once per connection when it ends (closing, draining, timed out
+  /// or dropped) with what its transport did; empty: nothing is recorded.
+  ConnectionRecordSink on_connection_end;
   bool new_token = true;  ///< Send NEW_TOKEN after the handshake.
   std::size_t stateless_resets_per_second = 200;
   UdpPayloadPolicy udp_payload;  ///< Datagram size (path_mtu.hpp).
@@ -263,6 +271,8 @@ class ServerCore {
   void write_connection(Connection& c, Timestamp now);
   void schedule(Connection& c);
   void retire(Connection& c);
+  /// Hands the connection's record to config_.on_connection_end, once.
+  void report(Connection& c);
   void reap();
   void mark_dirty(Connection& c);
 
