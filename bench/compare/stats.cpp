@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <random>
 
 namespace quiclab::stats {
 
@@ -28,19 +27,64 @@ double normal_quantile(double q) {
   return (lo + hi) / 2;
 }
 
-std::vector<double> resample_stat(std::span<const double> samples, double p, std::mt19937_64& rng, int n) {
-  std::uniform_int_distribution<std::size_t> pick(0, samples.size() - 1);
+std::vector<double> resample_stat(std::span<const double> samples, double p, Rng& rng, int n) {
   std::vector<double> stats;
   stats.reserve(static_cast<std::size_t>(n));
   std::vector<double> draw(samples.size());
   for (int i = 0; i < n; ++i) {
-    for (auto& d : draw) d = samples[pick(rng)];
+    for (auto& d : draw) d = samples[rng.below(samples.size())];
     std::sort(draw.begin(), draw.end());
     stats.push_back(sorted_percentile(draw, p));
   }
   return stats;
 }
+// log of n choose k, for binomial tails without overflow.
+double log_choose(std::size_t n, std::size_t k) {
+  return std::lgamma(static_cast<double>(n) + 1) - std::lgamma(static_cast<double>(k) + 1) -
+         std::lgamma(static_cast<double>(n - k) + 1);
+}
 }  // namespace
+
+std::uint64_t Rng::below(std::uint64_t n) {
+  // Draws above the largest multiple of n are redrawn: every residue equally likely.
+  const std::uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+  std::uint64_t x;
+  do x = next();
+  while (x >= limit);
+  return x % n;
+}
+
+double Rng::uniform() { return (static_cast<double>(next() >> 11) + 0.5) * 0x1.0p-53; }
+
+std::optional<OrderInterval> median_ci(std::span<const double> samples, double confidence) {
+  const std::size_t n = samples.size();
+  if (n == 0) return std::nullopt;
+  const double alpha = 1 - confidence;
+  // tail(l) = P(Bin(n, 1/2) <= l - 1); the interval [x(l), x(n+1-l)] misses the
+  // median with probability 2 tail(l).
+  double tail = 0;
+  std::size_t best = 0;
+  double best_tail = 0;
+  for (std::size_t l = 1; l <= (n + 1) / 2; ++l) {
+    tail += std::exp(log_choose(n, l - 1) - static_cast<double>(n) * std::log(2.0));
+    if (2 * tail > alpha) break;
+    best = l;
+    best_tail = tail;
+  }
+  if (best == 0) return std::nullopt;
+  std::vector<double> s(samples.begin(), samples.end());
+  std::sort(s.begin(), s.end());
+  return OrderInterval{s[best - 1], s[n - best], best, n + 1 - best, 1 - 2 * best_tail};
+}
+
+std::optional<PairedRatio> paired_ratio(std::span<const double> a, std::span<const double> b, double confidence) {
+  std::vector<double> r;
+  for (std::size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    if (a[i] > 0) r.push_back(b[i] / a[i]);
+  }
+  if (r.empty()) return std::nullopt;
+  return PairedRatio{*median(r), median_ci(r, confidence), r.size()};
+}
 
 std::optional<double> percentile(std::span<const double> samples, double p) {
   if (samples.empty()) return std::nullopt;
@@ -52,7 +96,7 @@ std::optional<double> percentile(std::span<const double> samples, double p) {
 std::optional<Interval> bootstrap_ci(std::span<const double> samples, double stat_percentile, double confidence,
                                      std::uint64_t seed, int resamples) {
   if (samples.size() < 2 || resamples < 10) return std::nullopt;
-  std::mt19937_64 rng(seed);
+  Rng rng(seed);
   auto stats = resample_stat(samples, stat_percentile, rng, resamples);
   std::sort(stats.begin(), stats.end());
   double alpha = (1 - confidence) / 2 * 100;
@@ -62,7 +106,7 @@ std::optional<Interval> bootstrap_ci(std::span<const double> samples, double sta
 std::optional<Interval> bootstrap_ratio_ci(std::span<const double> a, std::span<const double> b, double stat_percentile,
                                            double confidence, std::uint64_t seed, int resamples) {
   if (a.size() < 2 || b.size() < 2 || resamples < 10) return std::nullopt;
-  std::mt19937_64 rng(seed);
+  Rng rng(seed);
   auto sa = resample_stat(a, stat_percentile, rng, resamples);
   auto sb = resample_stat(b, stat_percentile, rng, resamples);
   std::vector<double> ratios;

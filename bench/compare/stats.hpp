@@ -8,8 +8,10 @@
 // bootstrap takes its seed explicitly so every report is reproducible.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <random>
 #include <span>
 #include <utility>
 #include <vector>
@@ -24,6 +26,46 @@ inline std::optional<double> median(std::span<const double> samples) { return pe
 struct Interval {
   double low = 0;
   double high = 0;
+};
+
+/// A distribution-free interval for the median: the order statistics
+/// x(l) and x(n+1-l) of the sorted sample, with l the largest rank whose
+/// two-sided binomial tail 2 P(Bin(n, 1/2) <= l-1) stays within 1 - confidence.
+/// It covers the true median of any continuous distribution with probability
+/// `coverage` >= confidence (exactly that, not asymptotically). nullopt when
+/// n is too small to reach the confidence at all (n < 6 for 95 %).
+struct OrderInterval {
+  double low = 0, high = 0;
+  std::size_t low_rank = 0, high_rank = 0;  ///< 1-based ranks in the sorted sample
+  double coverage = 0;                      ///< the exact coverage of these ranks
+};
+std::optional<OrderInterval> median_ci(std::span<const double> samples, double confidence = 0.95);
+
+/// The median of paired ratios b_i / a_i (pairs with a_i <= 0 left out) and
+/// its order-statistic interval: with common random numbers run i of both
+/// protocols met the same losses, so the pairs carry the comparison.
+struct PairedRatio {
+  double median = 0;
+  std::optional<OrderInterval> ci;
+  std::size_t pairs = 0;
+};
+std::optional<PairedRatio> paired_ratio(std::span<const double> a, std::span<const double> b, double confidence = 0.95);
+
+/// The RNG behind the bootstrap and the simulations: std::mt19937_64 (its
+/// sequence is fixed by the standard) with our own bounded and real draws,
+/// since std::uniform_int_distribution and friends differ between standard
+/// libraries, which would move every interval on another machine.
+class Rng {
+ public:
+  explicit Rng(std::uint64_t seed) : gen_(seed) {}
+  std::uint64_t next() { return gen_(); }
+  /// Uniform in [0, n) without modulo bias (rejection). n > 0.
+  std::uint64_t below(std::uint64_t n);
+  /// Uniform in (0, 1): 53 random bits, never 0.
+  double uniform();
+
+ private:
+  std::mt19937_64 gen_;
 };
 
 /// Percentile bootstrap interval for a statistic of one sample: resamples with

@@ -64,6 +64,7 @@ int make_run(const std::string& protocol, double rtt, double loss, double rate, 
   double handshake = -1, ttfb = -1, complete = 0;
   std::uint64_t bytes = 0;
   int errors = 0, lines = 0;
+  std::string first_error;
   json objects = json::array();
   std::string line;
   while (std::getline(std::cin, line)) {
@@ -77,7 +78,12 @@ int make_run(const std::string& protocol, double rtt, double loss, double rate, 
     }
     ++lines;
     int status = static_cast<int>(number(r, "status", 0));
-    if (status < 200 || status >= 300 || r.contains("error")) ++errors;
+    if (status < 200 || status >= 300 || r.contains("error")) {
+      ++errors;
+      if (first_error.empty())
+        first_error = r.contains("error") && r["error"].is_string() ? r["error"].get<std::string>()
+                                                                    : "status " + std::to_string(status);
+    }
     double total = number(r, "total");
     double t = number(r, "ttfb");
     double hs = number(r, "handshake");
@@ -95,6 +101,8 @@ int make_run(const std::string& protocol, double rtt, double loss, double rate, 
     }
   }
   rec["ok"] = lines > 0 && errors == 0;
+  if (lines == 0) first_error = "no answer from quiclab get";
+  if (!first_error.empty()) rec["error"] = first_error;
   rec["requests"] = lines;
   rec["errors"] = errors;
   rec["handshake_ms"] = handshake >= 0 ? json(handshake) : json(nullptr);
@@ -107,12 +115,16 @@ int make_run(const std::string& protocol, double rtt, double loss, double rate, 
   return rec["ok"].get<bool>() ? 0 : 1;
 }
 
-json describe(const std::vector<double>& v, std::uint64_t seed) {
+// Median, p95 and the median's distribution-free interval (order
+// statistics: exact coverage for any continuous distribution; null below 6
+// samples, which cannot reach 95 %).
+json describe(const std::vector<double>& v) {
   if (v.empty()) return {{"median", nullptr}, {"p95", nullptr}, {"ci95", nullptr}, {"n", 0}};
-  auto ci = quiclab::stats::bootstrap_ci(v, 50, 0.95, seed);
+  auto ci = quiclab::stats::median_ci(v, 0.95);
   return {{"median", *quiclab::stats::median(v)},
           {"p95", *quiclab::stats::percentile(v, 95)},
           {"ci95", ci ? json::array({ci->low, ci->high}) : json(nullptr)},
+          {"ci_coverage", ci ? json(ci->coverage) : json(nullptr)},
           {"n", v.size()}};
 }
 
@@ -125,6 +137,10 @@ int summarize(const std::string& in, const std::string& out_dir, std::uint64_t s
   // protocol -> cell -> metric -> samples
   std::map<RunKey, std::map<std::string, std::map<std::string, std::vector<double>>>> cells;
   std::map<RunKey, std::map<std::string, std::pair<int, int>>> counts;  // runs, failed
+  // The same samples by (seed, run): run r of two protocols forms a pair.
+  using RunId = std::pair<double, double>;
+  std::map<RunKey, std::map<std::string, std::map<std::string, std::map<RunId, double>>>> by_run;
+  std::map<RunKey, std::map<std::string, std::map<std::string, int>>> reasons;  // failed runs by error
   std::ofstream csv(out_dir + "/runs.csv");
   csv << "protocol,rtt_ms,loss_pct,rate_mbit,workload,run,ok,handshake_ms,ttfb_ms,complete_ms,bytes\n";
   std::string line;
@@ -145,14 +161,20 @@ int summarize(const std::string& in, const std::string& out_dir, std::uint64_t s
     bool ok = r.contains("ok") && r["ok"].is_boolean() && r["ok"].get<bool>();
     auto& c = counts[key][proto];
     c.first++;
-    if (!ok) c.second++;
+    if (!ok) {
+      c.second++;
+      reasons[key][proto][r.contains("error") && r["error"].is_string() ? r["error"].get<std::string>() : "unknown"]++;
+    }
     auto num = [&](const char* k) { return number(r, k); };
     csv << proto << "," << key.rtt_ms << "," << key.loss_pct << "," << key.rate_mbit << "," << key.workload << ","
         << num("run") << "," << (ok ? 1 : 0) << "," << num("handshake_ms") << "," << num("ttfb_ms") << ","
         << num("complete_ms") << "," << static_cast<std::uint64_t>(number(r, "bytes", 0)) << "\n";
     if (!ok) continue;
     for (const char* m : {"handshake_ms", "ttfb_ms", "complete_ms"}) {
-      if (num(m) >= 0) cells[key][proto][m].push_back(num(m));
+      if (num(m) >= 0) {
+        cells[key][proto][m].push_back(num(m));
+        by_run[key][proto][m][{number(r, "seed", 0), num("run")}] = num(m);
+      }
     }
   }
   json summary = {{"schema", "quiclab-compare-summary/1"},
@@ -161,10 +183,16 @@ int summarize(const std::string& in, const std::string& out_dir, std::uint64_t s
                   {"ratios", json::array()}};
   for (auto& [key, protos] : counts) {
     for (auto& [proto, rc] : protos) {
-      json cell = {{"protocol", proto},          {"rtt_ms", key.rtt_ms},     {"loss_pct", key.loss_pct},
-                   {"rate_mbit", key.rate_mbit}, {"workload", key.workload}, {"runs", rc.first},
-                   {"failed", rc.second}};
-      for (const char* m : {"ttfb_ms", "handshake_ms", "complete_ms"}) cell[m] = describe(cells[key][proto][m], seed);
+      json cell = {{"protocol", proto},
+                   {"rtt_ms", key.rtt_ms},
+                   {"loss_pct", key.loss_pct},
+                   {"rate_mbit", key.rate_mbit},
+                   {"workload", key.workload},
+                   {"runs", rc.first},
+                   {"failed", rc.second},
+                   {"failure_rate", rc.first > 0 ? static_cast<double>(rc.second) / rc.first : 0.0},
+                   {"failure_reasons", reasons[key][proto]}};
+      for (const char* m : {"ttfb_ms", "handshake_ms", "complete_ms"}) cell[m] = describe(cells[key][proto][m]);
       summary["cells"].push_back(cell);
     }
     auto& h2 = cells[key]["h2"];
@@ -172,17 +200,30 @@ int summarize(const std::string& in, const std::string& out_dir, std::uint64_t s
       if (!cells[key].count(other)) continue;
       auto& h3 = cells[key][other];
       for (const char* m : {"ttfb_ms", "complete_ms"}) {
-        if (h2[m].size() < 2 || h3[m].size() < 2) continue;
-        auto ci = quiclab::stats::bootstrap_ratio_ci(h2[m], h3[m], 50, 0.95, seed);
-        summary["ratios"].push_back({{"protocol", other},
-                                     {"baseline", "h2"},
-                                     {"metric", m},
-                                     {"rtt_ms", key.rtt_ms},
-                                     {"loss_pct", key.loss_pct},
-                                     {"rate_mbit", key.rate_mbit},
-                                     {"workload", key.workload},
-                                     {"median_ratio", *quiclab::stats::median(h3[m]) / *quiclab::stats::median(h2[m])},
-                                     {"ci95", ci ? json::array({ci->low, ci->high}) : json(nullptr)}});
+        if (h2[m].empty() || h3[m].empty()) continue;
+        // Pairs: the runs both protocols completed, matched by (seed, run).
+        std::vector<double> a, b;
+        for (const auto& [id, v] : by_run[key]["h2"][m]) {
+          auto it = by_run[key][other][m].find(id);
+          if (it == by_run[key][other][m].end()) continue;
+          a.push_back(v);
+          b.push_back(it->second);
+        }
+        auto paired = quiclab::stats::paired_ratio(a, b, 0.95);
+        if (!paired) continue;
+        const auto& ci = paired->ci;
+        summary["ratios"].push_back(
+            {{"protocol", other},
+             {"baseline", "h2"},
+             {"metric", m},
+             {"rtt_ms", key.rtt_ms},
+             {"loss_pct", key.loss_pct},
+             {"rate_mbit", key.rate_mbit},
+             {"workload", key.workload},
+             {"median_ratio", paired->median},
+             {"ci95", ci ? json::array({ci->low, ci->high}) : json(nullptr)},
+             {"pairs", paired->pairs},
+             {"ratio_of_medians", *quiclab::stats::median(h3[m]) / *quiclab::stats::median(h2[m])}});
       }
     }
   }

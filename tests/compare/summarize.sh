@@ -8,7 +8,7 @@ trap 'rm -rf "$out"' EXIT
 rec=$(printf '%s\n' '{"url":"https://x/","status":0,"bytes":0,"handshake":null,"ttfb":null,"total":null,"error":"timeout"}' 'not json' |
   "$S" run --protocol h3 --rtt-ms 100 --loss-pct 5 --workload page --run 1) && { echo "a failed run must exit 1"; exit 1; }
 echo "$rec" | grep -q '"ok":false' || { echo "failed run not marked ok:false: $rec"; exit 1; }
-for i in 1 2 3 4 5; do
+for i in 1 2 3 4 5 6 7 8; do
   for p in h2 h3; do
     t=$([[ $p == h2 ]] && echo $((300 + i)) || echo $((150 + i)))
     printf '{"url":"u","status":200,"bytes":10,"handshake":1,"ttfb":%d,"total":%d}\n' "$t" "$t" |
@@ -21,11 +21,19 @@ echo "$rec" >>"$out/runs.jsonl"
 import json, sys
 s = json.load(open(sys.argv[1]))
 cells = {(c["protocol"], c["workload"]): c for c in s["cells"]}
-assert cells[("h2", "handshake")]["complete_ms"]["median"] == 303, cells
-assert cells[("h3", "handshake")]["complete_ms"]["median"] == 153, cells
-assert cells[("h3", "page")]["failed"] == 1 and cells[("h3", "page")]["complete_ms"]["median"] is None
+h2 = cells[("h2", "handshake")]["complete_ms"]
+assert h2["median"] == 304.5, cells
+assert cells[("h3", "handshake")]["complete_ms"]["median"] == 154.5, cells
+# Order-statistic interval of 8 samples: ranks 1 and 8, coverage 1 - 2/256.
+assert h2["ci95"] == [301, 308] and abs(h2["ci_coverage"] - (1 - 2 / 256)) < 1e-9, h2
+page = cells[("h3", "page")]
+assert page["failed"] == 1 and page["complete_ms"]["median"] is None and page["failure_rate"] == 1.0, page
+assert page["failure_reasons"] == {"timeout": 1}, page
 r = [r for r in s["ratios"] if r["metric"] == "complete_ms"][0]
-assert abs(r["median_ratio"] - 153 / 303) < 1e-9, r
-assert r["ci95"][0] <= r["median_ratio"] <= r["ci95"][1], r
+# The median of the 8 paired ratios (150 + i) / (300 + i), not the ratio of medians.
+assert r["pairs"] == 8, r
+assert abs(r["median_ratio"] - (154 / 304 + 155 / 305) / 2) < 1e-9, r
+assert abs(r["ratio_of_medians"] - 154.5 / 304.5) < 1e-9, r
+assert r["ci95"] == [151 / 301, 158 / 308], r
 print("summarize: ok")
 PY

@@ -42,7 +42,7 @@ struct ConnectionRecord {
   /// QUIC's PTO with max_ack_delay), in ms.
   double timer_ms = 0;
   std::uint64_t final_cwnd_bytes = 0;
-  std::optional<bool> resumed, early_data;  ///< TLS resumption / 0-RTT accepted (QUIC)
+  std::optional<bool> resumed, early_data;                           ///< TLS resumption / 0-RTT accepted (QUIC)
   std::optional<std::uint64_t> tls_records_small, tls_records_full;  ///< HTTP/2's TLS records
 };
 
