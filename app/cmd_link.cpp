@@ -19,6 +19,7 @@
 
 #include <array>
 #include <cerrno>
+#include <cinttypes>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -47,6 +48,7 @@ struct Options {
   bool seed_given = false;
   std::string event_log;
   std::string ready_file;
+  std::string epoch_file;
   double duration_s = 0;
   int realtime = 0;
 };
@@ -311,10 +313,26 @@ int run(const Options& o) {
     stopping = true;
     loop.stop();
   };
-  uv::Signal sigint(loop), sigterm(loop), sigusr1(loop);
+  uv::Signal sigint(loop), sigterm(loop), sigusr1(loop), sighup(loop);
   (void)sigint.start(SIGINT, [&](int) { stop(); });
   (void)sigterm.start(SIGTERM, [&](int) { stop(); });
   (void)sigusr1.start(SIGUSR1, [&](int) { dump("SIGUSR1"); });
+  // SIGHUP: a new epoch (an experiment's next run, for draws=flow) from
+  // --epoch-file, confirmed by an "epoch" line on stdout; a file that does
+  // not hold a number is reported and changes nothing.
+  (void)sighup.start(SIGHUP, [&](int) {
+    std::uint64_t epoch = 0;
+    std::FILE* f = o.epoch_file.empty() ? nullptr : std::fopen(o.epoch_file.c_str(), "r");
+    const bool ok = f != nullptr && std::fscanf(f, "%" SCNu64, &epoch) == 1;
+    if (f) std::fclose(f);
+    if (!ok) {
+      log::warn("link: SIGHUP: no epoch number in --epoch-file '{}'", o.epoch_file);
+      return;
+    }
+    for (auto& d : dirs) d.link->set_epoch(epoch);
+    std::printf("%s\n", nlohmann::json({{"event", "epoch"}, {"epoch", epoch}}).dump().c_str());
+    std::fflush(stdout);
+  });
   uv::Timer deadline(loop);
   if (o.duration_s > 0) {
     deadline.start(static_cast<std::uint64_t>(o.duration_s * 1000), 0, [&] { stop(); });
@@ -338,6 +356,7 @@ int run(const Options& o) {
   sigint.close();
   sigterm.close();
   sigusr1.close();
+  sighup.close();
   deadline.close();
   if (auto live = loop.close(); !live.empty()) log::warn("link: {} handles still open at exit", live.size());
   return cli::kExitOk;
@@ -373,6 +392,9 @@ const cli::Registration kRegistration{
           "seed; each direction gets its own seed derived from it (default: random, logged)");
       sub.add_option("--event-log", o->event_log, "write one TSV line per arrival and delivery to FILE");
       sub.add_option("--ready-file", o->ready_file, "write our pid to FILE once the TUN devices are attached");
+      sub.add_option("--epoch-file", o->epoch_file,
+                     "on SIGHUP read an epoch number from FILE (the next run of an experiment: with draws=flow "
+                     "its flows draw loss and jitter from (seed, epoch, flow, packet index)); prints an epoch line");
       sub.add_option("--realtime", o->realtime,
                      "run at SCHED_FIFO priority N (1..99; 0 = normal scheduling) for precise delays")
           ->check(CLI::Range(0, 99))

@@ -46,6 +46,10 @@ Usage: scripts/compare.sh [options]
                        the lab's veths does not) | off: neither paces
   --tcp-metrics M      nosave (default: net.ipv4.tcp_no_metrics_save=1, so no run inherits an
                        earlier run's ssthresh and RTT) | save (the kernel's default)
+  --crn on|off         common random numbers (default on): the emulator draws the loss of the
+                       k-th packet of run r's connection from (seed, cell, r, direction, k), so
+                       HTTP/2's and HTTP/3's run r meet the same losses and the ratio comes
+                       from the pairs (userspace emulator; off: one draw per arriving packet)
   --h2-rto-min-ms N    HTTP/2: the server's TCP RTO floor (rto_min on its routes; default: the
                        kernel's 200 ms; QUIC's PTO has none beyond max_ack_delay)
   --ablate KNOB        run the first cell with KNOB flipped on each side in turn, beside the
@@ -65,7 +69,7 @@ USAGE
 
 rtts=50 losses=0,1 loss_model=bernoulli rates=0 workloads=handshake,bulk,page protocols=h2,h3,h3-0rtt
 runs="" bulk_size=1m seed=1 emulator=auto out="" fidelity=1 h3_cc=cubic h2_cc=cubic h2_records=dynamic h3_ack_thresh=2 tls_cipher=TLS_AES_128_GCM_SHA256 tls_group=x25519
-pacing=matched tcp_metrics=nosave ablate="" h2_pacing="" h3_pacing="" h2_rto_min_ms=""
+crn=on pacing=matched tcp_metrics=nosave ablate="" h2_pacing="" h3_pacing="" h2_rto_min_ms=""
 cmdline="$0 $*"
 orig_args=("$@")
 
@@ -89,6 +93,7 @@ parse() {
       --tls-cipher) tls_cipher=$2; shift 2 ;;
       --tls-group) tls_group=$2; shift 2 ;;
       --pacing) pacing=$2; shift 2 ;;
+      --crn) crn=$2; shift 2 ;;
       --tcp-metrics) tcp_metrics=$2; shift 2 ;;
       --ablate) ablate=$2; shift 2 ;;
       --h2-rto-min-ms) h2_rto_min_ms=$2; shift 2 ;;
@@ -139,6 +144,9 @@ tls_pin=()
 [[ $tls_cipher != default ]] && tls_pin+=(--tls-cipher "$tls_cipher")
 [[ $tls_group != default ]] && tls_pin+=(--tls-group "$tls_group")
 case "$h2_records" in dynamic|full) ;; *) echo "compare: unknown --h2-records '$h2_records' (dynamic, full)" >&2; exit 2 ;; esac
+case "$crn" in on|off) ;; *) echo "compare: --crn takes on or off" >&2; exit 2 ;; esac
+[[ $crn == on && $emulator == netem ]] &&
+  { echo "compare: --crn on needs the userspace emulator (netem draws per arriving packet): use --crn off with --emulator netem" >&2; exit 2; }
 case "$pacing" in matched|native|off) ;; *) echo "compare: unknown --pacing '$pacing' (matched, native, off)" >&2; exit 2 ;; esac
 case "$tcp_metrics" in nosave|save) ;; *) echo "compare: unknown --tcp-metrics '$tcp_metrics' (nosave, save)" >&2; exit 2 ;; esac
 case "$ablate" in ""|records|ack|pacing|metrics|tls|timers|cc) ;;
@@ -266,7 +274,10 @@ for rtt in "${rtt_list[@]}"; do
     for rate in "${rate_list[@]}"; do
       cell=$((cell + 1))
       n=${runs:-$([[ "$loss" == 0 ]] && echo 10 || echo 20)}
-      link=(--rtt-ms "$rtt" --loss-pct "$loss" --loss-model "$loss_model" --seed "$seed" --emulator "$emulator")
+      # One seed per cell, derived from --seed and the cell's place in the grid.
+      cell_seed=$((seed * 1000 + cell))
+      link=(--rtt-ms "$rtt" --loss-pct "$loss" --loss-model "$loss_model" --seed "$cell_seed" --emulator "$emulator")
+      [[ $crn == on ]] && link+=(--draws flow)
       [[ "$rate" != 0 ]] && link+=(--rate-mbit "$rate")
       echo "compare: cell $cell/$total_cells: rtt ${rtt} ms, loss ${loss} %, rate ${rate} Mbit/s, $n runs x ${#proto_list[@]} protocols x ${#wl_list[@]} workloads" >&2
       "$netlab" up --name "$lab" "${link[@]}" >"$work/lab.log" 2>&1 || { cat "$work/lab.log" >&2; exit 1; }
@@ -305,6 +316,9 @@ for rtt in "${rtt_list[@]}"; do
         for ((k = 0; k < ${#proto_list[@]}; k++)); do
           proto=${proto_list[$(((k + r) % ${#proto_list[@]}))]}
           for wl in "${wl_list[@]}"; do
+            # Run r of every protocol is epoch r of the emulator: their
+            # connections' k-th packets meet the same loss draw.
+            [[ $crn == on ]] && "$netlab" epoch "$lab" "$r"
             before=$(wc -l <"$work/conn.jsonl")
             run_get "$proto" "$wl" >"$work/get.out" 2>>"$work/get.log" || true
             # The server's record of the run's connection (serve --conn-log),
@@ -353,6 +367,8 @@ cat >"$out/meta.json" <<META
  "tcp_metrics": "$tcp_metrics",
  "h2_rto_min_ms": ${h2_rto_min_ms:-null},
  "seed": $seed,
+ "cell_seeds": "seed x 1000 + the cell's number (1-based, in grid order)",
+ "crn": "$crn",
  "runs_per_cell": "${runs:-10 lossless / 20 lossy}",
  "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
  "fidelity": $fidelity_json}

@@ -86,7 +86,7 @@ linkem_start() {
   local q
   q=$(quiclab_bin)
   local cmd=("$q" link --tun-c2s "$tc" --tun-s2c "$ts" --link "$spec" --seed "$seed"
-    --realtime 20 --ready-file "$dir/link.ready" "$@")
+    --realtime 20 --ready-file "$dir/link.ready" --epoch-file "$dir/epoch" "$@")
   # setsid: the emulator outlives the script and ignores the terminal's Ctrl-C.
   setsid ip netns exec "$ns" "${cmd[@]}" >"$dir/link.out" 2>"$dir/link.err" </dev/null &
   local i pid=$!

@@ -26,6 +26,7 @@ Usage:
   netlab.sh addr  NAME client|server|router
   netlab.sh check [--name NAME] [link options] [--count N] [--interval-ms MS] [--seconds S]
   netlab.sh down  NAME | --all [--force]
+  netlab.sh epoch NAME N                (--draws flow: the flows that start from now on are run N's)
   netlab.sh list
   netlab.sh plan  [link options]        (dry run: prints the netem arguments and the link spec)
   netlab.sh --help
@@ -59,6 +60,11 @@ Link options:
   --drop-flow F          which flows --drop applies to (default any)
   --c2s SPEC, --s2c SPEC extra `quiclab link` spec items for one direction (see quiclab link --help)
   --event-log FILE       the emulator's per-packet event log (TSV)
+  --draws flow|arrival   flow: common random numbers, the loss and jitter draw of the k-th
+                         packet of a flow is a function of (seed, epoch, the flow's number in
+                         its epoch, k), so two protocols' run N meet the same losses
+                         (netlab.sh epoch NAME N before each); arrival (default): one
+                         sequence per direction in arrival order
 
 check options:
   --count N              probes (default 2000)     --interval-ms MS  gap (default max(1, 2*jitter+0.5))
@@ -103,7 +109,7 @@ linkprobe_bin() {
 # ---- link options ----------------------------------------------------------
 
 O_RTT=0 O_JITTER=0 O_LOSS=0 O_MODEL=bernoulli O_BURST=3 O_RATE=0 O_QPKTS= O_QBYTES=0
-O_EMU=auto O_SEED= O_REORDER=0 O_OUTAGE= O_DROP= O_DROPFLOW= O_C2S= O_S2C= O_EVLOG=
+O_EMU=auto O_SEED= O_REORDER=0 O_OUTAGE= O_DROP= O_DROPFLOW= O_C2S= O_S2C= O_EVLOG= O_DRAWS=arrival
 O_GE_P= O_GE_R= O_GE_BAD= O_GE_GOOD=
 O_NAME= O_OWNER= O_COUNT=2000 O_INTERVAL= O_SECONDS=3
 ARGS_REST=()
@@ -191,6 +197,12 @@ parse_opts() {
         esac
         shift 2
         ;;
+      --draws)
+        (($# >= 2)) || die "$opt needs a value"
+        [[ $2 == flow || $2 == arrival ]] || die "--draws must be flow or arrival"
+        O_DRAWS=$2
+        shift 2
+        ;;
       --reorder)
         O_REORDER=1
         shift
@@ -212,7 +224,7 @@ parse_opts() {
   return 0
 }
 
-needs_userspace() { [[ -n $O_OUTAGE$O_DROP$O_C2S$O_S2C$O_EVLOG || $O_REORDER == 1 || $O_QBYTES != 0 ]]; }
+needs_userspace() { [[ -n $O_OUTAGE$O_DROP$O_C2S$O_S2C$O_EVLOG || $O_REORDER == 1 || $O_QBYTES != 0 || $O_DRAWS == flow ]]; }
 
 one_way_ms() { calc 'r/2' -v r="$O_RTT"; }
 
@@ -302,6 +314,7 @@ link_spec() {
     spec+=" loss=${O_LOSS}%"
   fi
   [[ $O_RATE != 0 ]] && spec+=" rate=${O_RATE}mbit"
+  [[ $O_DRAWS == flow ]] && spec+=" draws=flow"
   if [[ -n $O_OUTAGE ]]; then
     local down up first
     down=${O_OUTAGE%%/*}
@@ -357,7 +370,7 @@ lab_up() {
   local c=$name-client r=$name-router s=$name-server
   ns_exists "$c" || ns_exists "$r" || ns_exists "$s" || [[ -d $dir ]] && die "lab '$name' exists (netlab.sh down $name)"
   if needs_userspace && [[ $O_EMU == netem ]]; then
-    die "--outage, --drop, --reorder, --queue-bytes, --c2s/--s2c and --event-log need --emulator userspace"
+    die "--outage, --drop, --reorder, --queue-bytes, --c2s/--s2c, --event-log and --draws flow need --emulator userspace"
   fi
 
   mkdir -p "$dir"
@@ -508,6 +521,26 @@ cmd_down() {
   log "lab $1 down"
 }
 
+# epoch NAME N: tells the lab's userspace emulator that run N starts (its
+# flows from now on are numbered within epoch N) and waits, a bounded while,
+# until it confirms.
+cmd_epoch() {
+  (($# == 2)) || die "usage: netlab.sh epoch NAME N"
+  check_name "$1"
+  [[ $2 =~ ^[0-9]+$ ]] || die "epoch: '$2' is not a non-negative integer"
+  local dir=$STATE_ROOT/$1 pid before i
+  [[ -s $dir/link.pid ]] || die "epoch: lab '$1' has no userspace emulator"
+  pid=$(cat "$dir/link.pid")
+  before=$(grep -c '"event":"epoch"' "$dir/link.out" 2>/dev/null || true)
+  echo "$2" >"$dir/epoch"
+  kill -HUP "$pid" 2>/dev/null || die "epoch: the emulator (pid $pid) is gone"
+  for i in $(seq 200); do
+    (($(grep -c '"event":"epoch"' "$dir/link.out" 2>/dev/null || true) > before)) && return 0
+    sleep 0.01
+  done
+  die "epoch: the emulator did not confirm epoch $2 within 2 s"
+}
+
 cmd_list() {
   [[ -d $STATE_ROOT ]] || return 0
   local dir
@@ -619,6 +652,7 @@ main() {
     exec) cmd_exec "$@" ;;
     addr) cmd_addr "$@" ;;
     down) cmd_down "$@" ;;
+    epoch) cmd_epoch "$@" ;;
     list) cmd_list "$@" ;;
     plan) cmd_plan "$@" ;;
     check) cmd_check "$@" ;;

@@ -150,6 +150,13 @@ Status apply(LinkConfig& c, std::string_view key, std::string_view value) {
       if (!port || *port > 65535) return wrap(bad("port must be 0..65535"));
       c.drop_flow.port = static_cast<std::uint16_t>(*port);
     }
+  } else if (key == "draws") {
+    if (value == "flow")
+      c.per_flow_draws = true;
+    else if (value == "arrival")
+      c.per_flow_draws = false;
+    else
+      return wrap(bad("want arrival or flow"));
   } else if (key == "seed") {
     auto s = parse_unsigned(value);
     if (!s) return wrap(s.error());
@@ -254,6 +261,7 @@ std::string LinkConfig::to_spec() const {
                      drop_flow.port);
   }
   s += fmt::format(" seed={}", seed);
+  if (per_flow_draws) s += " draws=flow";
   return s;
 }
 

@@ -87,6 +87,13 @@ struct LinkConfig {
   FlowFilter drop_flow{};            ///< Flows the drop list applies to.
 
   std::uint64_t seed = 1;  ///< Seeds this direction's random number generators.
+  /// Common random numbers (`draws=flow`): the loss and jitter draws of a
+  /// packet are a function of (seed, epoch, the flow's ordinal in its epoch,
+  /// the packet's index in its flow), not of its arrival index on the link,
+  /// so the k-th packet of run r's connection meets the same draw whichever
+  /// protocol carries it and whatever else crosses the link
+  /// (LinkDirection::set_epoch). false (`draws=arrival`): one sequence per direction.
+  bool per_flow_draws = false;
 
   /// Checks ranges (probabilities in [0, 1], queue_packets >= 1, drop ranges
   /// ordered, outage up > 0 when down > 0). Error text names the bad field.
@@ -105,7 +112,7 @@ struct LinkConfig {
 ///   outage=DOWN/UP[@FIRST]  e.g. outage=200ms/800ms@1s
 ///   drop=3-5+9-9  (packet ranges of each flow, '+' separated)
 ///   drop-flow=udp:4433 | tcp:443 | udp | any
-///   seed=42
+///   seed=42  draws=arrival|flow  (common random numbers per flow: see per_flow_draws)
 /// Durations take ns, us, ms or s. Probabilities take a '%' suffix or a plain
 /// fraction. Returns an error naming the item that did not parse; the result
 /// is validated.

@@ -79,6 +79,60 @@ bool LinkDirection::draw_loss() {
   return false;
 }
 
+namespace {
+// Bounds the per-flow table: past this many flows it starts over (new
+// ordinals in the current epoch), so a flood of flows cannot grow memory.
+constexpr std::size_t kMaxFlows = 65536;
+
+// A counter-based draw in [0, 1): splitmix64 over (seed, epoch, ordinal,
+// index, slot), the same value for the same tuple on every machine.
+double keyed_draw(std::uint64_t seed, std::uint64_t epoch, std::uint64_t ordinal, std::uint64_t index,
+                  std::uint64_t slot) {
+  std::uint64_t h = derive_seed(derive_seed(derive_seed(derive_seed(seed, epoch), ordinal), index), slot);
+  return static_cast<double>(h >> 11) * 0x1.0p-53;
+}
+}  // namespace
+
+void LinkDirection::set_epoch(std::uint64_t epoch) {
+  epoch_ = epoch;
+  next_ordinal_ = 0;
+}
+
+void LinkDirection::draw_per_flow(ByteView packet, bool& lost, std::int64_t& jitter) {
+  const FlowKey key = parse_flow(packet).value_or(FlowKey{});  // not IP: one flow of its own
+  auto it = flow_draws_.find(key);
+  if (it == flow_draws_.end()) {
+    if (flow_draws_.size() >= kMaxFlows) flow_draws_.clear();
+    it = flow_draws_.emplace(key, FlowDraws{epoch_, next_ordinal_++, 0, false}).first;
+  }
+  FlowDraws& f = it->second;
+  const std::uint64_t k = ++f.packets;
+  auto u = [&](std::uint64_t slot) { return keyed_draw(config_.seed, f.epoch, f.ordinal, k, slot); };
+  switch (config_.loss_model) {
+    case LossModel::kNone:
+      lost = false;
+      break;
+    case LossModel::kBernoulli:
+      lost = u(1) < config_.loss;
+      break;
+    case LossModel::kGilbertElliott: {
+      // The chain runs per flow, as the arrival-order chain runs per link.
+      if (f.gilbert_bad) {
+        if (u(0) < config_.gilbert.r) f.gilbert_bad = false;
+      } else {
+        if (u(0) < config_.gilbert.p) f.gilbert_bad = true;
+      }
+      lost = u(1) < (f.gilbert_bad ? config_.gilbert.loss_bad : config_.gilbert.loss_good);
+      break;
+    }
+  }
+  jitter = 0;
+  if (config_.jitter != 0) {
+    auto span = static_cast<double>(2 * config_.jitter + 1);
+    jitter = static_cast<std::int64_t>(std::floor(u(2) * span)) - static_cast<std::int64_t>(config_.jitter);
+  }
+}
+
 std::int64_t LinkDirection::draw_jitter() {
   if (config_.jitter == 0) return 0;
   auto span = static_cast<double>(2 * config_.jitter + 1);
@@ -112,8 +166,14 @@ Fate LinkDirection::offer(Timestamp now, Bytes packet) {
 
   // Draw first, for every packet, so the random pattern depends only on the
   // seed and the arrival index.
-  const bool lost = draw_loss();
-  const std::int64_t jitter = draw_jitter();
+  bool lost = false;
+  std::int64_t jitter = 0;
+  if (config_.per_flow_draws) {
+    draw_per_flow(packet, lost, jitter);
+  } else {
+    lost = draw_loss();
+    jitter = draw_jitter();
+  }
   expire_waiting(now);
 
   const bool must_wait = link_free_at_ > now;

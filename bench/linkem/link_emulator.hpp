@@ -128,6 +128,12 @@ class LinkDirection {
   /// Packets accepted and not yet taken by take_due().
   std::size_t in_flight() const { return delay_line_.size(); }
 
+  /// Starts an epoch (with draws=flow: one run of an experiment). Flows first
+  /// seen from now on are numbered 0, 1, ... within `epoch`; a flow seen
+  /// before keeps its identity, so a previous run's stragglers draw as before.
+  void set_epoch(std::uint64_t epoch);
+  std::uint64_t epoch() const { return epoch_; }
+
   const LinkCounters& counters() const { return counters_; }
   const LinkConfig& config() const { return config_; }
 
@@ -145,6 +151,12 @@ class LinkDirection {
     Bytes packet;
   };
 
+  struct FlowDraws {
+    std::uint64_t epoch = 0, ordinal = 0, packets = 0;
+    bool gilbert_bad = false;
+  };
+  /// The packet's draws (loss, jitter) under draws=flow.
+  void draw_per_flow(ByteView packet, bool& lost, std::int64_t& jitter);
   double draw(std::mt19937_64& rng);
   bool draw_loss();
   std::int64_t draw_jitter();
@@ -170,6 +182,8 @@ class LinkDirection {
   std::deque<InFlight> delay_line_;  ///< Sorted by (deliver_at, seq).
 
   std::unordered_map<FlowKey, std::uint64_t, FlowKeyHash> flow_packets_;
+  std::uint64_t epoch_ = 0, next_ordinal_ = 0;
+  std::unordered_map<FlowKey, FlowDraws, FlowKeyHash> flow_draws_;
 
   LinkCounters counters_;
   std::function<void(const LinkEvent&)> observer_;

@@ -2,8 +2,10 @@
 // plain nanosecond count, no clock or socket is involved.
 #include "bench/linkem/link_emulator.hpp"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <functional>
 #include <vector>
 
 using namespace quiclab;
@@ -348,4 +350,113 @@ TEST_CASE("take_due records how late deliveries are taken", "[linkem]") {
   CHECK(h.quantile(0.99) == us(21));
   CHECK(h.quantile(1.0) == ms(3));
   CHECK(h.max() == ms(3));
+}
+
+namespace {
+// A TCP packet: the UDP builder with protocol 6 (only the 5-tuple matters here).
+Bytes tcp_packet(std::size_t size, std::uint16_t sport, std::uint16_t dport = 4433) {
+  Bytes p = udp_packet(size, sport, dport);
+  p[9] = 6;
+  return p;
+}
+// Which of the first n packets of one flow a link drops, the flow's packets
+// interleaved with `noise` packets of other flows between each of its own.
+std::vector<bool> losses(LinkDirection& d, const std::function<Bytes(int)>& packet, int n, int noise, Timestamp& t) {
+  std::vector<bool> out;
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < noise; ++j) d.offer(t, udp_packet(200, static_cast<std::uint16_t>(20000 + (i * 7 + j) % 50)));
+    out.push_back(d.offer(t, packet(i)) == Fate::kLoss);
+    t += us(10);
+  }
+  return out;
+}
+}  // namespace
+
+TEST_CASE("linkem draws=flow: run r's k-th packet meets the same loss whichever protocol carries it", "[linkem]") {
+  auto cfg = spec("loss=10% jitter=2ms seed=7 draws=flow");
+  CHECK(cfg.to_spec().find("draws=flow") != std::string::npos);
+  CHECK(spec(cfg.to_spec()).per_flow_draws);
+
+  // Run 3 over TCP and run 3 over UDP, each the first new flow of its epoch,
+  // on separate links of the same seed: the same packets are lost, though the
+  // UDP run shares its link with other flows.
+  LinkDirection a(cfg, 0), b(cfg, 0);
+  Timestamp ta = 0, tb = 0;
+  a.set_epoch(3);
+  b.set_epoch(3);
+  auto tcp = losses(
+      a, [](int) { return tcp_packet(1400, 40001); }, 500, 0, ta);
+  auto udp = losses(
+      b, [](int) { return udp_packet(1400, 51515); }, 500, 0, tb);
+  CHECK(tcp == udp);
+  const auto lost = std::count(tcp.begin(), tcp.end(), true);
+  CHECK(lost > 25);  // ~50 at 10 %
+  CHECK(lost < 80);
+
+  // On one link in sequence: epoch 4's first flow draws differently from
+  // epoch 3's, and the same as epoch 4's first flow on a fresh link.
+  LinkDirection c(cfg, 0);
+  Timestamp tc = 0;
+  c.set_epoch(3);
+  auto c3 = losses(
+      c, [](int) { return tcp_packet(1400, 40001); }, 500, 0, tc);
+  CHECK(c3 == tcp);
+  c.set_epoch(4);
+  auto c4 = losses(
+      c, [](int) { return udp_packet(1400, 40002); }, 500, 0, tc);
+  CHECK(c4 != c3);
+  LinkDirection g(cfg, 0);
+  Timestamp tg = 0;
+  g.set_epoch(4);
+  auto g4 = losses(
+      g, [](int) { return tcp_packet(1400, 40009); }, 500, 0, tg);
+  CHECK(g4 == c4);
+  // A flow seen in an earlier epoch keeps drawing as it did: epoch 3's flow
+  // continued under epoch 4 goes on with its own sequence.
+  LinkDirection h(cfg, 0);
+  Timestamp th = 0;
+  h.set_epoch(3);
+  auto h_first = losses(
+      h, [](int) { return tcp_packet(1400, 40001); }, 250, 0, th);
+  h.set_epoch(4);
+  auto h_rest = losses(
+      h, [](int) { return tcp_packet(1400, 40001); }, 250, 0, th);
+  h_first.insert(h_first.end(), h_rest.begin(), h_rest.end());
+  CHECK(h_first == tcp);
+
+  // Other flows interleaved: the run's flow, first in its epoch, draws the same.
+  LinkDirection n(cfg, 0);
+  Timestamp tn = 0;
+  n.set_epoch(3);
+  auto first = losses(
+      n, [](int) { return tcp_packet(1400, 40001); }, 1, 0, tn);
+  auto rest = losses(
+      n, [](int) { return tcp_packet(1400, 40001); }, 499, 3, tn);
+  first.insert(first.end(), rest.begin(), rest.end());
+  CHECK(first == tcp);
+
+  // draws=arrival (the default) shifts with the traffic: interleaving changes the pattern.
+  auto arr = spec("loss=10% seed=7");
+  LinkDirection p(arr, 0), q(arr, 0);
+  Timestamp tp = 0, tq = 0;
+  auto quiet = losses(
+      p, [](int) { return tcp_packet(1400, 40001); }, 500, 0, tp);
+  auto noisy = losses(
+      q, [](int) { return tcp_packet(1400, 40001); }, 500, 2, tq);
+  CHECK(quiet != noisy);
+}
+
+TEST_CASE("linkem draws=flow: Gilbert-Elliott per flow keeps its mean loss; the flow table is bounded", "[linkem]") {
+  auto cfg = spec("ge-p=2% ge-r=30% ge-bad=100% ge-good=0% seed=11 draws=flow");
+  LinkDirection d(cfg, 0);
+  Timestamp t = 0;
+  auto l = losses(
+      d, [](int) { return udp_packet(1200, 7000); }, 20000, 0, t);
+  const double rate = static_cast<double>(std::count(l.begin(), l.end(), true)) / 20000;
+  CHECK(rate == Approx(cfg.gilbert.mean_loss()).margin(0.015));  // 6.25 %
+  // 100 000 distinct flows: the table starts over past 65 536 entries, nothing grows without bound.
+  for (int i = 0; i < 100000; ++i)
+    d.offer(t, udp_packet(100, static_cast<std::uint16_t>(i % 60000), 9, static_cast<std::uint8_t>(i / 60000 + 2)));
+  CHECK(d.counters().packets_in == 120000);
+  CHECK_FALSE(parse_link_spec("draws=sometimes").ok());
 }
