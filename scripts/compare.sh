@@ -13,6 +13,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 usage() {
   cat <<'USAGE'
 Usage: scripts/compare.sh [options]
+       scripts/compare.sh merge --out DIR SHARD_DIR...   (one summary from the parts of a --shard run)
   --rtt-ms LIST        round-trip times in ms, comma-separated      (default 50)
   --loss-pct LIST      loss percentages, comma-separated            (default 0,1)
   --loss-model M       bernoulli | gilbert                          (default bernoulli)
@@ -57,6 +58,10 @@ Usage: scripts/compare.sh [options]
                        unpaced; h3 unpaced), metrics (TCP metrics saved), tls (each library's own
                        cipher and group, both sides at once), timers (h2 RTO floor 25 ms), cc (h2
                        BBR; h3 BBR). Writes OUT/ablation.md and .json
+  --shard I/N          run only part I (0-based) of N: the cells whose number c (1-based, grid
+                       order) has (c - 1) mod N == I, with the seeds a whole run gives them;
+                       'compare.sh merge' joins the parts (a Kubernetes Indexed Job: I =
+                       $JOB_COMPLETION_INDEX)
   --grid FILE          read the options above from FILE (one "--flag value" per line; # comments)
   --out DIR            output directory                             (default out/compare-<date>)
   --no-fidelity        skip the link fidelity check
@@ -67,9 +72,32 @@ cells finished before an interruption stay in OUT and are summarised.
 USAGE
 }
 
+# merge: the parts of a --shard run into one directory, summary and report.
+if [[ ${1:-} == merge ]]; then
+  shift
+  mout="" parts=()
+  while (($#)); do
+    case "$1" in
+      --out) mout=$2; shift 2 ;;
+      -h|--help) usage; exit 0 ;;
+      -*) echo "compare merge: unknown option '$1'" >&2; exit 2 ;;
+      *) parts+=("$1"); shift ;;
+    esac
+  done
+  [[ -n $mout && ${#parts[@]} -gt 0 ]] || { echo "compare merge: usage: compare.sh merge --out DIR SHARD_DIR..." >&2; exit 2; }
+  summarize=${QUICLAB_SUMMARIZE:-$here/build/bench/compare/quiclab-summarize}
+  mkdir -p "$mout"
+  /usr/bin/python3 "$here/bench/compare/merge.py" --out "$mout" "${parts[@]}" || exit 1
+  seed=$(jq -r '.seed' "$mout/meta.json")
+  "$summarize" summary --in "$mout/runs.jsonl" --out "$mout" --seed "$seed" || exit 1
+  /usr/bin/python3 "$here/bench/compare/report.py" "$mout" || exit 1
+  echo "compare: merged ${#parts[@]} parts into $mout" >&2
+  exit 0
+fi
+
 rtts=50 losses=0,1 loss_model=bernoulli rates=0 workloads=handshake,bulk,page protocols=h2,h3,h3-0rtt
 runs="" bulk_size=1m seed=1 emulator=auto out="" fidelity=1 h3_cc=cubic h2_cc=cubic h2_records=dynamic h3_ack_thresh=2 tls_cipher=TLS_AES_128_GCM_SHA256 tls_group=x25519
-crn=on pacing=matched tcp_metrics=nosave ablate="" h2_pacing="" h3_pacing="" h2_rto_min_ms=""
+shard="" crn=on pacing=matched tcp_metrics=nosave ablate="" h2_pacing="" h3_pacing="" h2_rto_min_ms=""
 cmdline="$0 $*"
 orig_args=("$@")
 
@@ -94,6 +122,7 @@ parse() {
       --tls-group) tls_group=$2; shift 2 ;;
       --pacing) pacing=$2; shift 2 ;;
       --crn) crn=$2; shift 2 ;;
+      --shard) shard=$2; shift 2 ;;
       --tcp-metrics) tcp_metrics=$2; shift 2 ;;
       --ablate) ablate=$2; shift 2 ;;
       --h2-rto-min-ms) h2_rto_min_ms=$2; shift 2 ;;
@@ -144,6 +173,12 @@ tls_pin=()
 [[ $tls_cipher != default ]] && tls_pin+=(--tls-cipher "$tls_cipher")
 [[ $tls_group != default ]] && tls_pin+=(--tls-group "$tls_group")
 case "$h2_records" in dynamic|full) ;; *) echo "compare: unknown --h2-records '$h2_records' (dynamic, full)" >&2; exit 2 ;; esac
+shard_i=0 shard_n=1
+if [[ -n $shard ]]; then
+  [[ $shard =~ ^([0-9]+)/([1-9][0-9]*)$ ]] && ((BASH_REMATCH[1] < BASH_REMATCH[2])) ||
+    { echo "compare: --shard needs I/N with 0 <= I < N (e.g. 0/4)" >&2; exit 2; }
+  shard_i=${BASH_REMATCH[1]} shard_n=${BASH_REMATCH[2]}
+fi
 case "$crn" in on|off) ;; *) echo "compare: --crn takes on or off" >&2; exit 2 ;; esac
 [[ $crn == on && $emulator == netem ]] &&
   { echo "compare: --crn on needs the userspace emulator (netem draws per arriving packet): use --crn off with --emulator netem" >&2; exit 2; }
@@ -265,7 +300,13 @@ IFS=, read -ra wl_list <<<"$workloads"
 IFS=, read -ra proto_list <<<"$protocols"
 total_cells=$(( ${#rtt_list[@]} * ${#loss_list[@]} * ${#rate_list[@]} ))
 cell=0
+cells_run=()
 start=$(date +%s)
+started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+# Provenance: the commit the binaries were built from, and whether the tree had changes.
+commit=$(git -C "$here" rev-parse HEAD 2>/dev/null || echo unknown)
+dirty=$( [[ -n $(git -C "$here" status --porcelain --untracked-files=no 2>/dev/null) ]] && echo true || echo false)
 fidelity_json=null
 mkdir -p "$work/root"
 
@@ -273,6 +314,9 @@ for rtt in "${rtt_list[@]}"; do
   for loss in "${loss_list[@]}"; do
     for rate in "${rate_list[@]}"; do
       cell=$((cell + 1))
+      # --shard I/N: another part runs this cell (its seed stays the cell's).
+      (((cell - 1) % shard_n == shard_i)) || continue
+      cells_run+=("$cell")
       n=${runs:-$([[ "$loss" == 0 ]] && echo 10 || echo 20)}
       # One seed per cell, derived from --seed and the cell's place in the grid.
       cell_seed=$((seed * 1000 + cell))
@@ -327,6 +371,7 @@ for rtt in "${rtt_list[@]}"; do
             tail -n +$((before + 1)) "$work/conn.jsonl" >"$work/server.jsonl"
             "$summarize" run --protocol "$proto" --rtt-ms "$rtt" --loss-pct "$loss" --rate-mbit "$rate" \
               --workload "$wl" --run "$r" --seed "$seed" --server-records "$work/server.jsonl" \
+              --cell "$cell" --cell-seed "$cell_seed" --commit "$commit" --loss-model "$loss_model" \
               <"$work/get.out" >>"$out/runs.jsonl" || true
           done
         done
@@ -347,12 +392,29 @@ for rtt in "${rtt_list[@]}"; do
 done
 
 emul=$(grep -o 'emulator[^,]*' "$work/lab.log" 2>/dev/null | head -1 || true)
+# The sysctls that shape TCP here (the host's; the lab's namespaces set their
+# own tcp_no_metrics_save and, with --pacing matched, the pacing ratios).
+sysctls=$(for k in net.ipv4.tcp_congestion_control net.ipv4.tcp_available_congestion_control net.core.default_qdisc \
+  net.ipv4.tcp_slow_start_after_idle net.ipv4.tcp_no_metrics_save net.ipv4.tcp_pacing_ss_ratio \
+  net.ipv4.tcp_pacing_ca_ratio net.ipv4.tcp_ecn net.ipv4.tcp_rmem net.ipv4.tcp_wmem net.core.rmem_max net.core.wmem_max; do
+  printf '%s\t%s\n' "$k" "$(sysctl -n "$k" 2>/dev/null)"
+done | /usr/bin/python3 -c 'import json,sys; print(json.dumps(dict(l.rstrip("\n").split("\t", 1) for l in sys.stdin)))')
+# The controllers the servers really used, from their connection records.
+observed_cc=$(jq -sc '[.[] | .server_connections[]? | {(.protocol): .congestion_control}] | add // {}' "$out/runs.jsonl" 2>/dev/null || echo '{}')
 libs=$(dpkg-query -W -f='${Package} ${Version}\n' libnghttp2-14 libngtcp2-9 libnghttp3-3 libuv1 libssl3 libgnutls30 2>/dev/null | tr '\n' ';')
 cat >"$out/meta.json" <<META
 {"command": $(printf '%s' "$cmdline" | /usr/bin/python3 -c 'import json,sys;print(json.dumps(sys.stdin.read()))'),
  "machine": "$(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo)",
  "cpu": "$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)",
  "kernel": "$(uname -r)",
+ "commit": "$commit",
+ "dirty": $dirty,
+ "sysctls": $sysctls,
+ "congestion_control_observed": $observed_cc,
+ "start": "$started_at",
+ "end": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+ "load_before": "$load_before",
+ "load_after": "$(cut -d' ' -f1-3 /proc/loadavg)",
  "libraries": "$libs",
  "emulator": "$emul",
  "h3_congestion_control": "$h3_cc",
@@ -369,6 +431,9 @@ cat >"$out/meta.json" <<META
  "seed": $seed,
  "cell_seeds": "seed x 1000 + the cell's number (1-based, in grid order)",
  "crn": "$crn",
+ "shard": "$shard_i/$shard_n",
+ "cells_total": $total_cells,
+ "cells": [$(IFS=,; echo "${cells_run[*]}")],
  "runs_per_cell": "${runs:-10 lossless / 20 lossy}",
  "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
  "fidelity": $fidelity_json}

@@ -57,9 +57,10 @@ json server_records(const std::string& path, const std::string& protocol) {
 }
 
 int make_run(const std::string& protocol, double rtt, double loss, double rate, const std::string& workload, int run,
-             std::uint64_t seed, const std::string& server_path) {
+             std::uint64_t seed, const std::string& server_path, const json& extra) {
   json rec = {{"protocol", protocol}, {"rtt_ms", rtt}, {"loss_pct", loss}, {"rate_mbit", rate},
               {"workload", workload}, {"run", run},    {"seed", seed}};
+  for (const auto& [k, v] : extra.items()) rec[k] = v;
   std::vector<double> totals;
   double handshake = -1, ttfb = -1, complete = 0;
   std::uint64_t bytes = 0;
@@ -251,12 +252,27 @@ int main(int argc, char** argv) {
   std::string server_path;
   run->add_option("--server-records", server_path,
                   "the server's records of this run's connections (quiclab serve --conn-log lines)");
+  // Provenance carried by every run record.
+  json extra = json::object();
+  int cell = 0;
+  std::uint64_t cell_seed = 0;
+  std::string commit, loss_model;
+  run->add_option("--cell", cell, "the cell's number in the grid (1-based)");
+  run->add_option("--cell-seed", cell_seed, "the emulator's seed for the cell");
+  run->add_option("--commit", commit, "the git commit the binaries were built from");
+  run->add_option("--loss-model", loss_model, "bernoulli or gilbert");
   auto* sum = app.add_subcommand("summary", "read run records, write summary.json and runs.csv");
   std::string in, out;
   sum->add_option("--in", in, "runs.jsonl")->required()->check(CLI::ExistingFile);
   sum->add_option("--out", out, "output directory")->required()->check(CLI::ExistingDirectory);
   sum->add_option("--seed", seed, "bootstrap seed");
   CLI11_PARSE(app, argc, argv);
-  if (*run) return make_run(protocol, rtt, loss, rate, workload, run_no, seed, server_path);
+  if (*run) {
+    if (cell > 0) extra["cell"] = cell;
+    if (cell_seed > 0) extra["cell_seed"] = cell_seed;
+    if (!commit.empty()) extra["commit"] = commit;
+    if (!loss_model.empty()) extra["loss_model"] = loss_model;
+    return make_run(protocol, rtt, loss, rate, workload, run_no, seed, server_path, extra);
+  }
   return summarize(in, out, seed);
 }
