@@ -20,9 +20,12 @@ Usage: scripts/compare.sh [options]
   --rate-mbit LIST     rate caps in Mbit/s, 0 = none                (default 0)
   --workloads LIST     handshake, bulk, page                        (default handshake,bulk,page)
   --protocols LIST     h2, h3, h3-0rtt                              (default h2,h3,h3-0rtt)
-  --runs N             runs per protocol per cell (lossy cells get at least 20 unless --runs is given)
+  --runs N             runs per protocol per cell and seed (default 10 lossless, 30 lossy, and 50
+                       for a lossy cell whose runs are bimodal after 30)
   --bulk-size SIZE     object size of the bulk workload             (default 1m)
-  --seed S             seed for the link emulator and the bootstrap (default 1)
+  --seed S             seed for the link emulator (default 1; each cell's is S x 1000 + its number)
+  --seeds LIST         run every cell once per seed (e.g. 1,2,3): the summary pools them and
+                       gives each seed's median and the between-seed spread (default: --seed)
   --emulator E         auto | netem | userspace                     (default auto)
   --h3-cc ALGO         HTTP/3 congestion control (ngtcp2): cubic | reno | bbr | bbr2
                        (default cubic, as Linux TCP under HTTP/2)
@@ -97,7 +100,7 @@ fi
 
 rtts=50 losses=0,1 loss_model=bernoulli rates=0 workloads=handshake,bulk,page protocols=h2,h3,h3-0rtt
 runs="" bulk_size=1m seed=1 emulator=auto out="" fidelity=1 h3_cc=cubic h2_cc=cubic h2_records=dynamic h3_ack_thresh=2 tls_cipher=TLS_AES_128_GCM_SHA256 tls_group=x25519
-shard="" crn=on pacing=matched tcp_metrics=nosave ablate="" h2_pacing="" h3_pacing="" h2_rto_min_ms=""
+seeds="" shard="" crn=on pacing=matched tcp_metrics=nosave ablate="" h2_pacing="" h3_pacing="" h2_rto_min_ms=""
 cmdline="$0 $*"
 orig_args=("$@")
 
@@ -113,6 +116,7 @@ parse() {
       --runs) runs=$2; shift 2 ;;
       --bulk-size) bulk_size=$2; shift 2 ;;
       --seed) seed=$2; shift 2 ;;
+      --seeds) seeds=$2; shift 2 ;;
       --emulator) emulator=$2; shift 2 ;;
       --h3-cc) h3_cc=$2; shift 2 ;;
       --h2-cc) h2_cc=$2; shift 2 ;;
@@ -173,6 +177,10 @@ tls_pin=()
 [[ $tls_cipher != default ]] && tls_pin+=(--tls-cipher "$tls_cipher")
 [[ $tls_group != default ]] && tls_pin+=(--tls-group "$tls_group")
 case "$h2_records" in dynamic|full) ;; *) echo "compare: unknown --h2-records '$h2_records' (dynamic, full)" >&2; exit 2 ;; esac
+seeds=${seeds:-$seed}
+[[ $seeds =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "compare: --seeds needs a comma-separated list of integers" >&2; exit 2; }
+IFS=, read -ra seed_list <<<"$seeds"
+seed=${seed_list[0]}
 shard_i=0 shard_n=1
 if [[ -n $shard ]]; then
   [[ $shard =~ ^([0-9]+)/([1-9][0-9]*)$ ]] && ((BASH_REMATCH[1] < BASH_REMATCH[2])) ||
@@ -300,7 +308,7 @@ IFS=, read -ra wl_list <<<"$workloads"
 IFS=, read -ra proto_list <<<"$protocols"
 total_cells=$(( ${#rtt_list[@]} * ${#loss_list[@]} * ${#rate_list[@]} ))
 cell=0
-cells_run=()
+cells_run=() extended=()
 start=$(date +%s)
 started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -317,72 +325,83 @@ for rtt in "${rtt_list[@]}"; do
       # --shard I/N: another part runs this cell (its seed stays the cell's).
       (((cell - 1) % shard_n == shard_i)) || continue
       cells_run+=("$cell")
-      n=${runs:-$([[ "$loss" == 0 ]] && echo 10 || echo 20)}
-      # One seed per cell, derived from --seed and the cell's place in the grid.
-      cell_seed=$((seed * 1000 + cell))
-      link=(--rtt-ms "$rtt" --loss-pct "$loss" --loss-model "$loss_model" --seed "$cell_seed" --emulator "$emulator")
-      [[ $crn == on ]] && link+=(--draws flow)
-      [[ "$rate" != 0 ]] && link+=(--rate-mbit "$rate")
-      echo "compare: cell $cell/$total_cells: rtt ${rtt} ms, loss ${loss} %, rate ${rate} Mbit/s, $n runs x ${#proto_list[@]} protocols x ${#wl_list[@]} workloads" >&2
-      "$netlab" up --name "$lab" "${link[@]}" >"$work/lab.log" 2>&1 || { cat "$work/lab.log" >&2; exit 1; }
-      server_addr=$("$netlab" addr "$lab" server)
-      # Pacing at ngtcp2's 1.25 x cwnd/srtt in slow start and congestion
-      # avoidance alike (Linux: 200 % and 120 %), and the TCP metrics cache.
-      if [[ $pacing == matched ]]; then
-        "$netlab" exec "$lab" server -- sysctl -qw net.ipv4.tcp_pacing_ss_ratio=125 net.ipv4.tcp_pacing_ca_ratio=125
-      fi
-      if [[ $tcp_metrics == save ]]; then
-        for ns in server client; do "$netlab" exec "$lab" "$ns" -- sysctl -qw net.ipv4.tcp_no_metrics_save=0; done
-      fi
-      if [[ -n $h2_rto_min_ms ]]; then
-        # rto_min on every route of the server namespace: TCP's RTO floor for its sends.
-        while read -r route; do
-          [[ -n $route ]] || continue
-          read -ra words <<<"$route"
-          "$netlab" exec "$lab" server -- ip route change "${words[@]}" rto_min "${h2_rto_min_ms}ms"
-        done < <("$netlab" exec "$lab" server -- ip -4 route show)
-      fi
-      : >"$work/conn.jsonl"
-      "$netlab" exec "$lab" server -- "$bin" --log-level warn serve --listen "$server_addr:$port" --root "$work/root" --cc "$h3_cc" --tcp-cc "$h2_cc" --tls-records "$h2_records" "${tls_pin[@]}" \
-        --tcp-pacing "$h2_pacing" --quic-pacing "$h3_pacing" --conn-log "$work/conn.jsonl" \
-        >"$work/serve.out" 2>"$work/serve.log" &
-      server_pid=$!
-      for _ in $(seq 1 100); do grep -q "^listening h3" "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
-      # Prime the 0-RTT session (not recorded).
-      if [[ ",$protocols," == *",h3-0rtt,"* ]]; then
-        rm -f "$work/session.bin"
-        run_get h3-0rtt handshake >/dev/null 2>&1 || true
-        # Its server record must not be taken for the first run's.
-        for _ in $(seq 1 50); do [[ -s $work/conn.jsonl ]] && break; sleep 0.1; done
-      fi
-      for ((r = 1; r <= n; r++)); do
-        # Rotate the protocol order every run so no protocol always goes first.
-        for ((k = 0; k < ${#proto_list[@]}; k++)); do
-          proto=${proto_list[$(((k + r) % ${#proto_list[@]}))]}
-          for wl in "${wl_list[@]}"; do
-            # Run r of every protocol is epoch r of the emulator: their
-            # connections' k-th packets meet the same loss draw.
-            [[ $crn == on ]] && "$netlab" epoch "$lab" "$r"
-            before=$(wc -l <"$work/conn.jsonl")
-            run_get "$proto" "$wl" >"$work/get.out" 2>>"$work/get.log" || true
-            # The server's record of the run's connection (serve --conn-log),
-            # written when the connection ends: wait for it, a bounded while.
-            for _ in $(seq 1 50); do (($(wc -l <"$work/conn.jsonl") > before)) && break; sleep 0.1; done
-            tail -n +$((before + 1)) "$work/conn.jsonl" >"$work/server.jsonl"
-            "$summarize" run --protocol "$proto" --rtt-ms "$rtt" --loss-pct "$loss" --rate-mbit "$rate" \
-              --workload "$wl" --run "$r" --seed "$seed" --server-records "$work/server.jsonl" \
-              --cell "$cell" --cell-seed "$cell_seed" --commit "$commit" --loss-model "$loss_model" \
-              <"$work/get.out" >>"$out/runs.jsonl" || true
+      n=${runs:-$([[ "$loss" == 0 ]] && echo 10 || echo 30)}
+      for sd in "${seed_list[@]}"; do
+        # One seed per cell and --seeds entry, from the cell's place in the grid.
+        cell_seed=$((sd * 1000 + cell))
+        link=(--rtt-ms "$rtt" --loss-pct "$loss" --loss-model "$loss_model" --seed "$cell_seed" --emulator "$emulator")
+        [[ $crn == on ]] && link+=(--draws flow)
+        [[ "$rate" != 0 ]] && link+=(--rate-mbit "$rate")
+        echo "compare: cell $cell/$total_cells, seed $sd: rtt ${rtt} ms, loss ${loss} %, rate ${rate} Mbit/s, $n runs x ${#proto_list[@]} protocols x ${#wl_list[@]} workloads" >&2
+        "$netlab" up --name "$lab" "${link[@]}" >"$work/lab.log" 2>&1 || { cat "$work/lab.log" >&2; exit 1; }
+        server_addr=$("$netlab" addr "$lab" server)
+        # Pacing at ngtcp2's 1.25 x cwnd/srtt in slow start and congestion
+        # avoidance alike (Linux: 200 % and 120 %), and the TCP metrics cache.
+        if [[ $pacing == matched ]]; then
+          "$netlab" exec "$lab" server -- sysctl -qw net.ipv4.tcp_pacing_ss_ratio=125 net.ipv4.tcp_pacing_ca_ratio=125
+        fi
+        if [[ $tcp_metrics == save ]]; then
+          for ns in server client; do "$netlab" exec "$lab" "$ns" -- sysctl -qw net.ipv4.tcp_no_metrics_save=0; done
+        fi
+        if [[ -n $h2_rto_min_ms ]]; then
+          # rto_min on every route of the server namespace: TCP's RTO floor for its sends.
+          while read -r route; do
+            [[ -n $route ]] || continue
+            read -ra words <<<"$route"
+            "$netlab" exec "$lab" server -- ip route change "${words[@]}" rto_min "${h2_rto_min_ms}ms"
+          done < <("$netlab" exec "$lab" server -- ip -4 route show)
+        fi
+        : >"$work/conn.jsonl"
+        "$netlab" exec "$lab" server -- "$bin" --log-level warn serve --listen "$server_addr:$port" --root "$work/root" --cc "$h3_cc" --tcp-cc "$h2_cc" --tls-records "$h2_records" "${tls_pin[@]}" \
+          --tcp-pacing "$h2_pacing" --quic-pacing "$h3_pacing" --conn-log "$work/conn.jsonl" \
+          >"$work/serve.out" 2>"$work/serve.log" &
+        server_pid=$!
+        for _ in $(seq 1 100); do grep -q "^listening h3" "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
+        # Prime the 0-RTT session (not recorded).
+        if [[ ",$protocols," == *",h3-0rtt,"* ]]; then
+          rm -f "$work/session.bin"
+          run_get h3-0rtt handshake >/dev/null 2>&1 || true
+          # Its server record must not be taken for the first run's.
+          for _ in $(seq 1 50); do [[ -s $work/conn.jsonl ]] && break; sleep 0.1; done
+        fi
+        target=$n
+        for ((r = 1; r <= target; r++)); do
+          # Rotate the protocol order every run so no protocol always goes first.
+          for ((k = 0; k < ${#proto_list[@]}; k++)); do
+            proto=${proto_list[$(((k + r) % ${#proto_list[@]}))]}
+            for wl in "${wl_list[@]}"; do
+              # Run r of every protocol is epoch r of the emulator: their
+              # connections' k-th packets meet the same loss draw.
+              [[ $crn == on ]] && "$netlab" epoch "$lab" "$r"
+              before=$(wc -l <"$work/conn.jsonl")
+              run_get "$proto" "$wl" >"$work/get.out" 2>>"$work/get.log" || true
+              # The server's record of the run's connection (serve --conn-log),
+              # written when the connection ends: wait for it, a bounded while.
+              for _ in $(seq 1 50); do (($(wc -l <"$work/conn.jsonl") > before)) && break; sleep 0.1; done
+              tail -n +$((before + 1)) "$work/conn.jsonl" >"$work/server.jsonl"
+              "$summarize" run --protocol "$proto" --rtt-ms "$rtt" --loss-pct "$loss" --rate-mbit "$rate" \
+                --workload "$wl" --run "$r" --seed "$sd" --server-records "$work/server.jsonl" \
+                --cell "$cell" --cell-seed "$cell_seed" --commit "$commit" --loss-model "$loss_model" \
+                <"$work/get.out" >>"$out/runs.jsonl" || true
+            done
           done
+          elapsed=$(( $(date +%s) - start ))
+          done_frac=$(awk -v c=$((cell - 1)) -v r="$r" -v n="$n" -v t="$total_cells" 'BEGIN{print (c + r/n)/t}')
+          eta=$(awk -v e="$elapsed" -v f="$done_frac" 'BEGIN{ if (f>0) printf "%d", e/f - e; else print "?"}')
+          printf '\rcompare: cell %d/%d run %d/%d, elapsed %ds, about %ss left   ' "$cell" "$total_cells" "$r" "$target" "$elapsed" "$eta" >&2
+          # A lossy cell whose runs fall into two modes (an RTO in some runs,
+          # not in others) gets 50 runs, unless --runs fixed the count.
+          if ((r == target && target < 50)) && [[ -z $runs && $loss != 0 ]] &&
+            "$summarize" bimodal --in "$out/runs.jsonl" --cell "$cell" >/dev/null 2>&1; then
+            target=50
+            extended+=("$cell")
+            printf '\ncompare: cell %d is bimodal after %d runs: running 50\n' "$cell" "$r" >&2
+          fi
         done
-        elapsed=$(( $(date +%s) - start ))
-        done_frac=$(awk -v c=$((cell - 1)) -v r="$r" -v n="$n" -v t="$total_cells" 'BEGIN{print (c + r/n)/t}')
-        eta=$(awk -v e="$elapsed" -v f="$done_frac" 'BEGIN{ if (f>0) printf "%d", e/f - e; else print "?"}')
-        printf '\rcompare: cell %d/%d run %d/%d, elapsed %ds, about %ss left   ' "$cell" "$total_cells" "$r" "$n" "$elapsed" "$eta" >&2
+        echo >&2
+        stop_server
+        "$netlab" down "$lab" >/dev/null 2>&1 || true
       done
-      echo >&2
-      stop_server
-      "$netlab" down "$lab" >/dev/null 2>&1 || true
       if [[ $fidelity == 1 && "$fidelity_json" == null && "$loss" != 0 ]]; then
         fidelity_json=$("$netlab" check "${link[@]}" 2>/dev/null | grep "^{\"emulator\"" | tail -1) || fidelity_json=null
         [[ -z "$fidelity_json" ]] && fidelity_json=null
@@ -429,12 +448,14 @@ cat >"$out/meta.json" <<META
  "tcp_metrics": "$tcp_metrics",
  "h2_rto_min_ms": ${h2_rto_min_ms:-null},
  "seed": $seed,
- "cell_seeds": "seed x 1000 + the cell's number (1-based, in grid order)",
+ "cell_seeds": "S x 1000 + the cell number (1-based, grid order), for each S of seeds",
  "crn": "$crn",
  "shard": "$shard_i/$shard_n",
  "cells_total": $total_cells,
  "cells": [$(IFS=,; echo "${cells_run[*]}")],
- "runs_per_cell": "${runs:-10 lossless / 20 lossy}",
+ "seeds": [$seeds],
+ "runs_per_cell": "${runs:-10 lossless / 30 lossy, 50 when bimodal}",
+ "extended_to_50": [$(IFS=,; echo "${extended[*]}")],
  "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
  "fidelity": $fidelity_json}
 META

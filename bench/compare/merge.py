@@ -55,7 +55,7 @@ def main():
         seen[i] = d
         if strip_part_args(m.get("command", "")) != strip_part_args(first.get("command", "")):
             problems.append(f"{d} ran another command: {m.get('command')!r} (the first part: {first.get('command')!r})")
-        for k in ("seed", "cells_total", "commit", "crn"):
+        for k in ("seed", "seeds", "cells_total", "commit", "crn"):
             if m.get(k) != first.get(k):
                 problems.append(f"{d}: {k} is {m.get(k)!r}, the first part's {first.get(k)!r}")
     missing = sorted(set(range(want_n)) - set(seen))

@@ -166,14 +166,21 @@ def main():
     lines += ["## What each side did (server records, medians per connection)", ""]
     lines += parity.what_each_side_did(runs) + [""]
     lines += ["## Medians per cell", "",
-              "| workload | RTT ms | loss % | rate Mbit/s | protocol | runs (failed) | handshake ms | TTFB ms [95 % CI] | complete ms [95 % CI] | complete p95 |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "Intervals: order statistics of the median (distribution-free). Failed runs are counted, with the "
+              "first error of each, and left out of the medians. *bimodal*: the completion times' bimodality "
+              "coefficient is above 5/9 (such lossy cells get 50 runs). *seed spread*: the largest minus the "
+              "smallest per-seed median of completion when the cell ran under several seeds.", "",
+              "| workload | RTT ms | loss % | rate Mbit/s | protocol | runs (failed) | handshake ms | TTFB ms [95 % CI] | complete ms [95 % CI] | complete p95 | bimodal | seed spread ms | failures |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in sorted(summary["cells"], key=lambda c: (c["workload"], c["rtt_ms"], c["loss_pct"], c["rate_mbit"], c["protocol"])):
         def ci(m):
             return f"{fmt(m['median'])} [{fmt(m['ci95'][0])}, {fmt(m['ci95'][1])}]" if m["ci95"] else fmt(m["median"])
         lines.append(f"| {c['workload']} | {c['rtt_ms']:g} | {c['loss_pct']:g} | {c['rate_mbit']:g} | {c['protocol']} | "
                      f"{c['runs']} ({c['failed']}) | {fmt(c['handshake_ms']['median'])} | {ci(c['ttfb_ms'])} | "
-                     f"{ci(c['complete_ms'])} | {fmt(c['complete_ms']['p95'])} |")
+                     f"{ci(c['complete_ms'])} | {fmt(c['complete_ms']['p95'])} | "
+                     f"{'yes' if c['complete_ms'].get('bimodal') else 'no'} | "
+                     f"{fmt(c['complete_ms'].get('between_seed_spread'))} | "
+                     + (", ".join(f"{k} ({v})" for k, v in c.get("failure_reasons", {}).items()) or "–") + " |")
     if summary.get("ratios"):
         lines += ["", "## Ratios to HTTP/2 (< 1 means faster than h2)", "",
                   "The median of the paired ratios (run r of the protocol over run r of h2, same seed) with the "

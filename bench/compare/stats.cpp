@@ -120,6 +120,32 @@ std::optional<Interval> bootstrap_ratio_ci(std::span<const double> a, std::span<
   return Interval{sorted_percentile(ratios, alpha), sorted_percentile(ratios, 100 - alpha)};
 }
 
+std::optional<double> bimodality_coefficient(std::span<const double> samples) {
+  const std::size_t n = samples.size();
+  if (n < 4) return std::nullopt;
+  const double nn = static_cast<double>(n);
+  double mean = 0;
+  for (double x : samples) mean += x;
+  mean /= nn;
+  double m2 = 0, m3 = 0, m4 = 0;
+  for (double x : samples) {
+    const double d = x - mean;
+    m2 += d * d;
+    m3 += d * d * d;
+    m4 += d * d * d * d;
+  }
+  m2 /= nn;
+  m3 /= nn;
+  m4 /= nn;
+  if (m2 <= 0) return std::nullopt;
+  // Bias-corrected sample skewness and excess kurtosis (as SAS and R's e1071 type 2).
+  const double g1 = m3 / std::pow(m2, 1.5);
+  const double skew = g1 * std::sqrt(nn * (nn - 1)) / (nn - 2);
+  const double g2 = m4 / (m2 * m2) - 3;
+  const double kurt = (nn - 1) / ((nn - 2) * (nn - 3)) * ((nn + 1) * g2 + 6);
+  return (skew * skew + 1) / (kurt + 3 * (nn - 1) * (nn - 1) / ((nn - 2) * (nn - 3)));
+}
+
 Interval wilson_interval(std::uint64_t successes, std::uint64_t n, double confidence) {
   if (n == 0) return {0, 1};
   double z = normal_quantile(1 - (1 - confidence) / 2);

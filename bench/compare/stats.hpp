@@ -79,6 +79,13 @@ std::optional<Interval> bootstrap_ci(std::span<const double> samples, double sta
 std::optional<Interval> bootstrap_ratio_ci(std::span<const double> a, std::span<const double> b, double stat_percentile,
                                            double confidence, std::uint64_t seed, int resamples = 2000);
 
+/// Sarle's bimodality coefficient (g^2 + 1) / (k + 3 (n-1)^2 / ((n-2)(n-3)))
+/// with g the sample skewness and k the sample excess kurtosis; above 5/9
+/// (the uniform distribution's value) a sample is taken as bimodal. nullopt
+/// below 4 samples or for a constant sample.
+std::optional<double> bimodality_coefficient(std::span<const double> samples);
+inline constexpr double kBimodalAbove = 5.0 / 9.0;
+
 /// Wilson score interval for a binomial proportion (successes out of n), in [0, 1].
 Interval wilson_interval(std::uint64_t successes, std::uint64_t n, double confidence = 0.95);
 

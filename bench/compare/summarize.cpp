@@ -119,10 +119,15 @@ int make_run(const std::string& protocol, double rtt, double loss, double rate, 
 // Median, p95 and the median's distribution-free interval (order
 // statistics: exact coverage for any continuous distribution; null below 6
 // samples, which cannot reach 95 %).
+std::string fmt_seed(double s) { return std::to_string(static_cast<std::uint64_t>(s)); }
+
 json describe(const std::vector<double>& v) {
   if (v.empty()) return {{"median", nullptr}, {"p95", nullptr}, {"ci95", nullptr}, {"n", 0}};
   auto ci = quiclab::stats::median_ci(v, 0.95);
+  auto bc = quiclab::stats::bimodality_coefficient(v);
   return {{"median", *quiclab::stats::median(v)},
+          {"bimodality", bc ? json(*bc) : json(nullptr)},
+          {"bimodal", bc && *bc > quiclab::stats::kBimodalAbove},
           {"p95", *quiclab::stats::percentile(v, 95)},
           {"ci95", ci ? json::array({ci->low, ci->high}) : json(nullptr)},
           {"ci_coverage", ci ? json(ci->coverage) : json(nullptr)},
@@ -193,7 +198,26 @@ int summarize(const std::string& in, const std::string& out_dir, std::uint64_t s
                    {"failed", rc.second},
                    {"failure_rate", rc.first > 0 ? static_cast<double>(rc.second) / rc.first : 0.0},
                    {"failure_reasons", reasons[key][proto]}};
-      for (const char* m : {"ttfb_ms", "handshake_ms", "complete_ms"}) cell[m] = describe(cells[key][proto][m]);
+      for (const char* m : {"ttfb_ms", "handshake_ms", "complete_ms"}) {
+        cell[m] = describe(cells[key][proto][m]);
+        // Per seed: each seed's median, and their spread beside the pooled interval.
+        std::map<double, std::vector<double>> per_seed;
+        for (const auto& [id, v] : by_run[key][proto][m]) per_seed[id.first].push_back(v);
+        if (per_seed.size() >= 2) {
+          json seeds = json::object();
+          double lo = 0, hi = 0;
+          bool first = true;
+          for (const auto& [sd, vs] : per_seed) {
+            const double med = *quiclab::stats::median(vs);
+            seeds[fmt_seed(sd)] = med;
+            lo = first ? med : std::min(lo, med);
+            hi = first ? med : std::max(hi, med);
+            first = false;
+          }
+          cell[m]["seed_medians"] = seeds;
+          cell[m]["between_seed_spread"] = hi - lo;
+        }
+      }
       summary["cells"].push_back(cell);
     }
     auto& h2 = cells[key]["h2"];
@@ -232,6 +256,31 @@ int summarize(const std::string& in, const std::string& out_dir, std::uint64_t s
   return 0;
 }
 
+// Exit 0 when a protocol's sample of `metric` in grid cell `cell` is bimodal
+// (stats::bimodality_coefficient above 5/9); prints each coefficient.
+int bimodal(const std::string& in, int cell, const std::string& metric) {
+  std::ifstream f(in);
+  std::map<std::string, std::vector<double>> by_proto;
+  std::string line;
+  while (std::getline(f, line)) {
+    json r;
+    try {
+      r = json::parse(line);
+    } catch (const json::exception&) {
+      continue;
+    }
+    if (number(r, "cell", -1) != cell || !r.value("ok", false) || number(r, metric.c_str()) < 0) continue;
+    by_proto[r.value("protocol", "")].push_back(number(r, metric.c_str()));
+  }
+  bool any = false;
+  for (const auto& [p, v] : by_proto) {
+    auto bc = quiclab::stats::bimodality_coefficient(v);
+    std::cout << p << " " << (bc ? std::to_string(*bc) : "-") << "\n";
+    any = any || (bc && *bc > quiclab::stats::kBimodalAbove);
+  }
+  return any ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -266,7 +315,14 @@ int main(int argc, char** argv) {
   sum->add_option("--in", in, "runs.jsonl")->required()->check(CLI::ExistingFile);
   sum->add_option("--out", out, "output directory")->required()->check(CLI::ExistingDirectory);
   sum->add_option("--seed", seed, "bootstrap seed");
+  auto* bim = app.add_subcommand("bimodal", "exit 0 when a protocol's runs in a cell are bimodal");
+  int bim_cell = 0;
+  std::string bim_metric = "complete_ms";
+  bim->add_option("--in", in, "runs.jsonl")->required()->check(CLI::ExistingFile);
+  bim->add_option("--cell", bim_cell, "the cell's number")->required();
+  bim->add_option("--metric", bim_metric, "ttfb_ms, complete_ms, ...")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (*bim) return bimodal(in, bim_cell, bim_metric);
   if (*run) {
     if (cell > 0) extra["cell"] = cell;
     if (cell_seed > 0) extra["cell_seed"] = cell_seed;

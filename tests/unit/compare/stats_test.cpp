@@ -177,3 +177,16 @@ TEST_CASE("bootstrap median interval: its coverage on known distributions is mea
     CHECK(rate <= 0.98);
   }
 }
+
+TEST_CASE("bimodality coefficient: two separated modes above 5/9, one mode below", "[stats]") {
+  Rng rng(3);
+  std::vector<double> one, two;
+  for (int i = 0; i < 50; ++i) {
+    one.push_back(500 + 20 * normal(rng));
+    two.push_back((i % 2 ? 500 : 1500) + 20 * normal(rng));  // e.g. runs with and without an RTO
+  }
+  CHECK(*bimodality_coefficient(one) < kBimodalAbove);
+  CHECK(*bimodality_coefficient(two) > kBimodalAbove);
+  CHECK_FALSE(bimodality_coefficient(std::vector<double>{1, 2, 3}));
+  CHECK_FALSE(bimodality_coefficient(std::vector<double>(10, 4.0)));
+}
