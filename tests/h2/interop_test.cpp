@@ -206,7 +206,7 @@ TEST_CASE("/metrics counts h2 connections, streams, requests and bytes", "[h2][i
   CHECK(value("quiclab_protocol_errors_total{protocol=\"h2\"}") == 0);
 }
 
-TEST_CASE("TLS records: one segment each for the first MiB of a connection, 16 KiB after; --tls-records full",
+TEST_CASE("TLS records: one segment each for the first MiB of a connection, 16 KiB after, --tls-records full",
           "[h2][interop][sanitize]") {
   auto records = [](test::Server& srv) {
     auto m = run(curl(srv, {srv.url("/metrics")}));

@@ -87,7 +87,7 @@ TEST_CASE("h3 serve: one port number for h2 and h3, Alt-Svc, --retry, --qlog-dir
   CHECK(done.exit_code == 0);
 }
 
-TEST_CASE("h3 serve: --cc picks ngtcp2's congestion controller; a bad name is a usage error", "[serve]") {
+TEST_CASE("h3 serve: --cc picks ngtcp2's congestion controller, a bad name is a usage error", "[serve]") {
   TempDir tmp("h3-serve-cc");
   auto bad =
       run_process({QUICLAB_BIN, "serve", "--listen", "127.0.0.1:0", "--cc", "vegas"}, 60, tmp.path() / "bad.log");
@@ -118,7 +118,7 @@ TEST_CASE("h3 serve: --cc picks ngtcp2's congestion controller; a bad name is a 
   }
 }
 
-TEST_CASE("serve: --tcp-cc sets HTTP/2's TCP congestion control; an unknown one is refused", "[serve]") {
+TEST_CASE("serve: --tcp-cc sets HTTP/2's TCP congestion control, an unknown one is refused", "[serve]") {
   TempDir tmp("serve-tcp-cc");
   auto bad = run_process({QUICLAB_BIN, "serve", "--listen", "127.0.0.1:0", "--tcp-cc", "no-such-cc"}, 60,
                          tmp.path() / "bad.log");
@@ -148,8 +148,9 @@ TEST_CASE("serve: --tcp-cc sets HTTP/2's TCP congestion control; an unknown one 
   CHECK(done.exit_code == 0);
 }
 
-TEST_CASE("serve: --conn-log records what each connection's transport did; --tcp-pacing/--quic-pacing in the record",
-          "[serve]") {
+TEST_CASE(
+    "serve: --conn-log records what each connection's transport did, --tcp-pacing and --quic-pacing in the record",
+    "[serve]") {
   TempDir tmp("serve-conn-log");
   auto bad = run_process({QUICLAB_BIN, "serve", "--listen", "127.0.0.1:0", "--tcp-pacing", "maybe"}, 60,
                          tmp.path() / "bad.log");

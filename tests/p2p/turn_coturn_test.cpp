@@ -161,7 +161,7 @@ turn::Credentials valid_credentials(const std::string& name) {
 
 }  // namespace
 
-TEST_CASE("coturn: time-limited credentials get an allocation; wrong and expired ones do not", "[coturn]") {
+TEST_CASE("coturn: time-limited credentials get an allocation, wrong and expired ones do not", "[coturn]") {
   Coturn coturn;
   TurnSide good(coturn.address, valid_credentials("alice"));
   REQUIRE(good.allocate());

@@ -9,7 +9,7 @@
 
 using namespace quiclab;
 
-TEST_CASE("Error: make_error keeps domain and code; the default is a generic failure", "[core][error]") {
+TEST_CASE("Error: make_error keeps domain and code, the default is a generic failure", "[core][error]") {
   Error d;
   CHECK(d.domain == ErrorDomain::generic);
   CHECK(d.code == -1);

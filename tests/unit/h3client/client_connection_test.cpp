@@ -163,7 +163,7 @@ TEST_CASE("h3 client core: the loopback datagram size is the config's number, th
   CHECK(payload(9000, "127.0.0.1", 1300) == 1300);                         // forced wins
 }
 
-TEST_CASE("h3 client core: a failing qlog sink fails create(); a resume session that cannot be used is ignored",
+TEST_CASE("h3 client core: a failing qlog sink fails create(), a resume session that cannot be used is ignored",
           "[h3client][qlog]") {
   ManualClock clock(11 * kNanosPerSecond);
   auto cfg = config();

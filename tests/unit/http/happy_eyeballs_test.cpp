@@ -217,7 +217,7 @@ struct Race {
 
 }  // namespace
 
-TEST_CASE("happy eyeballs: refused IPv6, IPv4 at once; requests go to the winner", "[http][happy_eyeballs]") {
+TEST_CASE("happy eyeballs: refused IPv6, IPv4 at once, requests go to the winner", "[http][happy_eyeballs]") {
   Race race({{"::1", {1, make_error(ErrorDomain::os, ECONNREFUSED, "refused")}}, {"127.0.0.1", {5, std::nullopt}}},
             10'000);
   auto t0 = uv::Loop::hrtime();

@@ -68,7 +68,7 @@ TEST_CASE("derived seeds differ per direction and are stable", "[linkem][config]
   CHECK(derive_seed(1, 0) == derive_seed(1, 0));
 }
 
-TEST_CASE("flows are read from IPv4 and IPv6 headers; junk is refused", "[linkem][config]") {
+TEST_CASE("flows are read from IPv4 and IPv6 headers, junk is refused", "[linkem][config]") {
   Bytes v4(28, 0);
   v4[0] = 0x45;
   v4[9] = 17;

@@ -446,7 +446,7 @@ TEST_CASE("linkem draws=flow: run r's k-th packet meets the same loss whichever 
   CHECK(quiet != noisy);
 }
 
-TEST_CASE("linkem draws=flow: Gilbert-Elliott per flow keeps its mean loss; the flow table is bounded", "[linkem]") {
+TEST_CASE("linkem draws=flow: Gilbert-Elliott per flow keeps its mean loss, the flow table is bounded", "[linkem]") {
   auto cfg = spec("ge-p=2% ge-r=30% ge-bad=100% ge-good=0% seed=11 draws=flow");
   LinkDirection d(cfg, 0);
   Timestamp t = 0;

@@ -508,7 +508,7 @@ TEST_CASE("ice: connected over the relay, a direct path that opens later takes o
   CHECK(c.b == Agent::State::connected);
 }
 
-TEST_CASE("ice: relay_only uses the relay at once; without a relay the symmetric cell still fails clearly",
+TEST_CASE("ice: relay_only uses the relay at once, without a relay the symmetric cell still fails clearly",
           "[p2p][ice][nat][relay]") {
   ice::AgentConfig only;
   only.relay_only = true;

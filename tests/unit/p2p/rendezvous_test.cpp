@@ -454,7 +454,7 @@ bool introduction_reaches_nat_peer(Timestamp keepalive) {
 }
 }  // namespace
 
-TEST_CASE("keepalives keep the NAT mapping, and with it the introduction; without them it is lost",
+TEST_CASE("keepalives keep the NAT mapping, and with it the introduction, without them it is lost",
           "[p2p][rendezvous][keepalive][nat]") {
   CHECK(introduction_reaches_nat_peer(15 * kNanosPerSecond));
   CHECK_FALSE(introduction_reaches_nat_peer(0));

@@ -364,7 +364,7 @@ TEST_CASE("turn: a forbidden peer gets a failed permission, the allocation stays
   CHECK(rig.model.permission_requests == asked);
 }
 
-TEST_CASE("turn: Send indications before the channel, ChannelData after; both directions", "[turn]") {
+TEST_CASE("turn: Send indications before the channel, ChannelData after, both directions", "[turn]") {
   Rig rig;
   const auto peer = addr("203.0.113.2", 5000);
   rig.client->create_permission(peer, rig.clock.now());  // queued until the allocation
