@@ -85,6 +85,7 @@ std::string record_json(const ConnectionRecord& r) {
       {"protocol", r.protocol},
       {"peer", r.peer},
       {"duration_ms", r.duration_ms},
+      {"start_unix_ms", r.start_unix_ms},
       {"congestion_control", r.congestion_control},
       {"segment_bytes", r.segment_bytes},
       {"initial_cwnd_bytes", r.initial_cwnd_bytes},

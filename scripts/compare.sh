@@ -373,15 +373,23 @@ for rtt in "${rtt_list[@]}"; do
               # Run r of every protocol is epoch r of the emulator: their
               # connections' k-th packets meet the same loss draw.
               [[ $crn == on ]] && "$netlab" epoch "$lab" "$r"
-              before=$(wc -l <"$work/conn.jsonl")
+              t0=$(date +%s%3N)
               run_get "$proto" "$wl" >"$work/get.out" 2>>"$work/get.log" || true
+              t1=$(date +%s%3N)
               # The server's record of the run's connection (serve --conn-log),
-              # written when the connection ends: wait for it, a bounded while.
-              for _ in $(seq 1 50); do (($(wc -l <"$work/conn.jsonl") > before)) && break; sleep 0.1; done
-              tail -n +$((before + 1)) "$work/conn.jsonl" >"$work/server.jsonl"
+              # written when the connection ends: wait for one that began
+              # within the run, a bounded while (an HTTP/3 connection whose
+              # CONNECTION_CLOSE was lost ends only at its idle timeout).
+              for _ in $(seq 1 50); do
+                (($(jq -s --argjson a "$t0" --argjson b "$t1" \
+                  '[.[] | select(.start_unix_ms >= $a and .start_unix_ms <= $b)] | length' "$work/conn.jsonl") > 0)) && break
+                sleep 0.1
+              done
+              cp "$work/conn.jsonl" "$work/server.jsonl"
               "$summarize" run --protocol "$proto" --rtt-ms "$rtt" --loss-pct "$loss" --rate-mbit "$rate" \
                 --workload "$wl" --run "$r" --seed "$sd" --server-records "$work/server.jsonl" \
                 --cell "$cell" --cell-seed "$cell_seed" --commit "$commit" --loss-model "$loss_model" \
+                --run-window "$t0-$t1" \
                 <"$work/get.out" >>"$out/runs.jsonl" || true
             done
           done
@@ -400,7 +408,13 @@ for rtt in "${rtt_list[@]}"; do
         done
         echo >&2
         stop_server
-        "$netlab" down "$lab" >/dev/null 2>&1 || true
+        "$netlab" down "$lab" >"$work/down.log" 2>&1 || true
+        # What the emulator really did in this cell (its exit counters), beside what was asked.
+        sed -n 's/^netlab: [^ ]*: emulator counters: //p' "$work/down.log" | tail -n 1 |
+          jq -c --argjson cell "$cell" --argjson seed "$sd" --argjson rtt "$rtt" --argjson loss "$loss" \
+            --argjson rate "$rate" --arg model "$loss_model" \
+            '{cell: $cell, seed: $seed, rtt_ms: $rtt, loss_pct: $loss, rate_mbit: $rate, loss_model: $model,
+              c2s: .c2s, s2c: .s2c}' >>"$out/emulator.jsonl" 2>/dev/null || true
       done
       if [[ $fidelity == 1 && "$fidelity_json" == null && "$loss" != 0 ]]; then
         fidelity_json=$("$netlab" check "${link[@]}" 2>/dev/null | grep "^{\"emulator\"" | tail -1) || fidelity_json=null

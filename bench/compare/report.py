@@ -165,6 +165,12 @@ def main():
     lines += parity.markdown(par) + [""]
     lines += ["## What each side did (server records, medians per connection)", ""]
     lines += parity.what_each_side_did(runs) + [""]
+    emu = emulator_table(out)
+    if emu:
+        lines += ["## The link as it was (the emulator's counters per cell)", "",
+                  "Configured against realized: loss per direction (random-loss drops / packets in), drop-tail "
+                  "queue drops, and the one-way delay the packets got (the configured delay plus the delay "
+                  "line's timer lateness, median and p99).", ""] + emu + [""]
     lines += ["## Medians per cell", "",
               "Intervals: order statistics of the median (distribution-free). Failed runs are counted, with the "
               "first error of each, and left out of the medians. *bimodal*: the completion times' bimodality "
@@ -211,6 +217,32 @@ def main():
     print_compact(summary)
     print("report: " + os.path.join(out, "report.md"))
     return 0
+
+
+def emulator_table(out):
+    path = os.path.join(out, "emulator.jsonl")
+    if not os.path.exists(path):
+        return []
+    rows = ["| cell | seed | RTT ms | loss % asked | loss % c2s / s2c | queue drops c2s / s2c | packets c2s / s2c | "
+            "one-way delay ms, median / p99 (s2c) |", "|---|---|---|---|---|---|---|---|"]
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            e = json.loads(line)
+
+            def realized(d):
+                n = e[d].get("packets_in", 0)
+                return 100 * e[d].get("dropped_loss", 0) / n if n else None
+            late = e["s2c"].get("timer_error_us", {})
+            one_way = e["rtt_ms"] / 2
+            delay = (f"{one_way + late.get('median', 0) / 1000:.2f} / {one_way + late.get('p99', 0) / 1000:.2f}"
+                     if late.get("samples") else "–")
+            rows.append(f"| {e['cell']} | {e['seed']} | {e['rtt_ms']:g} | {e['loss_pct']:g} ({e['loss_model']}) | "
+                        f"{fmt(realized('c2s'), 2)} / {fmt(realized('s2c'), 2)} | "
+                        f"{e['c2s'].get('dropped_queue', 0)} / {e['s2c'].get('dropped_queue', 0)} | "
+                        f"{e['c2s'].get('packets_in', 0)} / {e['s2c'].get('packets_in', 0)} | {delay} |")
+    return rows
 
 
 def print_compact(summary):

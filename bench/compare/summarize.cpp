@@ -39,7 +39,7 @@ double number(const json& r, const char* key, double fallback = -1.0) {
 // The server's records (quiclab serve --conn-log) of the run's connections:
 // those of the run's transport (h2, or h3 for h3 and h3-0rtt), in order. A
 // record of the other protocol is a straggler of an earlier run and is left out.
-json server_records(const std::string& path, const std::string& protocol) {
+json server_records(const std::string& path, const std::string& protocol, std::int64_t from_ms, std::int64_t to_ms) {
   json out = json::array();
   if (path.empty()) return out;
   std::ifstream f(path);
@@ -48,7 +48,12 @@ json server_records(const std::string& path, const std::string& protocol) {
   while (std::getline(f, line)) {
     try {
       json r = json::parse(line);
-      if (r.is_object() && r.value("protocol", "") == want) out.push_back(std::move(r));
+      if (!r.is_object() || r.value("protocol", "") != want) continue;
+      // With the run's wall-clock window: only connections that began in it
+      // (a connection whose close was lost ends at its idle timeout, runs later).
+      const auto start = r.value("start_unix_ms", std::int64_t{0});
+      if (from_ms > 0 && (start < from_ms || start > to_ms)) continue;
+      out.push_back(std::move(r));
     } catch (const json::exception& e) {
       std::cerr << "quiclab-summarize: " << path << ": skipping a server record that is not JSON: " << e.what() << "\n";
     }
@@ -57,7 +62,8 @@ json server_records(const std::string& path, const std::string& protocol) {
 }
 
 int make_run(const std::string& protocol, double rtt, double loss, double rate, const std::string& workload, int run,
-             std::uint64_t seed, const std::string& server_path, const json& extra) {
+             std::uint64_t seed, const std::string& server_path, const json& extra, std::int64_t from_ms,
+             std::int64_t to_ms) {
   json rec = {{"protocol", protocol}, {"rtt_ms", rtt}, {"loss_pct", loss}, {"rate_mbit", rate},
               {"workload", workload}, {"run", run},    {"seed", seed}};
   for (const auto& [k, v] : extra.items()) rec[k] = v;
@@ -111,7 +117,7 @@ int make_run(const std::string& protocol, double rtt, double loss, double rate, 
   rec["complete_ms"] = lines > 0 ? json(complete) : json(nullptr);
   rec["bytes"] = bytes;
   rec["objects"] = objects;
-  rec["server_connections"] = server_records(server_path, protocol);
+  rec["server_connections"] = server_records(server_path, protocol, from_ms, to_ms);
   std::cout << rec.dump() << "\n";
   return rec["ok"].get<bool>() ? 0 : 1;
 }
@@ -310,6 +316,22 @@ int main(int argc, char** argv) {
   run->add_option("--cell-seed", cell_seed, "the emulator's seed for the cell");
   run->add_option("--commit", commit, "the git commit the binaries were built from");
   run->add_option("--loss-model", loss_model, "bernoulli or gilbert");
+  std::int64_t from_ms = 0, to_ms = 0;
+  run->add_option(
+      "--run-window",
+      [&](const CLI::results_t& v) {
+        // FROM-TO in ms since the Unix epoch: the run's wall-clock span.
+        auto dash = v[0].find('-');
+        if (dash == std::string::npos) return false;
+        try {
+          from_ms = std::stoll(v[0].substr(0, dash));
+          to_ms = std::stoll(v[0].substr(dash + 1));
+        } catch (const std::exception&) {
+          return false;
+        }
+        return from_ms <= to_ms;
+      },
+      "FROM-TO: keep only server records of connections that began in this span (ms since the Unix epoch)");
   auto* sum = app.add_subcommand("summary", "read run records, write summary.json and runs.csv");
   std::string in, out;
   sum->add_option("--in", in, "runs.jsonl")->required()->check(CLI::ExistingFile);
@@ -328,7 +350,7 @@ int main(int argc, char** argv) {
     if (cell_seed > 0) extra["cell_seed"] = cell_seed;
     if (!commit.empty()) extra["commit"] = commit;
     if (!loss_model.empty()) extra["loss_model"] = loss_model;
-    return make_run(protocol, rtt, loss, rate, workload, run_no, seed, server_path, extra);
+    return make_run(protocol, rtt, loss, rate, workload, run_no, seed, server_path, extra, from_ms, to_ms);
   }
   return summarize(in, out, seed);
 }

@@ -37,3 +37,11 @@ assert abs(r["ratio_of_medians"] - 154.5 / 304.5) < 1e-9, r
 assert r["ci95"] == [151 / 301, 158 / 308], r
 print("summarize: ok")
 PY
+# Server records: only those of the run's transport that began in --run-window.
+printf '%s\n' '{"protocol":"h3","start_unix_ms":1000,"peer":"a"}' '{"protocol":"h3","start_unix_ms":2500,"peer":"b"}' \
+  '{"protocol":"h2","start_unix_ms":2600,"peer":"c"}' 'junk' >"$out/server.jsonl"
+got=$(printf '{"url":"u","status":200,"bytes":1,"ttfb":1,"total":2}\n' |
+  "$S" run --protocol h3-0rtt --rtt-ms 1 --loss-pct 0 --workload handshake --run 1 --server-records "$out/server.jsonl" \
+    --run-window 2000-3000 --cell 4 --commit abc 2>/dev/null | jq -c '[[.server_connections[].peer], .cell, .commit]')
+[[ $got == '[["b"],4,"abc"]' ]] || { echo "server records by window: $got"; exit 1; }
+echo "summarize: server records by run window ok"

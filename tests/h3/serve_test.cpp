@@ -196,6 +196,7 @@ TEST_CASE(
     CHECK(r["min_rtt_ms"].get<double>() >= 0);
     CHECK(r["timer_ms"].get<double>() > 0);
     CHECK(r["peer"].get<std::string>().rfind("127.0.0.1:", 0) == 0);
+    CHECK(r["start_unix_ms"].get<std::int64_t>() > 1'700'000'000'000);  // wall clock, after 2023
     if (r["protocol"] == "h2") {
       CHECK(r["congestion_control"] == "reno");
       CHECK(r["paced"] == true);

@@ -7,6 +7,7 @@
 // rather than pretending to a zero.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -18,6 +19,9 @@ struct ConnectionRecord {
   std::string protocol;  ///< "h2" (TCP+TLS) or "h3" (QUIC)
   std::string peer;      ///< the client's address:port
   double duration_ms = 0;
+  /// Wall-clock time the connection began (ms since the Unix epoch), so a
+  /// reader can tell which of its experiment's runs the connection belongs to.
+  std::int64_t start_unix_ms = 0;
   std::string congestion_control;  ///< observed: TCP_CONGESTION / ngtcp2's cc_algo
   /// TCP: the MSS (tcpi_snd_mss); QUIC: the largest UDP payload we send.
   std::uint64_t segment_bytes = 0;
@@ -45,6 +49,12 @@ struct ConnectionRecord {
   std::optional<bool> resumed, early_data;                           ///< TLS resumption / 0-RTT accepted (QUIC)
   std::optional<std::uint64_t> tls_records_small, tls_records_full;  ///< HTTP/2's TLS records
 };
+
+/// Now on the wall clock, in ms since the Unix epoch (for start_unix_ms).
+inline std::int64_t unix_ms_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 /// Receives each connection's record once, when the connection ends.
 using ConnectionRecordSink = std::function<void(const ConnectionRecord&)>;

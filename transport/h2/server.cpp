@@ -195,6 +195,7 @@ class Connection {
   std::uint64_t closing_since_ = 0;
   std::uint64_t records_seen_ = 0, small_records_seen_ = 0;  // tls_'s counts already in the metrics
   std::optional<TcpInfo> info_at_accept_;                    // for the record: the initial window
+  std::int64_t accepted_unix_ms_ = unix_ms_now();
   bool paced_ = false;
   bool first_request_seen_ = false;
   bool closing_ = false;
@@ -513,6 +514,7 @@ void Connection::report_connection() {
   r.protocol = "h2";
   r.peer = peer_text_;
   r.duration_ms = static_cast<double>(now_ms() - accepted_at_);
+  r.start_unix_ms = accepted_unix_ms_;
   r.congestion_control = tcp_congestion(fd);
   r.segment_bytes = info->snd_mss;
   const auto& first = info_at_accept_ ? *info_at_accept_ : *info;

@@ -86,6 +86,7 @@ struct ServerCore::Connection {
   // For the connection record (ServerCoreConfig::on_connection_end).
   std::string peer;
   Timestamp created_at = 0;
+  std::int64_t created_unix_ms = unix_ms_now();
   std::uint64_t initial_cwnd = 0, initial_payload = 0;
   std::uint64_t bytes_out = 0, datagrams_out = 0;
   std::uint64_t ptos = 0, congestion_events = 0;
@@ -947,6 +948,7 @@ void ServerCore::report(Connection& c) {
   r.protocol = "quic";  // h3::Server names its own
   r.peer = c.peer;
   r.duration_ms = static_cast<double>(now_hint_ - c.created_at) / 1e6;
+  r.start_unix_ms = c.created_unix_ms;
   r.congestion_control = std::string(cc_algo_name(config_.cc_algo));
   r.segment_bytes = st.max_tx_udp_payload_size;
   r.initial_cwnd_bytes = c.initial_cwnd;
