@@ -163,8 +163,8 @@ int run(const GetOptions& o) {
   copts.tls_cipher = o.tls_cipher;
   copts.tls_group = o.tls_group;
   copts.max_udp_payload = o.udp_payload.forced;
-  if (!o.h3 && !o.alt_svc && (!o.session_file.empty() || !o.qlog_dir.empty() || o.ack_thresh > 0)) {
-    std::cerr << "quiclab get: --session-file, --qlog-dir and --ack-thresh need --h3 (or --alt-svc)\n";
+  if (!o.h3 && !o.alt_svc && (!o.qlog_dir.empty() || o.ack_thresh > 0)) {
+    std::cerr << "quiclab get: --qlog-dir and --ack-thresh need --h3 (or --alt-svc)\n";
     return kExitUsage;
   }
   if (o.h3 && o.alt_svc) {
@@ -182,7 +182,10 @@ int run(const GetOptions& o) {
       ++outstanding[key];
       continue;
     }
-    auto client = app::make_client(protocol, loop, f.url, copts);
+    // With --alt-svc the session file is HTTP/3's (the HTTP/2 connection only finds the alternative).
+    auto first_opts = copts;
+    if (o.alt_svc) first_opts.session_file.clear();
+    auto client = app::make_client(protocol, loop, f.url, first_opts);
     if (!client) {
       std::cerr << "quiclab get: " << client.error().message << "\n";
       return kExitUsage;
@@ -279,11 +282,10 @@ int run(const GetOptions& o) {
                     {"cipher", it->second.tls_cipher},
                     {"group", it->second.tls_group}};
       }
-      if (j["protocol"] == "h3") {
-        // 0-RTT facts of the request's connection (false when it never completed).
-        j["resumed"] = it != infos.end() && it->second.resumed;
-        j["early_data"] = it != infos.end() && it->second.early_data_accepted;
-      }
+      // Resumption facts of the request's connection (false when it never
+      // completed); HTTP/2 resumes without early data.
+      j["resumed"] = it != infos.end() && it->second.resumed;
+      if (j["protocol"] == "h3") j["early_data"] = it != infos.end() && it->second.early_data_accepted;
       std::cout << j.dump() << "\n";
     }
   } else {
@@ -304,10 +306,8 @@ int run(const GetOptions& o) {
       conn += fmt::format("; {} {} {} {}", key, info.protocol, info.tls_version, info.peer_address);
       if (!info.tls_cipher.empty())
         conn += fmt::format(" {} {} ({})", info.tls_cipher, info.tls_group, info.tls_library);
-      if (info.protocol == "h3") {
-        conn += fmt::format(" resumed={} early_data={}", info.resumed ? "yes" : "no",
-                            info.early_data_accepted ? "accepted" : "no");
-      }
+      conn += fmt::format(" resumed={}", info.resumed ? "yes" : "no");
+      if (info.protocol == "h3") conn += fmt::format(" early_data={}", info.early_data_accepted ? "accepted" : "no");
     }
     std::cout << fmt::format(
         "{} requests: {} ok, {} HTTP errors, {} failed; {} bytes in {:.3f} ms ({:.1f} MB/s){}\n", fetches.size(),
@@ -334,7 +334,7 @@ const Registration reg{
           "  connect, handshake, sent, ttfb, total (ms since the connection start; null if not\n"
           "  reached), peer (the address that answered), error (only on failure),\n"
           "  verified/verify_error (with --verify-bytes);\n"
-          "  with --h3 also resumed and early_data (0-RTT accepted by the server).\n"
+          "  resumed (TLS session resumption), and with --h3 early_data (0-RTT accepted).\n"
           "Exit codes: 0 all responses 2xx/3xx, 1 some 4xx/5xx, 2 usage error (bad flag or URL),\n"
           "3 transport failure (connect, TLS, reset, timeout, body verification).\n"
           "SSLKEYLOGFILE=path appends TLS secrets for Wireshark.");
@@ -370,8 +370,9 @@ const Registration reg{
           ->check(CLI::Range(std::uint64_t{10}, std::uint64_t{10000}))
           ->capture_default_str();
       sub.add_option("--session-file", o->session_file,
-                     "HTTP/3: store the TLS session ticket and transport parameters in FILE, and resume\n"
-                     "from it with 0-RTT (requests sent as early data) when it exists");
+                     "Store the server's TLS session ticket in FILE and resume from it when it exists:\n"
+                     "HTTP/3 with 0-RTT (requests sent as early data; the file keeps the transport\n"
+                     "parameters too), HTTP/2 with TLS 1.3 resumption (no certificate, no early data)");
       sub.add_flag("--alt-svc", o->alt_svc,
                    "Start on HTTP/2; when the first response offers Alt-Svc h3=\":PORT\", send the other\n"
                    "requests over HTTP/3 (JSON 'protocol' says which carried each)");

@@ -18,8 +18,24 @@ Usage: scripts/compare.sh [options]
   --loss-pct LIST      loss percentages, comma-separated            (default 0,1)
   --loss-model M       bernoulli | gilbert                          (default bernoulli)
   --rate-mbit LIST     rate caps in Mbit/s, 0 = none                (default 0)
+  --queue-bdp LIST     with a rate cap: the drop-tail queue in bandwidth-delay products of
+                       the cell (bytes: rate x RTT / 8 x Q; e.g. 1,4 for a shallow and a
+                       bloated buffer)                                (default 1)
+  --jitter-ms LIST     per-direction delay jitter, +- U[0, J] ms     (default 0)
+  --reorder on|off     let jitter reorder packets (userspace emulator)  (default off)
+  --cc-pairs LIST      congestion-controller pairs as an axis, HTTP/2's/HTTP/3's, e.g.
+                       cubic/cubic,bbr/bbr (default: --h2-cc/--h3-cc)
+  --cell SPEC          an explicit cell instead of the product of the lists above (repeat it;
+                       in a --grid file one per line): space-separated key=value among rtt,
+                       loss, model, rate, queue, jitter, reorder (on|off), cc (H2/H3),
+                       workloads, protocols, runs; keys left out take the options' values,
+                       e.g. --cell "rtt=50 loss=1 model=gilbert workloads=bulk,page"
   --workloads LIST     handshake, bulk, page                        (default handshake,bulk,page)
-  --protocols LIST     h2, h3, h3-0rtt                              (default h2,h3,h3-0rtt)
+  --protocols LIST     h2, h2-resumed, h3, h3-0rtt                  (default h2,h3,h3-0rtt)
+                       h2-resumed: TLS 1.3 session resumption from the previous run's ticket
+                       (HTTP/2 sends no early data); h3-0rtt: the requests as 0-RTT early
+                       data. A run of either whose server did not resume (or took no early
+                       data) is flagged (shortcut_missed) and not counted as that protocol
   --runs N             runs per protocol per cell and seed (default 10 lossless, 30 lossy, and 50
                        for a lossy cell whose runs are bimodal after 30)
   --bulk-size SIZE     object size of the bulk workload             (default 1m)
@@ -65,7 +81,8 @@ Usage: scripts/compare.sh [options]
                        order) has (c - 1) mod N == I, with the seeds a whole run gives them;
                        'compare.sh merge' joins the parts (a Kubernetes Indexed Job: I =
                        $JOB_COMPLETION_INDEX)
-  --grid FILE          read the options above from FILE (one "--flag value" per line; # comments)
+  --grid FILE          read the options above from FILE (one "--flag value" per line; # comments;
+                       a "--cell" line takes the rest of the line as its SPEC)
   --out DIR            output directory                             (default out/compare-<date>)
   --no-fidelity        skip the link fidelity check
   --demo               a short grid for the README demo (a few minutes)
@@ -101,6 +118,7 @@ fi
 rtts=50 losses=0,1 loss_model=bernoulli rates=0 workloads=handshake,bulk,page protocols=h2,h3,h3-0rtt
 runs="" bulk_size=1m seed=1 emulator=auto out="" fidelity=1 h3_cc=cubic h2_cc=cubic h2_records=dynamic h3_ack_thresh=2 tls_cipher=TLS_AES_128_GCM_SHA256 tls_group=x25519
 seeds="" shard="" crn=on pacing=matched tcp_metrics=nosave ablate="" h2_pacing="" h3_pacing="" h2_rto_min_ms=""
+queues=1 jitters=0 reorder=off cc_pairs="" cell_specs=() first_cell_only=0 override_h2_cc="" override_h3_cc=""
 cmdline="$0 $*"
 orig_args=("$@")
 
@@ -111,6 +129,15 @@ parse() {
       --loss-pct) losses=$2; shift 2 ;;
       --loss-model) loss_model=$2; shift 2 ;;
       --rate-mbit) rates=$2; shift 2 ;;
+      --queue-bdp) queues=$2; shift 2 ;;
+      --jitter-ms) jitters=$2; shift 2 ;;
+      --reorder) reorder=$2; shift 2 ;;
+      --cc-pairs) cc_pairs=$2; shift 2 ;;
+      --cell) cell_specs+=("$2"); shift 2 ;;
+      # (--ablate's runs: only the first cell of the grid.)
+      --first-cell-only) first_cell_only=1; shift ;;
+      --override-h2-cc) override_h2_cc=$2; shift 2 ;;
+      --override-h3-cc) override_h3_cc=$2; shift 2 ;;
       --workloads) workloads=$2; shift 2 ;;
       --protocols) protocols=$2; shift 2 ;;
       --runs) runs=$2; shift 2 ;;
@@ -142,7 +169,11 @@ parse() {
           line=${line%%#*}
           [[ -z "${line// }" ]] && continue
           read -ra words <<<"$line"
-          args+=("${words[@]}")
+          if [[ ${words[0]} == --cell ]]; then
+            args+=(--cell "${words[*]:1}")
+          else
+            args+=("${words[@]}")
+          fi
         done <"$2"
         shift 2
         parse "${args[@]}"
@@ -156,16 +187,21 @@ parse() {
 }
 parse "$@"
 
-for v in "$rtts" "$losses" "$rates"; do
+for v in "$rtts" "$losses" "$rates" "$queues" "$jitters"; do
   [[ "$v" =~ ^[0-9.]+(,[0-9.]+)*$ ]] || { echo "compare: '$v' is not a comma-separated list of numbers" >&2; exit 2; }
 done
 [[ -z "$runs" || "$runs" =~ ^[1-9][0-9]*$ ]] || { echo "compare: --runs needs a positive integer" >&2; exit 2; }
-for w in ${workloads//,/ }; do
-  case "$w" in handshake|bulk|page) ;; *) echo "compare: unknown workload '$w'" >&2; exit 2 ;; esac
-done
-for p in ${protocols//,/ }; do
-  case "$p" in h2|h3|h3-0rtt) ;; *) echo "compare: unknown protocol '$p'" >&2; exit 2 ;; esac
-done
+check_lists() {  # workloads protocols: exit 2 on a name we do not know
+  local w p
+  for w in ${1//,/ }; do
+    case "$w" in handshake|bulk|page) ;; *) echo "compare: unknown workload '$w'" >&2; exit 2 ;; esac
+  done
+  for p in ${2//,/ }; do
+    case "$p" in h2|h2-resumed|h3|h3-0rtt) ;; *) echo "compare: unknown protocol '$p' (h2, h2-resumed, h3, h3-0rtt)" >&2; exit 2 ;; esac
+  done
+}
+check_lists "$workloads" "$protocols"
+case "$reorder" in on|off) ;; *) echo "compare: --reorder takes on or off" >&2; exit 2 ;; esac
 case "$h3_cc" in cubic|reno|bbr|bbr2) ;; *) echo "compare: unknown --h3-cc '$h3_cc'" >&2; exit 2 ;; esac
 [[ "$h3_ack_thresh" =~ ^[1-9][0-9]?$ ]] && ((h3_ack_thresh <= 64)) ||
   { echo "compare: --h3-ack-thresh needs 1..64" >&2; exit 2; }
@@ -205,8 +241,69 @@ case "$pacing" in
   native) h2_pacing=${h2_pacing:-off} h3_pacing=${h3_pacing:-on} ;;
   off) h2_pacing=${h2_pacing:-off} h3_pacing=${h3_pacing:-off} ;;
 esac
-[[ " $(sysctl -n net.ipv4.tcp_available_congestion_control 2>/dev/null) " == *" $h2_cc "* ]] || {
-  echo "compare: --h2-cc '$h2_cc' is not in this kernel's tcp_available_congestion_control" >&2; exit 2; }
+cc_pairs=${cc_pairs:-$h2_cc/$h3_cc}
+
+# The grid: explicit --cell specs, or the product of the lists (RTT, loss,
+# rate, queue (with a rate only), jitter, controller pair), in that order.
+# Each cell is one line of key=value words; every key is present.
+cells=()
+if ((${#cell_specs[@]})); then
+  for spec in "${cell_specs[@]}"; do
+    declare -A kv=([rtt]=${rtts%%,*} [loss]=${losses%%,*} [model]=$loss_model [rate]=${rates%%,*} [queue]=${queues%%,*}
+      [jitter]=${jitters%%,*} [reorder]=$reorder [cc]=${cc_pairs%%,*} [workloads]=$workloads [protocols]=$protocols [runs]=${runs:-auto})
+    for word in $spec; do
+      [[ $word == *=* && -n ${kv[${word%%=*}]+x} ]] ||
+        { echo "compare: --cell '$spec': '$word' is not key=value with a key among ${!kv[*]}" >&2; exit 2; }
+      kv[${word%%=*}]=${word#*=}
+    done
+    [[ ${kv[rate]} == 0 ]] && kv[queue]=0  # no rate: no standing queue to size
+    cells+=("rtt=${kv[rtt]} loss=${kv[loss]} model=${kv[model]} rate=${kv[rate]} queue=${kv[queue]} jitter=${kv[jitter]} reorder=${kv[reorder]} cc=${kv[cc]} workloads=${kv[workloads]} protocols=${kv[protocols]} runs=${kv[runs]}")
+    unset kv
+  done
+else
+  for rtt in ${rtts//,/ }; do
+    for loss in ${losses//,/ }; do
+      for rate in ${rates//,/ }; do
+        qs=$queues
+        [[ $rate == 0 ]] && qs=0  # no rate: no standing queue to size
+        for q in ${qs//,/ }; do
+          for j in ${jitters//,/ }; do
+            for cc in ${cc_pairs//,/ }; do
+              cells+=("rtt=$rtt loss=$loss model=$loss_model rate=$rate queue=$q jitter=$j reorder=$reorder cc=$cc workloads=$workloads protocols=$protocols runs=${runs:-auto}")
+            done
+          done
+        done
+      done
+    done
+  done
+fi
+((first_cell_only)) && cells=("${cells[0]}")
+# (--ablate cc: one side's controller in every cell.)
+for i in "${!cells[@]}"; do
+  [[ ${cells[$i]} =~ cc=([a-z0-9]+)/([a-z0-9]+) ]] || continue
+  cells[$i]=${cells[$i]/cc=${BASH_REMATCH[1]}\/${BASH_REMATCH[2]}/cc=${override_h2_cc:-${BASH_REMATCH[1]}}\/${override_h3_cc:-${BASH_REMATCH[2]}}}
+done
+# Check every cell before the first runs.
+avail=" $(sysctl -n net.ipv4.tcp_available_congestion_control 2>/dev/null) "
+for c in "${cells[@]}"; do
+  declare -A kv=()
+  for word in $c; do kv[${word%%=*}]=${word#*=}; done
+  for k in rtt loss rate queue jitter; do
+    [[ ${kv[$k]} =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "compare: cell '$c': $k '${kv[$k]}' is not a number" >&2; exit 2; }
+  done
+  case "${kv[model]}" in bernoulli|gilbert) ;; *) echo "compare: cell '$c': unknown loss model '${kv[model]}'" >&2; exit 2 ;; esac
+  case "${kv[reorder]}" in on|off) ;; *) echo "compare: cell '$c': reorder takes on or off" >&2; exit 2 ;; esac
+  [[ ${kv[runs]} == auto || ${kv[runs]} =~ ^[1-9][0-9]*$ ]] || { echo "compare: cell '$c': runs needs a positive integer" >&2; exit 2; }
+  [[ ${kv[cc]} =~ ^([a-z0-9]+)/([a-z0-9]+)$ ]] ||
+    { echo "compare: cell '$c': cc needs HTTP/2's/HTTP/3's controller, e.g. cubic/cubic" >&2; exit 2; }
+  [[ $avail == *" ${BASH_REMATCH[1]} "* ]] || modprobe "tcp_${BASH_REMATCH[1]}" 2>/dev/null &&
+    avail=" $(sysctl -n net.ipv4.tcp_available_congestion_control 2>/dev/null) "
+  [[ $avail == *" ${BASH_REMATCH[1]} "* ]] || {
+    echo "compare: HTTP/2 controller '${BASH_REMATCH[1]}' is not in this kernel's tcp_available_congestion_control" >&2; exit 2; }
+  case "${BASH_REMATCH[2]}" in cubic|reno|bbr|bbr2) ;; *) echo "compare: cell '$c': unknown HTTP/3 controller '${BASH_REMATCH[2]}'" >&2; exit 2 ;; esac
+  check_lists "${kv[workloads]}" "${kv[protocols]}"
+  unset kv
+done
 [[ $(id -u) -eq 0 ]] || { echo "compare: needs root for network namespaces" >&2; exit 2; }
 
 bin=${QUICLAB_BIN:-$here/build/app/quiclab}
@@ -222,7 +319,7 @@ mkdir -p "$out"
 # flipped on one side at a time, each a full compare.sh run of its own (same
 # seed, fresh lab), then one table (bench/compare/ablate.py).
 if [[ -n $ablate ]]; then
-  first=(--rtt-ms "${rtts%%,*}" --loss-pct "${losses%%,*}" --rate-mbit "${rates%%,*}" --ablate "")
+  first=(--first-cell-only --ablate "")
   declare -A flip=()
   case "$ablate" in
     records) flip[h2]="--h2-records full" ;;
@@ -231,7 +328,7 @@ if [[ -n $ablate ]]; then
     metrics) flip[h2]="--tcp-metrics save" ;;
     tls) flip[both]="--tls-cipher default --tls-group default" ;;
     timers) flip[h2]="--h2-rto-min-ms 25" ;;
-    cc) flip[h2]="--h2-cc bbr" flip[h3]="--h3-cc bbr" ;;
+    cc) flip[h2]="--override-h2-cc bbr" flip[h3]="--override-h3-cc bbr" ;;
   esac
   variants=(baseline "${!flip[@]}")
   for v in "${variants[@]}"; do
@@ -289,7 +386,8 @@ run_get() {  # proto workload -> get's JSON lines on stdout
   case "$proto" in
     h2) flags=(--h2) ;;
     h3) flags=(--h3 --ack-thresh "$h3_ack_thresh") ;;
-    h3-0rtt) flags=(--h3 --ack-thresh "$h3_ack_thresh" --session-file "$work/session.bin") ;;
+    h2-resumed) flags=(--h2 --session-file "$work/session-h2.json") ;;
+    h3-0rtt) flags=(--h3 --ack-thresh "$h3_ack_thresh" --session-file "$work/session-h3.json") ;;
   esac
   local urls=()
   case "$wl" in
@@ -301,12 +399,26 @@ run_get() {  # proto workload -> get's JSON lines on stdout
     --json "${urls[@]}"
 }
 
-IFS=, read -ra rtt_list <<<"$rtts"
-IFS=, read -ra loss_list <<<"$losses"
-IFS=, read -ra rate_list <<<"$rates"
-IFS=, read -ra wl_list <<<"$workloads"
-IFS=, read -ra proto_list <<<"$protocols"
-total_cells=$(( ${#rtt_list[@]} * ${#loss_list[@]} * ${#rate_list[@]} ))
+# The session file of a protocol that resumes (h2-resumed, h3-0rtt).
+session_of() { case "$1" in h2-resumed) echo "$work/session-h2.json" ;; h3-0rtt) echo "$work/session-h3.json" ;; esac; }
+declare -A used_ticket=()
+# A fresh ticket for a resuming protocol's next run: one the runs have not
+# used yet (a ticket is good for one 0-RTT: the server's anti-replay refuses
+# it again), from a handshake-workload connection that is not recorded. A
+# run whose ticket did not arrive (its connection ended first, e.g. under
+# loss) would otherwise leave the next run a used one.
+fresh_ticket() {
+  local proto=$1 file hash attempt
+  file=$(session_of "$proto")
+  for attempt in 1 2 3; do
+    hash=$(sha256sum "$file" 2>/dev/null | cut -c1-64 || true)
+    [[ -n $hash && $hash != "${used_ticket[$proto]:-}" ]] && break
+    run_get "$proto" handshake >/dev/null 2>&1 || true
+  done
+  used_ticket[$proto]=$(sha256sum "$file" 2>/dev/null | cut -c1-64 || true)
+}
+
+total_cells=${#cells[@]}
 cell=0
 cells_run=() extended=()
 start=$(date +%s)
@@ -318,21 +430,38 @@ dirty=$( [[ -n $(git -C "$here" status --porcelain --untracked-files=no 2>/dev/n
 fidelity_json=null
 mkdir -p "$work/root"
 
-for rtt in "${rtt_list[@]}"; do
-  for loss in "${loss_list[@]}"; do
-    for rate in "${rate_list[@]}"; do
+for spec in "${cells[@]}"; do
       cell=$((cell + 1))
       # --shard I/N: another part runs this cell (its seed stays the cell's).
       (((cell - 1) % shard_n == shard_i)) || continue
+      declare -A kv=()
+      for word in $spec; do kv[${word%%=*}]=${word#*=}; done
+      rtt=${kv[rtt]} loss=${kv[loss]} cell_model=${kv[model]} rate=${kv[rate]} queue=${kv[queue]}
+      jitter=${kv[jitter]} cell_reorder=${kv[reorder]} cc=${kv[cc]}
+      cell_h2_cc=${cc%/*} cell_h3_cc=${cc#*/}
+      IFS=, read -ra wl_list <<<"${kv[workloads]}"
+      IFS=, read -ra proto_list <<<"${kv[protocols]}"
+      cell_runs=${kv[runs]}
+      [[ $cell_runs == auto ]] && cell_runs=""
+      unset kv
+      [[ $rate == 0 ]] && queue=0
       cells_run+=("$cell")
-      n=${runs:-$([[ "$loss" == 0 ]] && echo 10 || echo 30)}
+      n=${cell_runs:-$([[ "$loss" == 0 ]] && echo 10 || echo 30)}
       for sd in "${seed_list[@]}"; do
         # One seed per cell and --seeds entry, from the cell's place in the grid.
         cell_seed=$((sd * 1000 + cell))
-        link=(--rtt-ms "$rtt" --loss-pct "$loss" --loss-model "$loss_model" --seed "$cell_seed" --emulator "$emulator")
+        link=(--rtt-ms "$rtt" --loss-pct "$loss" --loss-model "$cell_model" --seed "$cell_seed" --emulator "$emulator")
         [[ $crn == on ]] && link+=(--draws flow)
         [[ "$rate" != 0 ]] && link+=(--rate-mbit "$rate")
-        echo "compare: cell $cell/$total_cells, seed $sd: rtt ${rtt} ms, loss ${loss} %, rate ${rate} Mbit/s, $n runs x ${#proto_list[@]} protocols x ${#wl_list[@]} workloads" >&2
+        if [[ $queue != 0 ]]; then
+          # The queue in bytes (fair to QUIC's smaller datagrams), Q x the cell's BDP;
+          # the packet bound only as a backstop.
+          qbytes=$(awk -v q="$queue" -v m="$rate" -v r="$rtt" 'BEGIN{b = q*m*1e6*(r/1000)/8; printf "%d", (b < 3000 ? 3000 : b + 0.5)}')
+          link+=(--queue-bytes "$qbytes" --queue-pkts $((qbytes / 64 + 16)))
+        fi
+        [[ $jitter != 0 ]] && link+=(--jitter-ms "$jitter")
+        [[ $cell_reorder == on ]] && link+=(--reorder)
+        echo "compare: cell $cell/$total_cells, seed $sd: rtt ${rtt} ms, loss ${loss} % ($cell_model), rate ${rate} Mbit/s, queue ${queue} BDP, jitter ${jitter} ms, reorder $cell_reorder, cc $cc, $n runs x ${#proto_list[@]} protocols x ${#wl_list[@]} workloads" >&2
         "$netlab" up --name "$lab" "${link[@]}" >"$work/lab.log" 2>&1 || { cat "$work/lab.log" >&2; exit 1; }
         server_addr=$("$netlab" addr "$lab" server)
         # Pacing at ngtcp2's 1.25 x cwnd/srtt in slow start and congestion
@@ -352,18 +481,14 @@ for rtt in "${rtt_list[@]}"; do
           done < <("$netlab" exec "$lab" server -- ip -4 route show)
         fi
         : >"$work/conn.jsonl"
-        "$netlab" exec "$lab" server -- "$bin" --log-level warn serve --listen "$server_addr:$port" --root "$work/root" --cc "$h3_cc" --tcp-cc "$h2_cc" --tls-records "$h2_records" "${tls_pin[@]}" \
+        "$netlab" exec "$lab" server -- "$bin" --log-level warn serve --listen "$server_addr:$port" --root "$work/root" --cc "$cell_h3_cc" --tcp-cc "$cell_h2_cc" --tls-records "$h2_records" "${tls_pin[@]}" \
           --tcp-pacing "$h2_pacing" --quic-pacing "$h3_pacing" --conn-log "$work/conn.jsonl" \
           >"$work/serve.out" 2>"$work/serve.log" &
         server_pid=$!
         for _ in $(seq 1 100); do grep -q "^listening h3" "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
-        # Prime the 0-RTT session (not recorded).
-        if [[ ",$protocols," == *",h3-0rtt,"* ]]; then
-          rm -f "$work/session.bin"
-          run_get h3-0rtt handshake >/dev/null 2>&1 || true
-          # Its server record must not be taken for the first run's.
-          for _ in $(seq 1 50); do [[ -s $work/conn.jsonl ]] && break; sleep 0.1; done
-        fi
+        # A new server: the sessions of the last cell are no good.
+        rm -f "$work/session-h2.json" "$work/session-h3.json"
+        used_ticket=()
         target=$n
         for ((r = 1; r <= target; r++)); do
           # Rotate the protocol order every run so no protocol always goes first.
@@ -372,6 +497,7 @@ for rtt in "${rtt_list[@]}"; do
             for wl in "${wl_list[@]}"; do
               # Run r of every protocol is epoch r of the emulator: their
               # connections' k-th packets meet the same loss draw.
+              case "$proto" in h2-resumed|h3-0rtt) fresh_ticket "$proto" ;; esac
               [[ $crn == on ]] && "$netlab" epoch "$lab" "$r"
               t0=$(date +%s%3N)
               run_get "$proto" "$wl" >"$work/get.out" 2>>"$work/get.log" || true
@@ -388,7 +514,8 @@ for rtt in "${rtt_list[@]}"; do
               cp "$work/conn.jsonl" "$work/server.jsonl"
               "$summarize" run --protocol "$proto" --rtt-ms "$rtt" --loss-pct "$loss" --rate-mbit "$rate" \
                 --workload "$wl" --run "$r" --seed "$sd" --server-records "$work/server.jsonl" \
-                --cell "$cell" --cell-seed "$cell_seed" --commit "$commit" --loss-model "$loss_model" \
+                --cell "$cell" --cell-seed "$cell_seed" --commit "$commit" --loss-model "$cell_model" \
+                --queue-bdp "$queue" --jitter-ms "$jitter" $([[ $cell_reorder == on ]] && echo --reorder) --cc "$cc" \
                 --run-window "$t0-$t1" \
                 <"$work/get.out" >>"$out/runs.jsonl" || true
             done
@@ -399,7 +526,7 @@ for rtt in "${rtt_list[@]}"; do
           printf '\rcompare: cell %d/%d run %d/%d, elapsed %ds, about %ss left   ' "$cell" "$total_cells" "$r" "$target" "$elapsed" "$eta" >&2
           # A lossy cell whose runs fall into two modes (an RTO in some runs,
           # not in others) gets 50 runs, unless --runs fixed the count.
-          if ((r == target && target < 50)) && [[ -z $runs && $loss != 0 ]] &&
+          if ((r == target && target < 50)) && [[ -z $cell_runs && $loss != 0 ]] &&
             "$summarize" bimodal --in "$out/runs.jsonl" --cell "$cell" >/dev/null 2>&1; then
             target=50
             extended+=("$cell")
@@ -412,16 +539,16 @@ for rtt in "${rtt_list[@]}"; do
         # What the emulator really did in this cell (its exit counters), beside what was asked.
         sed -n 's/^netlab: [^ ]*: emulator counters: //p' "$work/down.log" | tail -n 1 |
           jq -c --argjson cell "$cell" --argjson seed "$sd" --argjson rtt "$rtt" --argjson loss "$loss" \
-            --argjson rate "$rate" --arg model "$loss_model" \
+            --argjson rate "$rate" --arg model "$cell_model" --argjson queue "$queue" --argjson jitter "$jitter" \
+            --arg reorder "$cell_reorder" --arg cc "$cc" \
             '{cell: $cell, seed: $seed, rtt_ms: $rtt, loss_pct: $loss, rate_mbit: $rate, loss_model: $model,
+              queue_bdp: $queue, jitter_ms: $jitter, reorder: ($reorder == "on"), cc: $cc,
               c2s: .c2s, s2c: .s2c}' >>"$out/emulator.jsonl" 2>/dev/null || true
       done
       if [[ $fidelity == 1 && "$fidelity_json" == null && "$loss" != 0 ]]; then
         fidelity_json=$("$netlab" check "${link[@]}" 2>/dev/null | grep "^{\"emulator\"" | tail -1) || fidelity_json=null
         [[ -z "$fidelity_json" ]] && fidelity_json=null
       fi
-    done
-  done
 done
 
 emul=$(grep -o 'emulator[^,]*' "$work/lab.log" 2>/dev/null | head -1 || true)
@@ -452,6 +579,8 @@ cat >"$out/meta.json" <<META
  "emulator": "$emul",
  "h3_congestion_control": "$h3_cc",
  "h2_congestion_control": "$h2_cc",
+ "cc_pairs": "$cc_pairs",
+ "grid": $(printf '%s\n' "${cells[@]}" | jq -R . | jq -sc .),
  "h2_tls_records": "$h2_records",
  "h3_ack_thresh": $h3_ack_thresh,
  "tls_cipher": "$tls_cipher",

@@ -18,6 +18,9 @@ import os
 import statistics
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cells as grid  # noqa: E402
+
 # Header bytes around a segment / datagram on the wire (IPv4): TCP with
 # timestamps 20 + 20 + 12, UDP 20 + 8.
 TCP_OVERHEAD, UDP_OVERHEAD = 52, 28
@@ -147,14 +150,17 @@ def what_each_side_did(runs):
     cells = {}
     for r in runs:
         for c in r.get("server_connections") or []:
-            key = (r["workload"], r["rtt_ms"], r["loss_pct"], r.get("rate_mbit", 0), r["protocol"])
-            cells.setdefault(key, []).append(c)
-    lines = ["| workload | RTT ms | loss % | rate | protocol | connections | retransmitted packets | "
+            key = grid.key(r) + (r["protocol"],)
+            cells.setdefault(key, []).append((r, c))
+    lines = ["| workload | RTT ms | loss % | link, controllers | protocol | connections | retransmitted packets | "
              "congestion events | timeouts (RTO/PTO) | bytes sent | min RTT ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for (wl, rtt, loss, rate, proto), cs in sorted(cells.items()):
+    for key, rcs in sorted(cells.items()):
+        run, cs = rcs[0][0], [c for _, c in rcs]
+        wl, rtt, loss, proto = key[0], key[1], key[2], key[-1]
+
         def m(k):
             return fmt(median(values(cs, k)))
-        lines.append(f"| {wl} | {rtt:g} | {loss:g} | {rate:g} | {proto} | {len(cs)} | {m('retransmitted_packets')} | "
+        lines.append(f"| {wl} | {rtt:g} | {loss:g} | {grid.conditions(run) or '–'} | {proto} | {len(cs)} | {m('retransmitted_packets')} | "
                      f"{m('congestion_events')} | {m('timeouts')} | {m('bytes_sent')} | {m('min_rtt_ms')} |")
     return lines
 

@@ -20,10 +20,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cells  # noqa: E402
 import parity  # noqa: E402
 
-COLORS = {"h2": "tab:blue", "h3": "tab:orange", "h3-0rtt": "tab:green"}
-THEORY_RTTS = {"h2": 3, "h3": 2, "h3-0rtt": 1}
+COLORS = {"h2": "tab:blue", "h2-resumed": "tab:purple", "h3": "tab:orange", "h3-0rtt": "tab:green"}
+# Round trips to the first response byte: TCP + TLS 1.3 (resumed or not) +
+# request; QUIC's combined handshake + request; 0-RTT's request in the first flight.
+THEORY_RTTS = {"h2": 3, "h2-resumed": 3, "h3": 2, "h3-0rtt": 1}
 
 
 def load(out):
@@ -45,6 +48,12 @@ def load(out):
     return summary, runs, meta
 
 
+def missed_shortcut(r):
+    """A run of h3-0rtt without accepted early data, or of h2-resumed without resumption."""
+    return (r.get("protocol") == "h3-0rtt" and r.get("early_data") is not True) or \
+        (r.get("protocol") == "h2-resumed" and r.get("resumed") is not True)
+
+
 def fmt(v, digits=1):
     return "–" if v is None else f"{v:.{digits}f}"
 
@@ -52,11 +61,13 @@ def fmt(v, digits=1):
 def cdf_plots(runs, out):
     groups = defaultdict(lambda: defaultdict(list))
     for r in runs:
-        if r.get("ok") and r.get("complete_ms") is not None:
-            key = (r["workload"], r["rtt_ms"], r["loss_pct"], r.get("rate_mbit", 0))
-            groups[key][r["protocol"]].append(r["complete_ms"])
+        if r.get("ok") and r.get("complete_ms") is not None and not missed_shortcut(r):
+            groups[cells.key(r)][r["protocol"]].append(r["complete_ms"])
     files = []
-    for (wl, rtt, loss, rate), protos in sorted(groups.items()):
+    for key, protos in sorted(groups.items()):
+        wl, rtt, loss, rate = key[0], key[1], key[2], key[4]
+        c = dict(zip(("workload", "rtt_ms", "loss_pct", "loss_model", "rate_mbit", "queue_bdp", "jitter_ms", "reorder",
+                      "cc"), key))
         fig, ax = plt.subplots(figsize=(5.5, 3.5))
         for proto, vals in sorted(protos.items()):
             vals = sorted(vals)
@@ -64,10 +75,10 @@ def cdf_plots(runs, out):
             ax.step(vals, ys, where="post", label=f"{proto} (n={len(vals)})", color=COLORS.get(proto))
         ax.set_xlabel("completion time (ms)")
         ax.set_ylabel("fraction of runs")
-        ax.set_title(f"{wl}: RTT {rtt:g} ms, loss {loss:g} %" + (f", {rate:g} Mbit/s" if rate else ""))
+        ax.set_title(f"{wl}: {cells.title(c)}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend()
-        name = f"cdf-{wl}-rtt{rtt:g}-loss{loss:g}" + (f"-rate{rate:g}" if rate else "") + ".png"
+        name = f"cdf-{wl}-{cells.slug(c)}.png"
         fig.tight_layout()
         fig.savefig(os.path.join(out, name), dpi=110)
         plt.close(fig)
@@ -81,9 +92,12 @@ def vs_loss_plots(summary, out):
         m = c["complete_ms"]
         if m["median"] is None:
             continue
-        by_wl[(c["workload"], c["rtt_ms"], c["rate_mbit"])][c["protocol"]].append((c["loss_pct"], m["median"], m["ci95"]))
+        k = cells.key(c)
+        by_wl[k[:2] + k[3:]][c["protocol"]].append((c["loss_pct"], m["median"], m["ci95"]))
     files = []
-    for (wl, rtt, rate), protos in sorted(by_wl.items()):
+    for k, protos in sorted(by_wl.items()):
+        wl = k[0]
+        c = dict(zip(("workload", "rtt_ms", "loss_model", "rate_mbit", "queue_bdp", "jitter_ms", "reorder", "cc"), k))
         if len({p[0] for v in protos.values() for p in v}) < 2:
             continue
         fig, ax = plt.subplots(figsize=(5.5, 3.5))
@@ -96,10 +110,11 @@ def vs_loss_plots(summary, out):
             ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=proto, color=COLORS.get(proto))
         ax.set_xlabel("loss (%)")
         ax.set_ylabel("median completion (ms), 95 % CI")
-        ax.set_title(f"{wl} at RTT {rtt:g} ms" + (f", {rate:g} Mbit/s" if rate else ""))
+        rest = cells.conditions(c)
+        ax.set_title(f"{wl} at RTT {c['rtt_ms']:g} ms" + (f", {rest}" if rest else ""), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend()
-        name = f"complete-vs-loss-{wl}-rtt{rtt:g}" + (f"-rate{rate:g}" if rate else "") + ".png"
+        name = f"complete-vs-loss-{wl}-" + cells.slug({**c, "loss_pct": 0}).replace("-loss0", "") + ".png"
         fig.tight_layout()
         fig.savefig(os.path.join(out, name), dpi=110)
         plt.close(fig)
@@ -176,27 +191,30 @@ def main():
               "first error of each, and left out of the medians. *bimodal*: the completion times' bimodality "
               "coefficient is above 5/9 (such lossy cells get 50 runs). *seed spread*: the largest minus the "
               "smallest per-seed median of completion when the cell ran under several seeds.", "",
-              "| workload | RTT ms | loss % | rate Mbit/s | protocol | runs (failed) | handshake ms | TTFB ms [95 % CI] | complete ms [95 % CI] | complete p95 | bimodal | seed spread ms | failures |",
+              "| workload | RTT ms | loss % | link, controllers | protocol | runs (failed, no shortcut) | handshake ms | TTFB ms [95 % CI] | complete ms [95 % CI] | complete p95 | bimodal | seed spread ms | failures |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for c in sorted(summary["cells"], key=lambda c: (c["workload"], c["rtt_ms"], c["loss_pct"], c["rate_mbit"], c["protocol"])):
+    for c in sorted(summary["cells"], key=lambda c: cells.key(c) + (c["protocol"],)):
         def ci(m):
             return f"{fmt(m['median'])} [{fmt(m['ci95'][0])}, {fmt(m['ci95'][1])}]" if m["ci95"] else fmt(m["median"])
-        lines.append(f"| {c['workload']} | {c['rtt_ms']:g} | {c['loss_pct']:g} | {c['rate_mbit']:g} | {c['protocol']} | "
-                     f"{c['runs']} ({c['failed']}) | {fmt(c['handshake_ms']['median'])} | {ci(c['ttfb_ms'])} | "
+        lines.append(f"| {c['workload']} | {c['rtt_ms']:g} | {c['loss_pct']:g} | {cells.conditions(c) or '–'} | "
+                     f"{c['protocol']} | {c['runs']} ({c['failed']}, {c.get('shortcut_missed', 0)}) | "
+                     f"{fmt(c['handshake_ms']['median'])} | {ci(c['ttfb_ms'])} | "
                      f"{ci(c['complete_ms'])} | {fmt(c['complete_ms']['p95'])} | "
                      f"{'yes' if c['complete_ms'].get('bimodal') else 'no'} | "
                      f"{fmt(c['complete_ms'].get('between_seed_spread'))} | "
                      + (", ".join(f"{k} ({v})" for k, v in c.get("failure_reasons", {}).items()) or "–") + " |")
     if summary.get("ratios"):
-        lines += ["", "## Ratios to HTTP/2 (< 1 means faster than h2)", "",
-                  "The median of the paired ratios (run r of the protocol over run r of h2, same seed) with the "
-                  "order-statistic interval of the pairs; the ratio of the two medians beside it.", "",
-                  "| workload | RTT ms | loss % | metric | protocol | pairs | paired ratio | 95 % CI | ratio of medians |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for r in summary["ratios"]:
+        lines += ["", "## Ratios (< 1 means faster than the baseline)", "",
+                  "The median of the paired ratios (run r of the protocol over run r of the baseline, same seed) "
+                  "with the order-statistic interval of the pairs; the ratio of the two medians beside it. "
+                  "h3-0rtt is also set against h2-resumed: both skip what a returning client may skip.", "",
+                  "| workload | RTT ms | loss % | link, controllers | metric | protocol / baseline | pairs | paired ratio | 95 % CI | ratio of medians |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(summary["ratios"], key=lambda r: cells.key(r) + (r["metric"], r.get("baseline", "h2"), r["protocol"])):
             ci = r["ci95"]
             rom = r.get("ratio_of_medians")
-            lines.append(f"| {r['workload']} | {r['rtt_ms']:g} | {r['loss_pct']:g} | {r['metric']} | {r['protocol']} | "
+            lines.append(f"| {r['workload']} | {r['rtt_ms']:g} | {r['loss_pct']:g} | {cells.conditions(r) or '–'} | "
+                         f"{r['metric']} | {r['protocol']} / {r.get('baseline', 'h2')} | "
                          f"{r.get('pairs', '–')} | {r['median_ratio']:.3f} | "
                          + (f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "–") + " | "
                          + ("–" if rom is None else f"{rom:.3f}") + " |")
@@ -247,23 +265,24 @@ def emulator_table(out):
 
 def print_compact(summary):
     """One line per cell: H2 and H3 medians of completion time, and their ratio."""
-    cells = defaultdict(dict)
+    by_cell = defaultdict(dict)
     for c in summary["cells"]:
-        cells[(c["workload"], c["rtt_ms"], c["loss_pct"], c["rate_mbit"])][c["protocol"]] = c
-    ratios = {(r["workload"], r["rtt_ms"], r["loss_pct"], r["rate_mbit"], r["protocol"]): r
-              for r in summary.get("ratios", []) if r["metric"] == "complete_ms"}
+        by_cell[cells.key(c)][c["protocol"]] = c
+    ratios = {cells.key(r) + (r["protocol"],): r
+              for r in summary.get("ratios", []) if r["metric"] == "complete_ms" and r.get("baseline", "h2") == "h2"}
     print(f"{'workload':<10} {'rtt ms':>6} {'loss %':>6} {'rate':>5} {'h2 ms':>9} {'h3 ms':>9} {'h3/h2':>6} "
-          f"{'95% CI':>15} {'h3-0rtt ms':>10}")
-    for key in sorted(cells):
-        protos = cells[key]
+          f"{'95% CI':>15} {'h3-0rtt ms':>10}  link")
+    for key in sorted(by_cell):
+        protos = by_cell[key]
 
         def med(p):
             return protos[p]["complete_ms"]["median"] if p in protos else None
         r = ratios.get(key + ("h3",))
         ci = f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]" if r and r["ci95"] else "-"
         ratio = f"{r['median_ratio']:.2f}" if r else "-"
-        print(f"{key[0]:<10} {key[1]:>6g} {key[2]:>6g} {key[3]:>5g} {fmt(med('h2')):>9} {fmt(med('h3')):>9} "
-              f"{ratio:>6} {ci:>15} {fmt(med('h3-0rtt')):>10}")
+        any_cell = next(iter(protos.values()))
+        print(f"{key[0]:<10} {key[1]:>6g} {key[2]:>6g} {key[4]:>5g} {fmt(med('h2')):>9} {fmt(med('h3')):>9} "
+              f"{ratio:>6} {ci:>15} {fmt(med('h3-0rtt')):>10}  {cells.conditions(any_cell)}")
 
 
 if __name__ == "__main__":

@@ -21,12 +21,21 @@ using nlohmann::json;
 
 namespace {
 
+// A cell of the grid and a workload: what makes two runs comparable. The
+// link's shape beyond RTT, loss and rate (loss model, queue, jitter,
+// reordering) and the congestion-controller pair are part of it.
 struct RunKey {
   double rtt_ms, loss_pct, rate_mbit;
   std::string workload;
-  bool operator<(const RunKey& o) const {
-    return std::tie(workload, rtt_ms, loss_pct, rate_mbit) < std::tie(o.workload, o.rtt_ms, o.loss_pct, o.rate_mbit);
+  std::string loss_model;  // bernoulli | gilbert
+  double queue_bdp;        // drop-tail queue in bandwidth-delay products (0: the lab's default)
+  double jitter_ms;
+  bool reorder;
+  std::string cc;  // "h2 controller/h3 controller", e.g. cubic/cubic
+  auto tied() const {
+    return std::tie(workload, rtt_ms, loss_pct, rate_mbit, loss_model, queue_bdp, jitter_ms, reorder, cc);
   }
+  bool operator<(const RunKey& o) const { return tied() < o.tied(); }
 };
 
 // A number field, or fallback when it is missing, null (a request that never
@@ -37,13 +46,13 @@ double number(const json& r, const char* key, double fallback = -1.0) {
 }
 
 // The server's records (quiclab serve --conn-log) of the run's connections:
-// those of the run's transport (h2, or h3 for h3 and h3-0rtt), in order. A
+// those of the run's transport (h2 for h2 and h2-resumed, h3 for h3 and h3-0rtt), in order. A
 // record of the other protocol is a straggler of an earlier run and is left out.
 json server_records(const std::string& path, const std::string& protocol, std::int64_t from_ms, std::int64_t to_ms) {
   json out = json::array();
   if (path.empty()) return out;
   std::ifstream f(path);
-  const std::string want = protocol == "h2" ? "h2" : "h3";
+  const std::string want = protocol.rfind("h2", 0) == 0 ? "h2" : "h3";  // h2, h2-resumed: TCP
   std::string line;
   while (std::getline(f, line)) {
     try {
@@ -103,7 +112,7 @@ int make_run(const std::string& protocol, double rtt, double loss, double rate, 
                        {"bytes", number(r, "bytes", 0)},
                        {"ttfb_ms", t},
                        {"complete_ms", total}});
-    for (const char* k : {"retransmissions", "lost_packets", "early_data", "tls"}) {
+    for (const char* k : {"retransmissions", "lost_packets", "resumed", "early_data", "tls"}) {
       if (r.contains(k)) rec[k] = r[k];  // tls: what the connection negotiated (library, version, cipher, group)
     }
   }
@@ -126,6 +135,50 @@ int make_run(const std::string& protocol, double rtt, double loss, double rate, 
 // statistics: exact coverage for any continuous distribution; null below 6
 // samples, which cannot reach 95 %).
 std::string fmt_seed(double s) { return std::to_string(static_cast<std::uint64_t>(s)); }
+
+std::string text(const json& r, const char* key, const std::string& fallback = "") {
+  auto it = r.find(key);
+  return it != r.end() && it->is_string() ? it->get<std::string>() : fallback;
+}
+
+RunKey key_of(const json& r) {
+  auto it = r.find("reorder");
+  return RunKey{number(r, "rtt_ms", 0),
+                number(r, "loss_pct", 0),
+                number(r, "rate_mbit", 0),
+                text(r, "workload"),
+                text(r, "loss_model", "bernoulli"),
+                number(r, "queue_bdp", 0),
+                number(r, "jitter_ms", 0),
+                it != r.end() && it->is_boolean() && it->get<bool>(),
+                text(r, "cc")};
+}
+
+// The key's fields, as they appear in summary cells and ratios.
+void put_key(json& j, const RunKey& k) {
+  j["rtt_ms"] = k.rtt_ms;
+  j["loss_pct"] = k.loss_pct;
+  j["rate_mbit"] = k.rate_mbit;
+  j["workload"] = k.workload;
+  j["loss_model"] = k.loss_model;
+  j["queue_bdp"] = k.queue_bdp;
+  j["jitter_ms"] = k.jitter_ms;
+  j["reorder"] = k.reorder;
+  j["cc"] = k.cc;
+}
+
+// A protocol that is counted only when its shortcut happened: h3-0rtt runs
+// whose early data the server took, h2-resumed runs whose session resumed.
+// Other runs of those protocols were full handshakes: flagged, not counted.
+bool shortcut_missed(const std::string& proto, const json& r) {
+  auto flag = [&](const char* k) {
+    auto it = r.find(k);
+    return it != r.end() && it->is_boolean() && it->get<bool>();
+  };
+  if (proto == "h3-0rtt") return !flag("early_data");
+  if (proto == "h2-resumed") return !flag("resumed");
+  return false;
+}
 
 json describe(const std::vector<double>& v) {
   if (v.empty()) return {{"median", nullptr}, {"p95", nullptr}, {"ci95", nullptr}, {"n", 0}};
@@ -153,8 +206,10 @@ int summarize(const std::string& in, const std::string& out_dir, std::uint64_t s
   using RunId = std::pair<double, double>;
   std::map<RunKey, std::map<std::string, std::map<std::string, std::map<RunId, double>>>> by_run;
   std::map<RunKey, std::map<std::string, std::map<std::string, int>>> reasons;  // failed runs by error
+  std::map<RunKey, std::map<std::string, int>> missed;  // h3-0rtt / h2-resumed runs without the shortcut
   std::ofstream csv(out_dir + "/runs.csv");
-  csv << "protocol,rtt_ms,loss_pct,rate_mbit,workload,run,ok,handshake_ms,ttfb_ms,complete_ms,bytes\n";
+  csv << "protocol,rtt_ms,loss_pct,rate_mbit,workload,loss_model,queue_bdp,jitter_ms,reorder,cc,seed,run,ok,"
+         "shortcut_missed,handshake_ms,ttfb_ms,complete_ms,bytes\n";
   std::string line;
   int lineno = 0;
   while (std::getline(f, line)) {
@@ -167,21 +222,25 @@ int summarize(const std::string& in, const std::string& out_dir, std::uint64_t s
       std::cerr << "quiclab-summarize: " << in << ":" << lineno << ": not JSON (" << e.what() << ")\n";
       continue;
     }
-    RunKey key{number(r, "rtt_ms", 0), number(r, "loss_pct", 0), number(r, "rate_mbit", 0),
-               r.contains("workload") && r["workload"].is_string() ? r["workload"].get<std::string>() : ""};
-    std::string proto = r.contains("protocol") && r["protocol"].is_string() ? r["protocol"].get<std::string>() : "";
+    const RunKey key = key_of(r);
+    std::string proto = text(r, "protocol");
     bool ok = r.contains("ok") && r["ok"].is_boolean() && r["ok"].get<bool>();
     auto& c = counts[key][proto];
     c.first++;
     if (!ok) {
       c.second++;
-      reasons[key][proto][r.contains("error") && r["error"].is_string() ? r["error"].get<std::string>() : "unknown"]++;
+      reasons[key][proto][text(r, "error", "unknown")]++;
     }
+    // A full handshake in a run of h3-0rtt or h2-resumed: not a sample of that protocol.
+    const bool missed_shortcut = ok && shortcut_missed(proto, r);
+    if (missed_shortcut) ++missed[key][proto];
     auto num = [&](const char* k) { return number(r, k); };
     csv << proto << "," << key.rtt_ms << "," << key.loss_pct << "," << key.rate_mbit << "," << key.workload << ","
-        << num("run") << "," << (ok ? 1 : 0) << "," << num("handshake_ms") << "," << num("ttfb_ms") << ","
-        << num("complete_ms") << "," << static_cast<std::uint64_t>(number(r, "bytes", 0)) << "\n";
-    if (!ok) continue;
+        << key.loss_model << "," << key.queue_bdp << "," << key.jitter_ms << "," << (key.reorder ? 1 : 0) << ","
+        << key.cc << "," << number(r, "seed", 0) << "," << num("run") << "," << (ok ? 1 : 0) << ","
+        << (missed_shortcut ? 1 : 0) << "," << num("handshake_ms") << "," << num("ttfb_ms") << "," << num("complete_ms")
+        << "," << static_cast<std::uint64_t>(number(r, "bytes", 0)) << "\n";
+    if (!ok || missed_shortcut) continue;
     for (const char* m : {"handshake_ms", "ttfb_ms", "complete_ms"}) {
       if (num(m) >= 0) {
         cells[key][proto][m].push_back(num(m));
@@ -189,21 +248,20 @@ int summarize(const std::string& in, const std::string& out_dir, std::uint64_t s
       }
     }
   }
-  json summary = {{"schema", "quiclab-compare-summary/1"},
+  json summary = {{"schema", "quiclab-compare-summary/2"},
                   {"bootstrap_seed", seed},
                   {"cells", json::array()},
                   {"ratios", json::array()}};
   for (auto& [key, protos] : counts) {
     for (auto& [proto, rc] : protos) {
       json cell = {{"protocol", proto},
-                   {"rtt_ms", key.rtt_ms},
-                   {"loss_pct", key.loss_pct},
-                   {"rate_mbit", key.rate_mbit},
-                   {"workload", key.workload},
                    {"runs", rc.first},
                    {"failed", rc.second},
                    {"failure_rate", rc.first > 0 ? static_cast<double>(rc.second) / rc.first : 0.0},
-                   {"failure_reasons", reasons[key][proto]}};
+                   {"failure_reasons", reasons[key][proto]},
+                   // Runs that completed without resumption / accepted early data (left out).
+                   {"shortcut_missed", missed[key][proto]}};
+      put_key(cell, key);
       for (const char* m : {"ttfb_ms", "handshake_ms", "complete_ms"}) {
         cell[m] = describe(cells[key][proto][m]);
         // Per seed: each seed's median, and their spread beside the pooled interval.
@@ -226,15 +284,19 @@ int summarize(const std::string& in, const std::string& out_dir, std::uint64_t s
       }
       summary["cells"].push_back(cell);
     }
-    auto& h2 = cells[key]["h2"];
-    for (const auto& other : {"h3", "h3-0rtt"}) {
-      if (!cells[key].count(other)) continue;
+    // Each protocol against full-handshake HTTP/2, and the resumed ones
+    // against each other (both skip what a returning client may skip).
+    static const std::pair<const char*, const char*> kPairs[] = {
+        {"h3", "h2"}, {"h3-0rtt", "h2"}, {"h2-resumed", "h2"}, {"h3-0rtt", "h2-resumed"}};
+    for (const auto& [other, base] : kPairs) {
+      if (!cells[key].count(other) || !cells[key].count(base)) continue;
+      auto& h2 = cells[key][base];
       auto& h3 = cells[key][other];
       for (const char* m : {"ttfb_ms", "complete_ms"}) {
         if (h2[m].empty() || h3[m].empty()) continue;
         // Pairs: the runs both protocols completed, matched by (seed, run).
         std::vector<double> a, b;
-        for (const auto& [id, v] : by_run[key]["h2"][m]) {
+        for (const auto& [id, v] : by_run[key][base][m]) {
           auto it = by_run[key][other][m].find(id);
           if (it == by_run[key][other][m].end()) continue;
           a.push_back(v);
@@ -243,18 +305,15 @@ int summarize(const std::string& in, const std::string& out_dir, std::uint64_t s
         auto paired = quiclab::stats::paired_ratio(a, b, 0.95);
         if (!paired) continue;
         const auto& ci = paired->ci;
-        summary["ratios"].push_back(
-            {{"protocol", other},
-             {"baseline", "h2"},
-             {"metric", m},
-             {"rtt_ms", key.rtt_ms},
-             {"loss_pct", key.loss_pct},
-             {"rate_mbit", key.rate_mbit},
-             {"workload", key.workload},
-             {"median_ratio", paired->median},
-             {"ci95", ci ? json::array({ci->low, ci->high}) : json(nullptr)},
-             {"pairs", paired->pairs},
-             {"ratio_of_medians", *quiclab::stats::median(h3[m]) / *quiclab::stats::median(h2[m])}});
+        json ratio = {{"protocol", other},
+                      {"baseline", base},
+                      {"metric", m},
+                      {"median_ratio", paired->median},
+                      {"ci95", ci ? json::array({ci->low, ci->high}) : json(nullptr)},
+                      {"pairs", paired->pairs},
+                      {"ratio_of_medians", *quiclab::stats::median(h3[m]) / *quiclab::stats::median(h2[m])}};
+        put_key(ratio, key);
+        summary["ratios"].push_back(std::move(ratio));
       }
     }
   }
@@ -297,7 +356,7 @@ int main(int argc, char** argv) {
   double rtt = 0, loss = 0, rate = 0;
   int run_no = 0;
   std::uint64_t seed = 1;
-  run->add_option("--protocol", protocol, "h2, h3 or h3-0rtt")->required();
+  run->add_option("--protocol", protocol, "h2, h2-resumed, h3 or h3-0rtt")->required();
   run->add_option("--rtt-ms", rtt)->required();
   run->add_option("--loss-pct", loss)->required();
   run->add_option("--rate-mbit", rate, "0 for no rate limit");
@@ -316,6 +375,13 @@ int main(int argc, char** argv) {
   run->add_option("--cell-seed", cell_seed, "the emulator's seed for the cell");
   run->add_option("--commit", commit, "the git commit the binaries were built from");
   run->add_option("--loss-model", loss_model, "bernoulli or gilbert");
+  double queue_bdp = 0, jitter_ms = 0;
+  bool reorder = false;
+  std::string cc;
+  run->add_option("--queue-bdp", queue_bdp, "the drop-tail queue in bandwidth-delay products (0: the lab's default)");
+  run->add_option("--jitter-ms", jitter_ms, "per-direction delay jitter");
+  run->add_flag("--reorder", reorder, "jitter may reorder packets");
+  run->add_option("--cc", cc, "the congestion controllers, HTTP/2's/HTTP/3's (e.g. cubic/cubic)");
   std::int64_t from_ms = 0, to_ms = 0;
   run->add_option(
       "--run-window",
@@ -349,7 +415,11 @@ int main(int argc, char** argv) {
     if (cell > 0) extra["cell"] = cell;
     if (cell_seed > 0) extra["cell_seed"] = cell_seed;
     if (!commit.empty()) extra["commit"] = commit;
-    if (!loss_model.empty()) extra["loss_model"] = loss_model;
+    extra["loss_model"] = loss_model.empty() ? "bernoulli" : loss_model;
+    extra["queue_bdp"] = queue_bdp;
+    extra["jitter_ms"] = jitter_ms;
+    extra["reorder"] = reorder;
+    if (!cc.empty()) extra["cc"] = cc;
     return make_run(protocol, rtt, loss, rate, workload, run_no, seed, server_path, extra, from_ms, to_ms);
   }
   return summarize(in, out, seed);

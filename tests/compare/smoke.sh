@@ -7,10 +7,21 @@ here=$(cd "$(dirname "$0")/../.." && pwd)
 out=$(mktemp -d /tmp/quiclab-compare-smoke.XXXXXX)
 trap '[[ -n ${KEEP:-} ]] || rm -rf "$out"' EXIT
 "$here/scripts/compare.sh" --rtt-ms 50 --loss-pct 0,2 --workloads handshake,page --runs 5 --seed 7 \
-  --out "$out" </dev/null
+  --protocols h2,h2-resumed,h3,h3-0rtt --out "$out" </dev/null
+# The schema, the handshake order h3-0rtt < h3 < h2 (and h3 < h2-resumed),
+# no failed run, and no run of h3-0rtt without its early data accepted (or of
+# h2-resumed without resumption) in a lossless cell.
 /usr/bin/python3 "$here/bench/compare/check_summary.py" "$out" --handshake-order 50
+# Every counted h3-0rtt run had its early data taken, every h2-resumed run resumed;
+# the plain protocols never resumed.
+jq -e -s '[.[] | select(.ok)] | (map(select(.protocol == "h3-0rtt")) | length > 0 and all(.early_data == true)) and
+  (map(select(.protocol == "h2-resumed")) | length > 0 and all(.resumed == true)) and
+  (map(select(.protocol == "h2" or .protocol == "h3")) | all(.resumed == false))' "$out/runs.jsonl" >/dev/null ||
+  { echo "resumption facts wrong: $(jq -c '[.protocol, .loss_pct, .resumed, .early_data]' "$out/runs.jsonl" | tr '\n' ' ')" >&2; exit 1; }
+jq -e -s '[.[] | select(.ok and .protocol == "h2-resumed") | .server_connections[0].resumed] | all' "$out/runs.jsonl" >/dev/null ||
+  { echo "the server's records of h2-resumed runs do not say resumed" >&2; exit 1; }
 # The compact table and the report exist and name every protocol.
-for p in h2 h3 h3-0rtt; do grep -q "| $p |" "$out/report.md" || { echo "report lacks $p" >&2; exit 1; }; done
+for p in h2 h2-resumed h3 h3-0rtt; do grep -q "| $p |" "$out/report.md" || { echo "report lacks $p" >&2; exit 1; }; done
 ls "$out"/*.png >/dev/null
 # Every run carries the server's record of its one connection, of its own
 # transport (without loss always; at 2 % an HTTP/3 connection whose
@@ -20,8 +31,8 @@ ls "$out"/*.png >/dev/null
 # RTO/PTO floor differ by nature).
 bad=$(jq -s '[.[] | select(.ok) | select((.server_connections | length) > 1
   or ((.server_connections | length) == 0 and .loss_pct == 0)
-  or (.server_connections[0].protocol // (if .protocol == "h2" then "h2" else "h3" end))
-     != (if .protocol == "h2" then "h2" else "h3" end))] | length' "$out/runs.jsonl")
+  or (.server_connections[0].protocol // (if (.protocol | startswith("h2")) then "h2" else "h3" end))
+     != (if (.protocol | startswith("h2")) then "h2" else "h3" end))] | length' "$out/runs.jsonl")
 [[ $bad == 0 ]] || { echo "$bad runs without their one server record: $(jq -c 'select(.ok) | [.protocol, .workload, .loss_pct, .run, (.server_connections | length)]' "$out/runs.jsonl" | tr '\n' ' ')" >&2; exit 1; }
 missing=$(jq -s '[.[] | select(.ok and (.server_connections | length) == 0)] | length' "$out/runs.jsonl")
 echo "runs without a server record (lossy cell, close lost): $missing"
@@ -46,3 +57,25 @@ jq -e -s '(.[] | select(.loss_pct == 0) | .c2s.dropped_loss + .s2c.dropped_loss)
   (.[] | select(.loss_pct == 2) | .s2c.dropped_loss) > 0' "$out/emulator.jsonl" >/dev/null ||
   { echo "emulator counters do not match the cells: $(cat "$out/emulator.jsonl")" >&2; exit 1; }
 grep -q "## The link as it was" "$out/report.md" || { echo "report lacks the emulator table" >&2; exit 1; }
+# Explicit cells (--cell, here from a --grid file) with the other axes: a
+# bottleneck with a 4 x BDP queue, jitter that reorders, BBR on both sides.
+cat >"$out/grid.txt" <<'GRID'
+--seed 7 --no-fidelity   # options as on the command line
+--cell rtt=20 loss=0 rate=20 queue=4 jitter=2 reorder=on cc=bbr/bbr workloads=bulk protocols=h2,h3 runs=2
+--cell rtt=20 loss=1 model=gilbert workloads=handshake protocols=h3-0rtt runs=2
+GRID
+"$here/scripts/compare.sh" --grid "$out/grid.txt" --out "$out/cells" </dev/null
+jq -e -s 'length == 6 and (map(select(.cell == 1)) | all(.queue_bdp == 4 and .jitter_ms == 2 and .reorder == true and
+    .cc == "bbr/bbr" and .rate_mbit == 20 and .server_connections[0].congestion_control == "bbr")) and
+  (map(select(.cell == 2)) | all(.loss_model == "gilbert" and .protocol == "h3-0rtt" and .cc == "cubic/cubic"))' \
+  "$out/cells/runs.jsonl" >/dev/null || { echo "explicit cells: $(cat "$out/cells/runs.jsonl")" >&2; exit 1; }
+jq -e '.grid | length == 2' "$out/cells/meta.json" >/dev/null || { echo "meta.json lacks the grid" >&2; exit 1; }
+jq -e -s 'map(select(.cell == 1)) | .[0].queue_bdp == 4 and .[0].s2c.dropped_queue >= 0' "$out/cells/emulator.jsonl" >/dev/null ||
+  { echo "emulator record of the bottleneck cell: $(cat "$out/cells/emulator.jsonl")" >&2; exit 1; }
+grep -q "20 Mbit/s, queue 4×BDP, jitter ±2 ms reordering, bbr/bbr" "$out/cells/report.md" ||
+  { echo "the report does not name the cell's conditions" >&2; exit 1; }
+# A bad cell is refused before any lab is made.
+if "$here/scripts/compare.sh" --cell "rtt=20 lossy=1" --out "$out/bad" </dev/null 2>"$out/bad.err"; then
+  echo "a cell with an unknown key was accepted" >&2; exit 1
+fi
+grep -q "'lossy=1' is not key=value" "$out/bad.err" || { cat "$out/bad.err" >&2; exit 1; }

@@ -164,6 +164,46 @@ case "$CASE" in
     get --h2 --insecure "https://127.0.0.1:$port/no/such/route"
     expect_rc 1 "404 from quiclab serve"
     ;;
+  resumption)
+    # TLS 1.3 session resumption with --session-file, against nghttpd (OpenSSL
+    # server tickets) and our server (whose connection record says so too).
+    resumed() { python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["resumed"])' "$work/out.txt"; }
+    head -c 3000 /dev/urandom >"$work/htdocs/f.bin"
+    start_nghttpd
+    sess=$work/h2.session
+    get --h2 --insecure --json --session-file "$sess" "https://127.0.0.1:$port/f.bin"
+    expect_rc 0 "first GET with a session file"
+    [[ $(resumed) == False ]] || fail "the first connection resumed: $(cat "$work/out.txt")"
+    [[ -s $sess ]] || fail "no session stored"
+    [[ $(stat -c %a "$sess") == 600 ]] || fail "session file mode $(stat -c %a "$sess"), want 600"
+    jq -e '.format == "quiclab-h2-session" and .version == 1 and (.tls | test("^[0-9a-f]+$"))' "$sess" >/dev/null ||
+      fail "session file: $(cat "$sess")"
+    get --h2 --insecure --json --session-file "$sess" "https://127.0.0.1:$port/f.bin"
+    expect_rc 0 "resumed GET"
+    [[ $(resumed) == True ]] || fail "nghttpd did not resume: $(cat "$work/out.txt")"
+    # A bad file (garbage, another format, a session that does not parse):
+    # a warning, a full handshake, and a good file afterwards.
+    for bad in 'not json' '{"format": "quiclab-h3-session", "version": 2, "tls": "00", "transport_params": "00"}' \
+      '{"format": "quiclab-h2-session", "version": 1, "tls": "30820102"}'; do
+      printf '%s' "$bad" >"$sess"
+      get --h2 --insecure --json --session-file "$sess" "https://127.0.0.1:$port/f.bin"
+      expect_rc 0 "GET with a bad session file ($bad)"
+      [[ $(resumed) == False ]] || fail "resumed from a bad file"
+      grep -q "ignoring session file" "$work/err.log" || fail "no warning about '$bad': $(cat "$work/err.log")"
+      jq -e '.format == "quiclab-h2-session"' "$sess" >/dev/null || fail "the bad file was not replaced"
+    done
+    stop_server
+    rm -f "$sess"
+    start_quiclab_serve 127.0.0.1:0 "h2 tcp" --conn-log "$work/conn.jsonl"
+    for i in 1 2; do
+      get --h2 --insecure --json --session-file "$sess" "https://127.0.0.1:$port/bytes/1000"
+      expect_rc 0 "GET $i from quiclab serve"
+    done
+    [[ $(resumed) == True ]] || fail "quiclab serve did not resume"
+    stop_server
+    [[ $(jq -s -c '[.[] | .resumed]' "$work/conn.jsonl") == '[false,true]' ]] ||
+      fail "server records: $(cat "$work/conn.jsonl")"
+    ;;
   ours_ipv6)
     start_quiclab_serve '[::1]:0' "h2 tcp"
     get --h2 --insecure --json --verify-bytes -n 3 "https://[::1]:$port/bytes/5000"

@@ -170,8 +170,10 @@ EOF
     expect_rc 2 "bad port"
     get --h3 "not a url"
     expect_rc 2 "not a URL"
-    get --h2 --session-file "$work/s" "https://127.0.0.1:1/"
-    expect_rc 2 "--session-file without --h3"
+    get --h2 --qlog-dir "$work/q" "https://127.0.0.1:1/"
+    expect_rc 2 "--qlog-dir without --h3"
+    get --h2 --ack-thresh 2 "https://127.0.0.1:1/"
+    expect_rc 2 "--ack-thresh without --h3"
     ;;
   ours_bytes_50m)
     start_quiclab_serve 127.0.0.1:0 "h3 udp"

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "transport/core/log.hpp"
+#include "transport/http/session_file.hpp"
 #include "transport/tls/tls.hpp"
 
 namespace quiclab::h2 {
@@ -38,6 +39,10 @@ struct Stream {
 // REFUSED_STREAM promises the server did not process the request (RFC 9113
 // 8.7), so it is retried on the same connection a few times.
 constexpr int kMaxAttempts = 3;
+// ClientOptions::session_file (transport/http/session_file.hpp): {"format":
+// "quiclab-h2-session", "version": 1, "tls": HEX of i2d_SSL_SESSION}.
+constexpr std::string_view kSessionFormat = "quiclab-h2-session";
+constexpr int kSessionVersion = 1;
 
 struct Pending {
   http::ClientRequest request;
@@ -198,6 +203,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     state = State::handshaking;
     tcp.set_nodelay(true);
     tls = std::make_unique<tls::Session>(*tls_ctx, origin.host);
+    use_session_file();
     std::weak_ptr<Impl> weak = weak_from_this();
     tcp.on_drain([weak] {
       if (auto self = weak.lock()) self->settle();
@@ -264,6 +270,29 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   }
 
   // ---- TLS ---------------------------------------------------------------
+
+  // ClientOptions::session_file: resume the stored session (TLS 1.3 session
+  // resumption, a PSK from the server's ticket: no certificate, one round
+  // trip as before: HTTP/2 sends no early data), and store each new ticket.
+  // A missing file means a full handshake; a bad one too, with a warning.
+  void use_session_file() {
+    const auto& file = options.session_file;
+    if (file.empty()) return;
+    auto fields = http::read_session_file(file, kSessionFormat, kSessionVersion);
+    Result<Bytes> der = fields ? http::required_field(*fields, "tls", file) : Result<Bytes>(fields.error());
+    if (der) {
+      if (auto st = tls->resume(*der); !st)
+        log::warn("h2: ignoring session file {}: {}", file.string(), st.error().message);
+    } else if (!der.error().is(ErrorDomain::config, ENOENT)) {
+      log::warn("h2: ignoring session file: {}", der.error().message);
+    }
+    tls->on_new_session([file](Bytes ticket) {
+      if (auto st = http::write_session_file(file, kSessionFormat, kSessionVersion, {{"tls", std::move(ticket)}}); !st)
+        log::warn("h2: {}", st.error().message);
+      else
+        log::debug("h2: stored the session in {}", file.string());
+    });
+  }
 
   void advance_handshake() {
     auto r = tls->handshake();

@@ -537,6 +537,8 @@ void Connection::report_connection() {
   r.final_cwnd_bytes = std::uint64_t{info->snd_cwnd} * info->snd_mss;
   r.tls_records_small = tls_.small_records();
   r.tls_records_full = tls_.records() - tls_.small_records();
+  r.resumed = tls_.established() && tls_.resumed();
+  r.early_data = false;  // HTTP/2 takes no TLS early data
   server_.config_.on_connection_end(r);
 }
 

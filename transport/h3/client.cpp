@@ -21,6 +21,7 @@
 #include "transport/core/deadline_timer.hpp"
 #include "transport/core/log.hpp"
 #include "transport/core/uv.hpp"
+#include "transport/http/session_file.hpp"
 #include "transport/quic/path_mtu.hpp"
 #include "transport/quic/tls_backend.hpp"
 #include "transport/quic/udp_socket.hpp"
@@ -37,24 +38,6 @@ constexpr std::size_t kMaxBurstBytes = 65507;
 constexpr std::size_t kClosePayload = NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE;  // CONNECTION_CLOSE fits anywhere
 
 std::string liberr_text(int rv) { return std::string(ngtcp2_strerror(rv)); }
-
-std::optional<Bytes> from_hex(std::string_view s) {
-  if (s.size() % 2 != 0) return std::nullopt;
-  Bytes out;
-  out.reserve(s.size() / 2);
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  for (std::size_t i = 0; i < s.size(); i += 2) {
-    int hi = nibble(s[i]), lo = nibble(s[i + 1]);
-    if (hi < 0 || lo < 0) return std::nullopt;
-    out.push_back(static_cast<std::uint8_t>(hi << 4 | lo));
-  }
-  return out;
-}
 
 nghttp3_nv make_nv(std::string_view name, std::string_view value) {
   return nghttp3_nv{reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
@@ -77,103 +60,30 @@ std::string describe_close(const ngtcp2_connection_close_error& e) {
 }  // namespace
 
 // ---------------------------------------------------------------------------
-// Session file: one JSON object,
+// Session file (transport/http/session_file.hpp):
 //   {"format": "quiclab-h3-session", "version": 2,
 //    "tls": HEX, "transport_params": HEX, "token": HEX (may be absent)}
-// JSON keeps it inspectable and lets fields be added; it is a few KB at most.
 // (Version 1, a private line format, is not read: such a file is refused
 // with an error and the next connection simply does a full handshake.)
 
-namespace {
-
-Error session_file_error(const std::filesystem::path& file, const std::string& what) {
-  return make_error(ErrorDomain::config, EINVAL, "session file " + file.string() + ": " + what);
-}
-
-}  // namespace
-
 Result<StoredSession> load_session(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return make_error(ErrorDomain::config, ENOENT, "no session file " + file.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return make_error(ErrorDomain::os, EIO, "cannot read session file " + file.string());
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text.str());
-  } catch (const nlohmann::json::parse_error& e) {
-    return session_file_error(file, std::string("not valid JSON (") + e.what() + ")");
-  }
-  if (!j.is_object()) return session_file_error(file, "not a JSON object");
-  auto format = j.find("format");
-  if (format == j.end() || !format->is_string() || *format != kSessionFormat) {
-    return session_file_error(file, "\"format\" is not \"" + std::string(kSessionFormat) + "\"");
-  }
-  auto version = j.find("version");
-  if (version == j.end() || !version->is_number_integer() || *version != kSessionVersion) {
-    return session_file_error(file,
-                              "unsupported \"version\" (this quiclab writes " + std::to_string(kSessionVersion) + ")");
-  }
-  // A hex field: required ones must be present and non-empty.
-  auto bytes = [&](const char* key, bool required, Bytes& out) -> Status {
-    auto it = j.find(key);
-    if (it == j.end()) {
-      if (required) return session_file_error(file, std::string("\"") + key + "\" is missing");
-      return {};
-    }
-    if (!it->is_string()) return session_file_error(file, std::string("\"") + key + "\" is not a string");
-    auto b = from_hex(it->get_ref<const std::string&>());
-    if (!b) return session_file_error(file, std::string("\"") + key + "\" is not hex");
-    if (required && b->empty()) return session_file_error(file, std::string("\"") + key + "\" is empty");
-    out = std::move(*b);
-    return {};
-  };
+  auto fields = http::read_session_file(file, kSessionFormat, kSessionVersion);
+  if (!fields) return fields.error();
   StoredSession s;
-  if (auto st = bytes("tls", true, s.tls_session); !st) return st.error();
-  if (auto st = bytes("transport_params", true, s.transport_params); !st) return st.error();
-  if (auto st = bytes("token", false, s.token); !st) return st.error();
+  auto tls = http::required_field(*fields, "tls", file);
+  if (!tls) return tls.error();
+  auto params = http::required_field(*fields, "transport_params", file);
+  if (!params) return params.error();
+  s.tls_session = std::move(*tls);
+  s.transport_params = std::move(*params);
+  if (auto it = fields->find("token"); it != fields->end()) s.token = it->second;
   return s;
 }
 
 Status save_session(const std::filesystem::path& file, const StoredSession& session) {
-  nlohmann::json j = {{"format", kSessionFormat},
-                      {"version", kSessionVersion},
-                      {"tls", to_hex(session.tls_session)},
-                      {"transport_params", to_hex(session.transport_params)}};
-  if (!session.token.empty()) j["token"] = to_hex(session.token);
-  std::string text = j.dump(2) + "\n";
-
-  auto tmp = file;
-  tmp += ".tmp";
-  // The ticket resumes our TLS session: the file is the user's alone (0600),
-  // also when an older temp file with a wider mode is in the way.
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0 || ::fchmod(fd, 0600) != 0) {
-    int err = errno;
-    if (fd >= 0) ::close(fd);
-    return make_error(ErrorDomain::os, err, "cannot write session file " + tmp.string() + ": " + std::strerror(err));
-  }
-  std::size_t off = 0;
-  while (off < text.size()) {
-    auto n = ::write(fd, text.data() + off, text.size() - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      return make_error(ErrorDomain::os, err, "cannot write session file " + tmp.string() + ": " + std::strerror(err));
-    }
-    off += static_cast<std::size_t>(n);
-  }
-  if (::close(fd) != 0) {
-    int err = errno;
-    return make_error(ErrorDomain::os, err, "cannot write session file " + tmp.string() + ": " + std::strerror(err));
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, file, ec);
-  if (ec)
-    return make_error(ErrorDomain::os, ec.value(),
-                      "cannot rename session file to " + file.string() + ": " + ec.message());
-  return {};
+  http::SessionFields fields{{"tls", session.tls_session}, {"transport_params", session.transport_params}};
+  if (!session.token.empty()) fields.emplace("token", session.token);
+  return http::write_session_file(file, kSessionFormat, kSessionVersion, fields);
 }
 
 // ---------------------------------------------------------------------------

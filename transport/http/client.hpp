@@ -84,7 +84,7 @@ struct ClientOptions {
   /// allocations per request, a fifth of the client's CPU on 1 KB responses.
   bool keep_metadata = true;
   std::uint64_t timeout_ms = 30000;    ///< Idle timeout for the connection.
-  std::filesystem::path session_file;  ///< H3: store/resume session tickets (0-RTT).
+  std::filesystem::path session_file;  ///< Store/resume TLS session tickets (H3: 0-RTT; H2: resumption).
   std::filesystem::path qlog_dir;      ///< H3: write one qlog file per connection here (empty: none).
   std::size_t max_udp_payload = 0;     ///< H3: 0 automatic (transport/quic/path_mtu.hpp), else this many bytes.
   /// H3: ACK-eliciting packets received before an immediate ACK (ngtcp2's

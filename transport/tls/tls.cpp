@@ -299,9 +299,44 @@ Result<Context> Context::client(const ClientOptions& options) {
                         "cannot load CA file " + options.ca_file.string() + ": " + openssl_errors());
   }
   if (auto st = pin_suite(raw, options.cipher, options.group); !st) return st.error();
+  // Session tickets: OpenSSL hands each one (TLS 1.3 sends them after the
+  // handshake) to the Session that asked for them (Session::on_new_session);
+  // nothing is cached inside OpenSSL.
+  SSL_CTX_set_session_cache_mode(raw, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(raw, [](SSL* ssl, SSL_SESSION* sess) -> int {
+    auto* self = static_cast<Session*>(SSL_get_app_data(ssl));
+    if (self) self->deliver_session(sess);
+    return 0;  // not kept: OpenSSL frees it
+  });
   maybe_enable_keylog(raw);
   return c;
 }
+
+void Session::deliver_session(SSL_SESSION* sess) {
+  if (!on_new_session_ || !SSL_SESSION_is_resumable(sess)) return;
+  const int len = i2d_SSL_SESSION(sess, nullptr);
+  if (len <= 0) return;
+  Bytes der(static_cast<std::size_t>(len));
+  unsigned char* p = der.data();
+  if (i2d_SSL_SESSION(sess, &p) != len) return;
+  on_new_session_(std::move(der));
+}
+
+Status Session::resume(ByteView der) {
+  if (!ssl_) return failure_ ? Status(*failure_) : Status{};
+  const unsigned char* p = der.data();
+  SSL_SESSION* sess = d2i_SSL_SESSION(nullptr, &p, static_cast<long>(der.size()));
+  if (!sess || p != der.data() + der.size()) {
+    SSL_SESSION_free(sess);
+    return make_error(ErrorDomain::tls, EINVAL, "the stored TLS session cannot be read: " + openssl_errors());
+  }
+  const int ok = SSL_set_session(ssl_, sess);
+  SSL_SESSION_free(sess);  // SSL_set_session took its own reference
+  if (ok != 1) return make_error(ErrorDomain::tls, EINVAL, "cannot resume the stored TLS session: " + openssl_errors());
+  return {};
+}
+
+bool Session::resumed() const { return ssl_ && SSL_session_reused(ssl_) == 1; }
 
 Session::Session(const Context& ctx, const std::string& server_name) {
   ssl_ = SSL_new(ctx.get());
@@ -322,6 +357,7 @@ Session::Session(const Context& ctx, const std::string& server_name) {
   // A drained memory BIO reports "retry" rather than EOF.
   BIO_set_mem_eof_return(rbio_, -1);
   SSL_set_bio(ssl_, rbio_, wbio_);
+  SSL_set_app_data(ssl_, this);  // for the session-ticket callback
   if (ctx.is_server()) {
     SSL_set_accept_state(ssl_);
   } else {

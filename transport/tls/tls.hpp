@@ -6,6 +6,7 @@
 #include <openssl/ssl.h>
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -132,6 +133,17 @@ class Session {
   /// Records written so far, and how many of them were small.
   std::uint64_t records() const { return records_; }
   std::uint64_t small_records() const { return small_records_; }
+  /// Clients: resume this stored session (from on_new_session) in the
+  /// handshake; a session the server no longer accepts means a full handshake.
+  /// Call before the first handshake(). Error: bytes that are not a session.
+  Status resume(ByteView der);
+  /// Clients: each resumable session ticket the server sends, as DER bytes
+  /// (i2d_SSL_SESSION), from inside read() or handshake().
+  void on_new_session(std::function<void(Bytes)> fn) { on_new_session_ = std::move(fn); }
+  /// The handshake resumed a session (a ticket was accepted).
+  bool resumed() const;
+  /// (Called by the context's ticket callback.)
+  void deliver_session(SSL_SESSION* sess);
   /// Sends close_notify (nothing once the session failed).
   void shutdown();
   /// Ciphertext waiting to be sent (moves it out).
@@ -165,6 +177,7 @@ class Session {
   std::uint64_t small_phase_bytes_ = 0;  // written since the records (re)started small
   std::optional<Timestamp> last_write_;
   std::uint64_t records_ = 0, small_records_ = 0;
+  std::function<void(Bytes)> on_new_session_;
 };
 
 }  // namespace quiclab::tls
