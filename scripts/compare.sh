@@ -36,8 +36,9 @@ Usage: scripts/compare.sh [options]
                        (HTTP/2 sends no early data); h3-0rtt: the requests as 0-RTT early
                        data. A run of either whose server did not resume (or took no early
                        data) is flagged (shortcut_missed) and not counted as that protocol
-  --runs N             runs per protocol per cell and seed (default 10 lossless, 30 lossy, and 50
-                       for a lossy cell whose runs are bimodal after 30)
+  --runs N             runs per protocol per cell and seed (default, per cell in all and split
+                       evenly over the seeds: 10 without randomness, 30 where loss, a rate
+                       cap or jitter make runs differ, 50 once such a cell is bimodal)
   --bulk-size SIZE     object size of the bulk workload             (default 1m)
   --seed S             seed for the link emulator (default 1; each cell's is S x 1000 + its number)
   --seeds LIST         run every cell once per seed (e.g. 1,2,3): the summary pools them and
@@ -85,6 +86,7 @@ Usage: scripts/compare.sh [options]
                        a "--cell" line takes the rest of the line as its SPEC)
   --out DIR            output directory                             (default out/compare-<date>)
   --no-fidelity        skip the link fidelity check
+  --plan               print the cells, their runs and an estimate of the time, and exit
   --demo               a short grid for the README demo (a few minutes)
   -h, --help           this text
 Needs root (network namespaces). The lab is removed on exit, error or Ctrl-C;
@@ -118,7 +120,7 @@ fi
 rtts=50 losses=0,1 loss_model=bernoulli rates=0 workloads=handshake,bulk,page protocols=h2,h3,h3-0rtt
 runs="" bulk_size=1m seed=1 emulator=auto out="" fidelity=1 h3_cc=cubic h2_cc=cubic h2_records=dynamic h3_ack_thresh=2 tls_cipher=TLS_AES_128_GCM_SHA256 tls_group=x25519
 seeds="" shard="" crn=on pacing=matched tcp_metrics=nosave ablate="" h2_pacing="" h3_pacing="" h2_rto_min_ms=""
-queues=1 jitters=0 reorder=off cc_pairs="" cell_specs=() first_cell_only=0 override_h2_cc="" override_h3_cc=""
+plan=0 queues=1 jitters=0 reorder=off cc_pairs="" cell_specs=() first_cell_only=0 override_h2_cc="" override_h3_cc=""
 cmdline="$0 $*"
 orig_args=("$@")
 
@@ -162,6 +164,7 @@ parse() {
       --h3-pacing) h3_pacing=$2; shift 2 ;;
       --out) out=$2; shift 2 ;;
       --no-fidelity) fidelity=0; shift ;;
+      --plan) plan=1; shift ;;
       --grid)
         [[ -r "$2" ]] || { echo "compare: cannot read grid file '$2'" >&2; exit 2; }
         local args=()
@@ -304,6 +307,11 @@ for c in "${cells[@]}"; do
   check_lists "${kv[workloads]}" "${kv[protocols]}"
   unset kv
 done
+if ((plan)); then
+  bulk_bytes=$(numfmt --from=iec "${bulk_size^^}" 2>/dev/null) || { echo "compare: bad --bulk-size '$bulk_size'" >&2; exit 2; }
+  exec /usr/bin/python3 "$here/bench/compare/plan.py" --seeds "${#seed_list[@]}" --bulk "$bulk_bytes" \
+    --shard "$shard_i/$shard_n" "${cells[@]}"
+fi
 [[ $(id -u) -eq 0 ]] || { echo "compare: needs root for network namespaces" >&2; exit 2; }
 
 bin=${QUICLAB_BIN:-$here/build/app/quiclab}
@@ -446,7 +454,14 @@ for spec in "${cells[@]}"; do
       unset kv
       [[ $rate == 0 ]] && queue=0
       cells_run+=("$cell")
-      n=${cell_runs:-$([[ "$loss" == 0 ]] && echo 10 || echo 30)}
+      # Runs: a cell's default count (10 without randomness; 30 where loss, a
+      # bottleneck's queue or jitter make runs differ; 50 once such a cell's
+      # runs are bimodal) is its total, split evenly over the seeds.
+      noisy=0
+      [[ $loss != 0 || $rate != 0 || $jitter != 0 ]] && noisy=1
+      cell_bimodal=0
+      per_seed() { echo $((($1 + ${#seed_list[@]} - 1) / ${#seed_list[@]})); }
+      n=${cell_runs:-$(per_seed $((noisy ? 30 : 10)))}
       for sd in "${seed_list[@]}"; do
         # One seed per cell and --seeds entry, from the cell's place in the grid.
         cell_seed=$((sd * 1000 + cell))
@@ -490,6 +505,7 @@ for spec in "${cells[@]}"; do
         rm -f "$work/session-h2.json" "$work/session-h3.json"
         used_ticket=()
         target=$n
+        ((cell_bimodal)) && target=$(per_seed 50)
         for ((r = 1; r <= target; r++)); do
           # Rotate the protocol order every run so no protocol always goes first.
           for ((k = 0; k < ${#proto_list[@]}; k++)); do
@@ -524,13 +540,14 @@ for spec in "${cells[@]}"; do
           done_frac=$(awk -v c=$((cell - 1)) -v r="$r" -v n="$n" -v t="$total_cells" 'BEGIN{print (c + r/n)/t}')
           eta=$(awk -v e="$elapsed" -v f="$done_frac" 'BEGIN{ if (f>0) printf "%d", e/f - e; else print "?"}')
           printf '\rcompare: cell %d/%d run %d/%d, elapsed %ds, about %ss left   ' "$cell" "$total_cells" "$r" "$target" "$elapsed" "$eta" >&2
-          # A lossy cell whose runs fall into two modes (an RTO in some runs,
+          # A noisy cell whose runs fall into two modes (an RTO in some runs,
           # not in others) gets 50 runs, unless --runs fixed the count.
-          if ((r == target && target < 50)) && [[ -z $cell_runs && $loss != 0 ]] &&
+          if ((r == target && noisy && !cell_bimodal)) && [[ -z $cell_runs ]] &&
             "$summarize" bimodal --in "$out/runs.jsonl" --cell "$cell" >/dev/null 2>&1; then
-            target=50
+            cell_bimodal=1
+            target=$(per_seed 50)
             extended+=("$cell")
-            printf '\ncompare: cell %d is bimodal after %d runs: running 50\n' "$cell" "$r" >&2
+            printf '\ncompare: cell %d is bimodal after %d runs of seed %s: 50 in all, %d per seed\n' "$cell" "$r" "$sd" "$target" >&2
           fi
         done
         echo >&2
@@ -597,7 +614,7 @@ cat >"$out/meta.json" <<META
  "cells_total": $total_cells,
  "cells": [$(IFS=,; echo "${cells_run[*]}")],
  "seeds": [$seeds],
- "runs_per_cell": "${runs:-10 lossless / 30 lossy, 50 when bimodal}",
+ "runs_per_cell": "${runs:-10 without randomness / 30 with loss, a rate cap or jitter / 50 when bimodal, in all over the seeds}",
  "extended_to_50": [$(IFS=,; echo "${extended[*]}")],
  "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
  "fidelity": $fidelity_json}

@@ -18,7 +18,9 @@ PACKAGES=(
   # the lab
   iproute2 nftables iptables ethtool procps psmisc iputils-ping conntrack
   # reports
-  python3 python3-matplotlib
+  python3 python3-matplotlib python3-markdown
+  # the report test opens report.html in a headless browser
+  chromium
   # tests read JSON lines with jq
   jq
 )

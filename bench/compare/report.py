@@ -22,6 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cells  # noqa: E402
 import parity  # noqa: E402
+import report_html  # noqa: E402
+import theory  # noqa: E402
 
 COLORS = {"h2": "tab:blue", "h2-resumed": "tab:purple", "h3": "tab:orange", "h3-0rtt": "tab:green"}
 # Round trips to the first response byte: TCP + TLS 1.3 (resumed or not) +
@@ -115,6 +117,122 @@ def vs_loss_plots(summary, out):
         ax.grid(alpha=0.3)
         ax.legend()
         name = f"complete-vs-loss-{wl}-" + cells.slug({**c, "loss_pct": 0}).replace("-loss0", "") + ".png"
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, name), dpi=110)
+        plt.close(fig)
+        files.append(name)
+    return files
+
+
+def pacing_of(meta, fam):
+    """The pacing factor the model gives a side: 1.25 when it paced (ngtcp2's and matched TCP's), else None."""
+    side = meta.get(f"{fam}_pacing")
+    if side is None:
+        side = {"matched": "on", "off": "off"}.get(meta.get("pacing"), "on" if fam == "h3" else "off")
+    return 1.25 if side == "on" else None
+
+
+def plain_lossless(c):
+    return (c.get("loss_pct") == 0 and not c.get("rate_mbit") and not c.get("jitter_ms"))
+
+
+def arithmetic(summary, runs, meta, out):
+    """Lossless cells against theory.expected(): a table and completion against RTT (log axes)."""
+    sizes = defaultdict(list)
+    for r in runs:
+        if r.get("ok") and r.get("bytes"):
+            sizes[r["workload"]].append(r["bytes"])
+    rows, pts = [], defaultdict(list)
+    med = {}
+    for c in summary["cells"]:
+        if not plain_lossless(c) or c["complete_ms"]["median"] is None or not sizes.get(c["workload"]):
+            continue
+        size = sorted(sizes[c["workload"]])[len(sizes[c["workload"]]) // 2]
+        fam = theory.family(c["protocol"])
+        first, last = theory.expected(c["protocol"], size, c["rtt_ms"], pacing_of(meta, fam))
+        m_first, m_last = c["ttfb_ms"]["median"], c["complete_ms"]["median"]
+        med[(c["workload"], c["rtt_ms"], c.get("cc"), c["protocol"])] = m_last
+        rows.append((c["workload"], c["rtt_ms"], c.get("cc") or "", c["protocol"], m_first, first, m_last, last))
+        pts[(c["workload"], c["protocol"])].append((c["rtt_ms"], m_last, last))
+    if not rows:
+        return [], None
+    lines = ["| workload | RTT ms | controllers | protocol | TTFB ms | arithmetic | complete ms | arithmetic | "
+             "excess ms | excess in RTTs | h2 − this, RTTs |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for wl, rtt, cc, proto, mf, tf, ml, tl in sorted(rows):
+        h2 = med.get((wl, rtt, cc or None, "h2"), med.get((wl, rtt, cc, "h2")))
+        lead = f"{(h2 - ml) / rtt:.2f}" if h2 is not None and proto != "h2" else "–"
+        lines.append(f"| {wl} | {rtt:g} | {cc or '–'} | {proto} | {fmt(mf)} | {fmt(tf)} | {fmt(ml)} | {fmt(tl)} | "
+                     f"{fmt(ml - tl)} | {(ml - tl) / rtt:.2f} | {lead} |")
+    fig, axes = plt.subplots(1, len({w for w, _ in pts}), figsize=(4.2 * len({w for w, _ in pts}), 3.6), squeeze=False)
+    for ax, wl in zip(axes[0], sorted({w for w, _ in pts})):
+        for (w, proto), v in sorted(pts.items()):
+            if w != wl:
+                continue
+            v.sort()
+            ax.plot([x[0] for x in v], [x[1] for x in v], "o", color=COLORS.get(proto), label=f"{proto}")
+            ax.plot([x[0] for x in v], [x[2] for x in v], "--", color=COLORS.get(proto), alpha=0.6)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("RTT (ms)")
+        ax.set_ylabel("median completion (ms)")
+        ax.set_title(f"{wl}, no loss: measured (dots), arithmetic (dashed)", fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "arithmetic.png"), dpi=110)
+    plt.close(fig)
+    return lines, "arithmetic.png"
+
+
+def forest(summary, out, metric="complete_ms"):
+    """Every cell's paired ratio to HTTP/2 with its 95 % interval, one row each (log x axis)."""
+    rows = [r for r in summary.get("ratios", []) if r["metric"] == metric and r.get("baseline", "h2") == "h2"]
+    if not rows:
+        return None
+    rows.sort(key=lambda r: cells.key(r) + (r["protocol"],), reverse=True)
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.28 * len(rows)))
+    for i, r in enumerate(rows):
+        ci = r.get("ci95")
+        lo, hi = (ci[0], ci[1]) if ci else (r["median_ratio"], r["median_ratio"])
+        ax.errorbar([r["median_ratio"]], [i], xerr=[[r["median_ratio"] - lo], [hi - r["median_ratio"]]], fmt="o",
+                    color=COLORS.get(r["protocol"]), capsize=3, markersize=4)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{r['protocol']} {r['workload']}: {cells.title(r)}" for r in rows], fontsize=7)
+    ax.axvline(1.0, color="grey", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"paired ratio to h2 ({metric.replace('_ms', '')}), 95 % CI; < 1: faster than HTTP/2")
+    ax.grid(alpha=0.3, axis="x", which="both")
+    fig.tight_layout()
+    name = f"forest-{metric.replace('_ms', '')}.png"
+    fig.savefig(os.path.join(out, name), dpi=110)
+    plt.close(fig)
+    return name
+
+
+def object_cdfs(runs, out):
+    """Per-object completion (each object of the page workload, all runs pooled), per cell and protocol."""
+    groups = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        if r.get("workload") != "page" or not r.get("ok") or missed_shortcut(r):
+            continue
+        for o in r.get("objects") or []:
+            if o.get("complete_ms") is not None and o["complete_ms"] >= 0:
+                groups[cells.key(r)][r["protocol"]].append(o["complete_ms"])
+    files = []
+    for key, protos in sorted(groups.items()):
+        c = dict(zip(("workload", "rtt_ms", "loss_pct", "loss_model", "rate_mbit", "queue_bdp", "jitter_ms", "reorder",
+                      "cc"), key))
+        fig, ax = plt.subplots(figsize=(5.5, 3.5))
+        for proto, vals in sorted(protos.items()):
+            vals.sort()
+            ax.step(vals, [(i + 1) / len(vals) for i in range(len(vals))], where="post",
+                    label=f"{proto} ({len(vals)} objects)", color=COLORS.get(proto))
+        ax.set_xlabel("object completion (ms since the connection's start)")
+        ax.set_ylabel("fraction of objects")
+        ax.set_title(f"page objects: {cells.title(c)}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        name = f"objects-cdf-{cells.slug(c)}.png"
         fig.tight_layout()
         fig.savefig(os.path.join(out, name), dpi=110)
         plt.close(fig)
@@ -223,9 +341,27 @@ def main():
         lines += ["", "## Handshake: theory against measurement", "",
                   "TCP + TLS 1.3 puts the first response byte at about 3 RTT (SYN, ClientHello, request), "
                   "QUIC at about 2 RTT, QUIC 0-RTT at about 1 RTT.", "", f"![TTFB against RTT]({t})"]
+    arith, arith_png = arithmetic(summary, runs, meta, out)
+    if arith:
+        lines += ["", "## Without loss: measured against the round-trip arithmetic", "",
+                  "The arithmetic (bench/compare/theory.py): the first byte after 3 round trips (TCP + TLS 1.3 + "
+                  "request, resumed or not), 2 (QUIC), 1 (0-RTT); then slow start from the server's window at the "
+                  "response (TCP 10 segments; QUIC ngtcp2's initial window plus its ACKed handshake packets), "
+                  "every second packet ACKed, paced at 1.25 x cwnd / RTT where the side paced. *excess*: measured "
+                  "minus arithmetic; *h2 − this*: how many round trips the protocol finished ahead of HTTP/2.", ""]
+        lines += arith + ["", f"![completion against RTT]({arith_png})"]
     files = vs_loss_plots(summary, out)
     if files:
         lines += ["", "## Completion time against loss", ""] + [f"![{f}]({f})" for f in files]
+    f = [x for x in (forest(summary, out, "complete_ms"), forest(summary, out, "ttfb_ms")) if x]
+    if f:
+        lines += ["", "## Every cell's ratio at a glance (forest plots)", ""] + [f"![{x}]({x})" for x in f]
+    objs = object_cdfs(runs, out)
+    if objs:
+        lines += ["", "## Per-object completion (page workload)", "",
+                  "Each of the page's 50 objects, all runs pooled: when its last byte arrived. Under loss, "
+                  "head-of-line blocking delays objects that were not lost themselves over one TCP connection; over "
+                  "QUIC only the lost stream waits.", ""] + [f"![{x}]({x})" for x in objs]
     cdfs = cdf_plots(runs, out)
     if cdfs:
         lines += ["", "## Distributions (CDF of completion time per cell)", ""]
@@ -234,6 +370,7 @@ def main():
         f.write("\n".join(lines) + "\n")
     print_compact(summary)
     print("report: " + os.path.join(out, "report.md"))
+    print("report: " + report_html.build(out))
     return 0
 
 

@@ -71,8 +71,7 @@ Result<SessionFields> read_session_file(const std::filesystem::path& file, std::
   return out;
 }
 
-Result<Bytes> required_field(const SessionFields& fields, const std::string& name,
-                             const std::filesystem::path& file) {
+Result<Bytes> required_field(const SessionFields& fields, const std::string& name, const std::filesystem::path& file) {
   auto it = fields.find(name);
   if (it == fields.end()) return file_error(file, "\"" + name + "\" is missing");
   if (it->second.empty()) return file_error(file, "\"" + name + "\" is empty");
