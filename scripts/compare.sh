@@ -459,9 +459,13 @@ for spec in "${cells[@]}"; do
       # runs are bimodal) is its total, split evenly over the seeds.
       noisy=0
       [[ $loss != 0 || $rate != 0 || $jitter != 0 ]] && noisy=1
-      cell_bimodal=0
       per_seed() { echo $((($1 + ${#seed_list[@]} - 1) / ${#seed_list[@]})); }
       n=${cell_runs:-$(per_seed $((noisy ? 30 : 10)))}
+      # Pass 1 runs 1..n of every seed; a noisy cell found bimodal then gets
+      # pass 2 over the seeds again (fresh labs, the same cell seeds, new
+      # epochs), runs n+1..per_seed(50).
+      pass=1 first_run=1 last_run=$n
+      while :; do
       for sd in "${seed_list[@]}"; do
         # One seed per cell and --seeds entry, from the cell's place in the grid.
         cell_seed=$((sd * 1000 + cell))
@@ -504,9 +508,8 @@ for spec in "${cells[@]}"; do
         # A new server: the sessions of the last cell are no good.
         rm -f "$work/session-h2.json" "$work/session-h3.json"
         used_ticket=()
-        target=$n
-        ((cell_bimodal)) && target=$(per_seed 50)
-        for ((r = 1; r <= target; r++)); do
+        target=$last_run
+        for ((r = first_run; r <= last_run; r++)); do
           # Rotate the protocol order every run so no protocol always goes first.
           for ((k = 0; k < ${#proto_list[@]}; k++)); do
             proto=${proto_list[$(((k + r) % ${#proto_list[@]}))]}
@@ -540,15 +543,6 @@ for spec in "${cells[@]}"; do
           done_frac=$(awk -v c=$((cell - 1)) -v r="$r" -v n="$n" -v t="$total_cells" 'BEGIN{print (c + r/n)/t}')
           eta=$(awk -v e="$elapsed" -v f="$done_frac" 'BEGIN{ if (f>0) printf "%d", e/f - e; else print "?"}')
           printf '\rcompare: cell %d/%d run %d/%d, elapsed %ds, about %ss left   ' "$cell" "$total_cells" "$r" "$target" "$elapsed" "$eta" >&2
-          # A noisy cell whose runs fall into two modes (an RTO in some runs,
-          # not in others) gets 50 runs, unless --runs fixed the count.
-          if ((r == target && noisy && !cell_bimodal)) && [[ -z $cell_runs ]] &&
-            "$summarize" bimodal --in "$out/runs.jsonl" --cell "$cell" >/dev/null 2>&1; then
-            cell_bimodal=1
-            target=$(per_seed 50)
-            extended+=("$cell")
-            printf '\ncompare: cell %d is bimodal after %d runs of seed %s: 50 in all, %d per seed\n' "$cell" "$r" "$sd" "$target" >&2
-          fi
         done
         echo >&2
         stop_server
@@ -558,9 +552,23 @@ for spec in "${cells[@]}"; do
           jq -c --argjson cell "$cell" --argjson seed "$sd" --argjson rtt "$rtt" --argjson loss "$loss" \
             --argjson rate "$rate" --arg model "$cell_model" --argjson queue "$queue" --argjson jitter "$jitter" \
             --arg reorder "$cell_reorder" --arg cc "$cc" \
-            '{cell: $cell, seed: $seed, rtt_ms: $rtt, loss_pct: $loss, rate_mbit: $rate, loss_model: $model,
+            --argjson pass "$pass" \
+            '{cell: $cell, seed: $seed, pass: $pass, rtt_ms: $rtt, loss_pct: $loss, rate_mbit: $rate, loss_model: $model,
               queue_bdp: $queue, jitter_ms: $jitter, reorder: ($reorder == "on"), cc: $cc,
               c2s: .c2s, s2c: .s2c}' >>"$out/emulator.jsonl" 2>/dev/null || true
+      done
+      # A noisy cell whose runs fall into two modes (an RTO in some runs, not
+      # in others), judged on all its seeds' runs, gets 50 runs in all, unless
+      # --runs (or the cell's runs=) fixed the count.
+      if ((pass == 1 && noisy)) && [[ -z $cell_runs ]] && (($(per_seed 50) > n)) &&
+        "$summarize" bimodal --in "$out/runs.jsonl" --cell "$cell" >/dev/null 2>&1; then
+        extended+=("$cell")
+        pass=2 first_run=$((n + 1)) last_run=$(per_seed 50)
+        printf 'compare: cell %d is bimodal after %d runs per seed: runs %d..%d of each seed follow (50 in all)\n' \
+          "$cell" "$n" "$first_run" "$last_run" >&2
+        continue
+      fi
+      break
       done
       if [[ $fidelity == 1 && "$fidelity_json" == null && "$loss" != 0 ]]; then
         fidelity_json=$("$netlab" check "${link[@]}" 2>/dev/null | grep "^{\"emulator\"" | tail -1) || fidelity_json=null

@@ -69,7 +69,7 @@ if [[ -x "$here/scripts/compare.sh" ]]; then
   echo "== 2. HTTP/2 vs HTTP/3 under emulated delay and loss"
   if [[ $(id -u) -eq 0 ]]; then
     "$here/scripts/compare.sh" --demo --out "$here/out/demo-compare"
-    echo "(full report with plots: $here/out/demo-compare/report.md)"
+    echo "(full report with plots: $here/out/demo-compare/report.md; in one file: $here/out/demo-compare/report.html)"
   else
     echo "demo: the comparison builds network namespaces and needs root; run: sudo $0"
   fi

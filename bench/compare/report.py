@@ -95,7 +95,7 @@ def vs_loss_plots(summary, out):
         if m["median"] is None:
             continue
         k = cells.key(c)
-        by_wl[k[:2] + k[3:]][c["protocol"]].append((c["loss_pct"], m["median"], m["ci95"]))
+        by_wl[k[:2] + k[3:]][c["protocol"]].append((c["loss_pct"], m["median"], m["ci95"], c.get("failed", 0)))
     files = []
     for k, protos in sorted(by_wl.items()):
         wl = k[0]
@@ -110,8 +110,21 @@ def vs_loss_plots(summary, out):
             lo = [p[1] - (p[2][0] if p[2] else p[1]) for p in pts]
             hi = [(p[2][1] if p[2] else p[1]) - p[1] for p in pts]
             ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=proto, color=COLORS.get(proto))
+            # Failure markers: a red x with the count where runs of the cell failed.
+            for p in pts:
+                if p[3]:
+                    ax.plot([p[0]], [p[1]], "x", color="red", markersize=9)
+                    ax.annotate(f"{p[3]} failed", (p[0], p[1]), textcoords="offset points", xytext=(4, 4),
+                                fontsize=7, color="red")
         ax.set_xlabel("loss (%)")
         ax.set_ylabel("median completion (ms), 95 % CI")
+        # Wide ranges on log axes (loss 0 stays on the linear part of a symlog axis).
+        losses = sorted({p[0] for v in protos.values() for p in v})
+        if losses[-1] / max(min(x for x in losses if x > 0), 1e-9) >= 8:
+            ax.set_xscale("symlog", linthresh=min(x for x in losses if x > 0))
+        ys_all = [p[1] for v in protos.values() for p in v]
+        if max(ys_all) / max(min(ys_all), 1e-9) >= 8:
+            ax.set_yscale("log")
         rest = cells.conditions(c)
         ax.set_title(f"{wl} at RTT {c['rtt_ms']:g} ms" + (f", {rest}" if rest else ""), fontsize=9)
         ax.grid(alpha=0.3)
@@ -243,22 +256,26 @@ def object_cdfs(runs, out):
 def ttfb_vs_rtt(summary, out):
     pts = defaultdict(list)
     for c in summary["cells"]:
-        if c["workload"] == "handshake" and c["loss_pct"] == 0 and c["ttfb_ms"]["median"] is not None:
-            pts[c["protocol"]].append((c["rtt_ms"], c["ttfb_ms"]["median"]))
+        if (c["workload"] == "handshake" and plain_lossless(c) and c["ttfb_ms"]["median"] is not None
+                and (c.get("cc") or "cubic/cubic") == "cubic/cubic"):
+            pts[c["protocol"]].append((c["rtt_ms"], c["ttfb_ms"]["median"], c["ttfb_ms"]["ci95"]))
     if not pts:
         return None
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    rtts = sorted({r for v in pts.values() for r, _ in v})
+    rtts = sorted({p[0] for v in pts.values() for p in v})
     for proto, v in sorted(pts.items()):
         v.sort()
-        ax.plot([r for r, _ in v], [t for _, t in v], "o", color=COLORS.get(proto), label=f"{proto} measured")
+        lo = [p[1] - (p[2][0] if p[2] else p[1]) for p in v]
+        hi = [(p[2][1] if p[2] else p[1]) - p[1] for p in v]
+        ax.errorbar([p[0] for p in v], [p[1] for p in v], yerr=[lo, hi], fmt="o", capsize=3, color=COLORS.get(proto),
+                    label=f"{proto} measured (95 % CI)")
         k = THEORY_RTTS.get(proto)
         if k:
             ax.plot([0] + rtts, [0] + [k * r for r in rtts], "--", color=COLORS.get(proto), alpha=0.6,
                     label=f"{proto} theory ({k} RTT)")
     ax.set_xlabel("RTT (ms)")
     ax.set_ylabel("median TTFB (ms)")
-    ax.set_title("handshake workload, no loss")
+    ax.set_title("handshake workload, no loss, no rate cap, cubic/cubic", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
