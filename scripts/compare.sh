@@ -585,7 +585,8 @@ sysctls=$(for k in net.ipv4.tcp_congestion_control net.ipv4.tcp_available_conges
   printf '%s\t%s\n' "$k" "$(sysctl -n "$k" 2>/dev/null)"
 done | /usr/bin/python3 -c 'import json,sys; print(json.dumps(dict(l.rstrip("\n").split("\t", 1) for l in sys.stdin)))')
 # The controllers the servers really used, from their connection records.
-observed_cc=$(jq -sc '[.[] | .server_connections[]? | {(.protocol): .congestion_control}] | add // {}' "$out/runs.jsonl" 2>/dev/null || echo '{}')
+observed_cc=$(jq -sc '[.[] | .server_connections[]? | {p: .protocol, c: .congestion_control}] | group_by(.p)
+  | map({(.[0].p): (map(.c) | unique)}) | add // {}' "$out/runs.jsonl" 2>/dev/null || echo '{}')
 libs=$(dpkg-query -W -f='${Package} ${Version}\n' libnghttp2-14 libngtcp2-9 libnghttp3-3 libuv1 libssl3 libgnutls30 2>/dev/null | tr '\n' ';')
 cat >"$out/meta.json" <<META
 {"command": $(printf '%s' "$cmdline" | /usr/bin/python3 -c 'import json,sys;print(json.dumps(sys.stdin.read()))'),

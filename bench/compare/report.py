@@ -50,6 +50,14 @@ def load(out):
     return summary, runs, meta
 
 
+def save(fig, out, name):
+    """Writes the figure as OUT/name (PNG, 110 dpi) and frees it; returns name."""
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, name), dpi=110)
+    plt.close(fig)
+    return name
+
+
 def missed_shortcut(r):
     """A run of h3-0rtt without accepted early data, or of h2-resumed without resumption."""
     return (r.get("protocol") == "h3-0rtt" and r.get("early_data") is not True) or \
@@ -64,26 +72,28 @@ def cdf_plots(runs, out):
     groups = defaultdict(lambda: defaultdict(list))
     for r in runs:
         if r.get("ok") and r.get("complete_ms") is not None and not missed_shortcut(r):
-            groups[cells.key(r)][r["protocol"]].append(r["complete_ms"])
+            groups[cells.key(r)][r["protocol"]].append((r["complete_ms"], r.get("ttfb_ms")))
     files = []
     for key, protos in sorted(groups.items()):
         wl, rtt, loss, rate = key[0], key[1], key[2], key[4]
         c = dict(zip(("workload", "rtt_ms", "loss_pct", "loss_model", "rate_mbit", "queue_bdp", "jitter_ms", "reorder",
                       "cc"), key))
-        fig, ax = plt.subplots(figsize=(5.5, 3.5))
-        for proto, vals in sorted(protos.items()):
-            vals = sorted(vals)
-            ys = [(i + 1) / len(vals) for i in range(len(vals))]
-            ax.step(vals, ys, where="post", label=f"{proto} (n={len(vals)})", color=COLORS.get(proto))
-        ax.set_xlabel("completion time (ms)")
-        ax.set_ylabel("fraction of runs")
-        ax.set_title(f"{wl}: {cells.title(c)}", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend()
+        # Completion and first byte, side by side.
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        for ax, idx, what in ((axes[0], 0, "completion"), (axes[1], 1, "first byte (TTFB)")):
+            for proto, pairs in sorted(protos.items()):
+                vals = sorted(p[idx] for p in pairs if p[idx] is not None)
+                if not vals:
+                    continue
+                ys = [(i + 1) / len(vals) for i in range(len(vals))]
+                ax.step(vals, ys, where="post", label=f"{proto} (n={len(vals)})", color=COLORS.get(proto))
+            ax.set_xlabel(f"{what} (ms)")
+            ax.set_ylabel("fraction of runs")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.suptitle(f"{wl}: {cells.title(c)}", fontsize=9)
         name = f"cdf-{wl}-{cells.slug(c)}.png"
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, name), dpi=110)
-        plt.close(fig)
+        save(fig, out, name)
         files.append((wl, rtt, loss, rate, name))
     return files
 
@@ -130,9 +140,7 @@ def vs_loss_plots(summary, out):
         ax.grid(alpha=0.3)
         ax.legend()
         name = f"complete-vs-loss-{wl}-" + cells.slug({**c, "loss_pct": 0}).replace("-loss0", "") + ".png"
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, name), dpi=110)
-        plt.close(fig)
+        save(fig, out, name)
         files.append(name)
     return files
 
@@ -191,9 +199,7 @@ def arithmetic(summary, runs, meta, out):
         ax.set_title(f"{wl}, no loss: measured (dots), arithmetic (dashed)", fontsize=8)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "arithmetic.png"), dpi=110)
-    plt.close(fig)
+    save(fig, out, "arithmetic.png")
     return lines, "arithmetic.png"
 
 
@@ -246,9 +252,7 @@ def object_cdfs(runs, out):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         name = f"objects-cdf-{cells.slug(c)}.png"
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, name), dpi=110)
-        plt.close(fig)
+        save(fig, out, name)
         files.append(name)
     return files
 
@@ -278,9 +282,7 @@ def ttfb_vs_rtt(summary, out):
     ax.set_title("handshake workload, no loss, no rate cap, cubic/cubic", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "ttfb-vs-rtt.png"), dpi=110)
-    plt.close(fig)
+    save(fig, out, "ttfb-vs-rtt.png")
     return "ttfb-vs-rtt.png"
 
 
@@ -381,7 +383,7 @@ def main():
                   "QUIC only the lost stream waits.", ""] + [f"![{x}]({x})" for x in objs]
     cdfs = cdf_plots(runs, out)
     if cdfs:
-        lines += ["", "## Distributions (CDF of completion time per cell)", ""]
+        lines += ["", "## Distributions (CDFs of completion and first byte per cell)", ""]
         lines += [f"![{name}]({name})" for *_, name in cdfs]
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
