@@ -4,6 +4,7 @@
 
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -200,6 +201,12 @@ int run(const GetOptions& o) {
   }
 
   const Timestamp t0 = uv::Loop::hrtime();
+  // The wall clock against the monotonic one: start_unix_us lines the
+  // records up with packet captures and qlog traces (their reference_time).
+  const std::int64_t unix_offset_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count() -
+      static_cast<std::int64_t>(uv::Loop::hrtime());
   std::map<std::string, http::ConnectionInfo> infos;
   for (const auto& key : origin_order) {
     auto* c = clients[key].get();
@@ -272,6 +279,8 @@ int run(const GetOptions& o) {
   if (o.json) {
     for (const auto& f : fetches) {
       auto j = json_line(f, proto_name);
+      if (const auto start = f.response.timing.start; start != 0)
+        j["start_unix_us"] = (static_cast<std::int64_t>(start) + unix_offset_ns) / 1000;
       auto it = infos.find(app::origin_key(f.url));
       // The address that answered (Happy Eyeballs may have tried others first).
       if (it != infos.end() && !it->second.peer_address.empty()) j["peer"] = it->second.peer_address;
@@ -332,7 +341,8 @@ const Registration reg{
           "response complete) and a summary line. With --json, one JSON object per line:\n"
           "  url, protocol (\"h2\"|\"h3\"), status (0 if none), bytes (response body),\n"
           "  connect, handshake, sent, ttfb, total (ms since the connection start; null if not\n"
-          "  reached), peer (the address that answered), error (only on failure),\n"
+          "  reached), start_unix_us (the connection start on the wall clock, µs since the\n"
+          "  Unix epoch), peer (the address that answered), error (only on failure),\n"
           "  verified/verify_error (with --verify-bytes);\n"
           "  resumed (TLS session resumption), and with --h3 early_data (0-RTT accepted).\n"
           "Exit codes: 0 all responses 2xx/3xx, 1 some 4xx/5xx, 2 usage error (bad flag or URL),\n"

@@ -113,11 +113,11 @@ start_quiclab_serve() {
 # that pair of timings is not ordered.
 check_get_json() {
   python3 - "$work/out.txt" "$@" <<'EOF' || fail "JSON check failed: $(head -5 "$work/out.txt")"
-import json, sys
+import json, sys, time
 path, proto = sys.argv[1], sys.argv[2]
 count, status, size = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 flags = sys.argv[6:]
-keys = ["url", "protocol", "status", "bytes", "connect", "handshake", "sent", "ttfb", "total"]
+keys = ["url", "protocol", "status", "bytes", "connect", "handshake", "sent", "ttfb", "total", "start_unix_us"]
 if proto == "h3":
     keys += ["resumed", "early_data"]
 lines = [json.loads(l) for l in open(path) if l.strip()]
@@ -129,6 +129,8 @@ for j in lines:
     assert j["status"] == status, j
     assert j["bytes"] == size, j
     assert "error" not in j, j
+    # The connection start on the wall clock (lines records up with traces): this minute.
+    assert abs(j["start_unix_us"] / 1e6 - time.time()) < 60, j
     t = [j[k] for k in ("connect", "handshake", "sent", "ttfb", "total")]
     assert all(isinstance(x, (int, float)) for x in t), j
     if "early" in flags:

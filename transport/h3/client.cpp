@@ -1,5 +1,6 @@
 #include "transport/h3/client.hpp"
 
+#include <fmt/format.h>
 #include <nghttp3/nghttp3.h>
 #include <ngtcp2/ngtcp2.h>
 #include <ngtcp2/ngtcp2_crypto.h>
@@ -7,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -311,6 +313,7 @@ Status ClientConnection::init(Timestamp now) {
   ngtcp2_settings settings;
   ngtcp2_settings_default(&settings);
   settings.initial_ts = now;
+  qlog_origin_ = now;
   settings.rand_ctx.native_handle = &random();
   settings.max_window = opt.connection_window;
   settings.max_stream_window = opt.stream_window;
@@ -1161,9 +1164,44 @@ void ClientConnection::on_session_ticket(Bytes tls_session) {
   report_session();
 }
 
+// ngtcp2 0.12.1 writes an event's time as whole ms since initial_ts (an
+// integer division), too coarse to line a trace up with a packet capture or
+// to measure a stall. Each event is one chunk, written during the entry point
+// whose time is now_; when its whole ms agree with now_ (they do unless an
+// entry point forgot to set now_, and then it is left alone) the time is
+// rewritten to the µs (qlog times are floats). The header's reference_time
+// becomes the wall-clock ms of time 0 when the adapter knows the wall clock.
+std::string ClientConnection::refine_qlog_chunk(std::string_view chunk) const {
+  static constexpr std::string_view kEvent = "\x1e{\"time\":";
+  static constexpr std::string_view kReference = "\"reference_time\":0,";
+  if (chunk.substr(0, kEvent.size()) == kEvent) {
+    std::size_t end = kEvent.size();
+    std::uint64_t whole = 0;
+    while (end < chunk.size() && chunk[end] >= '0' && chunk[end] <= '9') whole = whole * 10 + (chunk[end++] - '0');
+    if (end == kEvent.size() || end == chunk.size() || chunk[end] != ',' || now_ < qlog_origin_) return {};
+    const std::uint64_t ns = now_ - qlog_origin_;
+    if (ns / NGTCP2_MILLISECONDS != whole) return {};
+    return fmt::format("{}{}.{:03}{}", kEvent, whole, ns % NGTCP2_MILLISECONDS / NGTCP2_MICROSECONDS,
+                       chunk.substr(end));
+  }
+  if (config_.unix_offset_ns) {
+    if (auto at = chunk.find(kReference); at != std::string_view::npos) {
+      const auto unix_ns = static_cast<std::int64_t>(qlog_origin_) + *config_.unix_offset_ns;
+      return fmt::format("{}\"reference_time\":{}.{:06},{}", chunk.substr(0, at), unix_ns / 1000000, unix_ns % 1000000,
+                         chunk.substr(at + kReference.size()));
+    }
+  }
+  return {};
+}
+
 void ClientConnection::on_qlog(const void* data, std::size_t len, bool fin) {
   if (!qlog_) return;
-  qlog_->write(ByteView(static_cast<const std::uint8_t*>(data), len));
+  const std::string_view chunk(static_cast<const char*>(data), len);
+  if (auto refined = refine_qlog_chunk(chunk); !refined.empty()) {
+    qlog_->write(ByteView(reinterpret_cast<const std::uint8_t*>(refined.data()), refined.size()));
+  } else {
+    qlog_->write(ByteView(static_cast<const std::uint8_t*>(data), len));
+  }
   if (fin) {
     qlog_->finish();
     qlog_.reset();
@@ -1203,6 +1241,10 @@ ClientConnection::Config connection_config(const http::Url& origin, const http::
     };
   }
   c.qlog = quic::qlog_to_directory(tuning.qlog_dir);
+  c.unix_offset_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count() -
+      static_cast<std::int64_t>(uv::Loop::hrtime());
   if (options.max_udp_payload == 0 && quic::is_loopback(remote))
     c.loopback_udp_payload = quic::probe_loopback_udp_payload(remote);
   return c;

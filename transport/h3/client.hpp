@@ -28,6 +28,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
@@ -118,6 +119,11 @@ class ClientConnection {
     /// Where the qlog trace goes (named by our hex source CID); empty: none.
     /// h3::Client makes it from tuning.qlog_dir with quic::qlog_to_directory.
     quic::QlogSink qlog;
+    /// Added to a Timestamp, gives ns since the Unix epoch (the adapter's
+    /// wall clock against its monotonic one); set, the qlog header's
+    /// reference_time is the wall-clock ms of the trace's time 0, so the
+    /// trace lines up with a packet capture. Unset: reference_time stays 0.
+    std::optional<std::int64_t> unix_offset_ns;
     /// Largest UDP payload to a loopback remote (quic::udp_payload_for),
     /// measured by the adapter (quic::probe_loopback_udp_payload); 0: ngtcp2's
     /// default with path MTU discovery. A forced options.max_udp_payload wins.
@@ -230,6 +236,7 @@ class ClientConnection {
   void on_new_token(ByteView token);
   void report_session();  // hands saved_ to Config::on_session once it has a ticket and parameters
   void on_qlog(const void* data, std::size_t len, bool fin);
+  std::string refine_qlog_chunk(std::string_view chunk) const;
   ngtcp2_conn* conn() const { return conn_; }
   Random& random() const { return config_.random ? *config_.random : Random::system(); }
 
@@ -275,6 +282,7 @@ class ClientConnection {
   std::uint8_t blocked_ecn_ = 0;
   SocketAddress blocked_local_, blocked_remote_;
   std::unique_ptr<quic::QlogWriter> qlog_;
+  Timestamp qlog_origin_ = 0;  // ngtcp2's initial_ts: time 0 of the qlog trace
 };
 
 /// The socket an h3::Client runs on.

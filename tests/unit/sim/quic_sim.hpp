@@ -52,7 +52,8 @@ struct QuicSimConfig {
   std::uint64_t seed = 1;
   linkem::LinkConfig c2s;  ///< client -> server direction (its seed is derived from `seed`)
   linkem::LinkConfig s2c;
-  bool qlog = false;  ///< both cores write qlog traces into memory (qlog_traces())
+  bool qlog = false;                                  ///< both cores write qlog traces into memory (qlog_traces())
+  std::optional<std::int64_t> client_unix_offset_ns;  ///< the client core's wall clock (qlog reference_time)
 };
 
 /// A qlog sink that keeps every connection's trace in memory.
@@ -127,6 +128,7 @@ class QuicSim {
       ++sessions_reported_;
     };
     if (cfg_.qlog) c.qlog = client_qlog_.sink();
+    c.unix_offset_ns = cfg_.client_unix_offset_ns;
     auto conn = h3::ClientConnection::create(c, clock_.now());
     REQUIRE(conn.ok());
     client_ = std::move(*conn);

@@ -6,6 +6,7 @@
 // sequence for the same seed.
 #include "tests/unit/sim/quic_sim.hpp"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -180,6 +181,51 @@ TEST_CASE("quic sim: 0-RTT resumption from a session reported in memory, qlog in
   std::size_t cert_files = 0;
   for (const auto& e : fs::recursive_directory_iterator(dir.path / "certs")) cert_files += e.is_regular_file() ? 1 : 0;
   CHECK(files == cert_files);
+}
+
+TEST_CASE("quic sim: the client's qlog times are µs on the simulated clock, its reference_time the wall clock",
+          "[sim][quic][qlog]") {
+  TempDir dir;
+  sim::QuicSimConfig cfg;
+  cfg.seed = 4;
+  cfg.c2s = link(25);
+  cfg.s2c = link(25);
+  cfg.qlog = true;
+  // Wall time = simulated time + 1.7e18 ns (mid-2023): time 0 of the trace is
+  // the connect, kStart on the simulated clock.
+  cfg.client_unix_offset_ns = 1'700'000'000'123'456'789;
+  sim::QuicSim world(cfg, dir.path / "certs");
+  world.connect();
+  world.get("/bytes/20k");
+  REQUIRE(world.run_until([&] { return world.responses().size() == 1; }, 10 * kNanosPerSecond));
+  REQUIRE(world.client_qlog().traces.size() == 1);
+  const auto& bytes = world.client_qlog().traces.begin()->second.bytes;
+  const std::string text(bytes.begin(), bytes.end());
+  const auto ref_ms = (static_cast<std::int64_t>(sim::QuicSim::kStart) + *cfg.client_unix_offset_ns) / 1'000'000;
+  CHECK(text.find(fmt::format("\"reference_time\":{}.", ref_ms)) != std::string::npos);
+  // Every event's time has three decimals, never goes back, and the first
+  // packet from the server arrives one round trip (50 ms) after the connect,
+  // on the µs: 50.000 plus the serialization of the server's first flight.
+  double last = -1, first_received = -1;
+  std::size_t events = 0, pos = 0;
+  while ((pos = text.find("\x1e{\"time\":", pos)) != std::string::npos) {
+    pos += 9;
+    const auto end = text.find(',', pos);
+    const std::string t = text.substr(pos, end - pos);
+    INFO("event time " << t);
+    REQUIRE(t.size() > 4);
+    CHECK(t[t.size() - 4] == '.');
+    const double v = std::stod(t);
+    CHECK(v >= last);
+    last = v;
+    ++events;
+    if (first_received < 0 && text.compare(end, 35, ",\"name\":\"transport:packet_received\"") == 0) first_received = v;
+  }
+  CHECK(events > 20);
+  CHECK(first_received >= 50.0);
+  CHECK(first_received < 51.0);
+  INFO("first packet_received at " << first_received << " ms");
+  CHECK(first_received != static_cast<double>(static_cast<int>(first_received)));  // not whole ms
 }
 
 TEST_CASE("quic sim: a key update mid-transfer, the body still byte-exact", "[sim][quic]") {
