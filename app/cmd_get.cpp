@@ -59,11 +59,17 @@ struct Fetch {
   std::string url_text;
   http::ClientResponse response;
   bool done = false;
+  std::int64_t done_unix_us = 0;                // the wall clock when the response completed
   std::optional<std::uint64_t> expected_bytes;  // --verify-bytes on /bytes/N
   std::uint64_t offset = 0;
   bool mismatch = false;
   std::optional<std::string> verify_error;
 };
+
+std::int64_t unix_now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 nlohmann::json json_line(const Fetch& f, std::string_view protocol) {
   auto j = app::fetch_json(f.url_text, f.response, protocol);
@@ -238,6 +244,7 @@ int run(const GetOptions& o) {
                          [&f, &clients, &outstanding, key](http::ClientResponse&& r) {
                            f.response = std::move(r);
                            f.done = true;
+                           f.done_unix_us = unix_now_us();
                            if (--outstanding[key] == 0) clients[key]->close(nullptr);
                          });
   }
@@ -281,6 +288,10 @@ int run(const GetOptions& o) {
       auto j = json_line(f, proto_name);
       if (const auto start = f.response.timing.start; start != 0)
         j["start_unix_us"] = (static_cast<std::int64_t>(start) + unix_offset_ns) / 1000;
+      // Read off the wall clock itself, not start_unix_us + total: a packet
+      // capture's stamps are that clock's, which may be slewed against the
+      // monotonic one mid-run (a VM's clock was, by 0.5 %, for seconds).
+      if (f.done_unix_us != 0) j["complete_unix_us"] = f.done_unix_us;
       auto it = infos.find(app::origin_key(f.url));
       // The address that answered (Happy Eyeballs may have tried others first).
       if (it != infos.end() && !it->second.peer_address.empty()) j["peer"] = it->second.peer_address;
@@ -341,8 +352,9 @@ const Registration reg{
           "response complete) and a summary line. With --json, one JSON object per line:\n"
           "  url, protocol (\"h2\"|\"h3\"), status (0 if none), bytes (response body),\n"
           "  connect, handshake, sent, ttfb, total (ms since the connection start; null if not\n"
-          "  reached), start_unix_us (the connection start on the wall clock, µs since the\n"
-          "  Unix epoch), peer (the address that answered), error (only on failure),\n"
+          "  reached), start_unix_us and complete_unix_us (the connection start and the\n"
+          "  response's end on the wall clock, µs since the Unix epoch), peer (the address that answered), error (only "
+          "on failure),\n"
           "  verified/verify_error (with --verify-bytes);\n"
           "  resumed (TLS session resumption), and with --h3 early_data (0-RTT accepted).\n"
           "Exit codes: 0 all responses 2xx/3xx, 1 some 4xx/5xx, 2 usage error (bad flag or URL),\n"

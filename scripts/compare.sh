@@ -73,6 +73,12 @@ Usage: scripts/compare.sh [options]
                        from the pairs (userspace emulator; off: one draw per arriving packet)
   --h2-rto-min-ms N    HTTP/2: the server's TCP RTO floor (rto_min on its routes; default: the
                        kernel's 200 ms; QUIC's PTO has none beyond max_ack_delay)
+  --hol on|off|keep    per-object stall times of the page workload from the client's traces
+                       (default off): HTTP/2 a packet capture in the client's namespace and
+                       its TLS key log, HTTP/3 its qlog (bench/compare/stall.py); each object
+                       gets stall_ms, the time from its own last byte's arrival to its
+                       completion at the application (head-of-line blocking, measured);
+                       keep: the traces stay too, in OUT/traces/ (about 2 MB per HTTP/2 run)
   --ablate KNOB        run the first cell with KNOB flipped on each side in turn, beside the
                        baseline: records (h2 16 KiB records), ack (h3 ack-thresh 8), pacing (h2
                        unpaced; h3 unpaced), metrics (TCP metrics saved), tls (each library's own
@@ -120,7 +126,7 @@ fi
 rtts=50 losses=0,1 loss_model=bernoulli rates=0 workloads=handshake,bulk,page protocols=h2,h3,h3-0rtt
 runs="" bulk_size=1m seed=1 emulator=auto out="" fidelity=1 h3_cc=cubic h2_cc=cubic h2_records=dynamic h3_ack_thresh=2 tls_cipher=TLS_AES_128_GCM_SHA256 tls_group=x25519
 seeds="" shard="" crn=on pacing=matched tcp_metrics=nosave ablate="" h2_pacing="" h3_pacing="" h2_rto_min_ms=""
-plan=0 queues=1 jitters=0 reorder=off cc_pairs="" cell_specs=() first_cell_only=0 override_h2_cc="" override_h3_cc=""
+plan=0 hol=off queues=1 jitters=0 reorder=off cc_pairs="" cell_specs=() first_cell_only=0 override_h2_cc="" override_h3_cc=""
 cmdline="$0 $*"
 orig_args=("$@")
 
@@ -157,6 +163,7 @@ parse() {
       --crn) crn=$2; shift 2 ;;
       --shard) shard=$2; shift 2 ;;
       --tcp-metrics) tcp_metrics=$2; shift 2 ;;
+      --hol) hol=$2; shift 2 ;;
       --ablate) ablate=$2; shift 2 ;;
       --h2-rto-min-ms) h2_rto_min_ms=$2; shift 2 ;;
       # One side's pacing, for --ablate (on | off; overrides --pacing for that side).
@@ -231,6 +238,10 @@ case "$crn" in on|off) ;; *) echo "compare: --crn takes on or off" >&2; exit 2 ;
   { echo "compare: --crn on needs the userspace emulator (netem draws per arriving packet): use --crn off with --emulator netem" >&2; exit 2; }
 case "$pacing" in matched|native|off) ;; *) echo "compare: unknown --pacing '$pacing' (matched, native, off)" >&2; exit 2 ;; esac
 case "$tcp_metrics" in nosave|save) ;; *) echo "compare: unknown --tcp-metrics '$tcp_metrics' (nosave, save)" >&2; exit 2 ;; esac
+case "$hol" in on|off|keep) ;; *) echo "compare: --hol takes on, off or keep" >&2; exit 2 ;; esac
+if [[ $hol != off ]] && ! { command -v tcpdump >/dev/null && /usr/bin/python3 -c 'import dpkt, cryptography' 2>/dev/null; }; then
+  echo "compare: --hol needs tcpdump, python3-dpkt and python3-cryptography (scripts/setup.sh installs them)" >&2; exit 2
+fi
 case "$ablate" in ""|records|ack|pacing|metrics|tls|timers|cc) ;;
   *) echo "compare: unknown --ablate '$ablate' (records, ack, pacing, metrics, tls, timers, cc)" >&2; exit 2 ;; esac
 [[ -z $h2_rto_min_ms || ( $h2_rto_min_ms =~ ^[1-9][0-9]*$ && $h2_rto_min_ms -le 1000 ) ]] ||
@@ -365,6 +376,7 @@ stop_server() {
 }
 cleanup() {
   stop_server
+  [[ -n ${capture_pid:-} ]] && { kill -INT "$capture_pid" 2>/dev/null || true; wait "$capture_pid" 2>/dev/null || true; }
   "$netlab" down "$lab" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -389,22 +401,78 @@ page_paths() {
   for s in "${sizes[@]}"; do printf '/bytes/%s\n' "$s"; done
 }
 
-run_get() {  # proto workload -> get's JSON lines on stdout
-  local proto=$1 wl=$2 base="https://$server_addr:$port" flags=()
+run_get() {  # proto workload [traced] -> get's JSON lines on stdout
+  local proto=$1 wl=$2 traced=${3:-} base="https://$server_addr:$port" flags=() env=()
   case "$proto" in
     h2) flags=(--h2) ;;
     h3) flags=(--h3 --ack-thresh "$h3_ack_thresh") ;;
     h2-resumed) flags=(--h2 --session-file "$work/session-h2.json") ;;
     h3-0rtt) flags=(--h3 --ack-thresh "$h3_ack_thresh" --session-file "$work/session-h3.json") ;;
   esac
+  if [[ -n $traced ]]; then  # --hol: the HTTP/2 client's TLS secrets, the HTTP/3 client's qlog
+    case "$proto" in h2*) env=(env "SSLKEYLOGFILE=$work/trace/keys") ;; h3*) flags+=(--qlog-dir "$work/trace/qlog") ;; esac
+  fi
   local urls=()
   case "$wl" in
     handshake) urls=("$base/bytes/1k") ;;
     bulk) urls=("$base/bytes/$bulk_size") ;;
     page) while read -r p; do urls+=("$base$p"); done < <(page_paths) ;;
   esac
-  timeout 120 "$netlab" exec "$lab" client -- "$bin" --log-level error get "${flags[@]}" "${tls_pin[@]}" --insecure -m 100 \
+  timeout 120 "$netlab" exec "$lab" client -- "${env[@]}" "$bin" --log-level error get "${flags[@]}" "${tls_pin[@]}" --insecure -m 100 \
     --json "${urls[@]}"
+}
+
+# --hol: the traces of one page run. HTTP/2's packet capture is taken on the
+# client's veth (kernel arrival times), started before the run and stopped
+# after it; HTTP/3's qlog is the client's own.
+capture_pid=""
+trace_start() {  # proto
+  rm -rf "$work/trace"
+  mkdir -p "$work/trace/qlog"
+  [[ $1 == h2* ]] || return 0
+  "$netlab" exec "$lab" client -- tcpdump -i "$lab-c" --immediate-mode -U -B 8192 -w "$work/trace/c.pcap" "tcp port $port" \
+    2>"$work/trace/tcpdump.err" &
+  capture_pid=$!
+  for _ in $(seq 1 100); do grep -q "listening on" "$work/trace/tcpdump.err" 2>/dev/null && return 0; sleep 0.05; done
+  echo "compare: tcpdump did not start: $(head -3 "$work/trace/tcpdump.err")" >&2
+}
+trace_stop() {  # proto: get.out gains stall_ms per object when the traces allow
+  local proto=$1
+  if [[ -n $capture_pid ]]; then
+    # tcpdump drops what it has not read from its buffer yet when it is
+    # interrupted: first let the file stop growing (bounded, 3 s).
+    local size=-1 now
+    for _ in $(seq 1 30); do
+      now=$(stat -c %s "$work/trace/c.pcap" 2>/dev/null || echo 0)
+      [[ $now == "$size" ]] && break
+      size=$now
+      sleep 0.1
+    done
+    kill -INT "$capture_pid" 2>/dev/null || true
+    wait "$capture_pid" 2>/dev/null || true
+    capture_pid=""
+    # Complete: nothing dropped, and every packet the filter took was written.
+    local got took
+    got=$(sed -n 's/^\([0-9]*\) packets\? captured$/\1/p' "$work/trace/tcpdump.err")
+    took=$(sed -n 's/^\([0-9]*\) packets\? received by filter$/\1/p' "$work/trace/tcpdump.err")
+    if ! grep -q "^0 packets dropped by kernel" "$work/trace/tcpdump.err" || [[ -z $got || $got != "$took" ]]; then
+      echo "compare: $proto run $r: no stall times: the capture is not complete ($got of ${took:-?} packets written; $(tail -1 "$work/trace/tcpdump.err"))" >&2
+      return 0
+    fi
+  fi
+  local args=(h3 --qlog-dir "$work/trace/qlog")
+  [[ $proto == h2* ]] && args=(h2 --pcap "$work/trace/c.pcap" --keylog "$work/trace/keys" --port "$port")
+  if /usr/bin/python3 "$here/bench/compare/stall.py" "${args[@]}" <"$work/get.out" >"$work/get.stall" 2>"$work/trace/stall.err"; then
+    mv "$work/get.stall" "$work/get.out"
+  else
+    echo "compare: $proto run $r: no stall times: $(tail -1 "$work/trace/stall.err")" >&2
+  fi
+  if [[ $hol == keep ]]; then
+    local keep="$out/traces/cell$cell-seed$sd-pass$pass-run$r-$proto"
+    mkdir -p "$keep"
+    cp -r "$work/trace/." "$keep/"
+    cp "$work/get.out" "$keep/get.jsonl"
+  fi
 }
 
 # The session file of a protocol that resumes (h2-resumed, h3-0rtt).
@@ -518,9 +586,12 @@ for spec in "${cells[@]}"; do
               # connections' k-th packets meet the same loss draw.
               case "$proto" in h2-resumed|h3-0rtt) fresh_ticket "$proto" ;; esac
               [[ $crn == on ]] && "$netlab" epoch "$lab" "$r"
+              traced=""
+              [[ $hol != off && $wl == page ]] && traced=1 && trace_start "$proto"
               t0=$(date +%s%3N)
-              run_get "$proto" "$wl" >"$work/get.out" 2>>"$work/get.log" || true
+              run_get "$proto" "$wl" $traced >"$work/get.out" 2>>"$work/get.log" || true
               t1=$(date +%s%3N)
+              [[ -n $traced ]] && trace_stop "$proto"
               # The server's record of the run's connection (serve --conn-log),
               # written when the connection ends: wait for one that began
               # within the run, a bounded while (an HTTP/3 connection whose
@@ -615,6 +686,7 @@ cat >"$out/meta.json" <<META
  "h2_pacing": "$h2_pacing",
  "h3_pacing": "$h3_pacing",
  "tcp_metrics": "$tcp_metrics",
+ "hol_traces": "$hol",
  "h2_rto_min_ms": ${h2_rto_min_ms:-null},
  "seed": $seed,
  "cell_seeds": "S x 1000 + the cell number (1-based, grid order), for each S of seeds",

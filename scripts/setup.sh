@@ -19,6 +19,8 @@ PACKAGES=(
   iproute2 nftables iptables ethtool procps psmisc iputils-ping conntrack
   # reports
   python3 python3-matplotlib python3-markdown
+  # compare.sh --hol: the client's packet capture and its analysis (bench/compare/stall.py)
+  tcpdump python3-dpkt python3-cryptography
   # the report test opens report.html in a headless browser
   chromium
   # tests read JSON lines with jq

@@ -117,7 +117,7 @@ import json, sys, time
 path, proto = sys.argv[1], sys.argv[2]
 count, status, size = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 flags = sys.argv[6:]
-keys = ["url", "protocol", "status", "bytes", "connect", "handshake", "sent", "ttfb", "total", "start_unix_us"]
+keys = ["url", "protocol", "status", "bytes", "connect", "handshake", "sent", "ttfb", "total", "start_unix_us", "complete_unix_us"]
 if proto == "h3":
     keys += ["resumed", "early_data"]
 lines = [json.loads(l) for l in open(path) if l.strip()]
@@ -131,6 +131,7 @@ for j in lines:
     assert "error" not in j, j
     # The connection start on the wall clock (lines records up with traces): this minute.
     assert abs(j["start_unix_us"] / 1e6 - time.time()) < 60, j
+    assert abs((j["complete_unix_us"] - j["start_unix_us"]) / 1000 - j["total"]) < 50, j
     t = [j[k] for k in ("connect", "handshake", "sent", "ttfb", "total")]
     assert all(isinstance(x, (int, float)) for x in t), j
     if "early" in flags:

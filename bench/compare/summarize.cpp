@@ -112,6 +112,10 @@ int make_run(const std::string& protocol, double rtt, double loss, double rate, 
                        {"bytes", number(r, "bytes", 0)},
                        {"ttfb_ms", t},
                        {"complete_ms", total}});
+    // --hol: per-object stall times from the client's traces (bench/compare/stall.py).
+    for (const char* k : {"stall_ms", "inorder_wait_ms", "own_arrival_ms"}) {
+      if (r.contains(k) && r[k].is_number()) objects.back()[k] = r[k];
+    }
     for (const char* k : {"retransmissions", "lost_packets", "resumed", "early_data", "tls"}) {
       if (r.contains(k)) rec[k] = r[k];  // tls: what the connection negotiated (library, version, cipher, group)
     }
