@@ -14,6 +14,14 @@ def key(c):
             bool(c.get("reorder")), c.get("cc") or "")
 
 
+KEY_FIELDS = ("workload", "rtt_ms", "loss_pct", "loss_model", "rate_mbit", "queue_bdp", "jitter_ms", "reorder", "cc")
+
+
+def from_key(k):
+    """The cell (a dict of KEY_FIELDS) a key() tuple stands for."""
+    return dict(zip(KEY_FIELDS, k))
+
+
 def link_key(c):
     """The cell without its workload."""
     return key(c)[1:]

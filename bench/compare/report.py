@@ -76,8 +76,7 @@ def cdf_plots(runs, out):
     files = []
     for key, protos in sorted(groups.items()):
         wl, rtt, loss, rate = key[0], key[1], key[2], key[4]
-        c = dict(zip(("workload", "rtt_ms", "loss_pct", "loss_model", "rate_mbit", "queue_bdp", "jitter_ms", "reorder",
-                      "cc"), key))
+        c = cells.from_key(key)
         # Completion and first byte, side by side.
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
         for ax, idx, what in ((axes[0], 0, "completion"), (axes[1], 1, "first byte (TTFB)")):
@@ -228,6 +227,19 @@ def forest(summary, out, metric="complete_ms"):
     return name
 
 
+def step_cdf(out, name, title, xlabel, series):
+    """One CDF figure of per-object values: series of (label, color, sorted values)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for label, color, vals in series:
+        ax.step(vals, [(i + 1) / len(vals) for i in range(len(vals))], where="post", label=label, color=color)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("fraction of objects")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save(fig, out, name)
+
+
 def object_cdfs(runs, out):
     """Per-object completion (each object of the page workload, all runs pooled), per cell and protocol."""
     groups = defaultdict(lambda: defaultdict(list))
@@ -239,21 +251,11 @@ def object_cdfs(runs, out):
                 groups[cells.key(r)][r["protocol"]].append(o["complete_ms"])
     files = []
     for key, protos in sorted(groups.items()):
-        c = dict(zip(("workload", "rtt_ms", "loss_pct", "loss_model", "rate_mbit", "queue_bdp", "jitter_ms", "reorder",
-                      "cc"), key))
-        fig, ax = plt.subplots(figsize=(5.5, 3.5))
-        for proto, vals in sorted(protos.items()):
-            vals.sort()
-            ax.step(vals, [(i + 1) / len(vals) for i in range(len(vals))], where="post",
-                    label=f"{proto} ({len(vals)} objects)", color=COLORS.get(proto))
-        ax.set_xlabel("object completion (ms since the connection's start)")
-        ax.set_ylabel("fraction of objects")
-        ax.set_title(f"page objects: {cells.title(c)}", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        name = f"objects-cdf-{cells.slug(c)}.png"
-        save(fig, out, name)
-        files.append(name)
+        c = cells.from_key(key)
+        series = [(f"{proto} ({len(vals)} objects)", COLORS.get(proto), sorted(vals))
+                  for proto, vals in sorted(protos.items())]
+        files.append(step_cdf(out, f"objects-cdf-{cells.slug(c)}.png", f"page objects: {cells.title(c)}",
+                              "object completion (ms since the connection's start)", series))
     return files
 
 
@@ -291,9 +293,8 @@ def hol_section(runs, out):
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     files = []
     for key, protos in sorted(groups.items()):
-        c = dict(zip(("workload", "rtt_ms", "loss_pct", "loss_model", "rate_mbit", "queue_bdp", "jitter_ms", "reorder",
-                      "cc"), key))
-        fig, ax = plt.subplots(figsize=(5.5, 3.5))
+        c = cells.from_key(key)
+        series = []
         for proto, g in sorted(protos.items()):
             st = sorted(g["stall"])
             if not st:
@@ -304,14 +305,9 @@ def hol_section(runs, out):
                         f"{stalled} ({100 * stalled / len(st):.1f} %) | {fmt(pct(st, 0.5), 2)} | {fmt(pct(st, 0.9), 2)} | "
                         f"{fmt(pct(st, 0.99), 1)} | {fmt(st[-1], 1)} | {fmt(pct(sorted(g['per_run']), 0.5), 1)} | "
                         f"{'–' if share is None else f'{100 * share:.0f} %'} |")
-            ax.step(st, [(i + 1) / len(st) for i in range(len(st))], where="post",
-                    label=f"{proto} ({len(st)} objects, {g['traced']} runs)", color=COLORS.get(proto))
-        ax.set_xlabel("stall: last own byte in → object complete at the client (ms)")
-        ax.set_ylabel("fraction of objects")
-        ax.set_title(f"head-of-line stall per object: {cells.title(c)}", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        files.append(save(fig, out, f"stall-cdf-{cells.slug(c)}.png"))
+            series.append((f"{proto} ({len(st)} objects, {g['traced']} runs)", COLORS.get(proto), st))
+        files.append(step_cdf(out, f"stall-cdf-{cells.slug(c)}.png", f"head-of-line stall per object: {cells.title(c)}",
+                              "stall: last own byte in → object complete at the client (ms)", series))
     lines = ["", "## Head-of-line blocking, measured (per-object stall time)", "",
              "For each object of the page workload, from the client's own traces (`compare.sh --hol`, "
              "bench/compare/stall.py): the time from the arrival of the last of its own bytes (its stream's frames; "

@@ -168,18 +168,15 @@ with tempfile.TemporaryDirectory() as d:
               f"h2: stream 3 (in the repaired segment) did not wait: {s3['stall_ms']} ms")
         check(abs(s3["own_arrival_ms"] - 1500.0) < 0.01, "h2: the first copy of the repair is the arrival")
 
-with tempfile.TemporaryDirectory() as d:
-    (rc, out, err), lines = h2_case(d, keys=False)
-    check(rc == 1 and "no server secrets" in err and out == lines, f"h2 without keys: {err.strip()}")
-with tempfile.TemporaryDirectory() as d:
-    (rc, out, err), lines = h2_case(d, lose_entirely=True)
-    check(rc == 1 and "misses server bytes" in err and out == lines, f"h2 capture with a hole: {err.strip()}")
-with tempfile.TemporaryDirectory() as d:
-    (rc, out, err), lines = h2_case(d, wrong_bytes=True)
-    check(rc == 1 and "body bytes" in err and out == lines, f"h2 body mismatch: {err.strip()}")
-with tempfile.TemporaryDirectory() as d:
-    (rc, out, err), lines = h2_case(d, early=True)
-    check(rc == 1 and "disagree" in err and out == lines, f"h2 completion before arrival: {err.strip()}")
+# Refusals: exit 1, the reason on stderr, the lines unchanged.
+for what, case, expect in [
+        ("h2 without keys", dict(keys=False), "no server secrets"),
+        ("h2 capture with a hole", dict(lose_entirely=True), "misses server bytes"),
+        ("h2 body mismatch", dict(wrong_bytes=True), "body bytes"),
+        ("h2 completion before arrival", dict(early=True), "disagree")]:
+    with tempfile.TemporaryDirectory() as d:
+        (rc, out, err), lines = h2_case(d, **case)
+        check(rc == 1 and expect in err and out == lines, f"{what}: {err.strip()}")
 
 with tempfile.TemporaryDirectory() as d:
     (rc, out, err), _ = h3_case(d)

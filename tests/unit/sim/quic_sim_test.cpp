@@ -46,6 +46,15 @@ linkem::LinkConfig link(Timestamp delay_ms, double loss = 0.0) {
   return c;
 }
 
+/// A world with the same link both ways (one-way delay, random loss).
+sim::QuicSimConfig symmetric(std::uint64_t seed, Timestamp delay_ms, double loss = 0.0) {
+  sim::QuicSimConfig cfg;
+  cfg.seed = seed;
+  cfg.c2s = link(delay_ms, loss);
+  cfg.s2c = link(delay_ms, loss);
+  return cfg;
+}
+
 bool body_is_generated(const http::ClientResponse& r) {
   for (std::size_t i = 0; i < r.body.size(); ++i) {
     if (r.body[i] != http::generated_byte(i)) return false;
@@ -62,10 +71,7 @@ struct Outcome {
 // One connection, one GET of /bytes/1m, checked byte for byte.
 Outcome transfer(std::uint64_t seed, double loss) {
   TempDir dir;
-  sim::QuicSimConfig cfg;
-  cfg.seed = seed;
-  cfg.c2s = link(20, loss);
-  cfg.s2c = link(20, loss);
+  auto cfg = symmetric(seed, 20, loss);
   sim::QuicSim world(cfg, dir.path);
   world.connect();
   world.get("/bytes/1m");
@@ -119,10 +125,7 @@ TEST_CASE("quic sim: 1 MB byte-exact through 5 % seeded loss, replayed exactly",
 TEST_CASE("quic sim: 0-RTT resumption from a session reported in memory, qlog in memory on both sides",
           "[sim][quic][qlog]") {
   TempDir dir;
-  sim::QuicSimConfig cfg;
-  cfg.seed = 3;
-  cfg.c2s = link(25);
-  cfg.s2c = link(25);
+  auto cfg = symmetric(3, 25);
   cfg.qlog = true;
   sim::QuicSim world(cfg, dir.path / "certs");
   world.connect();
@@ -186,10 +189,7 @@ TEST_CASE("quic sim: 0-RTT resumption from a session reported in memory, qlog in
 TEST_CASE("quic sim: the client's qlog times are µs on the simulated clock, its reference_time the wall clock",
           "[sim][quic][qlog]") {
   TempDir dir;
-  sim::QuicSimConfig cfg;
-  cfg.seed = 4;
-  cfg.c2s = link(25);
-  cfg.s2c = link(25);
+  auto cfg = symmetric(4, 25);
   cfg.qlog = true;
   // Wall time = simulated time + 1.7e18 ns (mid-2023): time 0 of the trace is
   // the connect, kStart on the simulated clock.
@@ -230,10 +230,7 @@ TEST_CASE("quic sim: the client's qlog times are µs on the simulated clock, its
 
 TEST_CASE("quic sim: a key update mid-transfer, the body still byte-exact", "[sim][quic]") {
   TempDir dir;
-  sim::QuicSimConfig cfg;
-  cfg.seed = 5;
-  cfg.c2s = link(10);
-  cfg.s2c = link(10);
+  auto cfg = symmetric(5, 10);
   sim::QuicSim world(cfg, dir.path);
   world.connect();
   world.get("/bytes/1m");
@@ -263,10 +260,7 @@ TEST_CASE("quic sim: STUN and a greased QUIC connection share the client's path"
   int greased_runs = 0;
   for (std::uint64_t seed = 11; seed < 19; ++seed) {
     TempDir dir;
-    sim::QuicSimConfig cfg;
-    cfg.seed = seed;
-    cfg.c2s = link(15);
-    cfg.s2c = link(15);
+    auto cfg = symmetric(seed, 15);
     sim::QuicSim world(cfg, dir.path);
     // A Binding request every 20 ms from the rendezvous server's address.
     std::size_t injected = 0;
@@ -328,10 +322,7 @@ TEST_CASE("quic sim: with 0-RTT a 1 MB response finishes a round trip sooner, th
   // 100 ms RTT at 1 Gbit/s: slow start and pacing decide the time. A 1-RTT
   // fetch, then a 0-RTT fetch from its session; each timed from connect().
   TempDir dir;
-  sim::QuicSimConfig cfg;
-  cfg.seed = 11;
-  cfg.c2s = link(50);
-  cfg.s2c = link(50);
+  auto cfg = symmetric(11, 50);
   cfg.c2s.rate_bps = cfg.s2c.rate_bps = 1'000'000'000;
   cfg.c2s.queue_packets = cfg.s2c.queue_packets = 10000;
   sim::QuicSim world(cfg, dir.path);
